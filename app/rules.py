@@ -1,0 +1,283 @@
+"""Rule model and validation.
+
+A rule arrives as JSON (or YAML via the CLI) and becomes an immutable :class:`Rule`.
+Anything that does not validate raises :class:`RuleError` naming the field and
+the problem, so the CLI, the HTTP API and the workers all refuse it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from app.models import Payment
+
+GROUP_FIELDS = ("card_id", "account_id", "merchant_id", "device_id", "ip")
+STRING_FIELDS = ("card_id", "account_id", "merchant_id", "device_id", "ip", "currency",
+                 "country", "mcc", "txn_id")
+FILTER_FIELDS = (*STRING_FIELDS, "amount")
+FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
+# Only monotone thresholds: a burst rule fires when enough happened, never when too little.
+THRESHOLD_OPS = (">=", ">")
+STATUSES = ("active", "shadow", "paused")
+SEVERITIES = ("low", "medium", "high", "critical")
+_AGGREGATE = re.compile(r"^(count|sum\(amount\)|distinct_count\((\w+)\))$")
+_RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MAX_WINDOW_S = 7 * 24 * 3600
+RULE_KEYS = frozenset({"rule_id", "version", "status", "description", "group_by", "filter",
+                       "aggregate", "window", "threshold", "severity"})
+
+
+class RuleError(ValueError):
+    """A rule failed validation; ``field`` names the offending field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    field: str
+    op: str
+    value: Decimal | str | frozenset[str] | frozenset[Decimal]
+
+    def matches(self, payment: Payment) -> bool:
+        actual = payment.field(self.field)
+        op, expected = self.op, self.value
+        if op == "in":
+            return actual in expected  # type: ignore[operator]
+        if op == "not in":
+            return actual not in expected  # type: ignore[operator]
+        if op == "==":
+            return actual == expected
+        if op == "!=":
+            return actual != expected
+        if op == ">=":
+            return actual >= expected  # type: ignore[operator]
+        if op == ">":
+            return actual > expected  # type: ignore[operator]
+        if op == "<=":
+            return actual <= expected  # type: ignore[operator]
+        return actual < expected  # type: ignore[operator]
+
+    def to_json(self) -> dict[str, Any]:
+        value: Any = self.value
+        if isinstance(value, frozenset):
+            value = sorted(str(v) for v in value)
+        elif isinstance(value, Decimal):
+            value = str(value)
+        return {"field": self.field, "op": self.op, "value": value}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    rule_id: str
+    version: int
+    status: str
+    description: str
+    group_by: tuple[str, ...]
+    filter: tuple[Condition, ...]
+    aggregate: str  # "count" | "sum" | "distinct_count"
+    aggregate_field: str | None  # the field of distinct_count
+    window_ms: int
+    threshold_op: str
+    threshold: Decimal
+    severity: str
+
+    @property
+    def group_by_name(self) -> str:
+        return "+".join(self.group_by)
+
+    @property
+    def aggregate_text(self) -> str:
+        if self.aggregate == "sum":
+            return "sum(amount)"
+        if self.aggregate == "distinct_count":
+            return f"distinct_count({self.aggregate_field})"
+        return "count"
+
+    def group_key(self, payment: Payment) -> str:
+        if len(self.group_by) == 1:
+            return str(payment.field(self.group_by[0]))
+        return "|".join(str(payment.field(name)) for name in self.group_by)
+
+    def qualifies(self, payment: Payment) -> bool:
+        return all(condition.matches(payment) for condition in self.filter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "version": self.version,
+            "status": self.status,
+            "description": self.description,
+            "group_by": list(self.group_by),
+            "filter": [condition.to_json() for condition in self.filter],
+            "aggregate": self.aggregate_text,
+            "window": self.window_ms / 1000 if self.window_ms % 1000 else self.window_ms // 1000,
+            "threshold": {"op": self.threshold_op, "value": str(self.threshold)},
+            "severity": self.severity,
+        }
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+
+def _decimal(field: str, value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise RuleError(field, "must be a number")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise RuleError(field, f"{value!r} is not a number") from None
+    if not number.is_finite():
+        raise RuleError(field, "must be finite")
+    return number
+
+
+def _condition(index: int, raw: object) -> Condition:
+    where = f"filter[{index}]"
+    if not isinstance(raw, Mapping):
+        raise RuleError(where, "must be an object with field, op and value")
+    unknown = set(raw) - {"field", "op", "value"}
+    if unknown:
+        raise RuleError(where, f"unknown keys {sorted(unknown)}")
+    name, op = raw.get("field"), raw.get("op")
+    if name not in FILTER_FIELDS:
+        raise RuleError(f"{where}.field", f"{name!r} is not one of {', '.join(FILTER_FIELDS)}")
+    if op not in FILTER_OPS:
+        raise RuleError(f"{where}.op", f"{op!r} is not one of {', '.join(FILTER_OPS)}")
+    if "value" not in raw:
+        raise RuleError(f"{where}.value", "is missing")
+    value = raw["value"]
+    if op in ("in", "not in"):
+        if not isinstance(value, list) or not value:
+            raise RuleError(f"{where}.value", f"must be a non-empty list for '{op}'")
+        if name == "amount":
+            return Condition(name, op, frozenset(_decimal(f"{where}.value", v) for v in value))
+        if not all(isinstance(v, str) for v in value):
+            raise RuleError(f"{where}.value", f"must be a list of strings for field {name!r}")
+        return Condition(name, op, frozenset(value))
+    if name == "amount":
+        return Condition(name, op, _decimal(f"{where}.value", value))
+    if not isinstance(value, str):
+        raise RuleError(f"{where}.value", f"must be a string for field {name!r}")
+    if op not in ("==", "!="):
+        raise RuleError(f"{where}.op", f"'{op}' compares numbers; field {name!r} is a string")
+    return Condition(name, op, value)
+
+
+def parse_rule(raw: object) -> Rule:
+    """Validate a decoded JSON/YAML object and build a :class:`Rule`."""
+    if not isinstance(raw, Mapping):
+        raise RuleError("rule", "must be a JSON object")
+    unknown = set(raw) - RULE_KEYS
+    if unknown:
+        raise RuleError(sorted(unknown)[0], "is not a rule field")
+
+    rule_id = raw.get("rule_id")
+    if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
+        raise RuleError("rule_id", "must be 1-64 characters of a-z, 0-9, '.', '_' or '-'")
+
+    version = raw.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise RuleError("version", "must be an integer >= 1")
+
+    status = raw.get("status", "active")
+    if status not in STATUSES:
+        raise RuleError("status", f"{status!r} is not one of {', '.join(STATUSES)}")
+
+    description = raw.get("description", "")
+    if not isinstance(description, str) or len(description) > 500:
+        raise RuleError("description", "must be a string of at most 500 characters")
+
+    group_by_raw = raw.get("group_by", ["card_id"])
+    if isinstance(group_by_raw, str):
+        group_by_raw = [group_by_raw]
+    if not isinstance(group_by_raw, list) or not group_by_raw:
+        raise RuleError("group_by", "must be a field name or a non-empty list of them")
+    for name in group_by_raw:
+        if name not in GROUP_FIELDS:
+            raise RuleError("group_by", f"{name!r} is not one of {', '.join(GROUP_FIELDS)}")
+    if len(set(group_by_raw)) != len(group_by_raw):
+        raise RuleError("group_by", "lists a field twice")
+
+    filter_raw = raw.get("filter", [])
+    if not isinstance(filter_raw, list):
+        raise RuleError("filter", "must be a list of conditions")
+    conditions = tuple(_condition(i, c) for i, c in enumerate(filter_raw))
+
+    aggregate_raw = raw.get("aggregate", "count")
+    match = _AGGREGATE.match(aggregate_raw) if isinstance(aggregate_raw, str) else None
+    if match is None:
+        raise RuleError("aggregate", "must be count, sum(amount) or distinct_count(<field>)")
+    aggregate_field = match.group(2)
+    if aggregate_field is not None and aggregate_field not in STRING_FIELDS:
+        raise RuleError("aggregate", f"distinct_count field {aggregate_field!r} is not a payment field")
+    aggregate = match.group(1).split("(")[0]
+
+    window = raw.get("window")
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window <= MAX_WINDOW_S:
+        raise RuleError("window", f"must be a number of seconds in (0, {MAX_WINDOW_S}]")
+
+    threshold_raw = raw.get("threshold")
+    if isinstance(threshold_raw, int | float) and not isinstance(threshold_raw, bool):
+        threshold_raw = {"op": ">=", "value": threshold_raw}
+    if not isinstance(threshold_raw, Mapping):
+        raise RuleError("threshold", "must be an object {op, value} or a number")
+    threshold_op = threshold_raw.get("op", ">=")
+    if threshold_op not in THRESHOLD_OPS:
+        raise RuleError("threshold.op", f"{threshold_op!r} is not one of {', '.join(THRESHOLD_OPS)}")
+    threshold = _decimal("threshold.value", threshold_raw.get("value"))
+    if threshold <= 0 if threshold_op == ">=" else threshold < 0:
+        raise RuleError("threshold.value", "must be positive (a rule must need at least one event)")
+    if aggregate != "sum" and threshold != threshold.to_integral_value():
+        raise RuleError("threshold.value", f"must be a whole number for {aggregate_raw}")
+
+    severity = raw.get("severity", "medium")
+    if severity not in SEVERITIES:
+        raise RuleError("severity", f"{severity!r} is not one of {', '.join(SEVERITIES)}")
+
+    return Rule(
+        rule_id=rule_id,
+        version=version,
+        status=status,
+        description=description,
+        group_by=tuple(group_by_raw),
+        filter=conditions,
+        aggregate=aggregate,
+        aggregate_field=aggregate_field,
+        window_ms=int(Decimal(str(window)) * 1000),
+        threshold_op=threshold_op,
+        threshold=threshold,
+        severity=severity,
+    )
+
+
+def parse_rule_bytes(raw: bytes | str) -> Rule:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise RuleError("rule", f"not JSON: {exc}") from None
+    return parse_rule(body)
+
+
+SEED_RULE = parse_rule(
+    {
+        "rule_id": "high-value-burst",
+        "version": 1,
+        "status": "active",
+        "description": "3 payments of 1000 or more on one card within 5 minutes",
+        "group_by": ["card_id"],
+        "filter": [{"field": "amount", "op": ">=", "value": "1000"}],
+        "aggregate": "count",
+        "window": 300,
+        "threshold": {"op": ">=", "value": 3},
+        "severity": "high",
+    }
+)

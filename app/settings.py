@@ -1,0 +1,155 @@
+"""Settings from the environment (prefix ``FRAUD_``).
+
+Every value is parsed once at start-up; a bad value raises :class:`SettingsError`
+naming the variable, so a worker never starts half-configured.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+PREFIX = "FRAUD_"
+_T = TypeVar("_T")
+
+
+class SettingsError(ValueError):
+    """A FRAUD_* environment variable holds a value the app cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_id: str = "fraud-detection"
+    broker: str = "kafka://127.0.0.1:9092"
+    store: str = "rocksdb://"
+    datadir: Path = Path("./.cache/worker-data")
+    web_bind: str = "127.0.0.1"
+    web_port: int = 6066
+    partitions: int = 8
+    allowed_lateness_s: float = 60.0
+    topic_payments: str = "payments.raw"
+    topic_alerts: str = "fraud.alerts"
+    topic_dlq: str = "payments.dlq"
+    topic_rules: str = "fraud.rules"
+    dynamodb_endpoint: str | None = None
+    dynamodb_table: str = "fraud_alerts"
+    aws_region: str = "us-east-1"
+    max_payment_bytes: int = 16 * 1024
+    max_future_skew_s: float = 24 * 3600.0
+    max_event_age_s: float = 30 * 24 * 3600.0
+    processing_guarantee: str = "at_least_once"
+    topic_replication: int = 1
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port between 0 and 65535")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a finite number of seconds >= 0")
+    return value
+
+
+def _broker_url(text: str) -> str:
+    urls = [part.strip() for part in text.split(";") if part.strip()]
+    if not urls:
+        raise ValueError("is empty")
+    for url in urls:
+        if not re.fullmatch(r"(kafka|aiokafka)://[^\s/:]+:\d+", url):
+            raise ValueError(f"{url!r} is not of the form kafka://host:port")
+    return ";".join(urls)
+
+
+def _store_url(text: str) -> str:
+    if text not in {"rocksdb://", "memory://"}:
+        raise ValueError("must be 'rocksdb://' or 'memory://' ('rocksdict://' crashes Faust 0.15)")
+    return text
+
+
+def _topic(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", text):
+        raise ValueError("is not a legal Kafka topic name")
+    return text
+
+
+def _http_url(text: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise ValueError("must be an http(s):// URL")
+    return text
+
+
+def _guarantee(text: str) -> str:
+    if text not in {"at_least_once", "exactly_once"}:
+        raise ValueError("must be 'at_least_once' or 'exactly_once'")
+    return text
+
+
+def _bind_address(text: str) -> str:
+    if not text or any(c.isspace() for c in text):
+        raise ValueError("must be a host name or IP address")
+    return text
+
+
+def _app_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", text):
+        raise ValueError("may hold only letters, digits, '.', '_' and '-'")
+    return text
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the FRAUD_* variables of ``env`` (default: the process environment)."""
+    source = os.environ if env is None else env
+    defaults = Settings()
+    values: dict[str, object] = {}
+
+    def read(name: str, attr: str, parse: Callable[[str], _T]) -> None:
+        raw = source.get(PREFIX + name)
+        if raw is None or raw == "":
+            return
+        try:
+            values[attr] = parse(raw.strip())
+        except ValueError as exc:
+            reason = str(exc) or "is invalid"
+            if reason.startswith("invalid literal") or reason.startswith("could not convert"):
+                reason = "is not a number"
+            raise SettingsError(f"{PREFIX}{name}={raw!r}: {reason}") from None
+
+    read("APP_ID", "app_id", _app_id)
+    read("BROKER", "broker", _broker_url)
+    read("STORE", "store", _store_url)
+    read("DATADIR", "datadir", Path)
+    read("WEB_BIND", "web_bind", _bind_address)
+    read("WEB_PORT", "web_port", _port)
+    read("PARTITIONS", "partitions", _positive_int)
+    read("ALLOWED_LATENESS", "allowed_lateness_s", _non_negative_seconds)
+    read("TOPIC_PAYMENTS", "topic_payments", _topic)
+    read("TOPIC_ALERTS", "topic_alerts", _topic)
+    read("TOPIC_DLQ", "topic_dlq", _topic)
+    read("TOPIC_RULES", "topic_rules", _topic)
+    read("DYNAMODB_ENDPOINT", "dynamodb_endpoint", _http_url)
+    read("DYNAMODB_TABLE", "dynamodb_table", _topic)
+    read("AWS_REGION", "aws_region", _bind_address)
+    read("MAX_PAYMENT_BYTES", "max_payment_bytes", _positive_int)
+    read("MAX_FUTURE_SKEW", "max_future_skew_s", _non_negative_seconds)
+    read("MAX_EVENT_AGE", "max_event_age_s", _non_negative_seconds)
+    read("PROCESSING_GUARANTEE", "processing_guarantee", _guarantee)
+    read("TOPIC_REPLICATION", "topic_replication", _positive_int)
+
+    merged = {**defaults.__dict__, **values}
+    return Settings(**merged)  # type: ignore[arg-type]

@@ -1,0 +1,167 @@
+"""Payment validation: raw bytes in, a :class:`Payment` or an :class:`InvalidPayment` out.
+
+Pure and synchronous; the agent forwards every rejection to the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import pycountry
+
+from app.models import Payment
+
+CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
+COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
+_STRING_FIELDS = ("txn_id", "card_id", "account_id", "merchant_id", "device_id", "ip")
+_MAX_ID_LENGTH = 128
+_MCC = re.compile(r"\d{4}")
+_PAN_CANDIDATE = re.compile(r"\d{13,19}")
+_DIGIT_RUN = re.compile(rb"\d{13,19}")
+
+
+class InvalidPayment(ValueError):
+    """Why a record is not a usable payment; ``reason`` is a stable code for metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_bytes: int = 16 * 1024
+    max_future_skew_ms: int = 24 * 3600 * 1000
+    max_event_age_ms: int = 30 * 24 * 3600 * 1000
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidPayment("non_finite_number", f"JSON constant {name} is not allowed")
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def looks_like_pan(text: str) -> bool:
+    return bool(_PAN_CANDIDATE.fullmatch(text)) and luhn_valid(text)
+
+
+def redact_pans(raw: bytes) -> bytes:
+    """Mask card-number-like digit runs so a PAN sent by mistake never reaches the DLQ."""
+
+    def mask(match: re.Match[bytes]) -> bytes:
+        digits = match.group(0)
+        if not luhn_valid(digits.decode()):
+            return digits
+        return b"*" * (len(digits) - 4) + digits[-4:]
+
+    return _DIGIT_RUN.sub(mask, raw)
+
+
+def parse_amount(value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise InvalidPayment("bad_type", "field 'amount' must be a JSON number or a decimal string")
+    try:
+        amount = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except InvalidOperation:
+        raise InvalidPayment("bad_amount", f"field 'amount' is not a decimal: {value!r}") from None
+    if not amount.is_finite():
+        raise InvalidPayment("non_finite_number", "field 'amount' must be finite")
+    if amount < 0:
+        raise InvalidPayment("negative_amount", "field 'amount' must not be negative")
+    if amount.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise InvalidPayment("bad_amount", "field 'amount' has more than 6 decimal places")
+    return amount
+
+
+def parse_event_time(value: object) -> int:
+    if not isinstance(value, str):
+        raise InvalidPayment("bad_type", "field 'ts' must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidPayment("bad_timestamp", f"field 'ts' is not ISO 8601: {value[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise InvalidPayment("bad_timestamp", "field 'ts' has no time zone")
+    return int(moment.timestamp() * 1000)
+
+
+def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Payment:
+    """Decode and validate one record of ``payments.raw``.
+
+    ``now_ms`` bounds only absurd timestamps; windows never look at the wall clock.
+    """
+    if raw is None:
+        raise InvalidPayment("empty", "record has no value")
+    if len(raw) > limits.max_bytes:
+        raise InvalidPayment("oversize", f"record is {len(raw)} bytes, limit {limits.max_bytes}")
+    try:
+        body = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    except InvalidPayment:
+        raise
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidPayment("unparseable", f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidPayment("not_an_object", "payment must be a JSON object")
+
+    for name in ("txn_id", "card_id", "account_id", "amount", "currency", "merchant_id", "mcc",
+                 "country", "device_id", "ip", "ts"):
+        if body.get(name) is None:
+            raise InvalidPayment("missing_field", f"field {name!r} is missing")
+    for name in _STRING_FIELDS:
+        value = body[name]
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidPayment("bad_type", f"field {name!r} must be a non-empty string")
+        if len(value) > _MAX_ID_LENGTH:
+            raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
+    if looks_like_pan(body["card_id"]):
+        raise InvalidPayment("pan_in_card_id", "field 'card_id' looks like a card number, not a token")
+
+    amount = parse_amount(body["amount"])
+    currency = body["currency"]
+    if not isinstance(currency, str) or currency not in CURRENCIES:
+        raise InvalidPayment("unknown_currency", f"field 'currency' is not ISO 4217: {currency!r}")
+    country = body["country"]
+    if not isinstance(country, str) or country not in COUNTRIES:
+        raise InvalidPayment("unknown_country", f"field 'country' is not ISO 3166-1 alpha-2: {country!r}")
+    mcc = body["mcc"]
+    if isinstance(mcc, int) and not isinstance(mcc, bool):
+        mcc = f"{mcc:04d}"
+    if not isinstance(mcc, str) or not _MCC.fullmatch(mcc):
+        raise InvalidPayment("bad_value", "field 'mcc' must be a 4-digit merchant category code")
+
+    ts_ms = parse_event_time(body["ts"])
+    if ts_ms > now_ms + limits.max_future_skew_ms:
+        raise InvalidPayment("timestamp_out_of_range", "field 'ts' is too far in the future")
+    if ts_ms < now_ms - limits.max_event_age_ms:
+        raise InvalidPayment("timestamp_out_of_range", "field 'ts' is too far in the past")
+
+    return Payment(
+        txn_id=body["txn_id"],
+        card_id=body["card_id"],
+        account_id=body["account_id"],
+        amount=amount,
+        currency=currency,
+        merchant_id=body["merchant_id"],
+        mcc=mcc,
+        country=country,
+        device_id=body["device_id"],
+        ip=body["ip"],
+        ts=body["ts"],
+        ts_ms=ts_ms,
+    )

@@ -1,0 +1,293 @@
+"""The detection engine against a brute-force oracle (hypothesis).
+
+In-order streams must give exactly the oracle's alerts; any arrival order within
+the allowed lateness must keep the four properties of the architecture notes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.detection import KeyState, evaluate
+from app.models import Alert, Payment, alert_id_for, iso_from_ms
+from app.rules import SEED_RULE, Rule, parse_rule
+
+LATENESS_MS = 60_000
+BASE_MS = 1_795_000_000_000  # an arbitrary fixed epoch: the engine never reads the clock
+
+SUM_RULE = parse_rule({
+    "rule_id": "sum-velocity", "version": 1, "group_by": "card_id", "aggregate": "sum(amount)",
+    "filter": [{"field": "amount", "op": ">", "value": 0}],
+    "window": 120, "threshold": {"op": ">=", "value": "2500"},
+})
+DISTINCT_RULE = parse_rule({
+    "rule_id": "country-hop", "version": 1, "group_by": "card_id",
+    "aggregate": "distinct_count(country)", "filter": [{"field": "country", "op": "!=", "value": "ZZ"}],
+    "window": 200, "threshold": {"op": ">", "value": 2},
+})
+STRICT_COUNT_RULE = parse_rule({
+    "rule_id": "small-burst", "version": 1, "group_by": "card_id",
+    "filter": [{"field": "amount", "op": "<", "value": "5"}, {"field": "country", "op": "in", "value": ["US", "GB"]}],
+    "window": 60, "threshold": {"op": ">", "value": 3},
+})
+ALL_RULES = (SEED_RULE, SUM_RULE, DISTINCT_RULE, STRICT_COUNT_RULE)
+
+
+def payment(txn: int, card: str, amount: str, ts_ms: int, country: str = "US") -> Payment:
+    return Payment(
+        txn_id=f"t{txn:04d}", card_id=card, account_id="acc-" + card, amount=Decimal(amount),
+        currency="USD", merchant_id="m1", mcc="5411", country=country, device_id="d1",
+        ip="10.0.0.1", ts=iso_from_ms(ts_ms), ts_ms=ts_ms,
+    )
+
+
+@dataclass
+class Run:
+    alerts: list[Alert]
+    accepted: list[Payment]
+    late: list[Payment]
+
+
+def run_engine(arrivals: Sequence[Payment], rules: Sequence[Rule] = (SEED_RULE,),
+               roundtrip: bool = False) -> Run:
+    states: dict[str, KeyState] = {}
+    run = Run([], [], [])
+    for p in arrivals:
+        state = states.get(p.card_id) or KeyState()
+        if roundtrip:  # what the RocksDB table and its changelog do between events
+            state = KeyState.from_json(_json_roundtrip(state.to_json()))
+        verdict = evaluate(state, p, p.card_id, rules, LATENESS_MS, 0, 0)
+        states[p.card_id] = state
+        (run.late if verdict.late else run.accepted).append(p)
+        run.alerts.extend(verdict.alerts)
+    return run
+
+
+def _json_roundtrip(body: object) -> dict[str, object]:
+    import json
+
+    loaded: dict[str, object] = json.loads(json.dumps(body))
+    return loaded
+
+
+def aggregate(rule: Rule, events: Sequence[Payment]) -> Decimal:
+    if rule.aggregate == "count":
+        return Decimal(len(events))
+    if rule.aggregate == "sum":
+        return sum((e.amount for e in events), Decimal(0))
+    assert rule.aggregate_field is not None
+    return Decimal(len({e.field(rule.aggregate_field) for e in events}))
+
+
+def meets(rule: Rule, value: Decimal) -> bool:
+    return value >= rule.threshold if rule.threshold_op == ">=" else value > rule.threshold
+
+
+def oracle(events: Sequence[Payment], rule: Rule) -> set[tuple[str, tuple[str, ...]]]:
+    """Greedy skip-past-last-event matching over events sorted by event time."""
+    found: set[tuple[str, tuple[str, ...]]] = set()
+    ordered = sorted(events, key=lambda p: (p.ts_ms, p.txn_id))
+    for card in sorted({p.card_id for p in ordered}):
+        buffer: list[Payment] = []
+        for p in (p for p in ordered if p.card_id == card and rule.qualifies(p)):
+            buffer = [b for b in buffer if p.ts_ms - b.ts_ms <= rule.window_ms] + [p]
+            if meets(rule, aggregate(rule, buffer)):
+                found.add((card, tuple(b.txn_id for b in buffer)))
+                buffer = []
+    return found
+
+
+def check_properties(run: Run, rule: Rule) -> None:
+    by_txn = {p.txn_id: p for p in run.accepted}
+    mine = [a for a in run.alerts if a.rule_id == rule.rule_id]
+    used: set[str] = set()
+    for alert in mine:
+        events = [by_txn[t] for t in alert.txn_ids]
+        # Sound.
+        assert all(rule.qualifies(e) for e in events)
+        assert {e.card_id for e in events} == {alert.group_key}
+        assert max(e.ts_ms for e in events) - min(e.ts_ms for e in events) <= rule.window_ms
+        assert meets(rule, aggregate(rule, events))
+        assert alert.alert_id == alert_id_for(rule.rule_id, rule.version, alert.group_key,
+                                              list(alert.txn_ids))
+        # Disjoint.
+        assert used.isdisjoint(alert.txn_ids), "an event triggered two alerts"
+        used.update(alert.txn_ids)
+    # Complete: any window [s, s + W] whose events meet the threshold holds a used event.
+    qualifying = [p for p in {p.txn_id: p for p in run.accepted}.values() if rule.qualifies(p)]
+    for start in qualifying:
+        inside = [p for p in qualifying if p.card_id == start.card_id
+                  and start.ts_ms <= p.ts_ms <= start.ts_ms + rule.window_ms]
+        if meets(rule, aggregate(rule, inside)):
+            assert used & {p.txn_id for p in inside}, f"missed burst starting {start.ts}"
+
+
+AMOUNTS = ["1", "3.50", "250", "999.99", "1000", "1000.00", "1200", "4999"]
+COUNTRIES = ["US", "GB", "FR", "DE"]
+TS_STEPS = [0, 1_000, 5_000, 20_000, 30_000, 45_000, 60_000, 90_000, 120_000, 240_000,
+            299_000, 300_000, 301_000]
+
+
+@st.composite
+def streams(draw: st.DrawFn, max_size: int = 40) -> list[Payment]:
+    """Event-time-ordered payments on 1-3 cards, with bursts and ties."""
+    size = draw(st.integers(min_value=0, max_value=max_size))
+    ts = BASE_MS
+    events = []
+    for txn in range(size):
+        ts += draw(st.sampled_from(TS_STEPS))
+        events.append(payment(txn, draw(st.sampled_from(["c1", "c2", "c3"])),
+                              draw(st.sampled_from(AMOUNTS)), ts, draw(st.sampled_from(COUNTRIES))))
+    return events
+
+
+def shuffle_within_lateness(events: Sequence[Payment], seed: int) -> list[Payment]:
+    """An arrival order in which no event is late: sort by ts + jitter in [0, lateness]."""
+    rng = random.Random(seed)
+    return sorted(events, key=lambda p: p.ts_ms + rng.randint(0, LATENESS_MS))
+
+
+@settings(max_examples=300, deadline=None)
+@given(streams())
+def test_in_order_stream_equals_oracle(events: list[Payment]) -> None:
+    run = run_engine(events, ALL_RULES)
+    assert not run.late
+    for rule in ALL_RULES:
+        got = {(a.group_key, a.txn_ids) for a in run.alerts if a.rule_id == rule.rule_id}
+        assert got == oracle(events, rule)
+        check_properties(run, rule)
+
+
+@settings(max_examples=300, deadline=None)
+@given(streams(), st.integers(min_value=0, max_value=2**32))
+def test_any_order_within_lateness_keeps_the_properties(events: list[Payment], seed: int) -> None:
+    run = run_engine(shuffle_within_lateness(events, seed), ALL_RULES)
+    assert not run.late, "the shuffle stays within the allowed lateness"
+    for rule in ALL_RULES:
+        check_properties(run, rule)
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.integers(min_value=0, max_value=2**32))
+def test_arbitrary_order_marks_late_events_and_keeps_properties_for_the_rest(
+    events: list[Payment], seed: int
+) -> None:
+    arrivals = list(events)
+    random.Random(seed).shuffle(arrivals)
+    run = run_engine(arrivals, ALL_RULES)
+    newest: dict[str, int] = {}
+    for p in arrivals:  # recompute lateness independently
+        is_late = p.card_id in newest and p.ts_ms < newest[p.card_id] - LATENESS_MS
+        assert (p in run.late) == is_late
+        if not is_late:
+            newest[p.card_id] = max(newest.get(p.card_id, p.ts_ms), p.ts_ms)
+    for rule in ALL_RULES:
+        check_properties(run, rule)
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.integers(min_value=0, max_value=2**32))
+def test_redelivery_and_state_roundtrip_change_nothing(events: list[Payment], seed: int) -> None:
+    rng = random.Random(seed)
+    arrivals = shuffle_within_lateness(events, seed)
+    baseline = run_engine(arrivals, ALL_RULES)
+    with_duplicates: list[Payment] = []
+    for p in arrivals:
+        with_duplicates.append(p)
+        if with_duplicates and rng.random() < 0.3:
+            # Redeliver something already seen that is still within the lateness.
+            seen = [q for q in with_duplicates if q.ts_ms >= p.ts_ms - LATENESS_MS // 2]
+            with_duplicates.append(rng.choice(seen))
+    replayed = run_engine(with_duplicates, ALL_RULES, roundtrip=True)
+    assert [a.alert_id for a in replayed.alerts] == [a.alert_id for a in baseline.alerts]
+
+
+def test_burst_of_six_gives_two_alerts_not_four() -> None:
+    events = [payment(i, "c1", "1500", BASE_MS + i * 10_000) for i in range(6)]
+    alerts = run_engine(events).alerts
+    assert [a.txn_ids for a in alerts] == [("t0000", "t0001", "t0002"), ("t0003", "t0004", "t0005")]
+
+
+def test_burst_straddling_a_five_minute_boundary_is_found() -> None:
+    boundary = (BASE_MS // 300_000 + 1) * 300_000
+    events = [payment(i, "c1", "1000.00", boundary - 20_000 + i * 15_000) for i in range(3)]
+    (alert,) = run_engine(events).alerts
+    assert alert.txn_ids == ("t0000", "t0001", "t0002")
+    assert alert.aggregate_value == "3"
+    assert alert.first_event_ts == iso_from_ms(boundary - 20_000)
+
+
+def test_events_just_over_the_window_apart_do_not_alert() -> None:
+    events = [payment(0, "c1", "1000", BASE_MS), payment(1, "c1", "1000", BASE_MS + 150_000),
+              payment(2, "c1", "1000", BASE_MS + 300_001)]
+    assert run_engine(events).alerts == []
+    events[2] = replace(events[2], ts_ms=BASE_MS + 300_000)
+    assert len(run_engine(events).alerts) == 1
+
+
+def test_small_amounts_and_other_cards_never_count() -> None:
+    events = [payment(0, "c1", "999.99", BASE_MS), payment(1, "c1", "1000", BASE_MS + 1),
+              payment(2, "c2", "1000", BASE_MS + 2), payment(3, "c1", "5000", BASE_MS + 3)]
+    assert run_engine(events).alerts == []
+
+
+def test_late_arrival_completes_a_burst_out_of_order() -> None:
+    first, second, third = (payment(i, "c1", "2000", BASE_MS + i * 30_000) for i in range(3))
+    alerts = run_engine([first, third, second]).alerts
+    assert [a.txn_ids for a in alerts] == [("t0000", "t0001", "t0002")]
+    assert alerts[0].trigger_txn_id == "t0001"
+
+
+def test_event_older_than_lateness_is_late_and_not_evaluated() -> None:
+    events = [payment(0, "c1", "2000", BASE_MS + 200_000), payment(1, "c1", "2000", BASE_MS),
+              payment(2, "c1", "2000", BASE_MS + 200_001)]
+    run = run_engine(events)
+    assert [p.txn_id for p in run.late] == ["t0001"]
+    assert run.alerts == []
+
+
+def test_paused_rule_keeps_no_state_and_new_version_starts_fresh() -> None:
+    state = KeyState()
+    paused = replace(SEED_RULE, status="paused")
+    for i in range(5):
+        verdict = evaluate(state, payment(i, "c1", "2000", BASE_MS + i), "c1", [paused],
+                           LATENESS_MS, 0, 0)
+        assert verdict.alerts == ()
+    assert state.rules == {}
+    v1, v2 = SEED_RULE, replace(SEED_RULE, version=2)
+    evaluate(state, payment(10, "c1", "2000", BASE_MS + 10), "c1", [v1], LATENESS_MS, 0, 0)
+    evaluate(state, payment(11, "c1", "2000", BASE_MS + 11), "c1", [v1], LATENESS_MS, 0, 0)
+    verdict = evaluate(state, payment(12, "c1", "2000", BASE_MS + 12), "c1", [v2], LATENESS_MS, 0, 0)
+    assert verdict.alerts == ()
+    assert [e[1] for e in state.rules[v2.rule_id].pool] == ["t0012"]
+
+
+def test_shadow_rule_alerts_are_marked_shadow() -> None:
+    shadow = replace(SEED_RULE, status="shadow")
+    events = [payment(i, "c1", "2000", BASE_MS + i) for i in range(3)]
+    (alert,) = run_engine(events, [shadow]).alerts
+    assert alert.status == "shadow"
+
+
+def test_state_is_bounded_by_event_time() -> None:
+    state = KeyState()
+    for i in range(2_000):
+        evaluate(state, payment(i, "c1", "2000" if i % 3 else "10", BASE_MS + i * 200_000),
+                 "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    rule_state = state.rules[SEED_RULE.rule_id]
+    assert len(rule_state.pool) + len(rule_state.used) <= 6
+
+
+def test_event_behind_the_newest_still_pairs_with_older_events_in_its_window() -> None:
+    # t3 arrives after t2 although it is older: it is within the lateness, and its window
+    # [t0, t0 + 300 s] must still hold t0 even though t2 is already more than 300 s past t0.
+    events = [payment(0, "c1", "2000", BASE_MS), payment(1, "c1", "2000", BASE_MS + 100_000),
+              payment(2, "c1", "10", BASE_MS + 310_000), payment(3, "c1", "2000", BASE_MS + 290_000)]
+    (alert,) = run_engine(events).alerts
+    assert alert.txn_ids == ("t0000", "t0001", "t0003")
