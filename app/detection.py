@@ -20,6 +20,13 @@ Events older than the key's newest event time by more than the allowed
 lateness are *late*: reported, never evaluated. Pool entries older than
 ``newest - lateness - window`` can never share a window with a future
 non-late event, so they are dropped; this bounds the state.
+
+A key's clock (its newest event time) lives in its state, and a key has state
+only while some rule holds pool or used events for it. A key without state has
+nothing an old event could join, so such an event is evaluated instead of
+being dead-lettered as late; it cannot break the properties of the others.
+This keeps the common case (a payment that qualifies for no rule, on a card
+with no recent qualifying payment) free of any state write.
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ class Verdict:
     late: bool
     duplicate: bool
     alerts: tuple[Alert, ...]
-    changed: bool  # whether the key's state must be written back
+    changed: bool  # the key's state must be written back (False when it is empty)
 
 
 def _aggregate(rule: Rule, entries: Iterable[Entry]) -> Decimal:
@@ -95,7 +102,8 @@ def _meets(rule: Rule, value: Decimal) -> bool:
 
 
 def _find_run(rule: Rule, pool: list[Entry], index: int) -> tuple[int, int] | None:
-    """The earliest run ``pool[start:end+1]`` holding ``index``, within the window, meeting the threshold."""
+    """The earliest run ``pool[first:end + 1]`` that holds ``index``, spans at most the
+    window and meets the threshold; ``None`` if there is none."""
     window = rule.window_ms
     new_ts = pool[index][0]
     start = bisect.bisect_left(pool, (new_ts - window,))
@@ -121,8 +129,14 @@ def _find_run(rule: Rule, pool: list[Entry], index: int) -> tuple[int, int] | No
     return None
 
 
-def _alert(rule: Rule, key: str, run: Sequence[Entry], trigger: Payment,
-           produced_at_ms: int, detected_at_ms: int) -> Alert:
+def _alert(
+    rule: Rule,
+    key: str,
+    run: Sequence[Entry],
+    trigger: Payment,
+    produced_at_ms: int,
+    detected_at_ms: int,
+) -> Alert:
     txn_ids = [e[1] for e in run]
     return Alert(
         alert_id=alert_id_for(rule.rule_id, rule.version, key, txn_ids),
@@ -175,13 +189,14 @@ def evaluate(
             continue
         live_rule_ids.add(rule.rule_id)
         rule_state = state.rules.get(rule.rule_id)
-        if rule_state is None or rule_state.version != rule.version:
+        if rule_state is not None and rule_state.version != rule.version:
             # A new version may filter differently: its pool starts empty.
-            if rule_state is not None or rule.qualifies(payment):
-                rule_state = state.rules[rule.rule_id] = RuleState(version=rule.version)
-                changed = True
-        if rule_state is None or not rule.qualifies(payment):
+            del state.rules[rule.rule_id]
+            rule_state, changed = None, True
+        if not rule.qualifies(payment):
             continue
+        if rule_state is None:
+            rule_state = state.rules[rule.rule_id] = RuleState(version=rule.version)
         txn_id = payment.txn_id
         if txn_id in rule_state.used or any(e[1] == txn_id for e in rule_state.pool):
             duplicate = True
@@ -207,8 +222,13 @@ def evaluate(
         changed = True
     if changed:
         _expire(state, rules, allowed_lateness_ms)
-    return Verdict(late=False, duplicate=duplicate and not alerts, alerts=tuple(alerts),
-                   changed=changed)
+    if not state.rules:
+        # A key with no pools needs no record: it cannot join a future alert, so the
+        # payments that qualify for no rule (almost all of them) cost no state write.
+        changed = False
+    return Verdict(
+        late=False, duplicate=duplicate and not alerts, alerts=tuple(alerts), changed=changed
+    )
 
 
 def _expire(state: KeyState, rules: Sequence[Rule], allowed_lateness_ms: int) -> None:
@@ -224,3 +244,5 @@ def _expire(state: KeyState, rules: Sequence[Rule], allowed_lateness_ms: int) ->
         used = rule_state.used
         if used and min(used.values()) < horizon:
             rule_state.used = {t: ts for t, ts in used.items() if ts >= horizon}
+    for rule_id in [r for r, s in state.rules.items() if not s.pool and not s.used]:
+        del state.rules[rule_id]

@@ -17,8 +17,17 @@ from typing import Any
 from app.models import Payment
 
 GROUP_FIELDS = ("card_id", "account_id", "merchant_id", "device_id", "ip")
-STRING_FIELDS = ("card_id", "account_id", "merchant_id", "device_id", "ip", "currency",
-                 "country", "mcc", "txn_id")
+STRING_FIELDS = (
+    "card_id",
+    "account_id",
+    "merchant_id",
+    "device_id",
+    "ip",
+    "currency",
+    "country",
+    "mcc",
+    "txn_id",
+)
 FILTER_FIELDS = (*STRING_FIELDS, "amount")
 FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
 # Only monotone thresholds: a burst rule fires when enough happened, never when too little.
@@ -28,8 +37,20 @@ SEVERITIES = ("low", "medium", "high", "critical")
 _AGGREGATE = re.compile(r"^(count|sum\(amount\)|distinct_count\((\w+)\))$")
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_WINDOW_S = 7 * 24 * 3600
-RULE_KEYS = frozenset({"rule_id", "version", "status", "description", "group_by", "filter",
-                       "aggregate", "window", "threshold", "severity"})
+RULE_KEYS = frozenset(
+    {
+        "rule_id",
+        "version",
+        "status",
+        "description",
+        "group_by",
+        "filter",
+        "aggregate",
+        "window",
+        "threshold",
+        "severity",
+    }
+)
 
 
 class RuleError(ValueError):
@@ -218,11 +239,17 @@ def parse_rule(raw: object) -> Rule:
         raise RuleError("aggregate", "must be count, sum(amount) or distinct_count(<field>)")
     aggregate_field = match.group(2)
     if aggregate_field is not None and aggregate_field not in STRING_FIELDS:
-        raise RuleError("aggregate", f"distinct_count field {aggregate_field!r} is not a payment field")
+        raise RuleError(
+            "aggregate", f"distinct_count field {aggregate_field!r} is not a payment field"
+        )
     aggregate = match.group(1).split("(")[0]
 
     window = raw.get("window")
-    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window <= MAX_WINDOW_S:
+    if (
+        isinstance(window, bool)
+        or not isinstance(window, int | float)
+        or not 0 < window <= MAX_WINDOW_S
+    ):
         raise RuleError("window", f"must be a number of seconds in (0, {MAX_WINDOW_S}]")
 
     threshold_raw = raw.get("threshold")
@@ -232,7 +259,9 @@ def parse_rule(raw: object) -> Rule:
         raise RuleError("threshold", "must be an object {op, value} or a number")
     threshold_op = threshold_raw.get("op", ">=")
     if threshold_op not in THRESHOLD_OPS:
-        raise RuleError("threshold.op", f"{threshold_op!r} is not one of {', '.join(THRESHOLD_OPS)}")
+        raise RuleError(
+            "threshold.op", f"{threshold_op!r} is not one of {', '.join(THRESHOLD_OPS)}"
+        )
     threshold = _decimal("threshold.value", threshold_raw.get("value"))
     if threshold <= 0 if threshold_op == ">=" else threshold < 0:
         raise RuleError("threshold.value", "must be positive (a rule must need at least one event)")

@@ -152,4 +152,4 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     read("TOPIC_REPLICATION", "topic_replication", _positive_int)
 
     merged = {**defaults.__dict__, **values}
-    return Settings(**merged)  # type: ignore[arg-type]
+    return Settings(**merged)

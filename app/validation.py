@@ -95,7 +95,9 @@ def parse_event_time(value: object) -> int:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidPayment("bad_timestamp", f"field 'ts' is not ISO 8601: {value[:40]!r}") from None
+        raise InvalidPayment(
+            "bad_timestamp", f"field 'ts' is not ISO 8601: {value[:40]!r}"
+        ) from None
     if moment.tzinfo is None:
         raise InvalidPayment("bad_timestamp", "field 'ts' has no time zone")
     return int(moment.timestamp() * 1000)
@@ -119,8 +121,19 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
     if not isinstance(body, dict):
         raise InvalidPayment("not_an_object", "payment must be a JSON object")
 
-    for name in ("txn_id", "card_id", "account_id", "amount", "currency", "merchant_id", "mcc",
-                 "country", "device_id", "ip", "ts"):
+    for name in (
+        "txn_id",
+        "card_id",
+        "account_id",
+        "amount",
+        "currency",
+        "merchant_id",
+        "mcc",
+        "country",
+        "device_id",
+        "ip",
+        "ts",
+    ):
         if body.get(name) is None:
             raise InvalidPayment("missing_field", f"field {name!r} is missing")
     for name in _STRING_FIELDS:
@@ -130,7 +143,9 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
         if len(value) > _MAX_ID_LENGTH:
             raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
     if looks_like_pan(body["card_id"]):
-        raise InvalidPayment("pan_in_card_id", "field 'card_id' looks like a card number, not a token")
+        raise InvalidPayment(
+            "pan_in_card_id", "field 'card_id' looks like a card number, not a token"
+        )
 
     amount = parse_amount(body["amount"])
     currency = body["currency"]
@@ -138,7 +153,9 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
         raise InvalidPayment("unknown_currency", f"field 'currency' is not ISO 4217: {currency!r}")
     country = body["country"]
     if not isinstance(country, str) or country not in COUNTRIES:
-        raise InvalidPayment("unknown_country", f"field 'country' is not ISO 3166-1 alpha-2: {country!r}")
+        raise InvalidPayment(
+            "unknown_country", f"field 'country' is not ISO 3166-1 alpha-2: {country!r}"
+        )
     mcc = body["mcc"]
     if isinstance(mcc, int) and not isinstance(mcc, bool):
         mcc = f"{mcc:04d}"

@@ -6,6 +6,7 @@ the allowed lateness must keep the four properties of the architecture notes.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -17,33 +18,63 @@ from hypothesis import strategies as st
 from app.detection import KeyState, evaluate
 from app.models import Alert, Payment, alert_id_for, iso_from_ms
 from app.rules import SEED_RULE, Rule, parse_rule
+from tests.oracle import aggregate, meets, oracle
 
 LATENESS_MS = 60_000
 BASE_MS = 1_795_000_000_000  # an arbitrary fixed epoch: the engine never reads the clock
 
-SUM_RULE = parse_rule({
-    "rule_id": "sum-velocity", "version": 1, "group_by": "card_id", "aggregate": "sum(amount)",
-    "filter": [{"field": "amount", "op": ">", "value": 0}],
-    "window": 120, "threshold": {"op": ">=", "value": "2500"},
-})
-DISTINCT_RULE = parse_rule({
-    "rule_id": "country-hop", "version": 1, "group_by": "card_id",
-    "aggregate": "distinct_count(country)", "filter": [{"field": "country", "op": "!=", "value": "ZZ"}],
-    "window": 200, "threshold": {"op": ">", "value": 2},
-})
-STRICT_COUNT_RULE = parse_rule({
-    "rule_id": "small-burst", "version": 1, "group_by": "card_id",
-    "filter": [{"field": "amount", "op": "<", "value": "5"}, {"field": "country", "op": "in", "value": ["US", "GB"]}],
-    "window": 60, "threshold": {"op": ">", "value": 3},
-})
+SUM_RULE = parse_rule(
+    {
+        "rule_id": "sum-velocity",
+        "version": 1,
+        "group_by": "card_id",
+        "aggregate": "sum(amount)",
+        "filter": [{"field": "amount", "op": ">", "value": 0}],
+        "window": 120,
+        "threshold": {"op": ">=", "value": "2500"},
+    }
+)
+DISTINCT_RULE = parse_rule(
+    {
+        "rule_id": "country-hop",
+        "version": 1,
+        "group_by": "card_id",
+        "aggregate": "distinct_count(country)",
+        "filter": [{"field": "country", "op": "!=", "value": "ZZ"}],
+        "window": 200,
+        "threshold": {"op": ">", "value": 2},
+    }
+)
+STRICT_COUNT_RULE = parse_rule(
+    {
+        "rule_id": "small-burst",
+        "version": 1,
+        "group_by": "card_id",
+        "filter": [
+            {"field": "amount", "op": "<", "value": "5"},
+            {"field": "country", "op": "in", "value": ["US", "GB"]},
+        ],
+        "window": 60,
+        "threshold": {"op": ">", "value": 3},
+    }
+)
 ALL_RULES = (SEED_RULE, SUM_RULE, DISTINCT_RULE, STRICT_COUNT_RULE)
 
 
 def payment(txn: int, card: str, amount: str, ts_ms: int, country: str = "US") -> Payment:
     return Payment(
-        txn_id=f"t{txn:04d}", card_id=card, account_id="acc-" + card, amount=Decimal(amount),
-        currency="USD", merchant_id="m1", mcc="5411", country=country, device_id="d1",
-        ip="10.0.0.1", ts=iso_from_ms(ts_ms), ts_ms=ts_ms,
+        txn_id=f"t{txn:04d}",
+        card_id=card,
+        account_id="acc-" + card,
+        amount=Decimal(amount),
+        currency="USD",
+        merchant_id="m1",
+        mcc="5411",
+        country=country,
+        device_id="d1",
+        ip="10.0.0.1",
+        ts=iso_from_ms(ts_ms),
+        ts_ms=ts_ms,
     )
 
 
@@ -54,8 +85,9 @@ class Run:
     late: list[Payment]
 
 
-def run_engine(arrivals: Sequence[Payment], rules: Sequence[Rule] = (SEED_RULE,),
-               roundtrip: bool = False) -> Run:
+def run_engine(
+    arrivals: Sequence[Payment], rules: Sequence[Rule] = (SEED_RULE,), roundtrip: bool = False
+) -> Run:
     states: dict[str, KeyState] = {}
     run = Run([], [], [])
     for p in arrivals:
@@ -70,37 +102,8 @@ def run_engine(arrivals: Sequence[Payment], rules: Sequence[Rule] = (SEED_RULE,)
 
 
 def _json_roundtrip(body: object) -> dict[str, object]:
-    import json
-
     loaded: dict[str, object] = json.loads(json.dumps(body))
     return loaded
-
-
-def aggregate(rule: Rule, events: Sequence[Payment]) -> Decimal:
-    if rule.aggregate == "count":
-        return Decimal(len(events))
-    if rule.aggregate == "sum":
-        return sum((e.amount for e in events), Decimal(0))
-    assert rule.aggregate_field is not None
-    return Decimal(len({e.field(rule.aggregate_field) for e in events}))
-
-
-def meets(rule: Rule, value: Decimal) -> bool:
-    return value >= rule.threshold if rule.threshold_op == ">=" else value > rule.threshold
-
-
-def oracle(events: Sequence[Payment], rule: Rule) -> set[tuple[str, tuple[str, ...]]]:
-    """Greedy skip-past-last-event matching over events sorted by event time."""
-    found: set[tuple[str, tuple[str, ...]]] = set()
-    ordered = sorted(events, key=lambda p: (p.ts_ms, p.txn_id))
-    for card in sorted({p.card_id for p in ordered}):
-        buffer: list[Payment] = []
-        for p in (p for p in ordered if p.card_id == card and rule.qualifies(p)):
-            buffer = [b for b in buffer if p.ts_ms - b.ts_ms <= rule.window_ms] + [p]
-            if meets(rule, aggregate(rule, buffer)):
-                found.add((card, tuple(b.txn_id for b in buffer)))
-                buffer = []
-    return found
 
 
 def check_properties(run: Run, rule: Rule) -> None:
@@ -114,24 +117,41 @@ def check_properties(run: Run, rule: Rule) -> None:
         assert {e.card_id for e in events} == {alert.group_key}
         assert max(e.ts_ms for e in events) - min(e.ts_ms for e in events) <= rule.window_ms
         assert meets(rule, aggregate(rule, events))
-        assert alert.alert_id == alert_id_for(rule.rule_id, rule.version, alert.group_key,
-                                              list(alert.txn_ids))
+        assert alert.alert_id == alert_id_for(
+            rule.rule_id, rule.version, alert.group_key, list(alert.txn_ids)
+        )
         # Disjoint.
         assert used.isdisjoint(alert.txn_ids), "an event triggered two alerts"
         used.update(alert.txn_ids)
     # Complete: any window [s, s + W] whose events meet the threshold holds a used event.
     qualifying = [p for p in {p.txn_id: p for p in run.accepted}.values() if rule.qualifies(p)]
     for start in qualifying:
-        inside = [p for p in qualifying if p.card_id == start.card_id
-                  and start.ts_ms <= p.ts_ms <= start.ts_ms + rule.window_ms]
+        inside = [
+            p
+            for p in qualifying
+            if p.card_id == start.card_id and start.ts_ms <= p.ts_ms <= start.ts_ms + rule.window_ms
+        ]
         if meets(rule, aggregate(rule, inside)):
             assert used & {p.txn_id for p in inside}, f"missed burst starting {start.ts}"
 
 
 AMOUNTS = ["1", "3.50", "250", "999.99", "1000", "1000.00", "1200", "4999"]
 COUNTRIES = ["US", "GB", "FR", "DE"]
-TS_STEPS = [0, 1_000, 5_000, 20_000, 30_000, 45_000, 60_000, 90_000, 120_000, 240_000,
-            299_000, 300_000, 301_000]
+TS_STEPS = [
+    0,
+    1_000,
+    5_000,
+    20_000,
+    30_000,
+    45_000,
+    60_000,
+    90_000,
+    120_000,
+    240_000,
+    299_000,
+    300_000,
+    301_000,
+]
 
 
 @st.composite
@@ -142,8 +162,15 @@ def streams(draw: st.DrawFn, max_size: int = 40) -> list[Payment]:
     events = []
     for txn in range(size):
         ts += draw(st.sampled_from(TS_STEPS))
-        events.append(payment(txn, draw(st.sampled_from(["c1", "c2", "c3"])),
-                              draw(st.sampled_from(AMOUNTS)), ts, draw(st.sampled_from(COUNTRIES))))
+        events.append(
+            payment(
+                txn,
+                draw(st.sampled_from(["c1", "c2", "c3"])),
+                draw(st.sampled_from(AMOUNTS)),
+                ts,
+                draw(st.sampled_from(COUNTRIES)),
+            )
+        )
     return events
 
 
@@ -184,7 +211,8 @@ def test_arbitrary_order_marks_late_events_and_keeps_properties_for_the_rest(
     newest: dict[str, int] = {}
     for p in arrivals:  # recompute lateness independently
         is_late = p.card_id in newest and p.ts_ms < newest[p.card_id] - LATENESS_MS
-        assert (p in run.late) == is_late
+        # Only truly late events are refused (a key without state accepts anything).
+        assert is_late or p not in run.late
         if not is_late:
             newest[p.card_id] = max(newest.get(p.card_id, p.ts_ms), p.ts_ms)
     for rule in ALL_RULES:
@@ -224,16 +252,23 @@ def test_burst_straddling_a_five_minute_boundary_is_found() -> None:
 
 
 def test_events_just_over_the_window_apart_do_not_alert() -> None:
-    events = [payment(0, "c1", "1000", BASE_MS), payment(1, "c1", "1000", BASE_MS + 150_000),
-              payment(2, "c1", "1000", BASE_MS + 300_001)]
+    events = [
+        payment(0, "c1", "1000", BASE_MS),
+        payment(1, "c1", "1000", BASE_MS + 150_000),
+        payment(2, "c1", "1000", BASE_MS + 300_001),
+    ]
     assert run_engine(events).alerts == []
     events[2] = replace(events[2], ts_ms=BASE_MS + 300_000)
     assert len(run_engine(events).alerts) == 1
 
 
 def test_small_amounts_and_other_cards_never_count() -> None:
-    events = [payment(0, "c1", "999.99", BASE_MS), payment(1, "c1", "1000", BASE_MS + 1),
-              payment(2, "c2", "1000", BASE_MS + 2), payment(3, "c1", "5000", BASE_MS + 3)]
+    events = [
+        payment(0, "c1", "999.99", BASE_MS),
+        payment(1, "c1", "1000", BASE_MS + 1),
+        payment(2, "c2", "1000", BASE_MS + 2),
+        payment(3, "c1", "5000", BASE_MS + 3),
+    ]
     assert run_engine(events).alerts == []
 
 
@@ -245,8 +280,11 @@ def test_late_arrival_completes_a_burst_out_of_order() -> None:
 
 
 def test_event_older_than_lateness_is_late_and_not_evaluated() -> None:
-    events = [payment(0, "c1", "2000", BASE_MS + 200_000), payment(1, "c1", "2000", BASE_MS),
-              payment(2, "c1", "2000", BASE_MS + 200_001)]
+    events = [
+        payment(0, "c1", "2000", BASE_MS + 200_000),
+        payment(1, "c1", "2000", BASE_MS),
+        payment(2, "c1", "2000", BASE_MS + 200_001),
+    ]
     run = run_engine(events)
     assert [p.txn_id for p in run.late] == ["t0001"]
     assert run.alerts == []
@@ -256,14 +294,17 @@ def test_paused_rule_keeps_no_state_and_new_version_starts_fresh() -> None:
     state = KeyState()
     paused = replace(SEED_RULE, status="paused")
     for i in range(5):
-        verdict = evaluate(state, payment(i, "c1", "2000", BASE_MS + i), "c1", [paused],
-                           LATENESS_MS, 0, 0)
+        verdict = evaluate(
+            state, payment(i, "c1", "2000", BASE_MS + i), "c1", [paused], LATENESS_MS, 0, 0
+        )
         assert verdict.alerts == ()
     assert state.rules == {}
     v1, v2 = SEED_RULE, replace(SEED_RULE, version=2)
     evaluate(state, payment(10, "c1", "2000", BASE_MS + 10), "c1", [v1], LATENESS_MS, 0, 0)
     evaluate(state, payment(11, "c1", "2000", BASE_MS + 11), "c1", [v1], LATENESS_MS, 0, 0)
-    verdict = evaluate(state, payment(12, "c1", "2000", BASE_MS + 12), "c1", [v2], LATENESS_MS, 0, 0)
+    verdict = evaluate(
+        state, payment(12, "c1", "2000", BASE_MS + 12), "c1", [v2], LATENESS_MS, 0, 0
+    )
     assert verdict.alerts == ()
     assert [e[1] for e in state.rules[v2.rule_id].pool] == ["t0012"]
 
@@ -278,8 +319,15 @@ def test_shadow_rule_alerts_are_marked_shadow() -> None:
 def test_state_is_bounded_by_event_time() -> None:
     state = KeyState()
     for i in range(2_000):
-        evaluate(state, payment(i, "c1", "2000" if i % 3 else "10", BASE_MS + i * 200_000),
-                 "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+        evaluate(
+            state,
+            payment(i, "c1", "2000" if i % 3 else "10", BASE_MS + i * 200_000),
+            "c1",
+            [SEED_RULE],
+            LATENESS_MS,
+            0,
+            0,
+        )
     rule_state = state.rules[SEED_RULE.rule_id]
     assert len(rule_state.pool) + len(rule_state.used) <= 6
 
@@ -287,7 +335,23 @@ def test_state_is_bounded_by_event_time() -> None:
 def test_event_behind_the_newest_still_pairs_with_older_events_in_its_window() -> None:
     # t3 arrives after t2 although it is older: it is within the lateness, and its window
     # [t0, t0 + 300 s] must still hold t0 even though t2 is already more than 300 s past t0.
-    events = [payment(0, "c1", "2000", BASE_MS), payment(1, "c1", "2000", BASE_MS + 100_000),
-              payment(2, "c1", "10", BASE_MS + 310_000), payment(3, "c1", "2000", BASE_MS + 290_000)]
+    events = [
+        payment(0, "c1", "2000", BASE_MS),
+        payment(1, "c1", "2000", BASE_MS + 100_000),
+        payment(2, "c1", "10", BASE_MS + 310_000),
+        payment(3, "c1", "2000", BASE_MS + 290_000),
+    ]
     (alert,) = run_engine(events).alerts
     assert alert.txn_ids == ("t0000", "t0001", "t0003")
+
+
+def test_payments_that_qualify_for_nothing_write_no_state() -> None:
+    state = KeyState()
+    verdict = evaluate(state, payment(0, "c1", "12", BASE_MS), "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    assert not verdict.changed and state.rules == {}
+    verdict = evaluate(state, payment(1, "c1", "1200", BASE_MS), "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    assert verdict.changed
+    # Once the qualifying payment has aged out, the key needs no record any more.
+    later = payment(2, "c1", "12", BASE_MS + 10 * 60_000)
+    verdict = evaluate(state, later, "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    assert state.rules == {} and not verdict.changed

@@ -1,0 +1,3 @@
+"""Faust agents: thin loops that decode, call the pure logic, update state and emit."""
+
+from agents import payments  # noqa: F401

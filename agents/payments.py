@@ -1,0 +1,122 @@
+"""The detection agent: decode, evaluate every card-keyed rule, update state, emit.
+
+Ordering matters for at-least-once: an alert is acknowledged by Kafka *before*
+the card state that consumed its events is written, so a crash can repeat an
+alert (same ``alert_id``, deduplicated downstream) but never lose one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from app.detection import KeyState, evaluate
+from app.faust_app import alerts_topic, app, dlq_topic, payments_topic, settings
+from app.models import Alert, DeadLetter
+from app.rulebook import rulebook
+from app.stats import stats
+from app.validation import InvalidPayment, Limits, parse_payment, redact_pans
+from tables import card_state, current_event_time, high_value_counts
+
+log = logging.getLogger(__name__)
+
+LIMITS = Limits(
+    max_bytes=settings.max_payment_bytes,
+    max_future_skew_ms=int(settings.max_future_skew_s * 1000),
+    max_event_age_ms=int(settings.max_event_age_s * 1000),
+)
+LATENESS_MS = int(settings.allowed_lateness_s * 1000)
+_SEND_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+async def _dead_letter(message: Any, reason: str, detail: str) -> None:
+    record = DeadLetter(
+        reason=reason,
+        detail=detail,
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+        original=None if message.value is None else redact_pans(message.value),
+        original_key=message.key,
+        received_at=datetime.now(UTC).isoformat(),
+    )
+    # Buffered, not awaited: Faust flushes the producer before it commits the offset.
+    await dlq_topic.send(key=message.key, value=record.to_json())
+    stats.dlq[reason] += 1
+
+
+async def publish_alerts(alerts: tuple[Alert, ...]) -> None:
+    """Send all of an event's alerts at once and wait for every acknowledgement."""
+    if alerts:
+        await asyncio.gather(*(publish_alert(alert) for alert in alerts))
+
+
+async def publish_alert(alert: Alert) -> None:
+    """Send an alert and wait for Kafka's acknowledgement, retrying transient failures."""
+    for attempt, pause in enumerate((*_SEND_RETRY_S, None)):
+        try:
+            delivery = await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
+            await delivery
+            stats.alerts[(alert.rule_id, alert.status)] += 1
+            return
+        except Exception:
+            if pause is None:
+                raise
+            log.warning(
+                "alert %s not acknowledged (attempt %d); retrying",
+                alert.alert_id,
+                attempt + 1,
+                exc_info=True,
+            )
+            await asyncio.sleep(pause)
+
+
+@app.agent(payments_topic, name="detect")
+async def detect(stream: Any) -> None:
+    async for event in stream.events():
+        message = event.message
+        now_ms = time.time() * 1000
+        try:
+            payment = parse_payment(message.value, int(now_ms), LIMITS)
+        except InvalidPayment as exc:
+            await _dead_letter(message, exc.reason, exc.detail)
+            continue
+
+        key = payment.card_id
+        stored = card_state.get(key)
+        state = KeyState.from_json(stored)
+        verdict = evaluate(
+            state,
+            payment,
+            key,
+            rulebook.rules_for(("card_id",)),
+            LATENESS_MS,
+            produced_at_ms=message.timestamp and int(message.timestamp * 1000),
+            detected_at_ms=int(now_ms),
+        )
+        if verdict.late:
+            stats.late += 1
+            await _dead_letter(
+                message,
+                "late_event",
+                f"event time {payment.ts} is more than {settings.allowed_lateness_s:g}"
+                f" s older than the newest seen for card {key}",
+            )
+            continue
+        await publish_alerts(verdict.alerts)
+        # Straight after the acknowledgement, with no await in between: the write lands in
+        # local RocksDB at once, so even a SIGKILL here re-emits nothing on restart.
+        if verdict.changed:
+            card_state[key] = state.to_json()
+        elif stored is not None and not state.rules:
+            del card_state[key]
+        if verdict.duplicate:
+            stats.duplicates += 1
+        elif payment.amount >= rulebook.high_value_amount:
+            current_event_time.set(payment.ts_ms / 1000)
+            high_value_counts[key] += 1
+        stats.processed += 1
+        stats.record_decision(int(message.timestamp * 1000), time.time() * 1000)

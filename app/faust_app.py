@@ -1,0 +1,49 @@
+"""The Faust application object and its topics, configured from FRAUD_* settings."""
+
+from __future__ import annotations
+
+import sys
+
+import faust
+
+from app.settings import Settings, SettingsError, load_settings
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        # Fail at start-up, naming the variable, rather than half-start a worker.
+        print(f"fraud-detection: bad setting: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+settings = _settings_or_exit()
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker,
+    store=settings.store,
+    datadir=str(settings.datadir),
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.topic_replication,
+    processing_guarantee=settings.processing_guarantee,
+    web_bind=settings.web_bind,
+    web_port=settings.web_port,
+    web_host=settings.web_bind if settings.web_bind != "0.0.0.0" else "127.0.0.1",
+    key_serializer="raw",
+    value_serializer="raw",
+    consumer_auto_offset_reset="earliest",
+    # Alerts and DLQ records are sent (and alerts awaited) inside the agent;
+    # a short commit interval keeps the replay after a crash small.
+    broker_commit_interval=1.0,
+    producer_acks=-1,
+    producer_linger_ms=1,
+    stream_wait_empty=False,
+    table_cleanup_interval=30.0,
+    origin="app",
+)
+
+payments_topic = app.topic(settings.topic_payments, partitions=settings.partitions)
+alerts_topic = app.topic(settings.topic_alerts, partitions=settings.partitions)
+dlq_topic = app.topic(settings.topic_dlq, partitions=settings.partitions)

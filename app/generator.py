@@ -1,0 +1,240 @@
+"""Synthetic payments with injected fraud bursts (Faker-built cards and merchants).
+
+Deterministic for a seed: the same seed and clock give the same stream, and the
+injected bursts are reported so tests and the demo know the ground truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from aiokafka import AIOKafkaProducer
+from faker import Faker
+
+from app.models import Payment, iso_from_ms
+
+CURRENCY_BY_COUNTRY = {
+    "US": "USD",
+    "GB": "GBP",
+    "FR": "EUR",
+    "DE": "EUR",
+    "ES": "EUR",
+    "IT": "EUR",
+    "NL": "EUR",
+    "JP": "JPY",
+    "CA": "CAD",
+    "AU": "AUD",
+    "BR": "BRL",
+    "IN": "INR",
+    "SG": "SGD",
+    "CH": "CHF",
+    "SE": "SEK",
+}
+MCCS = ("5411", "5812", "5999", "4111", "5732", "5944", "7995", "4829", "5311", "5541")
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    card_id: str
+    account_id: str
+    country: str
+    device_id: str
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class Merchant:
+    merchant_id: str
+    mcc: str
+    country: str
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    card_id: str
+    txn_ids: tuple[str, ...]
+    first_ts: str
+    last_ts: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "card_id": self.card_id,
+                "txn_ids": list(self.txn_ids),
+                "first_ts": self.first_ts,
+                "last_ts": self.last_ts,
+            }
+        )
+
+
+class PaymentGenerator:
+    """Yields payments; ``fraud_ratio`` is the share of payments that start a burst."""
+
+    def __init__(
+        self,
+        seed: int = 1,
+        cards: int = 5000,
+        merchants: int = 500,
+        fraud_ratio: float = 0.01,
+        burst_size: int = 3,
+        high_value_share: float = 0.002,
+    ) -> None:
+        self.rng = random.Random(seed)
+        faker = Faker()
+        faker.seed_instance(seed)
+        countries = list(CURRENCY_BY_COUNTRY)
+        self.cards = [
+            Card(
+                card_id="tok_" + faker.hexify("^" * 16),
+                account_id="acct_" + faker.hexify("^" * 10),
+                country=self.rng.choice(countries),
+                device_id="dev_" + faker.hexify("^" * 12),
+                ip=faker.ipv4_public(),
+            )
+            for _ in range(cards)
+        ]
+        self.merchants = [
+            Merchant(
+                merchant_id="m_" + faker.hexify("^" * 8),
+                mcc=self.rng.choice(MCCS),
+                country=self.rng.choice(countries),
+            )
+            for _ in range(merchants)
+        ]
+        self.fraud_ratio = fraud_ratio
+        self.burst_size = burst_size
+        self.high_value_share = high_value_share
+        self._seed = seed
+        self._counter = 0
+
+    def _txn_id(self) -> str:
+        self._counter += 1
+        return f"txn-{self._seed}-{self._counter:09d}"
+
+    def _payment(self, card: Card, amount: Decimal, ts_ms: int) -> Payment:
+        merchant = self.rng.choice(self.merchants)
+        country = card.country if self.rng.random() < 0.9 else merchant.country
+        return Payment(
+            txn_id=self._txn_id(),
+            card_id=card.card_id,
+            account_id=card.account_id,
+            amount=amount,
+            currency=CURRENCY_BY_COUNTRY[country],
+            merchant_id=merchant.merchant_id,
+            mcc=merchant.mcc,
+            country=country,
+            device_id=card.device_id,
+            ip=card.ip,
+            ts=iso_from_ms(ts_ms),
+            ts_ms=ts_ms,
+        )
+
+    def _normal_amount(self) -> Decimal:
+        if self.rng.random() < self.high_value_share:
+            return Decimal(self.rng.randint(1000_00, 3000_00)) / 100
+        # Log-normal around 40: most card payments are small.
+        cents = min(int(self.rng.lognormvariate(3.7, 1.0) * 100), 999_99)
+        return Decimal(max(cents, 50)) / 100
+
+    def burst(self, ts_ms: int) -> tuple[list[Payment], Burst]:
+        """``burst_size`` high-value payments on one card, a few seconds of event time apart."""
+        card = self.rng.choice(self.cards)
+        payments = []
+        for _ in range(self.burst_size):
+            amount = Decimal(self.rng.randint(1000_00, 4999_99)) / 100
+            payments.append(self._payment(card, amount, ts_ms))
+            ts_ms += self.rng.randint(200, 5_000)
+        truth = Burst(
+            card.card_id, tuple(p.txn_id for p in payments), payments[0].ts, payments[-1].ts
+        )
+        return payments, truth
+
+    def payments(self, ts_ms: int) -> tuple[list[Payment], Burst | None]:
+        """The next payment, or a whole burst, stamped at event time ``ts_ms``."""
+        if self.rng.random() < self.fraud_ratio:
+            burst, truth = self.burst(ts_ms)
+            return burst, truth
+        return [self._payment(self.rng.choice(self.cards), self._normal_amount(), ts_ms)], None
+
+    def stream(
+        self, count: int, start_ms: int, step_ms: int = 10
+    ) -> Iterator[tuple[Payment, Burst | None]]:
+        """``count`` payments with event times from ``start_ms``.
+
+        A burst's ground truth comes with its first payment."""
+        produced, ts_ms = 0, start_ms
+        while produced < count:
+            batch, truth = self.payments(ts_ms)
+            for index, payment in enumerate(batch[: count - produced]):
+                yield payment, truth if index == 0 else None
+            produced += len(batch)
+            # Keep every card's events in event-time order: the next payment follows the burst.
+            ts_ms = max(ts_ms, batch[-1].ts_ms) + step_ms
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    rate: float,
+    duration: float,
+    generator: PaymentGenerator,
+    truth_file: IO[str] | None = None,
+    log: Any = print,
+) -> int:
+    """Send payments at ``rate``/s for ``duration`` s (event time = wall clock), keyed by card."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=2, acks=1, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    sent, bursts = 0, 0
+    started = time.monotonic()
+    tick = 0.01
+    # A burst's later payments wait here until their event time comes round, so the
+    # stream stays (nearly) in event-time order, as real traffic is.
+    scheduled: list[tuple[int, str, Payment]] = []
+
+    async def send(payment: Payment) -> None:
+        await producer.send(topic, payment.to_json(), key=payment.card_id.encode())
+
+    try:
+        while True:
+            elapsed = time.monotonic() - started
+            if elapsed >= duration:
+                break
+            now_ms = int(time.time() * 1000)
+            while scheduled and scheduled[0][0] <= now_ms:
+                await send(heapq.heappop(scheduled)[2])
+            due = int(min(elapsed + tick, duration) * rate) - sent
+            for _ in range(max(due, 0)):
+                batch, truth = generator.payments(now_ms)
+                await send(batch[0])
+                for later in batch[1:]:
+                    heapq.heappush(scheduled, (later.ts_ms, later.txn_id, later))
+                sent += len(batch)
+                if truth is not None:
+                    bursts += 1
+                    if truth_file is not None:
+                        truth_file.write(truth.to_json() + "\n")
+            await asyncio.sleep(max(0.0, started + elapsed + tick - time.monotonic()))
+        for _, _, payment in sorted(scheduled):
+            await send(payment)
+        await producer.flush()
+    finally:
+        await producer.stop()
+        if truth_file is not None:
+            truth_file.flush()
+    log(f"generated {sent} payments ({bursts} fraud bursts) in {time.monotonic() - started:.1f} s")
+    return sent
+
+
+def open_truth(path: str | None) -> IO[str] | None:
+    return None if not path else Path(path).open("w", encoding="utf-8")

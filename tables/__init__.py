@@ -1,0 +1,43 @@
+"""Changelog-backed tables (RocksDB by default)."""
+
+from __future__ import annotations
+
+import contextvars
+from datetime import timedelta
+from typing import Any, cast
+
+import faust
+
+from app.faust_app import app, settings
+
+JSON_SCHEMA: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
+
+# The state of each card: newest event time and every card-keyed rule's pool of
+# unused qualifying events (see app.detection). One read and one write per payment.
+card_state = app.Table(
+    "card-state",
+    default=None,
+    partitions=settings.partitions,
+    schema=JSON_SCHEMA,
+    help="Per card: newest event time and each rule's recent qualifying events.",
+)
+
+# Faust windows a table by the event's Kafka timestamp unless told otherwise; the
+# agent sets this to the payment's own event time so windows follow event time.
+current_event_time: contextvars.ContextVar[float] = contextvars.ContextVar("current_event_time")
+
+WINDOW_S = 300.0
+
+# ``relative_to`` exists on Faust's WindowWrapper but is missing from its type stub.
+high_value_counts = cast(
+    Any,
+    (
+        app.Table(
+            "high-value-counts",
+            default=int,
+            partitions=settings.partitions,
+            schema=JSON_SCHEMA,
+            help="Payments of at least the high-value amount per card per 5-minute window.",
+        ).tumbling(WINDOW_S, expires=timedelta(hours=2))
+    ),
+).relative_to(lambda event: current_event_time.get())

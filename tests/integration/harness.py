@@ -1,0 +1,218 @@
+"""Real workers and real Kafka for integration tests: start, kill, produce, read back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from infra.local.stack import LocalStack, Topic
+
+REPO = Path(__file__).resolve().parents[2]
+FAUST = Path(sys.executable).parent / "faust"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Pipeline:
+    """One isolated deployment: its own topics, consumer group and state directories."""
+
+    stack: LocalStack
+    tmp: Path
+    partitions: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def payments(self) -> str:
+        return f"payments.raw.{self.uid}"
+
+    @property
+    def alerts(self) -> str:
+        return f"fraud.alerts.{self.uid}"
+
+    @property
+    def dlq(self) -> str:
+        return f"payments.dlq.{self.uid}"
+
+    @property
+    def rules(self) -> str:
+        return f"fraud.rules.{self.uid}"
+
+    def create_topics(self) -> None:
+        self.stack.create_topics(
+            [
+                Topic(self.payments, self.partitions),
+                Topic(self.alerts, self.partitions),
+                Topic(self.dlq, self.partitions),
+                Topic(self.rules, 1, {"cleanup.policy": "compact"}),
+            ]
+        )
+
+    def env(self, name: str, web_port: int) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.stack.env(),
+            "FRAUD_APP_ID": f"fraud-{self.uid}",
+            "FRAUD_DATADIR": str(self.tmp / f"data-{name}"),
+            "FRAUD_WEB_PORT": str(web_port),
+            "FRAUD_PARTITIONS": str(self.partitions),
+            "FRAUD_TOPIC_PAYMENTS": self.payments,
+            "FRAUD_TOPIC_ALERTS": self.alerts,
+            "FRAUD_TOPIC_DLQ": self.dlq,
+            "FRAUD_TOPIC_RULES": self.rules,
+            **self.extra_env,
+        }
+
+    def worker(self, name: str = "w1") -> Worker:
+        port = free_port()
+        return Worker(name, self.env(name, port), port, self.tmp / f"worker-{name}.log")
+
+
+class Worker:
+    """A ``faust -A app worker`` subprocess, in its own process group."""
+
+    def __init__(self, name: str, env: dict[str, str], web_port: int, log_path: Path) -> None:
+        self.name, self.env, self.web_port, self.log_path = name, env, web_port, log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    def start(self, ready_timeout: float = 90.0) -> Worker:
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(FAUST), "-A", "app", "worker", "-l", "info"],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_for_log("Worker ready", ready_timeout)
+        return self
+
+    def log_text(self) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            return log.read().decode(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log_text():
+                return
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited:\n{self.log_text()[-4000:]}")
+            time.sleep(0.2)
+        raise AssertionError(
+            f"worker {self.name}: no {needle!r} in {timeout} s:\n{self.log_text()[-4000:]}"
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    rate: float | None = None,
+) -> list[Any]:
+    """Send (key, value) records in order; returns their RecordMetadata."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    started, sent, futures = time.monotonic(), 0, []
+    try:
+        for key, value in records:
+            futures.append(await producer.send(topic, value, key=key))
+            sent += 1
+            if rate is not None and sent % 50 == 0:
+                await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
+        return [await f for f in futures]
+    finally:
+        await producer.stop()
+
+
+async def read_all(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    idle_s: float = 2.0,
+    timeout_s: float = 60.0,
+    until: int | None = None,
+    isolation: str = "read_uncommitted",
+) -> list[Any]:
+    """``topic`` from the beginning, until ``until`` records or ``idle_s`` of silence."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level=isolation,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            fresh = [m for msgs in batch.values() for m in msgs]
+            if fresh:
+                records.extend(fresh)
+                last_new = time.monotonic()
+            elif until is None and time.monotonic() - last_new > idle_s:
+                break
+            if until is not None and len(records) >= until and time.monotonic() - last_new > idle_s:
+                break
+        return records
+    finally:
+        await consumer.stop()
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def keyed(payments: Sequence[Any]) -> list[tuple[bytes | None, bytes | None]]:
+    return [(p.card_id.encode(), p.to_json()) for p in payments]

@@ -1,0 +1,81 @@
+"""Settings come from FRAUD_* variables; a bad value is refused, naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.settings import SettingsError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_bind_loopback_and_use_rocksdb() -> None:
+    settings = load_settings({})
+    assert settings.web_bind == "127.0.0.1"
+    assert settings.store == "rocksdb://"
+    assert settings.allowed_lateness_s == 60
+    assert (
+        settings.topic_payments,
+        settings.topic_alerts,
+        settings.topic_dlq,
+        settings.topic_rules,
+    ) == ("payments.raw", "fraud.alerts", "payments.dlq", "fraud.rules")
+
+
+def test_values_are_parsed() -> None:
+    settings = load_settings(
+        {
+            "FRAUD_BROKER": "kafka://127.0.0.1:9093",
+            "FRAUD_STORE": "memory://",
+            "FRAUD_PARTITIONS": "4",
+            "FRAUD_ALLOWED_LATENESS": "30",
+            "FRAUD_WEB_PORT": "7000",
+            "FRAUD_TOPIC_PAYMENTS": "p.raw",
+            "FRAUD_DYNAMODB_ENDPOINT": "http://127.0.0.1:8000",
+        }
+    )
+    assert settings.broker == "kafka://127.0.0.1:9093"
+    assert settings.partitions == 4
+    assert settings.allowed_lateness_s == 30.0
+    assert settings.topic_payments == "p.raw"
+    assert settings.dynamodb_endpoint == "http://127.0.0.1:8000"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FRAUD_PARTITIONS", "zero", "not a number"),
+        ("FRAUD_PARTITIONS", "0", "positive"),
+        ("FRAUD_WEB_PORT", "70000", "TCP port"),
+        ("FRAUD_BROKER", "127.0.0.1:9092", "kafka://host:port"),
+        ("FRAUD_STORE", "rocksdict://", "rocksdb://"),
+        ("FRAUD_ALLOWED_LATENESS", "-1", "seconds"),
+        ("FRAUD_TOPIC_ALERTS", "bad topic", "topic name"),
+        ("FRAUD_DYNAMODB_ENDPOINT", "localhost:8000", "http"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({name: value})
+    assert name in str(info.value)
+    assert message in str(info.value)
+
+
+def test_worker_refuses_to_start_on_a_bad_setting() -> None:
+    env = {**os.environ, "FRAUD_PARTITIONS": "-3"}
+    result = subprocess.run(
+        [sys.executable, "-m", "faust", "-A", "app", "worker"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "FRAUD_PARTITIONS" in result.stderr
