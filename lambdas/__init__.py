@@ -1,0 +1,1 @@
+"""AWS Lambda functions of the fraud-detection pipeline (bundled by ``make lambda-zip``)."""

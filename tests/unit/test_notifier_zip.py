@@ -1,0 +1,53 @@
+"""infra/lambda_zip.py: what goes into the notifier's deployment package."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from infra.lambda_zip import build, lambda_requirements, prune
+
+
+def test_requirements_come_pinned_from_setup_cfg() -> None:
+    requirements = lambda_requirements()
+    names = {r.split("==")[0].lower() for r in requirements}
+    assert names == {"slack_sdk", "aws-lambda-powertools"}
+    assert all("==" in r for r in requirements)
+
+
+def test_zip_holds_the_handler_without_caches_and_is_reproducible(tmp_path: Path) -> None:
+    first = build(tmp_path / "a" / "notifier.zip", with_deps=False)
+    second = build(tmp_path / "b" / "notifier.zip", with_deps=False)
+
+    with zipfile.ZipFile(first) as archive:
+        names = archive.namelist()
+        assert archive.testzip() is None
+    assert "lambdas/__init__.py" in names
+    assert "lambdas/notifier/handler.py" in names
+    assert "lambdas/notifier/stream_poller.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert names == sorted(names)
+    # Same sources, same bytes: Terraform's source_code_hash changes only with the code.
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_prune_drops_what_the_lambda_runtime_already_has(tmp_path: Path) -> None:
+    for name in (
+        "boto3",
+        "boto3-1.44.8.dist-info",
+        "botocore",
+        "s3transfer-0.16.0.dist-info",
+        "slack_sdk",
+        "slack_sdk-3.48.0.dist-info",
+        "bin",
+        "slack_sdk/__pycache__",
+    ):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "slack_sdk" / "__init__.py").write_text("")
+
+    removed = prune(tmp_path)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slack_sdk", "slack_sdk-3.48.0.dist-info"]
+    assert not (tmp_path / "slack_sdk" / "__pycache__").exists()
+    assert (tmp_path / "slack_sdk" / "__init__.py").exists()
+    assert "boto3-1.44.8.dist-info" in removed
