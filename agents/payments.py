@@ -19,7 +19,13 @@ from app.models import Alert, DeadLetter
 from app.rulebook import rulebook
 from app.stats import stats
 from app.validation import InvalidPayment, Limits, parse_payment, redact_pans
-from tables import card_state, current_event_time, high_value_counts
+from tables import (
+    RECENT_ALERTS_PER_CARD,
+    card_alerts,
+    card_state,
+    current_event_time,
+    high_value_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,13 @@ async def publish_alert(alert: Alert) -> None:
             await asyncio.sleep(pause)
 
 
+def remember_alerts(card_id: str, alerts: tuple[Alert, ...]) -> None:
+    bodies = [alert.to_dict() for alert in alerts if alert.group_by == "card_id"]
+    stats.recent_alerts.extend(alert.to_dict() for alert in alerts)
+    if bodies:
+        card_alerts[card_id] = [*card_alerts[card_id], *bodies][-RECENT_ALERTS_PER_CARD:]
+
+
 @app.agent(payments_topic, name="detect")
 async def detect(stream: Any) -> None:
     async for event in stream.events():
@@ -107,6 +120,8 @@ async def detect(stream: Any) -> None:
             )
             continue
         await publish_alerts(verdict.alerts)
+        if verdict.alerts:
+            remember_alerts(key, verdict.alerts)
         # Straight after the acknowledgement, with no await in between: the write lands in
         # local RocksDB at once, so even a SIGKILL here re-emits nothing on restart.
         if verdict.changed:

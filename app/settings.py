@@ -43,6 +43,7 @@ class Settings:
     max_event_age_s: float = 30 * 24 * 3600.0
     processing_guarantee: str = "at_least_once"
     topic_replication: int = 1
+    sink_enabled: bool = True
 
 
 def _positive_int(text: str) -> int:
@@ -106,6 +107,15 @@ def _bind_address(text: str) -> str:
     return text
 
 
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise ValueError("must be one of true/false/1/0/yes/no")
+
+
 def _app_id(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", text):
         raise ValueError("may hold only letters, digits, '.', '_' and '-'")
@@ -150,6 +160,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     read("MAX_EVENT_AGE", "max_event_age_s", _non_negative_seconds)
     read("PROCESSING_GUARANTEE", "processing_guarantee", _guarantee)
     read("TOPIC_REPLICATION", "topic_replication", _positive_int)
+    read("SINK_ENABLED", "sink_enabled", _bool)
 
     merged = {**defaults.__dict__, **values}
     return Settings(**merged)

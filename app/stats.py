@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,8 @@ class WorkerStats:
     dlq: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule_id, status)
     decision_latency: HdrHistogram = field(default_factory=new_histogram)
+    # The newest alerts this worker emitted (bounded), for /alerts and the dashboard.
+    recent_alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=500))
 
     def record_decision(self, produced_at_ms: int, now_ms: float) -> None:
         latency_us = max(1, int((now_ms - produced_at_ms) * 1000))

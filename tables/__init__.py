@@ -22,6 +22,16 @@ card_state = app.Table(
     help="Per card: newest event time and each rule's recent qualifying events.",
 )
 
+# The most recent alerts per card (newest last), for the inspection endpoints.
+card_alerts = app.Table(
+    "card-alerts",
+    default=list,
+    partitions=settings.partitions,
+    schema=JSON_SCHEMA,
+    help="Per card: its most recent alerts.",
+)
+RECENT_ALERTS_PER_CARD = 20
+
 # Faust windows a table by the event's Kafka timestamp unless told otherwise; the
 # agent sets this to the payment's own event time so windows follow event time.
 current_event_time: contextvars.ContextVar[float] = contextvars.ContextVar("current_event_time")

@@ -100,14 +100,26 @@ def main(argv: list[str] | None = None) -> int:
         faust = str(BIN / "faust")
         try:
             with (logs / "worker.log").open("wb") as worker_log:
-                processes.append(_spawn([faust, "-A", "app", "worker", "-l", "info"], env, worker_log))
+                processes.append(
+                    _spawn([faust, "-A", "app", "worker", "-l", "info"], env, worker_log)
+                )
             print(
                 f"demo: worker starting (web on http://127.0.0.1:{args.web_port}/stats/);"
                 f" generating {args.rate:g} payments/s. Ctrl-C stops.",
                 flush=True,
             )
-            generate = [faust, "-A", "app", "generate", "--rate", str(args.rate), "--duration",
-                        "86400", "--fraud-ratio", str(args.fraud_ratio)]
+            generate = [
+                faust,
+                "-A",
+                "app",
+                "generate",
+                "--rate",
+                str(args.rate),
+                "--duration",
+                "86400",
+                "--fraud-ratio",
+                str(args.fraud_ratio),
+            ]
             with (logs / "generator.log").open("wb") as generator_log:
                 processes.append(_spawn(generate, env, generator_log))
             stop = asyncio.Event()

@@ -349,7 +349,9 @@ def test_payments_that_qualify_for_nothing_write_no_state() -> None:
     state = KeyState()
     verdict = evaluate(state, payment(0, "c1", "12", BASE_MS), "c1", [SEED_RULE], LATENESS_MS, 0, 0)
     assert not verdict.changed and state.rules == {}
-    verdict = evaluate(state, payment(1, "c1", "1200", BASE_MS), "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    verdict = evaluate(
+        state, payment(1, "c1", "1200", BASE_MS), "c1", [SEED_RULE], LATENESS_MS, 0, 0
+    )
     assert verdict.changed
     # Once the qualifying payment has aged out, the key needs no record any more.
     later = payment(2, "c1", "12", BASE_MS + 10 * 60_000)

@@ -1,0 +1,1 @@
+"""Deployment and local infrastructure (not imported by the app)."""
