@@ -1,8 +1,12 @@
 """The detection agent: decode, evaluate every card-keyed rule, update state, emit.
 
+``payments.raw`` is keyed by card, so card rules need no repartition. Payments
+that qualify for a rule grouped by another field (account, device, ip, ...)
+are forwarded, keyed by that group, to a repartition topic (agents.grouped).
+
 Ordering matters for at-least-once: an alert is acknowledged by Kafka *before*
-the card state that consumed its events is written, so a crash can repeat an
-alert (same ``alert_id``, deduplicated downstream) but never lose one.
+the state that consumed its events is written, so a crash can repeat an alert
+(same ``alert_id``, deduplicated downstream) but never lose one.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.detection import KeyState, evaluate
-from app.faust_app import alerts_topic, app, dlq_topic, payments_topic, settings
-from app.models import Alert, DeadLetter
-from app.rulebook import rulebook
+from app.faust_app import alerts_topic, app, dlq_topic, payments_topic, regroup_topic, settings
+from app.models import Alert, DeadLetter, Payment
+from app.rulebook import CARD_GROUP, rulebook
+from app.rules import Rule
 from app.stats import stats
 from app.validation import InvalidPayment, Limits, parse_payment, redact_pans
 from tables import (
@@ -87,8 +92,71 @@ def remember_alerts(card_id: str, alerts: tuple[Alert, ...]) -> None:
         card_alerts[card_id] = [*card_alerts[card_id], *bodies][-RECENT_ALERTS_PER_CARD:]
 
 
+async def apply_rules(
+    message: Any,
+    payment: Payment,
+    key: str,
+    rules: list[Rule],
+    table: Any,
+    now_ms: float,
+    table_key: str | None = None,
+) -> tuple[Alert, ...] | None:
+    """Evaluate ``rules`` for one key and persist its state; None when the event is late."""
+    table_key = key if table_key is None else table_key
+    stored = table.get(table_key)
+    state = KeyState.from_json(stored)
+    verdict = evaluate(
+        state,
+        payment,
+        key,
+        rules,
+        LATENESS_MS,
+        produced_at_ms=int(message.timestamp * 1000),
+        detected_at_ms=int(now_ms),
+    )
+    if verdict.late:
+        stats.late += 1
+        await _dead_letter(
+            message,
+            "late_event",
+            f"event time {payment.ts} is more than {settings.allowed_lateness_s:g} s older"
+            f" than the newest seen for {rules[0].group_by_name} {key}",
+        )
+        return None
+    await publish_alerts(verdict.alerts)
+    if verdict.alerts:
+        remember_alerts(payment.card_id, verdict.alerts)
+    # Straight after the acknowledgement, with no await in between: the write lands in
+    # local RocksDB at once, so even a SIGKILL here re-emits nothing on restart.
+    if verdict.changed:
+        table[table_key] = state.to_json()
+    elif stored is not None and not state.rules:
+        del table[table_key]
+    if verdict.duplicate:
+        stats.duplicates += 1
+    return verdict.alerts
+
+
+def group_record_key(group_by: tuple[str, ...], key: str) -> str:
+    return "+".join(group_by) + "\x1f" + key
+
+
+async def forward_to_groups(message: Any, payment: Payment) -> None:
+    """Re-key the payment for every other group-by that one of its rules would count it in."""
+    for group_by in rulebook.other_groups():
+        rules = rulebook.rules_for(group_by)
+        if any(rule.status != "paused" and rule.qualifies(payment) for rule in rules):
+            key = group_record_key(group_by, rules[0].group_key(payment))
+            # Buffered: Faust flushes the producer before it commits the source offset.
+            await regroup_topic.send(
+                key=key.encode(), value=message.value, timestamp=message.timestamp
+            )
+
+
 @app.agent(payments_topic, name="detect")
 async def detect(stream: Any) -> None:
+    # Evaluating before the rules topic has been read would miss alerts.
+    await rulebook.loaded.wait()
     async for event in stream.events():
         message = event.message
         now_ms = time.time() * 1000
@@ -97,41 +165,12 @@ async def detect(stream: Any) -> None:
         except InvalidPayment as exc:
             await _dead_letter(message, exc.reason, exc.detail)
             continue
-
-        key = payment.card_id
-        stored = card_state.get(key)
-        state = KeyState.from_json(stored)
-        verdict = evaluate(
-            state,
-            payment,
-            key,
-            rulebook.rules_for(("card_id",)),
-            LATENESS_MS,
-            produced_at_ms=message.timestamp and int(message.timestamp * 1000),
-            detected_at_ms=int(now_ms),
-        )
-        if verdict.late:
-            stats.late += 1
-            await _dead_letter(
-                message,
-                "late_event",
-                f"event time {payment.ts} is more than {settings.allowed_lateness_s:g}"
-                f" s older than the newest seen for card {key}",
-            )
-            continue
-        await publish_alerts(verdict.alerts)
-        if verdict.alerts:
-            remember_alerts(key, verdict.alerts)
-        # Straight after the acknowledgement, with no await in between: the write lands in
-        # local RocksDB at once, so even a SIGKILL here re-emits nothing on restart.
-        if verdict.changed:
-            card_state[key] = state.to_json()
-        elif stored is not None and not state.rules:
-            del card_state[key]
-        if verdict.duplicate:
-            stats.duplicates += 1
-        elif payment.amount >= rulebook.high_value_amount:
+        card_rules = rulebook.rules_for(CARD_GROUP)
+        if card_rules:
+            await apply_rules(message, payment, payment.card_id, card_rules, card_state, now_ms)
+        await forward_to_groups(message, payment)
+        if payment.amount >= rulebook.high_value_amount:
             current_event_time.set(payment.ts_ms / 1000)
-            high_value_counts[key] += 1
+            high_value_counts[payment.card_id] += 1
         stats.processed += 1
         stats.record_decision(int(message.timestamp * 1000), time.time() * 1000)

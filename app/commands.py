@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import click
-from faust.cli import option
+from faust.cli import argument, option
 
 from app.faust_app import app, settings
 from app.generator import PaymentGenerator, open_truth, produce
-
-
-def _bootstrap() -> str:
-    return ",".join(url.split("://", 1)[1] for url in settings.broker.split(";"))
+from app.rules import RuleError, parse_rule
+from app.rules_io import bootstrap_servers, load_rule_file, publish, read_all, with_status
 
 
 @app.command(
@@ -65,8 +64,62 @@ async def generate(
     generator = PaymentGenerator(seed=seed, cards=cards, fraud_ratio=fraud_ratio)
     truth_file = open_truth(truth)
     try:
-        await produce(_bootstrap(), settings.topic_payments, rate, duration, generator, truth_file)
+        await produce(
+            bootstrap_servers(settings.broker),
+            settings.topic_payments,
+            rate,
+            duration,
+            generator,
+            truth_file,
+        )
     finally:
         if truth_file is not None:
             truth_file.close()
     await asyncio.sleep(0)
+
+
+RULE_ACTIONS = ("put", "list", "show", "pause", "activate", "delete")
+
+
+@app.command(
+    argument("action", type=click.Choice(RULE_ACTIONS)),
+    argument("target", required=False),
+)
+async def rules(self: object, action: str, target: str | None) -> None:
+    """Manage fraud rules: put FILE | list | show ID | pause ID | activate ID | delete ID.
+
+    Every change is published to the rules topic; workers apply it without a restart.
+    """
+    bootstrap, topic = bootstrap_servers(settings.broker), settings.topic_rules
+    if action == "list":
+        book = await read_all(bootstrap, topic)
+        for rule in book.all():
+            click.echo(f"{rule.rule_id}\tv{rule.version}\t{rule.status}\t{rule.description}")
+        return
+    if target is None:
+        raise click.UsageError(f"'rules {action}' needs {'FILE' if action == 'put' else 'ID'}")
+    if action == "put":
+        try:
+            new_rules = load_rule_file(target)
+        except OSError as exc:
+            raise click.UsageError(f"cannot read {target}: {exc.strerror}") from None
+        except RuleError as exc:
+            raise click.ClickException(f"rule refused: {exc}") from None
+        await publish(bootstrap, topic, [(r.rule_id, r.to_bytes()) for r in new_rules])
+        for new in new_rules:
+            click.echo(f"published {new.rule_id} v{new.version} ({new.status})")
+        return
+    book = await read_all(bootstrap, topic)
+    found = book.rules.get(target)
+    if found is None:
+        raise click.ClickException(f"no rule {target!r} (known: {', '.join(book.rules) or 'none'})")
+    rule = found
+    if action == "show":
+        click.echo(json.dumps(rule.to_json(), indent=2))
+    elif action == "delete":
+        await publish(bootstrap, topic, [(rule.rule_id, None)])
+        click.echo(f"deleted {rule.rule_id}")
+    else:
+        body = with_status(rule, "paused" if action == "pause" else "active")
+        await publish(bootstrap, topic, [(rule.rule_id, parse_rule(body).to_bytes())])
+        click.echo(f"published {rule.rule_id} v{body['version']} ({body['status']})")

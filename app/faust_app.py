@@ -47,3 +47,7 @@ app = faust.App(
 payments_topic = app.topic(settings.topic_payments, partitions=settings.partitions)
 alerts_topic = app.topic(settings.topic_alerts, partitions=settings.partitions)
 dlq_topic = app.topic(settings.topic_dlq, partitions=settings.partitions)
+# Payments re-keyed for rules grouped by something other than the card.
+regroup_topic = app.topic(
+    f"{settings.app_id}-payments-by-group", partitions=settings.partitions, internal=True
+)

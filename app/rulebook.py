@@ -1,32 +1,95 @@
-"""The rules in force in this worker, indexed by the fields they group by."""
+"""The rules in force in this worker: the fold of the rules topic.
+
+Every worker reads the whole compacted rules topic itself (no consumer group),
+so every worker holds every rule. Records are applied with these semantics:
+
+* a rule replaces the one in force only with a higher ``version``;
+* a tombstone (``None`` value) deletes the rule, and remembers the version it
+  deleted, so a stale copy of an older version cannot bring it back;
+* a record that does not validate (a poison record) is logged, counted and
+  ignored: the last good version stays in force.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from app.rules import SEED_RULE, Rule
+from app.rules import Rule, RuleError, parse_rule_bytes
+
+log = logging.getLogger(__name__)
+
+CARD_GROUP = ("card_id",)
 
 
+@dataclass
 class RuleBook:
-    def __init__(self, rules: list[Rule] | None = None) -> None:
-        self._rules: dict[str, Rule] = {}
-        self._by_group: dict[tuple[str, ...], list[Rule]] = {}
-        self.high_value_amount = Decimal("1000")
-        for rule in rules or []:
-            self._rules[rule.rule_id] = rule
+    rules: dict[str, Rule] = field(default_factory=dict)
+    # The highest version seen per rule id, deleted or not.
+    versions: dict[str, int] = field(default_factory=dict)
+    poison_records: int = 0
+    stale_records: int = 0
+    high_value_amount: Decimal = Decimal("1000")
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    _by_group: dict[tuple[str, ...], list[Rule]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
         self._reindex()
 
     def _reindex(self) -> None:
         by_group: dict[tuple[str, ...], list[Rule]] = {}
-        for rule in sorted(self._rules.values(), key=lambda r: r.rule_id):
+        for rule in sorted(self.rules.values(), key=lambda r: r.rule_id):
             by_group.setdefault(rule.group_by, []).append(rule)
         self._by_group = by_group
+
+    def apply(self, key: bytes | None, value: bytes | None) -> str:
+        """Apply one rules-topic record; returns what happened (for logs and tests)."""
+        rule_id = key.decode(errors="replace") if key else ""
+        if value is None:
+            if not rule_id:
+                self.poison_records += 1
+                return "poison: tombstone without a key"
+            removed = self.rules.pop(rule_id, None)
+            if removed is not None:
+                self.versions[rule_id] = max(self.versions.get(rule_id, 0), removed.version)
+                self._reindex()
+            return f"deleted {rule_id}"
+        try:
+            rule = parse_rule_bytes(value)
+        except RuleError as exc:
+            self.poison_records += 1
+            log.warning("ignored invalid rule record %r: %s", rule_id, exc)
+            return f"poison: {exc}"
+        if rule_id and rule_id != rule.rule_id:
+            self.poison_records += 1
+            log.warning("ignored rule record keyed %r holding rule %r", rule_id, rule.rule_id)
+            return "poison: key does not match rule_id"
+        known = self.versions.get(rule.rule_id, 0)
+        if rule.version <= known and not (
+            rule.version == known and self.rules.get(rule.rule_id) == rule
+        ):
+            self.stale_records += 1
+            return f"stale: {rule.rule_id} v{rule.version} <= v{known}"
+        self.rules[rule.rule_id] = rule
+        self.versions[rule.rule_id] = rule.version
+        self._reindex()
+        return f"applied {rule.rule_id} v{rule.version} ({rule.status})"
 
     def rules_for(self, group_by: tuple[str, ...]) -> list[Rule]:
         return self._by_group.get(group_by, [])
 
+    def other_groups(self) -> list[tuple[str, ...]]:
+        """Group-bys other than the card that some live (non-paused) rule uses."""
+        return [
+            group
+            for group, rules in self._by_group.items()
+            if group != CARD_GROUP and any(r.status != "paused" for r in rules)
+        ]
+
     def all(self) -> list[Rule]:
-        return sorted(self._rules.values(), key=lambda r: r.rule_id)
+        return sorted(self.rules.values(), key=lambda r: r.rule_id)
 
 
-rulebook = RuleBook([SEED_RULE])
+rulebook = RuleBook()

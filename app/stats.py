@@ -34,6 +34,7 @@ def percentiles_ms(histogram: HdrHistogram) -> dict[str, float]:
 class WorkerStats:
     started_at: float = field(default_factory=time.time)
     processed: int = 0
+    grouped_processed: int = 0
     duplicates: int = 0
     late: int = 0
     dlq: Counter[str] = field(default_factory=Counter)

@@ -22,6 +22,15 @@ card_state = app.Table(
     help="Per card: newest event time and each rule's recent qualifying events.",
 )
 
+# The same per group key for rules grouped by other fields; keys are "group\x1fkey".
+group_state = app.Table(
+    "group-state",
+    default=None,
+    partitions=settings.partitions,
+    schema=JSON_SCHEMA,
+    help="Per account/device/ip (or combination) key: each rule's recent qualifying events.",
+)
+
 # The most recent alerts per card (newest last), for the inspection endpoints.
 card_alerts = app.Table(
     "card-alerts",

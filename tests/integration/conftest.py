@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from app.rules import SEED_RULE
 from infra.local.stack import LocalStack
 from tests.integration.harness import Pipeline
 
@@ -21,4 +22,5 @@ def stack() -> Iterator[LocalStack]:
 def pipeline(stack: LocalStack, tmp_path: Path) -> Iterator[Pipeline]:
     deployment = Pipeline(stack, tmp_path)
     deployment.create_topics()
+    deployment.put_rules([SEED_RULE])
     yield deployment

@@ -17,6 +17,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app.rules import Rule
+from app.rules_io import publish
 from infra.local.stack import LocalStack, Topic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +67,10 @@ class Pipeline:
                 Topic(self.rules, 1, {"cleanup.policy": "compact"}),
             ]
         )
+
+    def put_rules(self, rules: Sequence[Rule]) -> None:
+        """Publish rules the way the CLI does (the topic is the only way in)."""
+        run(publish(self.stack.bootstrap, self.rules, [(r.rule_id, r.to_bytes()) for r in rules]))
 
     def env(self, name: str, web_port: int) -> dict[str, str]:
         return {

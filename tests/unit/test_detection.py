@@ -58,7 +58,40 @@ STRICT_COUNT_RULE = parse_rule(
         "threshold": {"op": ">", "value": 3},
     }
 )
-ALL_RULES = (SEED_RULE, SUM_RULE, DISTINCT_RULE, STRICT_COUNT_RULE)
+STRICT_SUM_RULE = parse_rule(
+    {
+        "rule_id": "strict-sum",
+        "version": 1,
+        "group_by": "card_id",
+        "aggregate": "sum(amount)",
+        "filter": [
+            {"field": "country", "op": "not in", "value": ["DE"]},
+            {"field": "amount", "op": "<=", "value": "4999"},
+        ],
+        "window": 300,
+        "threshold": {"op": ">", "value": "3000"},
+    }
+)
+DISTINCT_AT_LEAST_RULE = parse_rule(
+    {
+        "rule_id": "merchant-spread",
+        "version": 1,
+        "group_by": "card_id",
+        "aggregate": "distinct_count(country)",
+        "filter": [{"field": "currency", "op": "==", "value": "USD"}],
+        "window": 90,
+        "threshold": {"op": ">=", "value": 2},
+    }
+)
+# Every aggregate kind with both threshold operators, and every filter operator.
+ALL_RULES = (
+    SEED_RULE,
+    SUM_RULE,
+    DISTINCT_RULE,
+    STRICT_COUNT_RULE,
+    STRICT_SUM_RULE,
+    DISTINCT_AT_LEAST_RULE,
+)
 
 
 def payment(txn: int, card: str, amount: str, ts_ms: int, country: str = "US") -> Payment:

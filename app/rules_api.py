@@ -1,0 +1,89 @@
+"""Rules over HTTP: read freely, write with ``Authorization: Bearer $FRAUD_API_TOKEN``.
+
+Writes are validated here and then published to the rules topic, exactly like
+the CLI: the worker's own rules change only when it reads the topic back.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from app.faust_app import app, settings
+from app.rulebook import rulebook
+from app.rules import RuleError, parse_rule
+from app.rules_io import bootstrap_servers, publish
+
+
+def _token_ok(request: Request) -> bool:
+    expected = os.environ.get("FRAUD_API_TOKEN", "")
+    given = request.headers.get("Authorization", "")
+    return bool(expected) and hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
+
+
+class _RulesView(View):
+    def problem(self, status: int, message: str, **extra: Any) -> Response:
+        return self.json({"error": message, **extra}, status=status)
+
+    def unauthorized(self) -> Response:
+        if not os.environ.get("FRAUD_API_TOKEN"):
+            return self.problem(403, "rule writes are disabled: FRAUD_API_TOKEN is not set")
+        response = self.problem(401, "missing or wrong bearer token")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-rules"'
+        return response
+
+
+@app.page("/rules/")
+class RulesView(_RulesView):
+    async def get(self, request: Request) -> Response:
+        return self.json(
+            {"loaded": rulebook.loaded.is_set(), "rules": [r.to_json() for r in rulebook.all()]}
+        )
+
+
+@app.page("/rules/{rule_id}/")
+class RuleView(_RulesView):
+    async def get(self, request: Request, rule_id: str) -> Response:
+        rule = rulebook.rules.get(rule_id)
+        if rule is None:
+            return self.problem(404, f"no rule {rule_id!r}")
+        return self.json(rule.to_json())
+
+    async def put(self, request: Request, rule_id: str) -> Response:
+        if not _token_ok(request):
+            return self.unauthorized()
+        try:
+            body = json.loads(await request.text())
+        except ValueError as exc:
+            return self.problem(400, f"rule: body is not JSON: {exc}", field="rule")
+        if isinstance(body, dict):
+            body.setdefault("rule_id", rule_id)
+            current = rulebook.versions.get(rule_id, 0)
+            body.setdefault("version", current + 1)
+        try:
+            rule = parse_rule(body)
+        except RuleError as exc:
+            return self.problem(400, str(exc), field=exc.field)
+        if rule.rule_id != rule_id:
+            return self.problem(400, "rule_id: does not match the URL", field="rule_id")
+        known = rulebook.versions.get(rule_id, 0)
+        if rule.version <= known:
+            return self.problem(
+                409, f"version: must be greater than {known}, the latest", field="version"
+            )
+        await publish(
+            bootstrap_servers(settings.broker), settings.topic_rules, [(rule_id, rule.to_bytes())]
+        )
+        return self.json({"published": rule.to_json()}, status=202)
+
+    async def delete(self, request: Request, rule_id: str) -> Response:
+        if not _token_ok(request):
+            return self.unauthorized()
+        if rule_id not in rulebook.rules:
+            return self.problem(404, f"no rule {rule_id!r}")
+        await publish(bootstrap_servers(settings.broker), settings.topic_rules, [(rule_id, None)])
+        return self.json({"deleted": rule_id}, status=202)

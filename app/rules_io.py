@@ -1,0 +1,132 @@
+"""Reading and publishing the rules topic (used by the worker, the CLI and the HTTP API).
+
+Writers only publish: no interface changes a worker's rules directly, so every
+worker sees the same sequence of changes in the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.rulebook import RuleBook
+from app.rules import Rule, RuleError, parse_rule
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    return ",".join(url.split("://", 1)[1] for url in broker_url.split(";"))
+
+
+def load_rule_file(path: str | Path) -> list[Rule]:
+    """Rules from a JSON or YAML file holding one rule or a list; RuleError names the field."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        body = yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise RuleError("file", f"{path} is neither JSON nor YAML: {exc}") from None
+    items = body if isinstance(body, list) else [body]
+    rules = []
+    for index, item in enumerate(items):
+        try:
+            rules.append(parse_rule(item))
+        except RuleError as exc:
+            where = f"rule[{index}]." if len(items) > 1 else ""
+            raise RuleError(where + exc.field, exc.problem) from None
+    return rules
+
+
+async def publish(bootstrap: str, topic: str, records: list[tuple[str, bytes | None]]) -> None:
+    """Publish (rule_id, value) records and wait until Kafka has them all."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for rule_id, value in records:
+            await (await producer.send(topic, value, key=rule_id.encode()))
+    finally:
+        await producer.stop()
+
+
+async def follow(
+    bootstrap: str,
+    topic: str,
+    book: RuleBook,
+    on_change: Callable[[str], Awaitable[None] | None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Fold the whole rules topic into ``book``, then keep following it.
+
+    ``book.loaded`` is set once the records present at start have been applied.
+    Without ``stop`` it runs until cancelled.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = await _partitions(bootstrap, topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        pending = {tp for tp in partitions if end[tp] > 0}
+        if not pending:
+            book.loaded.set()
+        while stop is None or not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=100)
+            for tp, messages in batch.items():
+                for message in messages:
+                    outcome = book.apply(message.key, message.value)
+                    log.info("rules topic offset %d: %s", message.offset, outcome)
+                    if on_change is not None:
+                        result = on_change(outcome)
+                        if result is not None:
+                            await result
+                if tp in pending and await consumer.position(tp) >= end[tp]:
+                    pending.discard(tp)
+            if not pending and not book.loaded.is_set():
+                book.loaded.set()
+                log.info("rules loaded: %s", ", ".join(r.rule_id for r in book.all()) or "none")
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described.get("error_code") or not described.get("partitions"):
+        raise RuntimeError(f"rules topic {topic!r} does not exist")
+    return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+
+
+async def read_all(bootstrap: str, topic: str) -> RuleBook:
+    """The rules in force now, as a worker would fold them."""
+    book = RuleBook()
+    stop = asyncio.Event()
+    task = asyncio.create_task(follow(bootstrap, topic, book, stop=stop))
+    waiter = asyncio.create_task(book.loaded.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    await task  # re-raises a failure to read the topic
+    if waiter not in done:
+        raise TimeoutError(f"could not read rules topic {topic!r} within 30 s")
+    return book
+
+
+def with_status(rule: Rule, status: str) -> dict[str, Any]:
+    """The next version of ``rule`` with ``status`` (pause/activate publish a new version)."""
+    body = rule.to_json()
+    body["status"] = status
+    body["version"] = rule.version + 1
+    return body

@@ -1,0 +1,205 @@
+"""Rules as broadcast state: two workers on real Kafka obey every change without a restart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.partitioner import murmur2
+
+from app.models import Alert, Payment, iso_from_ms
+from app.rules import SEED_RULE
+from app.rules_io import publish
+from tests.integration.harness import FAUST, REPO, Pipeline, Worker, produce, read_all, run
+
+pytestmark = pytest.mark.integration
+TOKEN = "test-token-not-a-secret"
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def rule_on(worker: Worker, rule_id: str) -> tuple[int, Any]:
+    return http("GET", f"http://127.0.0.1:{worker.web_port}/rules/{rule_id}/")
+
+
+def wait_everywhere(workers: list[Worker], check: Any, what: str, limit: float = 2.0) -> float:
+    """Seconds until ``check(worker)`` holds on every worker; fails past ``limit``."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit + 3:
+        if all(check(w) for w in workers):
+            elapsed = time.monotonic() - started
+            assert elapsed <= limit, f"{what} took {elapsed:.2f} s (limit {limit} s)"
+            return elapsed
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not on every worker after {limit + 3} s")
+
+
+def cli(pipeline: Pipeline, worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(FAUST), "-A", "app", "rules", *args],
+        cwd=REPO,
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def cards_on_every_partition(partitions: int) -> list[str]:
+    cards: dict[int, str] = {}
+    index = 0
+    while len(cards) < partitions:
+        card = f"tok_rules_{index}"
+        cards.setdefault((murmur2(card.encode()) & 0x7FFFFFFF) % partitions, card)
+        index += 1
+    return list(cards.values())
+
+
+def pairs(cards: list[str], country: str, start_ms: int, tag: str) -> list[tuple[bytes, bytes]]:
+    records = []
+    for card in cards:
+        for i in range(2):
+            ts = start_ms + i * 1000
+            payment = Payment(
+                txn_id=f"{tag}-{card}-{i}",
+                card_id=card,
+                account_id="acct",
+                amount=Decimal("150"),
+                currency="EUR",
+                merchant_id="m",
+                mcc="5411",
+                country=country,
+                device_id="d",
+                ip="198.51.100.7",
+                ts=iso_from_ms(ts),
+                ts_ms=ts,
+            )
+            records.append((card.encode(), payment.to_json()))
+    return records
+
+
+def country_pair_rule(rule_id: str, country: str) -> dict[str, Any]:
+    return {
+        "rule_id": rule_id,
+        "version": 1,
+        "status": "active",
+        "severity": "low",
+        "description": f"two payments from {country} on one card within a minute",
+        "group_by": ["card_id"],
+        "aggregate": "count",
+        "window": 60,
+        "filter": [{"field": "country", "op": "==", "value": country}],
+        "threshold": {"op": ">=", "value": 2},
+    }
+
+
+def alerts_for(pipeline: Pipeline, rule_id: str) -> list[Alert]:
+    records = run(
+        read_all(pipeline.stack.bootstrap, pipeline.alerts, pipeline.partitions, idle_s=2.0)
+    )
+    return [a for a in (Alert.from_json(r.value) for r in records) if a.rule_id == rule_id]
+
+
+def test_rule_changes_reach_every_worker_without_restart(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.extra_env["FRAUD_API_TOKEN"] = TOKEN
+    workers = [pipeline.worker("w1").start(), pipeline.worker("w2").start()]
+    w1, w2 = workers
+    cards = cards_on_every_partition(pipeline.partitions)
+    try:
+        # The seed rule published before start is in force everywhere.
+        wait_everywhere(workers, lambda w: rule_on(w, SEED_RULE.rule_id)[0] == 200, "seed rule")
+
+        # A rule put through the CLI.
+        rule_file = tmp_path / "gb.yaml"
+        rule_file.write_text(json.dumps(country_pair_rule("gb-pair", "GB")))
+        put = cli(pipeline, w1, "put", str(rule_file))
+        assert put.returncode == 0, put.stderr
+        wait_everywhere(workers, lambda w: rule_on(w, "gb-pair")[0] == 200, "CLI put")
+        now = int(time.time() * 1000)
+        run(produce(pipeline.stack.bootstrap, pipeline.payments, pairs(cards, "GB", now, "a")))
+        gb = alerts_for(pipeline, "gb-pair")
+        assert sorted(a.group_key for a in gb) == sorted(cards), "every worker's cards alerted"
+
+        # A rule put through the HTTP API: token required, validated, then published.
+        base = f"http://127.0.0.1:{w2.web_port}/rules/fr-pair/"
+        assert http("PUT", base, country_pair_rule("fr-pair", "FR"))[0] == 401
+        status, body = http(
+            "PUT", base, {**country_pair_rule("fr-pair", "FR"), "window": -5}, token=TOKEN
+        )
+        assert (status, body["field"]) == (400, "window")
+        assert http("PUT", base, country_pair_rule("fr-pair", "FR"), token=TOKEN)[0] == 202
+        wait_everywhere(workers, lambda w: rule_on(w, "fr-pair")[0] == 200, "HTTP put")
+
+        # Pausing stops alerts.
+        assert cli(pipeline, w2, "pause", "gb-pair").returncode == 0
+        wait_everywhere(
+            workers, lambda w: rule_on(w, "gb-pair")[1].get("status") == "paused", "pause"
+        )
+        now = int(time.time() * 1000)
+        run(
+            produce(
+                pipeline.stack.bootstrap,
+                pipeline.payments,
+                pairs(cards, "GB", now, "b") + pairs(cards, "FR", now, "c"),
+            )
+        )
+        assert len(alerts_for(pipeline, "fr-pair")) == len(cards), "workers kept processing"
+        assert len(alerts_for(pipeline, "gb-pair")) == len(cards), "no alert from a paused rule"
+
+        # A stale version and a poison record change nothing.
+        stale = country_pair_rule("gb-pair", "GB")  # version 1; version 2 (paused) is in force
+        pipeline_publish(
+            pipeline,
+            [("gb-pair", json.dumps(stale).encode()), ("gb-pair", b"\x00poison"), ("", b"{}")],
+        )
+        listing = cli(pipeline, w1, "list")
+        assert "gb-pair\tv2\tpaused" in listing.stdout, listing.stdout
+        time.sleep(1)
+        for worker in workers:
+            assert rule_on(worker, "gb-pair")[1]["version"] == 2
+            assert worker.process is not None and worker.process.poll() is None
+
+        # Deleting removes the rule everywhere.
+        assert http("DELETE", base, token=TOKEN)[0] == 202
+        wait_everywhere(workers, lambda w: rule_on(w, "fr-pair")[0] == 404, "HTTP delete")
+        assert cli(pipeline, w1, "delete", "gb-pair").returncode == 0
+        wait_everywhere(workers, lambda w: rule_on(w, "gb-pair")[0] == 404, "CLI delete")
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def pipeline_publish(pipeline: Pipeline, records: list[tuple[str, bytes | None]]) -> None:
+    run(publish(pipeline.stack.bootstrap, pipeline.rules, records))
+
+
+def test_cli_refuses_a_bad_rule_and_bad_usage(pipeline: Pipeline, tmp_path: Path) -> None:
+    worker = pipeline.worker("cli")  # only its environment; no process needed
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**country_pair_rule("x", "GB"), "aggregate": "median(amount)"}))
+    refused = cli(pipeline, worker, "put", str(bad))
+    assert refused.returncode != 0
+    assert "aggregate" in refused.stderr
+    usage = cli(pipeline, worker, "frobnicate")
+    assert usage.returncode == 2
+    assert "Usage" in usage.stderr
