@@ -1,8 +1,11 @@
 """``make demo``: the whole pipeline on this machine, printing alerts as they arrive.
 
 Starts real Kafka and DynamoDB Local (see infra.local.stack), creates the topics and
-the alerts table, then a worker, the payment generator and an alert printer. Ctrl-C
-stops everything; no process is left behind.
+the alerts table, publishes the default rules, then a worker (detection and the
+DynamoDB sink), the notifier (a stream poller invoking the Lambda handler, as Lambda's
+event source mapping would), a local Slack receiver (unless SLACK_WEBHOOK_URL points
+at a real one), the payment generator and an alert printer. Ctrl-C stops everything;
+no process is left behind.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,21 +25,33 @@ from typing import IO
 
 from aiokafka import AIOKafkaConsumer
 
+from app.rules_io import load_rule_file, publish
 from infra.local.stack import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+DEFAULT_RULES = REPO / "app" / "default_rules.yaml"
 
 
-def _spawn(argv: list[str], env: dict[str, str], log: IO[bytes] | None) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], env: dict[str, str], log: IO[bytes] | None, inherit: bool = False
+) -> subprocess.Popen[bytes]:
+    """A child in its own process group; ``inherit`` lets it print to the demo's terminal."""
     return subprocess.Popen(
         argv,
         cwd=REPO,
         env=env,
-        stdout=log or subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+        stdout=None if inherit else (log or subprocess.DEVNULL),
+        stderr=None if inherit else subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -90,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     processes: list[subprocess.Popen[bytes]] = []
     with LocalStack(partitions=args.partitions) as stack:
         stack.provision()
+        rules = load_rule_file(DEFAULT_RULES)
+        asyncio.run(
+            publish(stack.bootstrap, "fraud.rules", [(r.rule_id, r.to_bytes()) for r in rules])
+        )
+        print(f"demo: published {len(rules)} default rules: {', '.join(r.rule_id for r in rules)}")
         env = {
             **os.environ,
             **stack.env(),
@@ -98,7 +119,40 @@ def main(argv: list[str] | None = None) -> int:
             "FRAUD_DATADIR": str(logs / "worker-data"),
         }
         faust = str(BIN / "faust")
+        python = str(BIN / "python")
         try:
+            webhook = os.environ.get("SLACK_WEBHOOK_URL")
+            if not webhook:
+                port = _free_port()
+                processes.append(
+                    _spawn(
+                        [python, "-m", "lambdas.notifier.slack_receiver", "--port", str(port)],
+                        env,
+                        None,
+                        inherit=True,
+                    )
+                )
+                webhook = f"http://127.0.0.1:{port}/services/demo"
+            notifier_env = {
+                **env,
+                "SLACK_WEBHOOK_URL": webhook,
+                "IDEMPOTENCY_TABLE": "fraud_notifier_idempotency",
+                "FRAUD_INSPECT_BASE_URL": f"http://127.0.0.1:{args.web_port}",
+            }
+            poller = [
+                python,
+                "-m",
+                "lambdas.notifier.stream_poller",
+                "--endpoint",
+                stack.dynamodb_endpoint,
+                "--table",
+                "fraud_alerts",
+                "--create-idempotency-table",
+                "--log-level",
+                "WARNING",
+            ]
+            with (logs / "notifier.log").open("wb") as notifier_log:
+                processes.append(_spawn(poller, notifier_env, notifier_log))
             with (logs / "worker.log").open("wb") as worker_log:
                 processes.append(
                     _spawn([faust, "-A", "app", "worker", "-l", "info"], env, worker_log)
