@@ -35,5 +35,9 @@ demo: venv deps
 bench: venv deps
 	$(PY) -m bench.pipeline
 
+# The notifier Lambda's deployment package, with slack_sdk and Powertools, in build/notifier.zip.
+lambda-zip: venv
+	$(PY) -m infra.lambda_zip
+
 clean:
 	rm -rf $(VENV) .cache build dist *.egg-info

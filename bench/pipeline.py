@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from app.generator import PaymentGenerator
+from app.rules_io import load_rule_file, publish
 from infra.local.stack import LocalStack, Topic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +83,13 @@ def run_worker(stack: LocalStack, rate: int, duration: float, workdir: Path) -> 
         "FRAUD_TOPIC_RULES": f"{uid}.rules",
     }
     stack.create_topics([Topic(name, PARTITIONS) for name in topics.values()])
+    # The shipped default rules: card rules plus a device rule that needs the repartition.
+    rules = load_rule_file(REPO / "app" / "default_rules.yaml")
+    asyncio.run(
+        publish(
+            stack.bootstrap, topics["FRAUD_TOPIC_RULES"], [(r.rule_id, r.to_bytes()) for r in rules]
+        )
+    )
     port = free_port()
     env = {
         **os.environ,
@@ -91,6 +99,8 @@ def run_worker(stack: LocalStack, rate: int, duration: float, workdir: Path) -> 
         "FRAUD_PARTITIONS": str(PARTITIONS),
         "FRAUD_WEB_PORT": str(port),
         "FRAUD_DATADIR": str(workdir / uid),
+        # Decision latency is measured here; the sink (alert latency) needs DynamoDB.
+        "FRAUD_SINK_ENABLED": "false",
     }
     log = (workdir / f"{uid}.log").open("wb")
     worker = subprocess.Popen(

@@ -41,7 +41,7 @@ def alerts_on(
             pipeline.partitions,
             until=expected,
             idle_s=3.0,
-            timeout_s=120.0,
+            timeout_s=240.0,
             isolation=isolation,
         )
     )
