@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import operator
 import time
+from bisect import bisect_left
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -30,6 +33,63 @@ def percentiles_ms(histogram: HdrHistogram) -> dict[str, float]:
     }
 
 
+# Seconds of per-second history kept for /stats and the dashboard's charts.
+HISTORY_SECONDS = 600
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """What one worker did in one sampling interval (about a second)."""
+
+    t: float  # wall-clock end of the interval, epoch seconds
+    seconds: float  # length of the interval
+    processed: int  # payments decided in the interval
+    rate: float  # processed per second
+    alerts: int  # alerts acknowledged by Kafka in the interval
+    dlq: int  # records dead-lettered in the interval
+    p50_ms: float | None  # decision latency of the interval's payments (None: there were none)
+    p99_ms: float | None
+    max_ms: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "t": round(self.t, 3),
+            "seconds": round(self.seconds, 3),
+            "processed": self.processed,
+            "rate": round(self.rate, 1),
+            "alerts": self.alerts,
+            "dlq": self.dlq,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+        }
+
+
+def interval_percentiles(
+    histogram: HdrHistogram, counts: list[int], percentiles: tuple[float, ...]
+) -> tuple[list[float], float] | None:
+    """Percentiles (ms) and max (ms) of ``counts``, a counts array laid out like ``histogram``'s.
+
+    Same conventions as ``HdrHistogram.get_value_at_percentile`` (target count rounded
+    half up, highest equivalent value of the bucket), so a per-second view agrees with
+    what a fresh histogram of that second would say. ``None`` when ``counts`` is empty.
+    """
+    cumulative = list(accumulate(counts))  # C speed, ~0.3 ms for 21k buckets
+    total = cumulative[-1] if cumulative else 0
+    if total <= 0:
+        return None
+
+    def value_ms(index: int) -> float:
+        value = histogram.get_highest_equivalent_value(histogram.get_value_from_index(index))
+        return float(value) / 1000
+
+    values = []
+    for percentile in percentiles:
+        target = max(1, int(min(percentile, 100.0) / 100 * total + 0.5))
+        values.append(value_ms(bisect_left(cumulative, target)))
+    return values, value_ms(bisect_left(cumulative, total))
+
+
 @dataclass
 class WorkerStats:
     started_at: float = field(default_factory=time.time)
@@ -42,10 +102,55 @@ class WorkerStats:
     decision_latency: HdrHistogram = field(default_factory=new_histogram)
     # The newest alerts this worker emitted (bounded), for /alerts and the dashboard.
     recent_alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=500))
+    # One Sample per tick() (the web module ticks every second), newest last.
+    history: deque[Sample] = field(default_factory=lambda: deque(maxlen=HISTORY_SECONDS))
+    # What the previous tick saw: (time, processed, alerts, dlq) and the latency counts.
+    _tick_totals: tuple[float, int, int, int] | None = field(default=None, repr=False)
+    _tick_counts: list[int] | None = field(default=None, repr=False)
 
     def record_decision(self, produced_at_ms: int, now_ms: float) -> None:
         latency_us = max(1, int((now_ms - produced_at_ms) * 1000))
         self.decision_latency.record_value(min(latency_us, _HIGHEST_US))
+
+    def tick(self, now: float | None = None) -> Sample:
+        """Close the current sampling interval and append its Sample to ``history``.
+
+        Per-second latency comes from the difference between two copies of the
+        cumulative histogram's counts, so the agent's hot path records into one
+        histogram only and pays nothing for the charts (a tick costs ~2 ms).
+        """
+        now = time.time() if now is None else now
+        alerts, dlq = sum(self.alerts.values()), sum(self.dlq.values())
+        counts = list(self.decision_latency.counts)
+        previous = self._tick_totals or (self.started_at, 0, 0, 0)
+        delta = (
+            counts
+            if self._tick_counts is None
+            else list(map(operator.sub, counts, self._tick_counts))
+        )
+        self._tick_totals, self._tick_counts = (now, self.processed, alerts, dlq), counts
+        found = interval_percentiles(self.decision_latency, delta, (50.0, 99.0))
+        seconds = max(now - previous[0], 1e-6)
+        processed = self.processed - previous[1]
+        sample = Sample(
+            t=now,
+            seconds=seconds,
+            processed=processed,
+            rate=processed / seconds,
+            alerts=alerts - previous[2],
+            dlq=dlq - previous[3],
+            p50_ms=None if found is None else found[0][0],
+            p99_ms=None if found is None else found[0][1],
+            max_ms=None if found is None else found[1],
+        )
+        self.history.append(sample)
+        return sample
+
+    def throughput(self, samples: int) -> float:
+        """Mean payments per second over the newest ``samples`` samples of history."""
+        recent = list(self.history)[-samples:] if samples > 0 else []
+        span = sum(s.seconds for s in recent)
+        return sum(s.processed for s in recent) / span if span > 0 else 0.0
 
     def snapshot(self) -> dict[str, Any]:
         return {

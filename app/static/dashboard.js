@@ -1,0 +1,349 @@
+// Live dashboard of one worker: polls its JSON endpoints every second, draws on canvas.
+// No framework, no build step, nothing loaded from elsewhere (the machine may be offline).
+"use strict";
+
+const POLL_MS = 1000;
+const WINDOW_S = 300; // the charts show the last five minutes
+const FEED_LIMIT = 50;
+
+// What the page knows; also read by the browser test (window.dashboard).
+const state = {
+  polls: 0,
+  errors: 0,
+  lastPollAt: null,
+  samples: new Map(), // t (epoch s) -> per-second sample from /stats history
+  alertIds: [],
+  seen: new Set(),
+  chartPoints: { throughput: 0, latency: 0 },
+};
+window.dashboard = state;
+
+const $ = (id) => document.getElementById(id);
+
+function fmtInt(n) {
+  return n == null ? "–" : Math.round(n).toLocaleString("en-US");
+}
+
+function fmtMs(ms) {
+  if (ms == null) return "–";
+  if (ms >= 1000) return (ms / 1000).toFixed(ms >= 10000 ? 0 : 1) + " s";
+  return ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2);
+}
+
+// Axis ticks: as many decimals as the tick step needs, no more.
+function fmtTick(v) {
+  if (v === 0) return "0";
+  if (v >= 1000) return v.toLocaleString("en-US", { maximumFractionDigits: 0 });
+  return String(Number(v.toPrecision(3)));
+}
+
+function fmtTime(date) {
+  return date.toLocaleTimeString("en-GB", { hour12: false });
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "class") node.className = value;
+    else if (key === "title") node.title = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    // textContent only: card ids and descriptions come from the wire.
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function replaceRows(tbody, rows, emptyText, columns) {
+  tbody.replaceChildren(
+    ...(rows.length ? rows : [el("tr", { class: "empty" }, el("td", { colspan: columns }, emptyText))])
+  );
+}
+
+async function getJson(path) {
+  const response = await fetch(path, { cache: "no-store", headers: { Accept: "application/json" } });
+  const body = await response.json();
+  return { status: response.status, body };
+}
+
+// ---------------------------------------------------------------- charts
+
+function niceStep(max, ticks) {
+  const raw = max / ticks;
+  const power = Math.pow(10, Math.floor(Math.log10(raw)));
+  const unit = raw / power;
+  return (unit <= 1 ? 1 : unit <= 2 ? 2 : unit <= 2.5 ? 2.5 : unit <= 5 ? 5 : 10) * power;
+}
+
+function drawChart(canvas, series, opts) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+
+  const styles = getComputedStyle(document.documentElement);
+  const muted = styles.getPropertyValue("--muted").trim();
+  const line = styles.getPropertyValue("--line").trim();
+  const pad = { left: 46, right: 10, top: 8, bottom: 20 };
+  const plotW = width - pad.left - pad.right;
+  const plotH = height - pad.top - pad.bottom;
+
+  const now = Date.now() / 1000;
+  const t0 = now - WINDOW_S;
+  let max = 0;
+  for (const s of series) for (const [t, v] of s.points) if (t >= t0 && v != null) max = Math.max(max, v);
+  const step = niceStep(max > 0 ? max * 1.1 : opts.minMax, 4);
+  const top = Math.max(step * Math.ceil((max * 1.1) / step), step);
+
+  const x = (t) => pad.left + ((t - t0) / WINDOW_S) * plotW;
+  const y = (v) => pad.top + plotH - (v / top) * plotH;
+
+  ctx.font = "11px system-ui, 'DejaVu Sans', sans-serif";
+  ctx.lineWidth = 1;
+  ctx.strokeStyle = line;
+  ctx.fillStyle = muted;
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  for (let v = 0; v <= top + step / 2; v += step) {
+    const py = Math.round(y(v)) + 0.5;
+    ctx.beginPath();
+    ctx.moveTo(pad.left, py);
+    ctx.lineTo(width - pad.right, py);
+    ctx.stroke();
+    ctx.fillText(opts.format(v), pad.left - 6, py);
+  }
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+  for (let ago = WINDOW_S; ago >= 0; ago -= 60) {
+    const px = x(now - ago);
+    ctx.fillText(ago === 0 ? "now" : `-${ago / 60}m`, Math.min(Math.max(px, pad.left + 12), width - pad.right - 12), height - pad.bottom + 5);
+  }
+
+  let drawn = 0;
+  for (const s of series) {
+    const visible = s.points.filter(([t]) => t >= t0);
+    ctx.strokeStyle = s.color;
+    ctx.lineWidth = 1.6;
+    ctx.lineJoin = "round";
+    // A null value (a second without payments) breaks the line instead of faking a zero.
+    let open = false;
+    ctx.beginPath();
+    for (const [t, v] of visible) {
+      if (v == null) { open = false; continue; }
+      if (open) ctx.lineTo(x(t), y(v)); else ctx.moveTo(x(t), y(v));
+      open = true;
+      drawn += 1;
+    }
+    ctx.stroke();
+    if (s.fill) {
+      ctx.fillStyle = s.fill;
+      let run = [];
+      const flush = () => {
+        if (run.length > 1) {
+          ctx.beginPath();
+          ctx.moveTo(x(run[0][0]), y(0));
+          for (const [t, v] of run) ctx.lineTo(x(t), y(v));
+          ctx.lineTo(x(run[run.length - 1][0]), y(0));
+          ctx.closePath();
+          ctx.fill();
+        }
+        run = [];
+      };
+      for (const point of visible) { if (point[1] == null) flush(); else run.push(point); }
+      flush();
+    }
+  }
+  canvas.dataset.points = String(drawn);
+  const last = series[0].points.length ? series[0].points[series[0].points.length - 1][0] : 0;
+  canvas.dataset.lastT = String(last);
+  canvas.dataset.max = String(max);
+  return drawn;
+}
+
+function drawCharts() {
+  const samples = [...state.samples.values()].sort((a, b) => a.t - b.t);
+  const styles = getComputedStyle(document.documentElement);
+  const accent = styles.getPropertyValue("--accent").trim();
+  const p99 = styles.getPropertyValue("--p99").trim();
+  state.chartPoints.throughput = drawChart($("chart-throughput"), [
+    { points: samples.map((s) => [s.t, s.rate]), color: accent, fill: "rgba(74, 163, 255, 0.15)" },
+  ], { minMax: 10, format: (v) => fmtTick(v) });
+  state.chartPoints.latency = drawChart($("chart-latency"), [
+    { points: samples.map((s) => [s.t, s.p50_ms]), color: accent },
+    { points: samples.map((s) => [s.t, s.p99_ms]), color: p99 },
+  ], { minMax: 10, format: (v) => fmtTick(v) });
+}
+
+// ---------------------------------------------------------------- panels
+
+function renderStats(stats) {
+  $("worker").textContent = stats.worker ? stats.worker.url : "";
+  $("kpi-rate").textContent = fmtInt(stats.throughput ? stats.throughput.last_10s : null);
+  const latency = stats.decision_latency_ms || {};
+  $("kpi-p50").textContent = latency.count ? fmtMs(latency.p50) : "–";
+  $("kpi-p99").textContent = latency.count ? fmtMs(latency.p99) : "–";
+  $("kpi-processed").textContent = fmtInt(stats.processed);
+  $("kpi-alerts").textContent = fmtInt(stats.alerts_total);
+  $("kpi-dlq").textContent = fmtInt(stats.dlq_total);
+  const reasons = Object.entries(stats.dlq || {}).sort((a, b) => b[1] - a[1]);
+  $("kpi-dlq-reasons").textContent = reasons.length
+    ? reasons.slice(0, 2).map(([r, n]) => `${r} ${n}`).join(", ")
+    : "records";
+  $("kpi-lag").textContent = fmtInt(stats.consumer ? stats.consumer.total_lag : null);
+
+  for (const sample of stats.history || []) state.samples.set(sample.t, sample);
+  const horizon = Date.now() / 1000 - WINDOW_S - 5;
+  for (const t of state.samples.keys()) if (t < horizon) state.samples.delete(t);
+
+  const rules = stats.rules || [];
+  $("rules-count").textContent = rules.length ? `${rules.length} in force` : "";
+  replaceRows($("rules"), rules.map((rule) => {
+    const alerts = Object.values(rule.alerts || {}).reduce((a, b) => a + b, 0);
+    return el("tr", {},
+      el("td", { class: "mono", title: rule.description || rule.rule_id }, rule.rule_id),
+      el("td", {}, el("span", { class: `badge ${rule.status}` }, rule.status)),
+      el("td", { class: "num" }, `v${rule.version}`),
+      el("td", { title: `group by ${rule.group_by}; severity ${rule.severity}` },
+        `${rule.aggregate} ${rule.threshold} in ${rule.window_s} s `,
+        el("span", { class: "sev" }, rule.severity)),
+      el("td", { class: "num" }, fmtInt(alerts)));
+  }), "No rules loaded yet", 5);
+
+  // One row per topic: partitions held, committed offsets and lag summed over them.
+  const topics = new Map();
+  for (const p of (stats.consumer && stats.consumer.partitions) || []) {
+    const row = topics.get(p.topic) || { partitions: [], committed: null, lag: null };
+    row.partitions.push(p.partition);
+    if (p.committed != null) row.committed = (row.committed || 0) + p.committed;
+    if (p.lag != null) row.lag = (row.lag || 0) + p.lag;
+    topics.set(p.topic, row);
+  }
+  replaceRows($("partitions"), [...topics].map(([topic, row]) => el("tr", {},
+    el("td", { class: "mono", title: topic }, topic),
+    el("td", {}, row.partitions.sort((a, b) => a - b).join(", ")),
+    el("td", { class: "num" }, row.committed == null ? "–" : fmtInt(row.committed)),
+    el("td", { class: "num" }, row.lag == null ? "–" : fmtInt(row.lag)))), "No partitions assigned", 4);
+}
+
+function renderAlerts(body) {
+  const alerts = body.alerts || [];
+  const fresh = state.polls > 0; // everything on the first load is history, not news
+  const rows = alerts.map((alert) => {
+    const isNew = fresh && !state.seen.has(alert.alert_id);
+    state.seen.add(alert.alert_id);
+    const detected = alert.detected_at ? fmtTime(new Date(alert.detected_at)) : "–";
+    return el("tr", { class: isNew ? "fresh" : "", "data-alert-id": alert.alert_id },
+      el("td", {}, detected),
+      el("td", { title: alert.description || "" },
+        alert.rule_id, " ", el("span", { class: `badge ${alert.status}` }, alert.status)),
+      el("td", { class: "mono card-link", title: `Inspect ${alert.group_key}`, "data-card": alert.group_key }, alert.group_key),
+      el("td", { class: "num" }, (alert.txn_ids || []).length),
+      el("td", { class: "num" }, alert.total_amount == null ? "–" : Number(alert.total_amount).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })),
+      el("td", { class: "num" }, alert.latency_ms == null ? "–" : `${fmtMs(alert.latency_ms)} ms`));
+  });
+  replaceRows($("alerts"), rows, "Waiting for alerts…", 6);
+  state.alertIds = alerts.map((a) => a.alert_id);
+  $("feed-count").textContent = alerts.length ? `newest ${alerts.length}` : "";
+  if (state.seen.size > 5000) state.seen = new Set(state.alertIds);
+}
+
+function renderProbe(id, label, result, okWord) {
+  const node = $(id);
+  const ok = result && result.status === 200;
+  node.dataset.state = result ? (ok ? "ok" : "bad") : "unknown";
+  node.textContent = `${label}: ${ok ? okWord : result ? "no" : "?"}`;
+  if (result && !ok) node.title = JSON.stringify(result.body.checks || result.body);
+}
+
+// ---------------------------------------------------------------- one card
+
+async function inspectCard(card) {
+  const out = $("card-result");
+  out.dataset.state = "loading";
+  out.textContent = `Looking up ${card}…`;
+  let result;
+  try {
+    result = await getJson(`/cards/${encodeURIComponent(card)}`);
+  } catch (err) {
+    out.dataset.state = "error";
+    out.textContent = `Lookup failed: ${err}`;
+    return;
+  }
+  const body = result.body;
+  if (result.status !== 200) {
+    out.dataset.state = "error";
+    out.textContent = `${result.status}: ${body.error}`;
+    return;
+  }
+  const lines = [
+    el("p", {}, el("b", { class: "mono" }, body.card_id), ` · partition ${body.partition} · served by `,
+      el("span", { class: "mono" }, body.served_by)),
+    el("p", {}, `Newest event ${body.newest_event_ts ? fmtTime(new Date(body.newest_event_ts)) : "–"}`),
+  ];
+  for (const [ruleId, rule] of Object.entries(body.rules)) {
+    const amounts = rule.pending.map((e) => e.amount).join(", ");
+    lines.push(el("p", {}, el("b", {}, ruleId), ` v${rule.version}: ${rule.pending.length} pending`,
+      amounts ? ` (${amounts})` : "", `, ${rule.alerted.length} in alerts`));
+  }
+  const windows = body.high_value_windows.map((w) => `${fmtTime(new Date(w.start_ms)).slice(0, 5)} ×${w.count}`);
+  lines.push(el("p", {}, `High-value payments per 5 min: ${windows.length ? windows.join(", ") : "none"}`));
+  const last = body.alerts[body.alerts.length - 1];
+  lines.push(el("p", {}, `Alerts: ${body.alerts.length}`,
+    last ? ` (latest ${last.rule_id} at ${fmtTime(new Date(last.detected_at))})` : ""));
+  out.replaceChildren(...lines);
+  out.dataset.state = "ok";
+}
+
+$("card-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const card = $("card-input").value.trim();
+  if (card) inspectCard(card);
+});
+
+$("alerts").addEventListener("click", (event) => {
+  const cell = event.target.closest("td[data-card]");
+  if (!cell) return;
+  $("card-input").value = cell.dataset.card;
+  inspectCard(cell.dataset.card);
+});
+
+// ---------------------------------------------------------------- loop
+
+async function poll() {
+  // The first poll asks for the whole window; later ones only for the newest seconds.
+  const history = state.polls === 0 ? WINDOW_S : 5;
+  try {
+    const [stats, alerts, health, ready] = await Promise.all([
+      getJson(`/stats?history=${history}`),
+      getJson(`/alerts?limit=${FEED_LIMIT}`),
+      getJson("/healthz").catch(() => null),
+      getJson("/readyz").catch(() => null),
+    ]);
+    renderStats(stats.body);
+    renderAlerts(alerts.body);
+    renderProbe("health", "health", health, "ok");
+    renderProbe("ready", "ready", ready, "yes");
+    drawCharts();
+    state.polls += 1;
+    state.lastPollAt = Date.now();
+    document.body.dataset.polls = String(state.polls);
+    $("updated").textContent = `updated ${fmtTime(new Date())}`;
+    $("banner").hidden = true;
+  } catch (err) {
+    state.errors += 1;
+    $("banner").hidden = false;
+    console.warn("poll failed", err);
+  } finally {
+    setTimeout(poll, POLL_MS);
+  }
+}
+
+window.addEventListener("resize", drawCharts);
+poll();
