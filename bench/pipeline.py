@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from hdrh.histogram import HdrHistogram
 
 from app.generator import PaymentGenerator
 from app.rules_io import load_rule_file, publish
+from app.stats import new_histogram, percentiles_ms
 from infra.local.stack import LocalStack, Topic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,8 +76,10 @@ def fetch_stats(port: int) -> dict[str, Any]:
         return body
 
 
-def run_worker(stack: LocalStack, rate: int, duration: float, workdir: Path) -> dict[str, Any]:
-    uid = f"bench-{rate}-{int(time.time())}"
+def run_workers(
+    stack: LocalStack, rate: int, duration: float, workdir: Path, workers: int
+) -> dict[str, Any]:
+    uid = f"bench-{workers}w-{rate}-{int(time.time())}"
     topics = {
         "FRAUD_TOPIC_PAYMENTS": f"{uid}.payments",
         "FRAUD_TOPIC_ALERTS": f"{uid}.alerts",
@@ -85,66 +89,74 @@ def run_worker(stack: LocalStack, rate: int, duration: float, workdir: Path) -> 
     stack.create_topics([Topic(name, PARTITIONS) for name in topics.values()])
     # The shipped default rules: card rules plus a device rule that needs the repartition.
     rules = load_rule_file(REPO / "app" / "default_rules.yaml")
-    asyncio.run(
-        publish(
-            stack.bootstrap, topics["FRAUD_TOPIC_RULES"], [(r.rule_id, r.to_bytes()) for r in rules]
+    records: list[tuple[str, bytes | None]] = [(r.rule_id, r.to_bytes()) for r in rules]
+    asyncio.run(publish(stack.bootstrap, topics["FRAUD_TOPIC_RULES"], records))
+    ports = [free_port() for _ in range(workers)]
+    processes = []
+    for index, port in enumerate(ports):
+        env = {
+            **os.environ,
+            **stack.env(),
+            **topics,
+            "FRAUD_APP_ID": uid,
+            "FRAUD_PARTITIONS": str(PARTITIONS),
+            "FRAUD_WEB_PORT": str(port),
+            "FRAUD_DATADIR": str(workdir / f"{uid}-{index}"),
+            # Decision latency is measured here; the sink (alert latency) needs DynamoDB.
+            "FRAUD_SINK_ENABLED": "false",
+        }
+        log = (workdir / f"{uid}-{index}.log").open("wb")
+        processes.append(
+            subprocess.Popen(
+                [str(Path(sys.executable).parent / "faust"), "-A", "app", "worker", "-l", "warn"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         )
-    )
-    port = free_port()
-    env = {
-        **os.environ,
-        **stack.env(),
-        **topics,
-        "FRAUD_APP_ID": uid,
-        "FRAUD_PARTITIONS": str(PARTITIONS),
-        "FRAUD_WEB_PORT": str(port),
-        "FRAUD_DATADIR": str(workdir / uid),
-        # Decision latency is measured here; the sink (alert latency) needs DynamoDB.
-        "FRAUD_SINK_ENABLED": "false",
-    }
-    log = (workdir / f"{uid}.log").open("wb")
-    worker = subprocess.Popen(
-        [str(Path(sys.executable).parent / "faust"), "-A", "app", "worker", "-l", "warn"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
         deadline = time.time() + 90
-        while True:
-            try:
-                fetch_stats(port)
-                break
-            except OSError:
-                if time.time() > deadline or worker.poll() is not None:
-                    raise RuntimeError(f"worker did not start; see {log.name}") from None
-                time.sleep(0.5)
-        time.sleep(3)  # let the consumer group settle
+        for port, process in zip(ports, processes, strict=True):
+            while True:
+                try:
+                    fetch_stats(port)
+                    break
+                except OSError:
+                    if time.time() > deadline or process.poll() is not None:
+                        raise RuntimeError(f"worker did not start; see {workdir}") from None
+                    time.sleep(0.5)
+        time.sleep(3 + 3 * workers)  # let the consumer group settle
         count = int(rate * duration)
         payloads = payloads_for(count)
         started = asyncio.run(
             offer(stack.bootstrap, topics["FRAUD_TOPIC_PAYMENTS"], payloads, rate)
         )
-        finished, stats = started, fetch_stats(port)
+        finished, done = started, 0
         deadline = time.time() + duration * 10 + 60
-        while stats["processed"] + stats["dlq_total"] < count and time.time() < deadline:
-            time.sleep(0.2)
-            stats = fetch_stats(port)
+        while time.time() < deadline:
+            snapshots = [fetch_stats(port) for port in ports]
+            done = sum(s["processed"] + s["dlq_total"] for s in snapshots)
             finished = time.time()
-        done = stats["processed"] + stats["dlq_total"]
+            if done >= count:
+                break
+            time.sleep(0.2)
+        latency = new_histogram()
+        for snapshot in snapshots:
+            latency.add(HdrHistogram.decode(snapshot["decision_latency_hdr"]))
         return {
-            "pipeline": "fraud-detection worker",
+            "pipeline": f"fraud-detection, {workers} worker{'s' if workers > 1 else ''}",
             "offered": rate,
             "count": count,
             "processed": done,
             "achieved": round(done / max(finished - started, 1e-9)),
-            "latency_ms": stats["decision_latency_ms"],
+            "latency_ms": percentiles_ms(latency),
         }
     finally:
-        worker.terminate()
-        worker.wait(30)
-        log.close()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
 
 
 def run_bare(stack: LocalStack, rate: int, duration: float) -> dict[str, Any]:
@@ -202,11 +214,13 @@ def main(argv: list[str] | None = None) -> None:
         "--rates", default="1000,5000,10000", help="comma-separated offered rates (payments/s)"
     )
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per rate")
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts to measure")
     args = parser.parse_args(argv)
     try:
         rates = [int(r) for r in args.rates.split(",")]
+        worker_counts = [int(w) for w in args.workers.split(",")]
     except ValueError:
-        parser.error("--rates must be comma-separated integers")
+        parser.error("--rates and --workers must be comma-separated integers")
     rows: list[dict[str, Any]] = []
     # Kept afterwards: the worker logs are the first thing to read when a number looks wrong.
     tmp = tempfile.mkdtemp(prefix="fraud-bench-")
@@ -215,8 +229,9 @@ def main(argv: list[str] | None = None) -> None:
         LocalStack(kafka=True, dynamodb=False, partitions=PARTITIONS) as stack,
     ):
         for rate in rates:
-            rows.append(run_worker(stack, rate, args.duration, Path(tmp)))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            for workers in worker_counts:
+                rows.append(run_workers(stack, rate, args.duration, Path(tmp), workers))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
             rows.append(run_bare(stack, rate, args.duration))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
