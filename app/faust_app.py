@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import faust
@@ -41,7 +42,8 @@ app = faust.App(
     broker_session_timeout=10.0,
     broker_heartbeat_interval=1.0,
     producer_acks=-1,
-    producer_linger_ms=1,
+    # Changelog writes, forwarded payments and DLQ records batch for up to 5 ms.
+    producer_linger_ms=5,
     stream_wait_empty=False,
     table_cleanup_interval=30.0,
     origin="app",
@@ -54,3 +56,15 @@ dlq_topic = app.topic(settings.topic_dlq, partitions=settings.partitions)
 regroup_topic = app.topic(
     f"{settings.app_id}-payments-by-group", partitions=settings.partitions, internal=True
 )
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def keep_root_logger_at_its_level() -> None:
+    """Undo Faust's spinner trick: with ``-l warn`` or above the worker sets the root
+    logger to DEBUG so that every record spins its console spinner; every library
+    ``log.debug`` (aiokafka logs each send) then builds a LogRecord. Profiled: 5 % of
+    the worker's CPU. The configured handler keeps its level, so output is unchanged."""
+    root = logging.getLogger()
+    levels = [h.level for h in root.handlers if type(h).__name__ != "SpinnerHandler" and h.level]
+    if levels and root.level < min(levels):
+        root.setLevel(min(levels))
