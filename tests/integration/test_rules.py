@@ -15,7 +15,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from app.models import Alert, Payment, iso_from_ms
-from app.rules import SEED_RULE
+from app.rules import SEED_RULE, parse_rule
 from app.rules_io import publish
 from tests.integration.harness import FAUST, REPO, Pipeline, Worker, produce, read_all, run
 
@@ -203,3 +203,58 @@ def test_cli_refuses_a_bad_rule_and_bad_usage(pipeline: Pipeline, tmp_path: Path
     usage = cli(pipeline, worker, "frobnicate")
     assert usage.returncode == 2
     assert "Usage" in usage.stderr
+
+
+def test_rule_grouped_by_device_sees_cards_of_every_partition(pipeline: Pipeline) -> None:
+    """A device rule needs the repartition: its cards live on different partitions."""
+    device_rule = {
+        "rule_id": "shared-device",
+        "version": 1,
+        "status": "shadow",
+        "severity": "high",
+        "group_by": ["device_id"],
+        "aggregate": "distinct_count(card_id)",
+        "window": 600,
+        "filter": [{"field": "amount", "op": ">=", "value": "1"}],
+        "threshold": {"op": ">=", "value": 3},
+    }
+    pipeline.put_rules([parse_rule(device_rule)])
+    worker = pipeline.worker().start()
+    cards = cards_on_every_partition(pipeline.partitions)
+    now = int(time.time() * 1000)
+    records = []
+    for index, card in enumerate(cards):
+        payment = Payment(
+            txn_id=f"dev-{index}",
+            card_id=card,
+            account_id="acct",
+            amount=Decimal("20"),
+            currency="EUR",
+            merchant_id="m",
+            mcc="5411",
+            country="FR",
+            device_id="dev-shared",
+            ip="198.51.100.9",
+            ts=iso_from_ms(now + index * 1000),
+            ts_ms=now + index * 1000,
+        )
+        records.append((card.encode(), payment.to_json()))
+    try:
+        run(produce(pipeline.stack.bootstrap, pipeline.payments, records))
+        records_out = run(
+            read_all(
+                pipeline.stack.bootstrap,
+                pipeline.alerts,
+                pipeline.partitions,
+                until=1,
+                idle_s=2.0,
+                timeout_s=60,
+            )
+        )
+    finally:
+        worker.stop()
+    alerts = [Alert.from_json(r.value) for r in records_out]
+    assert [(a.rule_id, a.group_by, a.group_key, a.status) for a in alerts] == [
+        ("shared-device", "device_id", "dev-shared", "shadow")
+    ]
+    assert set(alerts[0].txn_ids) == {"dev-0", "dev-1", "dev-2"}
