@@ -77,7 +77,7 @@ def fetch_stats(port: int) -> dict[str, Any]:
 
 
 def run_workers(
-    stack: LocalStack, rate: int, duration: float, workdir: Path, workers: int
+    stack: LocalStack, rate: int, duration: float, workdir: Path, workers: int, rules_file: Path
 ) -> dict[str, Any]:
     uid = f"bench-{workers}w-{rate}-{int(time.time())}"
     topics = {
@@ -87,8 +87,7 @@ def run_workers(
         "FRAUD_TOPIC_RULES": f"{uid}.rules",
     }
     stack.create_topics([Topic(name, PARTITIONS) for name in topics.values()])
-    # The shipped default rules: card rules plus a device rule that needs the repartition.
-    rules = load_rule_file(REPO / "app" / "default_rules.yaml")
+    rules = load_rule_file(rules_file)
     records: list[tuple[str, bytes | None]] = [(r.rule_id, r.to_bytes()) for r in rules]
     asyncio.run(publish(stack.bootstrap, topics["FRAUD_TOPIC_RULES"], records))
     ports = [free_port() for _ in range(workers)]
@@ -215,6 +214,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per rate")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts to measure")
+    parser.add_argument(
+        "--rules",
+        type=Path,
+        default=REPO / "app" / "default_rules.yaml",
+        help="rules to publish (default: the shipped ones, one of which needs the repartition)",
+    )
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare aiokafka pipe")
+    parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args(argv)
     try:
         rates = [int(r) for r in args.rates.split(",")]
@@ -230,18 +237,22 @@ def main(argv: list[str] | None = None) -> None:
     ):
         for rate in rates:
             for workers in worker_counts:
-                rows.append(run_workers(stack, rate, args.duration, Path(tmp), workers))
+                rows.append(run_workers(stack, rate, args.duration, Path(tmp), workers, args.rules))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
-            rows.append(run_bare(stack, rate, args.duration))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+            if not args.no_bare:
+                rows.append(run_bare(stack, rate, args.duration))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "cores": os.cpu_count(),
+        "rules": str(
+            args.rules.relative_to(REPO) if args.rules.is_relative_to(REPO) else args.rules
+        ),
         "duration_s": args.duration,
         "partitions": PARTITIONS,
         "rows": rows,
     }
-    (RESULTS / "pipeline.json").write_text(json.dumps(report, indent=2))
+    args.output.write_text(json.dumps(report, indent=2))
     print(f"\n{os.cpu_count()} cores, {args.duration:g} s per rate, {PARTITIONS} partitions\n")
     print(table(rows))
 
