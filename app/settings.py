@@ -42,6 +42,7 @@ class Settings:
     max_future_skew_s: float = 24 * 3600.0
     max_event_age_s: float = 30 * 24 * 3600.0
     processing_guarantee: str = "at_least_once"
+    stall_timeout_s: float = 60.0
     topic_replication: int = 1
     sink_enabled: bool = True
 
@@ -159,6 +160,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     read("MAX_FUTURE_SKEW", "max_future_skew_s", _non_negative_seconds)
     read("MAX_EVENT_AGE", "max_event_age_s", _non_negative_seconds)
     read("PROCESSING_GUARANTEE", "processing_guarantee", _guarantee)
+    read("STALL_TIMEOUT", "stall_timeout_s", _non_negative_seconds)
     read("TOPIC_REPLICATION", "topic_replication", _positive_int)
     read("SINK_ENABLED", "sink_enabled", _bool)
 

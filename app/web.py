@@ -63,8 +63,9 @@ from tables import card_alerts, card_state, high_value_counts
 
 log = logging.getLogger(__name__)
 
-# A partition with records waiting and no read for this long makes /healthz fail.
-STALL_LIMIT_S = 60.0
+# A partition with records waiting and no read for this long makes /healthz fail
+# (FRAUD_STALL_TIMEOUT, seconds).
+STALL_LIMIT_S = settings.stall_timeout_s
 ALERTS_LIMIT_DEFAULT, ALERTS_LIMIT_MAX = 50, 500
 HISTORY_DEFAULT = 60
 MAX_ID_LENGTH = 128  # as app.validation accepts for card_id
