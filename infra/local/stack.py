@@ -429,6 +429,10 @@ class LocalStack:
         env = {"FRAUD_PARTITIONS": str(self.partitions)}
         if self._want_kafka or self._external_broker:
             env["FRAUD_BROKER"] = self.broker_url
+        if self.kafka_backend == "tansu":
+            # Tansu reports wrong end offsets for batches of more than one record; Faust
+            # reads this variable for its producer_max_batch_size setting.
+            env["PRODUCER_MAX_BATCH_SIZE"] = "1"
         if self._want_dynamodb:
             env["FRAUD_DYNAMODB_ENDPOINT"] = self.dynamodb_endpoint
             env["FRAUD_AWS_REGION"] = LOCAL_AWS["AWS_DEFAULT_REGION"]
