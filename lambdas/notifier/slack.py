@@ -157,17 +157,46 @@ def _header(response: HttpResponse | None, name: str) -> str | None:
     return None
 
 
-class BudgetedRateLimitRetryHandler(RateLimitErrorRetryHandler):
+class _SleepsWhatItBudgeted(RetryHandler):
+    """Shared by the three handlers: ``_can_retry`` decides (and budgets) ``_sleep_s``;
+    the next attempt then sleeps exactly that. slack_sdk's own 429 handler sleeps
+    int(Retry-After) + up to 1 s and fails on a fractional or HTTP-date value."""
+
+    _budget: RetryBudget
+    _attempt_timeout_s: float
+    _sleep_s: float
+
+    def _use_budget(self, budget: RetryBudget, attempt_timeout_s: float) -> None:
+        self._budget = budget
+        self._attempt_timeout_s = attempt_timeout_s
+        self._sleep_s = 0.0
+
+    def _fits(self, sleep_s: float) -> bool:
+        self._sleep_s = sleep_s
+        return self._budget.allows(sleep_s, self._attempt_timeout_s)
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        state.next_attempt_requested = True
+        time.sleep(self._sleep_s)
+        state.increment_current_attempt()
+
+
+class BudgetedRateLimitRetryHandler(_SleepsWhatItBudgeted, RateLimitErrorRetryHandler):
     """slack_sdk's 429 handler, sleeping exactly Retry-After (+ small jitter) if it fits."""
 
     def __init__(
         self, budget: RetryBudget, attempt_timeout_s: float, max_retry_count: int, jitter_s: float
     ) -> None:
         super().__init__(max_retry_count=max_retry_count)
-        self._budget = budget
-        self._attempt_timeout_s = attempt_timeout_s
+        self._use_budget(budget, attempt_timeout_s)
         self._jitter_s = jitter_s
-        self._sleep_s = 0.0
 
     def _can_retry(
         self,
@@ -179,27 +208,11 @@ class BudgetedRateLimitRetryHandler(RateLimitErrorRetryHandler):
     ) -> bool:
         if not super()._can_retry(state=state, request=request, response=response, error=error):
             return False
-        self._sleep_s = parse_retry_after(_header(response, "retry-after")) + self._jitter_s * (
-            random.random()
-        )
-        return self._budget.allows(self._sleep_s, self._attempt_timeout_s)
-
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        # The built-in version sleeps int(Retry-After) + up to 1 s and fails on a
-        # fractional or HTTP-date value; the sleep was decided (and budgeted) above.
-        state.next_attempt_requested = True
-        time.sleep(self._sleep_s)
-        state.increment_current_attempt()
+        retry_after = parse_retry_after(_header(response, "retry-after"))
+        return self._fits(retry_after + self._jitter_s * random.random())
 
 
-class BudgetedServerErrorRetryHandler(ServerErrorRetryHandler):
+class BudgetedServerErrorRetryHandler(_SleepsWhatItBudgeted, ServerErrorRetryHandler):
     """slack_sdk's 5xx handler with exponential backoff, if the backoff fits the budget."""
 
     # The built-in one retries only 500 and 503; Slack's edge also answers 502 and 504.
@@ -207,9 +220,7 @@ class BudgetedServerErrorRetryHandler(ServerErrorRetryHandler):
 
     def __init__(self, budget: RetryBudget, attempt_timeout_s: float, max_retry_count: int) -> None:
         super().__init__(max_retry_count=max_retry_count)
-        self._budget = budget
-        self._attempt_timeout_s = attempt_timeout_s
-        self._sleep_s = 0.0
+        self._use_budget(budget, attempt_timeout_s)
 
     def _can_retry(
         self,
@@ -221,23 +232,10 @@ class BudgetedServerErrorRetryHandler(ServerErrorRetryHandler):
     ) -> bool:
         if response is None or response.status_code not in self.RETRYABLE:
             return False
-        self._sleep_s = self.interval_calculator.calculate_sleep_duration(state.current_attempt)
-        return self._budget.allows(self._sleep_s, self._attempt_timeout_s)
-
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        state.next_attempt_requested = True
-        time.sleep(self._sleep_s)
-        state.increment_current_attempt()
+        return self._fits(self.interval_calculator.calculate_sleep_duration(state.current_attempt))
 
 
-class BudgetedConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
+class BudgetedConnectionErrorRetryHandler(_SleepsWhatItBudgeted, ConnectionErrorRetryHandler):
     """slack_sdk's connection-error handler (refused, reset), if the backoff fits the budget.
 
     Like the built-in one it does not retry a read timeout: Slack may have posted the
@@ -246,9 +244,7 @@ class BudgetedConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
 
     def __init__(self, budget: RetryBudget, attempt_timeout_s: float, max_retry_count: int) -> None:
         super().__init__(max_retry_count=max_retry_count)
-        self._budget = budget
-        self._attempt_timeout_s = attempt_timeout_s
-        self._sleep_s = 0.0
+        self._use_budget(budget, attempt_timeout_s)
 
     def _can_retry(
         self,
@@ -260,20 +256,7 @@ class BudgetedConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
     ) -> bool:
         if not super()._can_retry(state=state, request=request, response=response, error=error):
             return False
-        self._sleep_s = self.interval_calculator.calculate_sleep_duration(state.current_attempt)
-        return self._budget.allows(self._sleep_s, self._attempt_timeout_s)
-
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        state.next_attempt_requested = True
-        time.sleep(self._sleep_s)
-        state.increment_current_attempt()
+        return self._fits(self.interval_calculator.calculate_sleep_duration(state.current_attempt))
 
 
 def retry_handlers(
