@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agents.payments import LIMITS, apply_rules
+from agents.payments import LIMITS, apply_rules, dead_letter
 from app.faust_app import app, regroup_topic
 from app.rulebook import rulebook
 from app.stats import stats
-from app.validation import parse_payment
+from app.validation import InvalidPayment, parse_payment
 from tables import group_state
 
 
@@ -29,7 +29,11 @@ async def detect_grouped(stream: Any) -> None:
         rules = rulebook.rules_for(tuple(group_name.split("+")))
         if not rules:
             continue  # every rule of this group was deleted since the payment was forwarded
-        # Validated by the detect agent already; the clock only bounds absurd timestamps.
-        payment = parse_payment(message.value, int(now_ms), LIMITS)
+        try:
+            payment = parse_payment(message.value, int(now_ms), LIMITS)
+        except InvalidPayment as exc:
+            # Validated before forwarding; only the wall-clock age bound can have moved.
+            await dead_letter(message, exc.reason, exc.detail)
+            continue
         await apply_rules(message, payment, key, rules, group_state, now_ms, table_key=record_key)
         stats.grouped_processed += 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from app.detection import KeyState, evaluate
@@ -23,7 +22,7 @@ from app.models import Alert, DeadLetter, Payment
 from app.rulebook import CARD_GROUP, rulebook
 from app.rules import Rule
 from app.stats import stats
-from app.validation import InvalidPayment, Limits, parse_payment, redact_pans
+from app.validation import InvalidPayment, Limits, parse_payment
 from tables import (
     RECENT_ALERTS_PER_CARD,
     card_alerts,
@@ -43,17 +42,8 @@ LATENESS_MS = int(settings.allowed_lateness_s * 1000)
 _SEND_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
-async def _dead_letter(message: Any, reason: str, detail: str) -> None:
-    record = DeadLetter(
-        reason=reason,
-        detail=detail,
-        source_topic=message.topic,
-        source_partition=message.partition,
-        source_offset=message.offset,
-        original=None if message.value is None else redact_pans(message.value),
-        original_key=message.key,
-        received_at=datetime.now(UTC).isoformat(),
-    )
+async def dead_letter(message: Any, reason: str, detail: str) -> None:
+    record = DeadLetter.for_message(message, reason, detail)
     # Buffered, not awaited: Faust flushes the producer before it commits the offset.
     await dlq_topic.send(key=message.key, value=record.to_json())
     stats.dlq[reason] += 1
@@ -66,20 +56,27 @@ async def publish_alerts(alerts: tuple[Alert, ...]) -> None:
 
 
 async def publish_alert(alert: Alert) -> None:
-    """Send an alert and wait for Kafka's acknowledgement, retrying transient failures."""
-    for attempt, pause in enumerate((*_SEND_RETRY_S, None)):
+    """Send an alert and wait for Kafka's acknowledgement, retrying until it is acknowledged.
+
+    Never gives up: the event stays unacknowledged (its offset uncommitted) while Kafka
+    refuses the alert, and every failed attempt is logged and counted.
+    """
+    attempt = 0
+    while True:
         try:
             delivery = await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
             await delivery
             stats.alerts[(alert.rule_id, alert.status)] += 1
             return
         except Exception:
-            if pause is None:
-                raise
+            attempt += 1
+            stats.alert_send_failures += 1
+            pause = _SEND_RETRY_S[min(attempt, len(_SEND_RETRY_S)) - 1]
             log.warning(
-                "alert %s not acknowledged (attempt %d); retrying",
+                "alert %s not acknowledged (attempt %d); retrying in %.1f s",
                 alert.alert_id,
-                attempt + 1,
+                attempt,
+                pause,
                 exc_info=True,
             )
             await asyncio.sleep(pause)
@@ -116,7 +113,7 @@ async def apply_rules(
     )
     if verdict.late:
         stats.late += 1
-        await _dead_letter(
+        await dead_letter(
             message,
             "late_event",
             f"event time {payment.ts} is more than {settings.allowed_lateness_s:g} s older"
@@ -163,7 +160,7 @@ async def detect(stream: Any) -> None:
         try:
             payment = parse_payment(message.value, int(now_ms), LIMITS)
         except InvalidPayment as exc:
-            await _dead_letter(message, exc.reason, exc.detail)
+            await dead_letter(message, exc.reason, exc.detail)
             continue
         card_rules = rulebook.rules_for(CARD_GROUP)
         if card_rules:

@@ -50,7 +50,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -61,7 +60,6 @@ from app.dynamo import ErrorKind, backoff_delay, classify_error, error_code, put
 from app.faust_app import alerts_topic, app, dlq_topic, settings
 from app.models import Alert, DeadLetter
 from app.stats import new_histogram, percentiles_ms
-from app.validation import redact_pans
 
 log = logging.getLogger(__name__)
 
@@ -292,17 +290,7 @@ async def dead_letter(event: Any, detail: str, stats: SinkStats | None = None) -
     """Send an undecodable alerts-topic record to the DLQ and wait for Kafka's ack."""
     counters = sink_stats if stats is None else stats
     message = event.message
-    value = message.value
-    record = DeadLetter(
-        reason="alert_undecodable",
-        detail=detail,
-        source_topic=message.topic,
-        source_partition=message.partition,
-        source_offset=message.offset,
-        original=None if value is None else redact_pans(bytes(value)),
-        original_key=message.key,
-        received_at=datetime.now(UTC).isoformat(),
-    )
+    record = DeadLetter.for_message(message, "alert_undecodable", detail)
     attempt = 0
     while True:
         try:

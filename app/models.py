@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from app.pan import redact_pans
+
 PAYMENT_FIELDS = (
     "txn_id",
     "card_id",
@@ -150,6 +152,21 @@ class DeadLetter:
     original: bytes | None
     original_key: bytes | None
     received_at: str
+
+    @classmethod
+    def for_message(cls, message: Any, reason: str, detail: str) -> DeadLetter:
+        """The DLQ record for a consumed Kafka message (value and key as received)."""
+        value = message.value
+        return cls(
+            reason=reason,
+            detail=detail,
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            original=None if value is None else redact_pans(bytes(value)),
+            original_key=message.key,
+            received_at=datetime.now(UTC).isoformat(),
+        )
 
     def to_json(self) -> bytes:
         def b64(data: bytes | None) -> str | None:

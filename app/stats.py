@@ -95,6 +95,7 @@ class WorkerStats:
     started_at: float = field(default_factory=time.time)
     processed: int = 0
     grouped_processed: int = 0
+    alert_send_failures: int = 0
     duplicates: int = 0
     late: int = 0
     dlq: Counter[str] = field(default_factory=Counter)

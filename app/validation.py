@@ -15,14 +15,13 @@ from typing import Any
 import pycountry
 
 from app.models import PAYMENT_FIELDS, Payment
+from app.pan import looks_like_pan
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
 _STRING_FIELDS = ("txn_id", "card_id", "account_id", "merchant_id", "device_id", "ip")
 _MAX_ID_LENGTH = 128
 _MCC = re.compile(r"\d{4}")
-_PAN_CANDIDATE = re.compile(r"\d{13,19}")
-_DIGIT_RUN = re.compile(rb"\d{13,19}")
 
 
 class InvalidPayment(ValueError):
@@ -43,34 +42,6 @@ class Limits:
 
 def _reject_constant(name: str) -> Any:
     raise InvalidPayment("non_finite_number", f"JSON constant {name} is not allowed")
-
-
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if index % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
-
-
-def looks_like_pan(text: str) -> bool:
-    return bool(_PAN_CANDIDATE.fullmatch(text)) and luhn_valid(text)
-
-
-def redact_pans(raw: bytes) -> bytes:
-    """Mask card-number-like digit runs so a PAN sent by mistake never reaches the DLQ."""
-
-    def mask(match: re.Match[bytes]) -> bytes:
-        digits = match.group(0)
-        if not luhn_valid(digits.decode()):
-            return digits
-        return b"*" * (len(digits) - 4) + digits[-4:]
-
-    return _DIGIT_RUN.sub(mask, raw)
 
 
 def parse_amount(value: object) -> Decimal:

@@ -56,9 +56,9 @@ from app.metrics import (
     sink_snapshot,
 )
 from app.models import iso_from_ms
+from app.pan import looks_like_pan
 from app.rulebook import rulebook
 from app.stats import HISTORY_SECONDS, stats
-from app.validation import looks_like_pan
 from tables import card_alerts, card_state, high_value_counts
 
 log = logging.getLogger(__name__)

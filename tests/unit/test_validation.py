@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from app.models import iso_from_ms
-from app.validation import InvalidPayment, Limits, parse_payment, redact_pans
+from app.pan import redact_pans
+from app.validation import InvalidPayment, Limits, parse_payment
 
 NOW_MS = 1_795_000_000_000
 
