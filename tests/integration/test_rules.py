@@ -257,4 +257,7 @@ def test_rule_grouped_by_device_sees_cards_of_every_partition(pipeline: Pipeline
     assert [(a.rule_id, a.group_by, a.group_key, a.status) for a in alerts] == [
         ("shared-device", "device_id", "dev-shared", "shadow")
     ]
-    assert set(alerts[0].txn_ids) == {"dev-0", "dev-1", "dev-2"}
+    # The four cards sit on four partitions, so they reach the device's partition in any
+    # order: whichever three arrive first form the alert (all are within the window).
+    assert len(alerts[0].txn_ids) == 3
+    assert set(alerts[0].txn_ids) <= {"dev-0", "dev-1", "dev-2", "dev-3"}
