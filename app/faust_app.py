@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
 import faust
 
 from app.settings import Settings, SettingsError, load_settings
-from app.transport import Transport
 
 
 def _settings_or_exit() -> Settings:
@@ -23,18 +21,7 @@ def _settings_or_exit() -> Settings:
 
 settings = _settings_or_exit()
 
-
-class FraudApp(faust.App):
-    """Faust's App with a consumer whose per-message hand-off is cheaper (app.transport);
-    ``FRAUD_FAST_HANDOFF=false`` falls back to Faust's own."""
-
-    def _new_transport(self) -> Any:
-        if not settings.fast_handoff:
-            return super()._new_transport()
-        return Transport(self.conf.broker_consumer, self)
-
-
-app = FraudApp(
+app = faust.App(
     settings.app_id,
     broker=settings.broker,
     store=settings.store,

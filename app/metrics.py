@@ -120,15 +120,16 @@ def consumer_lag(app: Any) -> list[PartitionLag]:
 
 @dataclass
 class ConsumerWatch:
-    """Decides whether the consumer is stalled: records wait but none is read.
+    """Decides whether the consumer is stalled: records wait but none is finished.
 
-    A partition makes progress when its read offset moves or it has nothing to
-    read; it is stalled for as long as neither happened. Recovery and rebalances
-    pause reading on purpose, so they count as progress.
+    A partition makes progress when its committed offset moves or nothing is left
+    uncommitted; it is stalled for as long as neither happened. Watching the read
+    offset alone misses a worker that read records but never acknowledged them.
+    Recovery and rebalances pause the flow on purpose, so they count as progress.
     """
 
     _progress_at: dict[tuple[str, int], float] = field(default_factory=dict)
-    _read: dict[tuple[str, int], int | None] = field(default_factory=dict)
+    _committed: dict[tuple[str, int], int | None] = field(default_factory=dict)
 
     def observe(self, lags: Sequence[PartitionLag], now: float, paused: bool = False) -> float:
         """Update with a fresh reading; returns how long the worst partition is stalled."""
@@ -137,23 +138,15 @@ class ConsumerWatch:
         for lag in lags:
             key = (lag.topic, lag.partition)
             seen.add(key)
-            moved = key not in self._read or self._read[key] != lag.read
-            idle = (
-                lag.lag is None
-                or lag.lag == 0
-                or (
-                    lag.read is not None
-                    and lag.highwater is not None
-                    and lag.read + 1 >= lag.highwater
-                )
-            )
+            moved = key not in self._committed or self._committed[key] != lag.committed
+            idle = lag.lag is None or lag.lag == 0
             if paused or moved or idle or key not in self._progress_at:
                 self._progress_at[key] = now
-            self._read[key] = lag.read
+            self._committed[key] = lag.committed
             worst = max(worst, now - self._progress_at[key])
         for key in [k for k in self._progress_at if k not in seen]:  # revoked partitions
             del self._progress_at[key]
-            self._read.pop(key, None)
+            self._committed.pop(key, None)
         return worst
 
 

@@ -43,7 +43,6 @@ class Settings:
     max_event_age_s: float = 30 * 24 * 3600.0
     processing_guarantee: str = "at_least_once"
     stall_timeout_s: float = 60.0
-    fast_handoff: bool = True
     topic_replication: int = 1
     sink_enabled: bool = True
 
@@ -162,7 +161,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     read("MAX_EVENT_AGE", "max_event_age_s", _non_negative_seconds)
     read("PROCESSING_GUARANTEE", "processing_guarantee", _guarantee)
     read("STALL_TIMEOUT", "stall_timeout_s", _non_negative_seconds)
-    read("FAST_HANDOFF", "fast_handoff", _bool)
     read("TOPIC_REPLICATION", "topic_replication", _positive_int)
     read("SINK_ENABLED", "sink_enabled", _bool)
 

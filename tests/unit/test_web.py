@@ -749,3 +749,14 @@ def test_dashboard_and_its_static_files_are_served_with_a_strict_policy(
             assert status == 404, name
 
     run(check)
+
+
+def test_consumer_watch_sees_records_read_but_never_acknowledged() -> None:
+    # Everything was read (read + 1 == highwater) but the commit is stuck far behind:
+    # the worker is not idle, it is stalled.
+    watch = ConsumerWatch()
+    stuck = [PartitionLag("t", 2, highwater=3345, committed=2413, read=3344, lag=932)]
+    assert watch.observe(stuck, now=0.0) == 0.0
+    assert watch.observe(stuck, now=61.0) == 61.0
+    moving = [PartitionLag("t", 2, highwater=3345, committed=3000, read=3344, lag=345)]
+    assert watch.observe(moving, now=62.0) == 0.0
