@@ -17,10 +17,12 @@ import time
 from typing import Any
 
 from app.detection import KeyState, evaluate
+from app.emitted import RecentIds, load_tail
 from app.faust_app import alerts_topic, app, dlq_topic, payments_topic, regroup_topic, settings
 from app.models import Alert, DeadLetter, Payment
 from app.rulebook import CARD_GROUP, rulebook
 from app.rules import Rule
+from app.rules_io import bootstrap_servers
 from app.stats import stats
 from app.validation import InvalidPayment, Limits, parse_payment
 from tables import (
@@ -40,6 +42,7 @@ LIMITS = Limits(
 )
 LATENESS_MS = int(settings.allowed_lateness_s * 1000)
 _SEND_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+recent_alert_ids = RecentIds()
 
 
 async def dead_letter(message: Any, reason: str, detail: str) -> None:
@@ -55,17 +58,40 @@ async def publish_alerts(alerts: tuple[Alert, ...]) -> None:
         await asyncio.gather(*(publish_alert(alert) for alert in alerts))
 
 
+@app.on_rebalance_complete.connect  # type: ignore[arg-type]
+async def load_recent_alert_ids(sender: Any, **kwargs: Any) -> None:
+    """Before streams resume (start-up, takeover), learn which alerts are already out."""
+    try:
+        await load_tail(bootstrap_servers(settings.broker), settings.topic_alerts, recent_alert_ids)
+    except Exception:
+        # Without the tail a replay may repeat an alert (same id, written once downstream);
+        # it never loses one, so carry on loudly rather than block the rebalance.
+        log.exception(
+            "could not read the tail of %s; replayed alerts may repeat", settings.topic_alerts
+        )
+
+
 async def publish_alert(alert: Alert) -> None:
     """Send an alert and wait for Kafka's acknowledgement, retrying until it is acknowledged.
 
     Never gives up: the event stays unacknowledged (its offset uncommitted) while Kafka
-    refuses the alert, and every failed attempt is logged and counted.
+    refuses the alert, and every failed attempt is logged and counted. An alert whose id
+    is already on the topic (a replay after a crash) is not published again.
     """
+    if alert.alert_id in recent_alert_ids:
+        stats.alerts_already_published += 1
+        log.info(
+            "alert %s is already on %s; not publishing it again",
+            alert.alert_id,
+            settings.topic_alerts,
+        )
+        return
     attempt = 0
     while True:
         try:
             delivery = await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
             await delivery
+            recent_alert_ids.add(alert.alert_id)
             stats.alerts[(alert.rule_id, alert.status)] += 1
             return
         except Exception:

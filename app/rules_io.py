@@ -72,7 +72,7 @@ async def follow(
     )
     await consumer.start()
     try:
-        partitions = await _partitions(bootstrap, topic)
+        partitions = await topic_partitions(bootstrap, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
@@ -98,7 +98,8 @@ async def follow(
         await consumer.stop()
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """All partitions of ``topic``, from the brokers' own metadata."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -106,7 +107,7 @@ async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     finally:
         await admin.close()
     if described.get("error_code") or not described.get("partitions"):
-        raise RuntimeError(f"rules topic {topic!r} does not exist")
+        raise RuntimeError(f"topic {topic!r} does not exist")
     return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
 
 

@@ -96,6 +96,7 @@ class WorkerStats:
     processed: int = 0
     grouped_processed: int = 0
     alert_send_failures: int = 0
+    alerts_already_published: int = 0  # replayed alerts found on the topic, not re-sent
     duplicates: int = 0
     late: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
