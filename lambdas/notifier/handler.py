@@ -167,33 +167,33 @@ class Notifier:
 
         return get
 
+    def _credential(
+        self, value: str | None, secret_arn: str | None, keys: tuple[str, ...]
+    ) -> Callable[[], str]:
+        """A getter for a secret given directly or by Secrets Manager ARN; never logged."""
+        if value:
+            REDACTOR.add(value)
+            return lambda: value
+        assert secret_arn is not None
+        return self._secret_getter(secret_arn, keys)
+
     def _build_slack_sender(self) -> SlackSender | None:
         cfg = self.config
         if cfg.slack_mode == "webhook":
-            if cfg.webhook_url:
-                url = cfg.webhook_url
-                REDACTOR.add(url)
-                url_getter: Callable[[], str] = lambda: url  # noqa: E731
-            else:
-                assert cfg.webhook_secret_arn is not None
-                url_getter = self._secret_getter(cfg.webhook_secret_arn, ("webhook_url", "url"))
             return WebhookSender(
-                url=url_getter,
+                url=self._credential(
+                    cfg.webhook_url, cfg.webhook_secret_arn, ("webhook_url", "url")
+                ),
                 budget=self.budget,
                 timeout_s=cfg.slack_timeout_s,
                 max_retries=cfg.slack_max_retries,
             )
         if cfg.slack_mode == "chat":
             assert cfg.channel is not None
-            if cfg.bot_token:
-                token = cfg.bot_token
-                REDACTOR.add(token)
-                token_getter: Callable[[], str] = lambda: token  # noqa: E731
-            else:
-                assert cfg.bot_token_secret_arn is not None
-                token_getter = self._secret_getter(cfg.bot_token_secret_arn, ("bot_token", "token"))
             return ChatPostMessageSender(
-                token=token_getter,
+                token=self._credential(
+                    cfg.bot_token, cfg.bot_token_secret_arn, ("bot_token", "token")
+                ),
                 channel=cfg.channel,
                 budget=self.budget,
                 base_url=cfg.slack_api_base_url,
