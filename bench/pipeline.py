@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-bare", action="store_true", help="skip the bare aiokafka pipe")
     parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args(argv)
+    # SIGTERM (e.g. a CI timeout) must run the finally blocks that stop the workers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         rates = [int(r) for r in args.rates.split(",")]
         worker_counts = [int(w) for w in args.workers.split(",")]
