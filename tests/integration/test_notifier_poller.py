@@ -32,6 +32,7 @@ from lambdas.notifier import handler as notifier
 from lambdas.notifier.idempotency import ensure_table
 from lambdas.notifier.slack_receiver import SlackReceiver
 from lambdas.notifier.stream_poller import StreamPoller
+from tests.integration.alert_images import new_image
 
 pytestmark = pytest.mark.integration
 
@@ -72,24 +73,7 @@ class AlertsTable:
     def put(self, alert_id: str, *, status: str = "active", card: str = "tok_1") -> None:
         self.client.put_item(
             TableName=self.name,
-            Item={
-                "alert_id": {"S": alert_id},
-                "rule_id": {"S": "high-value-burst"},
-                "rule_version": {"N": "1"},
-                "status": {"S": status},
-                "group_by": {"S": "card_id"},
-                "group_key": {"S": card},
-                "txn_ids": {"L": [{"S": f"{alert_id}-{i}"} for i in range(3)]},
-                "aggregate_value": {"S": "3"},
-                "amounts": {"L": [{"S": "1000.00"}, {"S": "2000.00"}, {"S": "3000.00"}]},
-                "countries": {"L": [{"S": "FR"}]},
-                "first_event_ts": {"S": "2026-11-28T14:03:07Z"},
-                "last_event_ts": {"S": "2026-11-28T14:04:07Z"},
-                "detected_at": {"S": "2026-11-28T14:04:07.010Z"},
-                "trigger_produced_at_ms": {"N": "1795874647000"},
-                "severity": {"S": "high"},
-                "expires_at": {"N": "1795961047"},
-            },
+            Item=new_image(alert_id, status=status, card=card),
             ConditionExpression="attribute_not_exists(alert_id)",
         )
 
