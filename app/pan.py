@@ -34,3 +34,10 @@ def redact_pans(raw: bytes) -> bytes:
         return b"*" * (len(digits) - 4) + digits[-4:]
 
     return _DIGIT_RUN.sub(mask, raw)
+
+
+def redact_text(text: str) -> str:
+    """:func:`redact_pans` for text: details, log lines and keys shown to people."""
+    return redact_pans(text.encode("utf-8", errors="surrogateescape")).decode(
+        "utf-8", errors="surrogateescape"
+    )

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,7 +30,8 @@ class Settings:
     datadir: Path = Path("./.cache/worker-data")
     web_bind: str = "127.0.0.1"
     web_port: int = 6066
-    partitions: int = 8
+    # None: take the partition count of the existing payments topic (8 if it does not exist).
+    partitions: int | None = None
     allowed_lateness_s: float = 60.0
     topic_payments: str = "payments.raw"
     topic_alerts: str = "fraud.alerts"
@@ -45,6 +47,16 @@ class Settings:
     stall_timeout_s: float = 60.0
     topic_replication: int = 1
     sink_enabled: bool = True
+    # Amounts beyond these bounds are dead-lettered (amount_out_of_range), so no rule
+    # arithmetic can overflow or lose exactness: 10^12 with 6 decimals is 18 digits,
+    # and Decimal's 28 digits hold the sum of 10^10 such amounts exactly.
+    max_amount: Decimal = Decimal("1000000000000")
+    max_amount_decimals: int = 6
+    max_rules: int = 100
+    max_rule_bytes: int = 16 * 1024
+    # /healthz fails while more records than this are dead-lettered as internal_error
+    # within a minute.
+    max_internal_errors_per_minute: int = 10
 
 
 def _positive_int(text: str) -> int:
@@ -54,10 +66,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _decimal_places(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 12:
+        raise ValueError("must be a whole number of decimal places from 0 to 12")
+    return value
+
+
+def _amount_bound(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError("is not a decimal number") from None
+    if not value.is_finite() or not 0 < value <= Decimal("1e15"):
+        raise ValueError("must be a decimal number above 0 and at most 1e15")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a TCP port between 0 and 65535")
+    if not 1 <= value <= 65535:
+        # Faust refuses 0 too, but with a traceback that does not name the variable.
+        raise ValueError("must be a TCP port between 1 and 65535")
     return value
 
 
@@ -163,6 +193,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     read("STALL_TIMEOUT", "stall_timeout_s", _non_negative_seconds)
     read("TOPIC_REPLICATION", "topic_replication", _positive_int)
     read("SINK_ENABLED", "sink_enabled", _bool)
+    read("MAX_AMOUNT", "max_amount", _amount_bound)
+    read("MAX_AMOUNT_DECIMALS", "max_amount_decimals", _decimal_places)
+    read("MAX_RULES", "max_rules", _positive_int)
+    read("MAX_RULE_BYTES", "max_rule_bytes", _positive_int)
+    read("MAX_INTERNAL_ERRORS_PER_MINUTE", "max_internal_errors_per_minute", _positive_int)
 
     merged = {**defaults.__dict__, **values}
     return Settings(**merged)

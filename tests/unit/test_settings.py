@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,13 @@ def test_values_are_parsed() -> None:
         ("FRAUD_PARTITIONS", "zero", "not a number"),
         ("FRAUD_PARTITIONS", "0", "positive"),
         ("FRAUD_WEB_PORT", "70000", "TCP port"),
+        ("FRAUD_WEB_PORT", "0", "TCP port"),
+        ("FRAUD_MAX_AMOUNT", "1e999999", "at most 1e15"),
+        ("FRAUD_MAX_AMOUNT", "lots", "decimal"),
+        ("FRAUD_MAX_AMOUNT_DECIMALS", "13", "decimal places"),
+        ("FRAUD_MAX_RULES", "0", "positive"),
+        ("FRAUD_MAX_RULE_BYTES", "-1", "positive"),
+        ("FRAUD_MAX_INTERNAL_ERRORS_PER_MINUTE", "many", "not a number"),
         ("FRAUD_BROKER", "127.0.0.1:9092", "kafka://host:port"),
         ("FRAUD_STORE", "rocksdict://", "rocksdb://"),
         ("FRAUD_ALLOWED_LATENESS", "-1", "seconds"),
@@ -79,3 +87,8 @@ def test_worker_refuses_to_start_on_a_bad_setting() -> None:
     )
     assert result.returncode == 2
     assert "FRAUD_PARTITIONS" in result.stderr
+
+
+def test_partitions_are_unset_by_default_so_the_topic_decides() -> None:
+    assert load_settings({}).partitions is None
+    assert load_settings({"FRAUD_MAX_AMOUNT": "5000.50"}).max_amount == Decimal("5000.50")

@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.models import iso_from_ms
 from app.pan import redact_pans
@@ -102,3 +104,74 @@ def test_pans_are_masked_before_a_record_reaches_the_dlq() -> None:
     assert b"************1111" in redacted
     # Digit runs that fail the Luhn check (order numbers, timestamps) are kept.
     assert redact_pans(b'{"n": "1234567890123"}') == b'{"n": "1234567890123"}'
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[" * 6000 + b"]" * 6000, "unparseable"),  # deeper than json can recurse
+        (with_raw_amount(b"1e9999999999999999999999"), "amount_out_of_range"),
+        (with_raw_amount(b"9e999999"), "amount_out_of_range"),
+        (encode(good(amount="1e999999")), "amount_out_of_range"),
+        (encode(good(amount="1000000000000.01")), "amount_out_of_range"),
+        (encode(good(amount="0.0000001")), "amount_out_of_range"),
+        (with_raw_amount(b"1" + b"0" * 5000), "unparseable"),  # beyond int's digit limit
+    ],
+)
+def test_amounts_out_of_bounds_and_absurd_json_are_refused_not_raised(
+    raw: bytes, reason: str
+) -> None:
+    with pytest.raises(InvalidPayment) as caught:
+        parse_payment(raw, NOW_MS)
+    assert caught.value.reason == reason
+
+
+def test_amount_bounds_are_settings() -> None:
+    strict = Limits(max_amount=Decimal("500"), max_amount_decimals=2)
+    with pytest.raises(InvalidPayment, match="largest allowed, 500"):
+        parse_payment(encode(good(amount="500.01")), NOW_MS, strict)
+    with pytest.raises(InvalidPayment, match="more than 2 decimal places"):
+        parse_payment(encode(good(amount="10.001")), NOW_MS, strict)
+    assert parse_payment(encode(good(amount="500.00")), NOW_MS, strict).amount == 500
+    assert parse_payment(encode(good(amount="1E+2")), NOW_MS, strict).amount == 100
+
+
+@pytest.mark.parametrize("field", ["txn_id", "account_id", "merchant_id", "device_id", "ip"])
+def test_a_card_number_in_any_identifier_is_refused(field: str) -> None:
+    with pytest.raises(InvalidPayment) as caught:
+        parse_payment(encode(good(**{field: "4111111111111111"})), NOW_MS)
+    assert caught.value.reason == "pan_in_field" and field in caught.value.detail
+    assert "4111111111111111" not in caught.value.detail
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=2048))
+def test_random_bytes_are_a_payment_or_a_reason_never_an_exception(raw: bytes) -> None:
+    try:
+        parse_payment(raw, NOW_MS)
+    except InvalidPayment as exc:
+        assert exc.reason and exc.detail
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(changes=st.dictionaries(st.sampled_from(sorted(good())), _json, max_size=4))
+def test_random_json_in_payment_fields_is_a_payment_or_a_reason(changes: dict[str, Any]) -> None:
+    try:
+        payment = parse_payment(encode(good(**changes)), NOW_MS)
+    except InvalidPayment as exc:
+        assert exc.reason and exc.detail
+    else:
+        assert payment.amount >= 0 and payment.card_id
