@@ -3,10 +3,17 @@
 ``payments.raw`` is keyed by card, so card rules need no repartition. Payments
 that qualify for a rule grouped by another field (account, device, ip, ...)
 are forwarded, keyed by that group, to a repartition topic (agents.grouped).
+A payment whose Kafka key is not its card id (null, a txn id, anything) sits in
+a partition that does not hold its card's state: it is forwarded through the
+same repartition topic to its card's partition and evaluated there, never
+dropped. A well-keyed payment pays one bytes comparison for that.
 
 Ordering matters for at-least-once: an alert is acknowledged by Kafka *before*
 the state that consumed its events is written, so a crash can repeat an alert
 (same ``alert_id``, deduplicated downstream) but never lose one.
+
+No exception escapes the agent (``agents.delivery.guarded``): a record that cannot
+be handled goes to the DLQ as ``internal_error`` and the agent carries on.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ import logging
 import time
 from typing import Any
 
+from agents.delivery import dead_letter, guarded, send_acknowledged
 from app.detection import KeyState, evaluate
 from app.emitted import RecentIds, load_tail
-from app.faust_app import alerts_topic, app, dlq_topic, payments_topic, regroup_topic, settings
-from app.models import Alert, DeadLetter, Payment
+from app.faust_app import alerts_topic, app, payments_topic, regroup_topic, settings
+from app.keys import card_partition, group_record_key
+from app.models import Alert, Payment
 from app.rulebook import CARD_GROUP, rulebook
 from app.rules import Rule
 from app.rules_io import bootstrap_servers
@@ -39,17 +48,17 @@ LIMITS = Limits(
     max_bytes=settings.max_payment_bytes,
     max_future_skew_ms=int(settings.max_future_skew_s * 1000),
     max_event_age_ms=int(settings.max_event_age_s * 1000),
+    max_amount=settings.max_amount,
+    max_amount_decimals=settings.max_amount_decimals,
 )
 LATENESS_MS = int(settings.allowed_lateness_s * 1000)
-_SEND_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 recent_alert_ids = RecentIds()
 
-
-async def dead_letter(message: Any, reason: str, detail: str) -> None:
-    record = DeadLetter.for_message(message, reason, detail)
-    # Buffered, not awaited: Faust flushes the producer before it commits the offset.
-    await dlq_topic.send(key=message.key, value=record.to_json())
-    stats.dlq[reason] += 1
+# A card's state is read, evaluated, published and written back across awaits; the
+# detect agent (well-keyed payments) and the grouped agent (re-keyed ones) can hold the
+# same card at once. Striped locks serialise each key without a lock per key; taking a
+# free asyncio.Lock does not yield, so the common case costs next to nothing.
+_KEY_LOCKS = tuple(asyncio.Lock() for _ in range(64))
 
 
 async def publish_alerts(alerts: tuple[Alert, ...]) -> None:
@@ -86,26 +95,11 @@ async def publish_alert(alert: Alert) -> None:
             settings.topic_alerts,
         )
         return
-    attempt = 0
-    while True:
-        try:
-            delivery = await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
-            await delivery
-            recent_alert_ids.add(alert.alert_id)
-            stats.alerts[(alert.rule_id, alert.status)] += 1
-            return
-        except Exception:
-            attempt += 1
-            stats.alert_send_failures += 1
-            pause = _SEND_RETRY_S[min(attempt, len(_SEND_RETRY_S)) - 1]
-            log.warning(
-                "alert %s not acknowledged (attempt %d); retrying in %.1f s",
-                alert.alert_id,
-                attempt,
-                pause,
-                exc_info=True,
-            )
-            await asyncio.sleep(pause)
+    await send_acknowledged(
+        alerts_topic, alert.alert_id.encode(), alert.to_json(), f"alert {alert.alert_id}"
+    )
+    recent_alert_ids.add(alert.alert_id)
+    stats.alerts[(alert.rule_id, alert.status)] += 1
 
 
 def remember_alerts(card_id: str, alerts: tuple[Alert, ...]) -> None:
@@ -126,42 +120,58 @@ async def apply_rules(
 ) -> tuple[Alert, ...] | None:
     """Evaluate ``rules`` for one key and persist its state; None when the event is late."""
     table_key = key if table_key is None else table_key
-    stored = table.get(table_key)
-    state = KeyState.from_json(stored)
-    verdict = evaluate(
-        state,
-        payment,
-        key,
-        rules,
-        LATENESS_MS,
-        produced_at_ms=int(message.timestamp * 1000),
-        detected_at_ms=int(now_ms),
-    )
-    if verdict.late:
-        stats.late += 1
-        await dead_letter(
-            message,
-            "late_event",
-            f"event time {payment.ts} is more than {settings.allowed_lateness_s:g} s older"
-            f" than the newest seen for {rules[0].group_by_name} {key}",
+    async with _KEY_LOCKS[hash(table_key) % len(_KEY_LOCKS)]:
+        stored = table.get(table_key)
+        state = KeyState.from_json(stored)
+        verdict = evaluate(
+            state,
+            payment,
+            key,
+            rules,
+            LATENESS_MS,
+            produced_at_ms=int(message.timestamp * 1000),
+            detected_at_ms=int(now_ms),
         )
-        return None
-    await publish_alerts(verdict.alerts)
-    if verdict.alerts:
-        remember_alerts(payment.card_id, verdict.alerts)
-    # Straight after the acknowledgement, with no await in between: the write lands in
-    # local RocksDB at once, so even a SIGKILL here re-emits nothing on restart.
-    if verdict.changed:
-        table[table_key] = state.to_json()
-    elif stored is not None and not state.rules:
-        del table[table_key]
+        if verdict.late:
+            stats.late += 1
+            await dead_letter(
+                message,
+                "late_event",
+                f"event time {payment.ts} is more than {settings.allowed_lateness_s:g} s older"
+                f" than the newest seen for {rules[0].group_by_name} {key}",
+            )
+            return None
+        await publish_alerts(verdict.alerts)
+        if verdict.alerts:
+            remember_alerts(payment.card_id, verdict.alerts)
+        # Straight after the acknowledgement, with no await in between: the write lands in
+        # local RocksDB at once, so even a SIGKILL here re-emits nothing on restart.
+        if verdict.changed:
+            table[table_key] = state.to_json()
+        elif stored is not None and not state.rules:
+            del table[table_key]
     if verdict.duplicate:
         stats.duplicates += 1
     return verdict.alerts
 
 
-def group_record_key(group_by: tuple[str, ...], key: str) -> str:
-    return "+".join(group_by) + "\x1f" + key
+async def decide_for_card(message: Any, payment: Payment, now_ms: float) -> None:
+    """Card-keyed rules and the high-value count, in the partition that holds the card."""
+    card_rules = rulebook.rules_for(CARD_GROUP)
+    if card_rules:
+        await apply_rules(message, payment, payment.card_id, card_rules, card_state, now_ms)
+    if payment.amount >= rulebook.high_value_amount:
+        current_event_time.set(payment.ts_ms / 1000)
+        high_value_counts[payment.card_id] += 1
+    stats.processed += 1
+    stats.record_decision(int(message.timestamp * 1000), time.time() * 1000)
+
+
+async def forward(message: Any, key: str, partition: int | None = None) -> None:
+    # Buffered: Faust flushes the producer before it commits the source offset.
+    await regroup_topic.send(
+        key=key.encode(), value=message.value, timestamp=message.timestamp, partition=partition
+    )
 
 
 async def forward_to_groups(message: Any, payment: Payment) -> None:
@@ -169,11 +179,32 @@ async def forward_to_groups(message: Any, payment: Payment) -> None:
     for group_by in rulebook.other_groups():
         rules = rulebook.rules_for(group_by)
         if any(rule.status != "paused" and rule.qualifies(payment) for rule in rules):
-            key = group_record_key(group_by, rules[0].group_key(payment))
-            # Buffered: Faust flushes the producer before it commits the source offset.
-            await regroup_topic.send(
-                key=key.encode(), value=message.value, timestamp=message.timestamp
-            )
+            await forward(message, group_record_key(group_by, rules[0].group_key(payment)))
+
+
+async def rekey_by_card(message: Any, payment: Payment) -> None:
+    """Send a payment keyed by something else to its card's partition (agents.grouped)."""
+    stats.rekeyed += 1
+    partitions = regroup_topic.partitions or settings.partitions or 1
+    await forward(
+        message,
+        group_record_key(CARD_GROUP, payment.card_id),
+        card_partition(payment.card_id, partitions),
+    )
+
+
+async def handle_payment(message: Any) -> None:
+    now_ms = time.time() * 1000
+    try:
+        payment = parse_payment(message.value, int(now_ms), LIMITS)
+    except InvalidPayment as exc:
+        await dead_letter(message, exc.reason, exc.detail)
+        return
+    await forward_to_groups(message, payment)
+    if message.key == payment.card_id.encode():
+        await decide_for_card(message, payment, now_ms)
+    else:
+        await rekey_by_card(message, payment)
 
 
 @app.agent(payments_topic, name="detect")
@@ -181,19 +212,4 @@ async def detect(stream: Any) -> None:
     # Evaluating before the rules topic has been read would miss alerts.
     await rulebook.loaded.wait()
     async for event in stream.events():
-        message = event.message
-        now_ms = time.time() * 1000
-        try:
-            payment = parse_payment(message.value, int(now_ms), LIMITS)
-        except InvalidPayment as exc:
-            await dead_letter(message, exc.reason, exc.detail)
-            continue
-        card_rules = rulebook.rules_for(CARD_GROUP)
-        if card_rules:
-            await apply_rules(message, payment, payment.card_id, card_rules, card_state, now_ms)
-        await forward_to_groups(message, payment)
-        if payment.amount >= rulebook.high_value_amount:
-            current_event_time.set(payment.ts_ms / 1000)
-            high_value_counts[payment.card_id] += 1
-        stats.processed += 1
-        stats.record_decision(int(message.timestamp * 1000), time.time() * 1000)
+        await guarded("detect", event.message, handle_payment(event.message))

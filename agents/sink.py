@@ -56,9 +56,11 @@ import boto3
 from botocore.config import Config
 from hdrh.histogram import HdrHistogram
 
+from agents.delivery import dead_letter
 from app.dynamo import ErrorKind, backoff_delay, classify_error, error_code, put_request
-from app.faust_app import alerts_topic, app, dlq_topic, settings
-from app.models import Alert, DeadLetter
+from app.failures import failures
+from app.faust_app import alerts_topic, app, settings
+from app.models import Alert
 from app.stats import new_histogram, percentiles_ms
 
 log = logging.getLogger(__name__)
@@ -286,49 +288,25 @@ class AlertWriter:
             self._executor = None
 
 
-async def dead_letter(event: Any, detail: str, stats: SinkStats | None = None) -> None:
-    """Send an undecodable alerts-topic record to the DLQ and wait for Kafka's ack."""
-    counters = sink_stats if stats is None else stats
-    message = event.message
-    record = DeadLetter.for_message(message, "alert_undecodable", detail)
-    attempt = 0
-    while True:
-        try:
-            delivery = await dlq_topic.send(key=message.key, value=record.to_json())
-            await delivery
-            counters.dead_lettered += 1
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            attempt += 1
-            delay = backoff_delay(attempt, base=BACKOFF_BASE_S, cap=BACKOFF_CAP_S)
-            log.warning(
-                "dynamodb sink: undecodable alert at %s[%d]@%d not yet in the DLQ"
-                " (attempt %d: %s); retrying in %.2f s",
-                message.topic,
-                message.partition,
-                message.offset,
-                attempt,
-                type(exc).__name__,
-                delay,
-            )
-            await asyncio.sleep(delay)
+def decode(event: Any, table: str) -> Alert | str:
+    """The alert an event carries, or why it is not one (for the DLQ record).
 
-
-def decode(event: Any) -> Alert | str:
-    """The alert an event carries, or why it is not one (for the DLQ record)."""
+    Building the row is part of decoding: a record whose row cannot be built would
+    fail the same way on every retry, so it goes to the DLQ instead of stalling the sink.
+    """
     try:
-        return Alert.from_json(event.value)
-    except (ValueError, KeyError, TypeError) as exc:
-        return f"not an alert: {type(exc).__name__}: {str(exc)[:200]}"
+        alert = Alert.from_json(event.value)
+        put_request(table, alert)
+        return alert
+    except Exception as exc:  # any record, however hostile, must not stop the sink
+        return f"not an alert: {type(exc).__name__}"
 
 
 async def sink_events(events: Sequence[Any], writer: AlertWriter) -> None:
     """Make every event of a batch durable: as a table row, or as a DLQ record."""
     alerts: list[Alert] = []
     for event in events:
-        decoded = decode(event)
+        decoded = decode(event, writer.table)
         if isinstance(decoded, Alert):
             alerts.append(decoded)
         else:
@@ -339,7 +317,8 @@ async def sink_events(events: Sequence[Any], writer: AlertWriter) -> None:
                 event.message.offset,
                 decoded,
             )
-            await dead_letter(event, decoded)
+            await dead_letter(event.message, "alert_undecodable", decoded, wait=True)
+            writer.stats.dead_lettered += 1
     if alerts:
         await writer.write(alerts)
 
@@ -348,7 +327,20 @@ async def run_sink(stream: Any, writer: AlertWriter) -> None:
     """The agent's loop: take a batch, make it durable, only then ack its events."""
     # noack_take, not take: see the module docstring (take acks on cancellation too).
     async for events in stream.noack_take(BATCH_SIZE, within=BATCH_WITHIN_S):
-        await sink_events(events, writer)
+        attempt = 0
+        while True:
+            try:
+                await sink_events(events, writer)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Unforeseen (the writer retries DynamoDB's own errors): the batch is not
+                # durable, so it is neither acked nor dropped but tried again. Writes are
+                # conditional, so a retried batch creates no row twice.
+                attempt += 1
+                failures.internal_error("dynamodb-sink", exc, f"a batch of {len(events)}")
+                await asyncio.sleep(backoff_delay(attempt, base=BACKOFF_BASE_S, cap=BACKOFF_CAP_S))
         for event in events:
             await stream.ack(event)
 

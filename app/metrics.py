@@ -26,6 +26,8 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
 
+from app.failures import Failures
+from app.failures import failures as default_failures
 from app.rules import Rule
 from app.stats import WorkerStats
 
@@ -224,6 +226,7 @@ class Sources:
     lag: Callable[[], list[PartitionLag]]
     sink_topic: str | None = None  # the topic the sink consumes: its consumer lag is sink lag
     sink: Callable[[], Any | None] = _sink_stats
+    failures: Failures = field(default_factory=lambda: default_failures)
 
 
 class WorkerCollector:
@@ -243,6 +246,33 @@ class WorkerCollector:
         yield _counter(
             "fraud_payments_late", "Payments too late for their card's clock.", stats.late
         )
+
+        yield _counter(
+            "fraud_payments_rekeyed",
+            "Payments whose Kafka key was not their card id, re-keyed by card.",
+            stats.rekeyed,
+        )
+        yield _counter(
+            "fraud_dlq_send_failures",
+            "Dead letters Kafka refused after the producer's own retries (logged).",
+            stats.dlq_send_failures,
+        )
+        internal = CounterMetricFamily(
+            "fraud_internal_errors",
+            "Records dead-lettered as internal_error, by agent and exception class.",
+            labels=["agent", "error"],
+        )
+        for (agent, error), count in sorted(self.sources.failures.internal_errors.items()):
+            internal.add_metric([agent, error], count)
+        yield internal
+        crashes = CounterMetricFamily(
+            "fraud_agent_crashes",
+            "Exceptions that escaped an agent (Faust restarted it past a record).",
+            labels=["agent"],
+        )
+        for agent, count in sorted(self.sources.failures.crashes.items()):
+            crashes.add_metric([agent], count)
+        yield crashes
 
         dlq = CounterMetricFamily(
             "fraud_dlq_records",

@@ -97,6 +97,10 @@ class WorkerStats:
     grouped_processed: int = 0
     alert_send_failures: int = 0
     alerts_already_published: int = 0  # replayed alerts found on the topic, not re-sent
+    # Payments whose Kafka key was not their card id, re-keyed through the repartition topic.
+    rekeyed: int = 0
+    dlq_send_failures: int = 0  # buffered DLQ sends Kafka finally refused (logged at ERROR)
+    rules_follower_failing_since: float | None = None  # monotonic; None while it follows
     duplicates: int = 0
     late: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
@@ -160,6 +164,7 @@ class WorkerStats:
             "processed": self.processed,
             "duplicates": self.duplicates,
             "late": self.late,
+            "rekeyed": self.rekeyed,
             "dlq": dict(self.dlq),
             "dlq_total": sum(self.dlq.values()),
             "alerts": {f"{rule}/{status}": n for (rule, status), n in self.alerts.items()},

@@ -3,8 +3,10 @@
     GET /cards/{card_id}   one card's state, routed to the worker that owns it
     GET /alerts            this worker's recent alerts (?card=&rule=&limit=)
     GET /stats             throughput, latency, DLQ, alerts, lag, rules (?history=)
-    GET /healthz           alive: agents running, consumer not stalled
-    GET /readyz            ready: tables recovered and rules loaded
+    GET /healthz           alive: agents running and never crashed lately, consumer not
+                           stalled, internal errors below FRAUD_MAX_INTERNAL_ERRORS_PER_MINUTE,
+                           rules follower connected
+    GET /readyz            ready: tables recovered, rules topic read to its end offsets
     GET /metrics           Prometheus text
     GET /                  the live dashboard (app/static/)
 
@@ -39,12 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka.partitioner import murmur2
 from faust.types import TP
 from faust.web import Request, Response, View
 from yarl import URL
 
+from app.failures import CRASH_MEMORY_S, failures
 from app.faust_app import alerts_topic, app, payments_topic, settings
+from app.keys import card_partition
 from app.metrics import (
     CONTENT_TYPE,
     ConsumerWatch,
@@ -66,6 +69,8 @@ log = logging.getLogger(__name__)
 # A partition with records waiting and no read for this long makes /healthz fail
 # (FRAUD_STALL_TIMEOUT, seconds).
 STALL_LIMIT_S = settings.stall_timeout_s
+# The rules follower may fail (broker unreachable) this long before /healthz fails.
+RULES_FOLLOWER_LIMIT_S = 30.0
 ALERTS_LIMIT_DEFAULT, ALERTS_LIMIT_MAX = 50, 500
 HISTORY_DEFAULT = 60
 MAX_ID_LENGTH = 128  # as app.validation accepts for card_id
@@ -162,15 +167,6 @@ def parse_int(query: Any, name: str, default: int, low: int, high: int) -> int:
 # -- where a card lives -------------------------------------------------------------------
 
 
-def card_partition(card_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a record keyed by the card's bytes.
-
-    This is what producers of ``payments.raw`` use, hence where the card's table
-    state lives (see the module docstring).
-    """
-    return int(murmur2(card_id.encode()) & 0x7FFFFFFF) % partitions
-
-
 def _ident(url: Any) -> tuple[str, int]:
     parsed = URL(str(url))
     return (parsed.host or "", parsed.port or 80)
@@ -206,7 +202,7 @@ def _partition_count(owners: Mapping[str, list[int]]) -> int:
     if isinstance(count, int) and count > 0:
         return count
     held = {p for partitions in owners.values() for p in partitions}
-    return max(held) + 1 if held else settings.partitions
+    return max(held) + 1 if held else int(app.conf.topic_partitions)
 
 
 def locate_card(card_id: str) -> CardOwner:
@@ -544,45 +540,80 @@ def observe_consumer() -> tuple[float, list[PartitionLag]]:
     return watch.observe(lags, time.monotonic(), paused=paused), lags
 
 
+def rules_follower_failing_s(now: float | None = None) -> float:
+    since = stats.rules_follower_failing_since
+    if since is None:
+        return 0.0
+    return (time.monotonic() if now is None else now) - since
+
+
+def health_body() -> dict[str, Any]:
+    """What /healthz judges: a worker that is not detecting must not look healthy."""
+    agents = agent_states()
+    stalled_s, _ = observe_consumer()
+    agents_ok = bool(agents) and all(state == "running" for state in agents.values())
+    crashed = failures.crashed_recently()
+    consumer_ok = stalled_s <= STALL_LIMIT_S
+    errors_ok = not failures.internal_errors_too_many()
+    follower_s = rules_follower_failing_s()
+    follower_ok = follower_s <= RULES_FOLLOWER_LIMIT_S
+    sink = sink_snapshot()
+    ok = agents_ok and not crashed and consumer_ok and errors_ok and follower_ok
+    return {
+        "status": "ok" if ok else "failing",
+        "checks": {
+            "agents": {
+                "ok": agents_ok and not crashed,
+                "states": agents,
+                # An exception that escaped an agent (Faust restarted it past a record).
+                "crashes": dict(failures.crashes),
+                "last_crash": failures.last_crash,
+                "crashed_within_s": CRASH_MEMORY_S if crashed else None,
+            },
+            "consumer": {
+                "ok": consumer_ok,
+                "stalled_s": round(stalled_s, 1),
+                "limit_s": STALL_LIMIT_S,
+            },
+            "internal_errors": {
+                "ok": errors_ok,
+                "last_minute": failures.internal_errors_last_minute(),
+                "limit_per_minute": failures.max_internal_errors_per_minute,
+                "total": sum(failures.internal_errors.values()),
+            },
+            "rules_follower": {
+                "ok": follower_ok,
+                "failing_s": round(follower_s, 1),
+                "limit_s": RULES_FOLLOWER_LIMIT_S,
+            },
+        },
+        # Reported, not judged: restarting the worker does not bring DynamoDB back.
+        "sink": None if sink is None else {"healthy": sink.get("healthy")},
+    }
+
+
 class HealthView(View):
-    """Liveness: 200 while agents run and the consumer is not stalled, else 503."""
+    """Liveness: 200 while every check of :func:`health_body` holds, else 503."""
 
     async def get(self, request: Request) -> Response:
-        agents = agent_states()
-        stalled_s, _ = observe_consumer()
-        agents_ok = bool(agents) and all(state == "running" for state in agents.values())
-        consumer_ok = stalled_s <= STALL_LIMIT_S
-        sink = sink_snapshot()
-        body = {
-            "status": "ok" if agents_ok and consumer_ok else "failing",
-            "checks": {
-                "agents": {"ok": agents_ok, "states": agents},
-                "consumer": {
-                    "ok": consumer_ok,
-                    "stalled_s": round(stalled_s, 1),
-                    "limit_s": STALL_LIMIT_S,
-                },
-            },
-            # Reported, not judged: restarting the worker does not bring DynamoDB back.
-            "sink": None if sink is None else {"healthy": sink.get("healthy")},
-        }
+        body = health_body()
         return self.json(body, status=200 if body["status"] == "ok" else 503)
 
 
 class ReadyView(View):
-    """Readiness: 200 once tables are recovered and at least one rule is loaded."""
+    """Readiness: 200 once tables are recovered and the rules topic has been read to the
+    end offsets it had at start. Zero rules is a valid, ready state."""
 
     async def get(self, request: Request) -> Response:
         recovered = tables_recovered()
-        rules = len(rulebook.all())
-        loaded = getattr(rulebook, "loaded", None)
-        ready = recovered and rules > 0
+        rules_read = rulebook.loaded.is_set()
+        ready = recovered and rules_read
         body = {
             "status": "ready" if ready else "not_ready",
             "checks": {
                 "tables_recovered": recovered,
-                "rules_loaded": rules,
-                "rules_topic_read": bool(loaded.is_set()) if loaded is not None else None,
+                "rules_topic_read": rules_read,
+                "rules_loaded": len(rulebook.all()),
                 "rebalancing": bool(getattr(app, "rebalancing", False)),
             },
         }

@@ -66,8 +66,10 @@ def make_alert(n: int = 0, **changes: Any) -> Alert:
 
 def client_error(code: str, status: int = 400) -> BaseException:
     error: BaseException = bexc.ClientError(
-        {"Error": {"Code": code, "Message": f"{code} happened"},
-         "ResponseMetadata": {"HTTPStatusCode": status}},
+        {
+            "Error": {"Code": code, "Message": f"{code} happened"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
         "PutItem",
     )
     return error
@@ -105,12 +107,25 @@ def test_item_has_exactly_the_documented_attributes_and_types() -> None:
     item = alert_item(make_alert(), written_at_ms=1_795_874_588_000)
     types = {name: next(iter(value)) for name, value in item.items()}
     assert types == {
-        "alert_id": "S", "rule_id": "S", "rule_version": "N", "status": "S",
-        "group_by": "S", "group_key": "S", "txn_ids": "L", "amounts": "L",
-        "countries": "L", "aggregate_value": "S", "first_event_ts": "S",
-        "last_event_ts": "S", "detected_at": "S", "trigger_txn_id": "S",
-        "trigger_produced_at_ms": "N", "severity": "S", "description": "S",
-        "expires_at": "N", "written_at_ms": "N",
+        "alert_id": "S",
+        "rule_id": "S",
+        "rule_version": "N",
+        "status": "S",
+        "group_by": "S",
+        "group_key": "S",
+        "txn_ids": "L",
+        "amounts": "L",
+        "countries": "L",
+        "aggregate_value": "S",
+        "first_event_ts": "S",
+        "last_event_ts": "S",
+        "detected_at": "S",
+        "trigger_txn_id": "S",
+        "trigger_produced_at_ms": "N",
+        "severity": "S",
+        "description": "S",
+        "expires_at": "N",
+        "written_at_ms": "N",
     }
     assert item["txn_ids"] == {"L": [{"S": "t1"}, {"S": "t2"}, {"S": "t3"}]}
     assert item["written_at_ms"] == {"N": "1795874588000"}
@@ -129,8 +144,8 @@ def test_shadow_alert_keeps_its_status_and_does_not_notify() -> None:
 def test_put_request_is_conditional_on_a_new_alert_id() -> None:
     request = put_request("fraud_alerts", make_alert(), written_at_ms=5)
     assert request["TableName"] == "fraud_alerts"
-    assert request["ConditionExpression"] == CONDITION_NEW_ALERT == (
-        "attribute_not_exists(alert_id)"
+    assert (
+        request["ConditionExpression"] == CONDITION_NEW_ALERT == ("attribute_not_exists(alert_id)")
     )
     assert request["Item"]["written_at_ms"] == {"N": "5"}
 
@@ -213,9 +228,7 @@ def test_errors_are_classified(exc: BaseException, kind: ErrorKind) -> None:
 
 def test_error_code_names_the_aws_code_or_the_class() -> None:
     assert error_code(client_error("ThrottlingException")) == "ThrottlingException"
-    assert error_code(bexc.EndpointConnectionError(endpoint_url="u")) == (
-        "EndpointConnectionError"
-    )
+    assert error_code(bexc.EndpointConnectionError(endpoint_url="u")) == ("EndpointConnectionError")
 
 
 # --------------------------------------------------------------------------- setting
@@ -223,8 +236,16 @@ def test_error_code_names_the_aws_code_or_the_class() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "value"),
-    [("true", True), ("1", True), ("YES", True), ("false", False), ("0", False),
-     ("no", False), (" False ", False), ("", True)],
+    [
+        ("true", True),
+        ("1", True),
+        ("YES", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        (" False ", False),
+        ("", True),
+    ],
 )
 def test_sink_enabled_setting(raw: str, value: bool) -> None:
     assert load_settings({"FRAUD_SINK_ENABLED": raw}).sink_enabled is value
@@ -248,7 +269,10 @@ def test_agent_is_registered_only_when_enabled(flag: str, registered: bool) -> N
         [sys.executable, "-c", code],
         cwd=REPO,
         env={**os.environ, "FRAUD_SINK_ENABLED": flag},
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert result.stdout.split() == [str(registered), str(registered)]
 
@@ -416,8 +440,9 @@ def test_events_are_acked_only_after_their_whole_batch_is_in_the_table() -> None
     alerts = [make_alert(n) for n in range(4)]
     batches = [events_for(alerts[:2]), events_for(alerts[2:], start=2)]
     client, stats, sleeps = JournalClient(script), SinkStats(), list[float]()
-    writer = AlertWriter("t", lambda: client, stats=stats, threads=1,
-                         sleep=lambda d: _record(sleeps, d))
+    writer = AlertWriter(
+        "t", lambda: client, stats=stats, threads=1, sleep=lambda d: _record(sleeps, d)
+    )
     asyncio.run(run_sink(FakeStream(batches, journal), writer))
     writer.close()
     fails = [i for i, line in enumerate(journal) if line.startswith("fail")]
@@ -439,18 +464,28 @@ def test_undecodable_records_go_to_the_dlq_before_they_are_acked(
 ) -> None:
     journal: list[str] = []
 
-    async def fake_dead_letter(event: Any, detail: str, stats: SinkStats | None = None) -> None:
-        journal.append(f"dlq {event.message.offset} {detail.split(':', maxsplit=1)[0]}")
+    async def fake_dead_letter(message: Any, reason: str, detail: str, *, wait: bool) -> None:
+        assert reason == "alert_undecodable" and wait, "the sink acks only what the DLQ has"
+        journal.append(f"dlq {message.offset} {detail.split(':', maxsplit=1)[0]}")
 
     monkeypatch.setattr(sink_module, "dead_letter", fake_dead_letter)
     good = events_for([make_alert(7)])
-    bad = [FakeEvent(FakeMessage("fraud.alerts", 0, 1, b"k", b"{not json")),
-           FakeEvent(FakeMessage("fraud.alerts", 0, 2, b"k", b'{"alert_id": "x"}'))]
+    bad = [
+        FakeEvent(FakeMessage("fraud.alerts", 0, 1, b"k", b"{not json")),
+        FakeEvent(FakeMessage("fraud.alerts", 0, 2, b"k", b'{"alert_id": "x"}')),
+        FakeEvent(FakeMessage("fraud.alerts", 0, 3, b"k", b"[" * 50_000 + b"]" * 50_000)),
+    ]
     client, stats = FakeClient(lambda _i, _n: None), SinkStats()
     writer = AlertWriter("t", lambda: client, stats=stats, threads=1)
     asyncio.run(run_sink(FakeStream([[*good, *bad]], journal), writer))
     writer.close()
-    assert journal == ["dlq 1 not an alert", "dlq 2 not an alert", "ack 0", "ack 1", "ack 2"]
+    assert journal == [
+        "dlq 1 not an alert",
+        "dlq 2 not an alert",
+        "dlq 3 not an alert",
+        *(f"ack {i}" for i in range(4)),
+    ]
+    assert stats.dead_lettered == 3
     assert list(client.rows) == [make_alert(7).alert_id]
 
 

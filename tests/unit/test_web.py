@@ -27,7 +27,9 @@ from hdrh.histogram import HdrHistogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import metrics, web
+from app.failures import Failures
 from app.faust_app import app as faust_app
+from app.keys import card_partition
 from app.metrics import ConsumerWatch, PartitionLag, Sources, hdr_buckets, new_registry
 from app.models import Alert, iso_from_ms
 from app.rules import SEED_RULE, parse_rule
@@ -112,12 +114,14 @@ def worker(monkeypatch: pytest.MonkeyPatch) -> WorkerStats:
     monkeypatch.setattr(web, "tables_recovered", lambda: True)
     monkeypatch.setattr(web, "rulebook", fake_rulebook([SEED_RULE]))
     monkeypatch.setattr(web, "sink_snapshot", lambda: None)
+    monkeypatch.setattr(web, "failures", Failures())
     return fresh
 
 
-def fake_rulebook(rules: list[Any]) -> Any:
+def fake_rulebook(rules: list[Any], loaded_at_start: bool = True) -> Any:
     loaded = asyncio.Event()
-    loaded.set()
+    if loaded_at_start:
+        loaded.set()
     return SimpleNamespace(all=lambda: list(rules), loaded=loaded, high_value_amount=Decimal(1000))
 
 
@@ -143,7 +147,7 @@ def test_card_partition_is_kafkas_default_partitioner_over_the_raw_card_bytes() 
         for _ in range(200):
             card = "tok_" + "".join(rng.choices("0123456789abcdef", k=16))
             expected = partitioner(card.encode(), list(range(partitions)), list(range(partitions)))
-            assert web.card_partition(card, partitions) == expected
+            assert card_partition(card, partitions) == expected
 
 
 def test_faust_table_route_would_hash_the_json_key_and_pick_another_partition() -> None:
@@ -155,7 +159,7 @@ def test_faust_table_route_would_hash_the_json_key_and_pick_another_partition() 
         c
         for c in cards
         if (murmur2(card_state.changelog_topic.prepare_key(c, None)[0]) & 0x7FFFFFFF) % 8
-        != web.card_partition(c, 8)
+        != card_partition(c, 8)
     ]
     assert len(differ) > 32, "for most cards the JSON key lands elsewhere: table_route misroutes"
 
@@ -166,7 +170,7 @@ def test_locate_card_finds_the_owner_of_the_cards_changelog_partition(
     topic = card_state.changelog_topic.get_topic_name()
     me = web.my_url()
     other = "http://127.0.0.1:1"
-    partition = web.card_partition(CARD, 4)
+    partition = card_partition(CARD, 4)
     mine = [partition, (partition + 1) % 4]
     theirs = [p for p in range(4) if p not in mine]
     metadata = {me: {topic: mine}, other: {topic: theirs}}
@@ -559,7 +563,7 @@ def test_consumer_watch_counts_only_waiting_without_reading() -> None:
     assert watch.observe([], now=901.0) == 0.0  # revoked
 
 
-def test_readyz_needs_recovered_tables_and_a_rule(
+def test_readyz_needs_recovered_tables_and_the_rules_topic_read_but_no_rule(
     worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def check(session: aiohttp.ClientSession, base: str) -> None:
@@ -569,9 +573,72 @@ def test_readyz_needs_recovered_tables_and_a_rule(
         status, body = await get(session, f"{base}/readyz")
         assert status == 503 and body["checks"]["tables_recovered"] is False
         monkeypatch.setattr(web, "tables_recovered", lambda: True)
+        # A fresh deployment, or the last rule deleted: zero rules is ready.
         monkeypatch.setattr(web, "rulebook", fake_rulebook([]))
         status, body = await get(session, f"{base}/readyz/")
-        assert status == 503 and body["checks"]["rules_loaded"] == 0
+        assert status == 200 and body["checks"]["rules_loaded"] == 0
+        # Rules in force but the topic not read to its end yet: not ready.
+        monkeypatch.setattr(web, "rulebook", fake_rulebook([SEED_RULE], loaded_at_start=False))
+        status, body = await get(session, f"{base}/readyz")
+        assert status == 503 and body["checks"]["rules_topic_read"] is False
+
+    run(check)
+
+
+def test_healthz_is_503_for_a_minute_after_an_agent_crash(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    crashes = Failures(clock=lambda: clock[0])
+    monkeypatch.setattr(web, "failures", crashes)
+    monkeypatch.setattr(web, "agent_states", lambda: {"detect": "running"})
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        crashes.agent_crashed("detect", KeyError("x"))
+        status, body = await get(session, f"{base}/healthz")
+        assert status == 503 and body["checks"]["agents"]["last_crash"] == "detect: KeyError"
+        clock[0] += 61
+        status, body = await get(session, f"{base}/healthz")
+        assert status == 200 and body["checks"]["agents"]["crashes"] == {"detect": 1}
+
+    run(check)
+
+
+def test_healthz_is_503_while_internal_errors_pass_the_limit_per_minute(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    errors = Failures(max_internal_errors_per_minute=3, clock=lambda: clock[0])
+    monkeypatch.setattr(web, "failures", errors)
+    monkeypatch.setattr(web, "agent_states", lambda: {"detect": "running"})
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        for _ in range(3):
+            errors.internal_error("detect", ValueError("boom"), "payments.raw[0]@1")
+        status, body = await get(session, f"{base}/healthz")
+        assert status == 200 and body["checks"]["internal_errors"]["last_minute"] == 3
+        errors.internal_error("detect", ValueError("boom"), "payments.raw[0]@2")
+        status, body = await get(session, f"{base}/healthz")
+        assert status == 503 and body["checks"]["internal_errors"]["ok"] is False
+        clock[0] += 61
+        status, body = await get(session, f"{base}/healthz")
+        assert status == 200 and body["checks"]["internal_errors"]["total"] == 4
+
+    run(check)
+
+
+def test_healthz_is_503_when_the_rules_follower_keeps_failing(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web, "agent_states", lambda: {"detect": "running"})
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        worker.rules_follower_failing_since = time.monotonic() - 5
+        status, _ = await get(session, f"{base}/healthz")
+        assert status == 200
+        worker.rules_follower_failing_since = time.monotonic() - web.RULES_FOLLOWER_LIMIT_S - 1
+        status, body = await get(session, f"{base}/healthz")
+        assert status == 503 and body["checks"]["rules_follower"]["ok"] is False
 
     run(check)
 

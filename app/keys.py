@@ -1,0 +1,32 @@
+"""How payments are keyed and partitioned: the card partition and repartition-topic keys.
+
+``payments.raw`` is keyed by the raw card-id bytes and partitioned by Kafka's default
+partitioner (murmur2), so a card's state lives in partition ``murmur2(card) % N`` of
+every co-partitioned topic and changelog. Payments re-keyed for another grouping (or
+re-keyed by card because their producer keyed them otherwise) travel on the
+repartition topic keyed ``"<group fields joined by +>\\x1f<group key>"``.
+"""
+
+from __future__ import annotations
+
+from aiokafka.partitioner import murmur2
+
+GROUP_SEPARATOR = "\x1f"
+
+
+def card_partition(card_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a record keyed by the card's bytes."""
+    return int(murmur2(card_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def group_record_key(group_by: tuple[str, ...], key: str) -> str:
+    return "+".join(group_by) + GROUP_SEPARATOR + key
+
+
+def split_group_record_key(record_key: bytes) -> tuple[tuple[str, ...], str]:
+    """``(group_by, key)`` of a repartition-topic record key; ValueError if it is not one."""
+    text = record_key.decode()
+    group_name, separator, key = text.partition(GROUP_SEPARATOR)
+    if not separator or not group_name:
+        raise ValueError("not a repartition-topic key")
+    return tuple(group_name.split("+")), key
