@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+from typing import Any
 
 import faust
 
+from app.dynamo import backoff_delay
+from app.failures import failures
+from app.partition_check import (
+    DEFAULT_PARTITIONS,
+    PartitionMismatch,
+    existing_partition_counts,
+    plan_partitions,
+)
+from app.rulebook import rulebook
 from app.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger(__name__)
 
 
 def _settings_or_exit() -> Settings:
@@ -20,13 +33,72 @@ def _settings_or_exit() -> Settings:
 
 
 settings = _settings_or_exit()
+rulebook.max_rules = settings.max_rules
+rulebook.max_rule_bytes = settings.max_rule_bytes
+failures.max_internal_errors_per_minute = settings.max_internal_errors_per_minute
+# Until the topics have been asked (FraudApp.on_first_start), the configured count.
+PARTITIONS = settings.partitions or DEFAULT_PARTITIONS
 
-app = faust.App(
+
+class FraudApp(faust.App):
+    """Faust's App, checking the partition counts before anything is consumed."""
+
+    async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
+        # Faust's hook for an exception that escaped an agent. Ours catch everything, so
+        # this means a bug; /healthz fails for a while (app.failures) and it is logged.
+        failures.agent_crashed(str(getattr(agent, "name", agent)), exc)
+        await super()._on_agent_error(agent, exc)
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        await self.settle_partitions()
+
+    async def settle_partitions(self) -> None:
+        bootstrap = ",".join(url.split("://", 1)[1] for url in settings.broker.split(";"))
+        changelogs = [t.changelog_topic.get_topic_name() for t in self.tables.values()]
+        co_partitioned = [regroup_topic.get_topic_name(), *changelogs]
+        attempt = 0
+        while True:
+            try:
+                existing = await existing_partition_counts(
+                    bootstrap, [settings.topic_payments, *co_partitioned]
+                )
+                break
+            except Exception as exc:
+                attempt += 1
+                delay = backoff_delay(attempt, base=0.5, cap=5.0)
+                log.warning(
+                    "cannot read topic metadata from %s (%s); retrying in %.1f s",
+                    bootstrap,
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        try:
+            plan = plan_partitions(
+                settings.partitions, settings.topic_payments, co_partitioned, existing
+            )
+        except PartitionMismatch as exc:
+            # One line, then stop: a worker on mismatched partitions would crash-loop
+            # past payments while looking alive.
+            log.critical("fraud-detection: refusing to start: %s", exc)
+            print(f"fraud-detection: refusing to start: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        log.info("using %d partitions, from %s", plan.partitions, plan.source)
+        self.conf.topic_partitions = plan.partitions
+        for topic in (payments_topic, alerts_topic, dlq_topic, regroup_topic):
+            topic.partitions = plan.partitions
+        for table in self.tables.values():
+            table.partitions = plan.partitions
+            table.changelog_topic.partitions = plan.partitions
+
+
+app = FraudApp(
     settings.app_id,
     broker=settings.broker,
     store=settings.store,
     datadir=str(settings.datadir),
-    topic_partitions=settings.partitions,
+    topic_partitions=PARTITIONS,
     topic_replication_factor=settings.topic_replication,
     processing_guarantee=settings.processing_guarantee,
     web_bind=settings.web_bind,
@@ -46,15 +118,21 @@ app = faust.App(
     producer_linger_ms=5,
     stream_wait_empty=False,
     table_cleanup_interval=30.0,
+    # Faust's own /router/ and /table/ views are unauthenticated and would answer on any
+    # bind address; the project's views (/cards, /rules, ...) replace them.
+    web_router_enabled=False,
+    web_tables_enabled=False,
+    web_graph_enabled=False,
+    web_stats_enabled=False,
     origin="app",
 )
 
-payments_topic = app.topic(settings.topic_payments, partitions=settings.partitions)
-alerts_topic = app.topic(settings.topic_alerts, partitions=settings.partitions)
-dlq_topic = app.topic(settings.topic_dlq, partitions=settings.partitions)
+payments_topic = app.topic(settings.topic_payments, partitions=PARTITIONS)
+alerts_topic = app.topic(settings.topic_alerts, partitions=PARTITIONS)
+dlq_topic = app.topic(settings.topic_dlq, partitions=PARTITIONS)
 # Payments re-keyed for rules grouped by something other than the card.
 regroup_topic = app.topic(
-    f"{settings.app_id}-payments-by-group", partitions=settings.partitions, internal=True
+    f"{settings.app_id}-payments-by-group", partitions=PARTITIONS, internal=True
 )
 
 

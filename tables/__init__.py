@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import faust
 
-from app.faust_app import app, settings
+from app.faust_app import PARTITIONS, app
 
 JSON_SCHEMA: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
 
@@ -17,7 +17,7 @@ JSON_SCHEMA: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_
 card_state = app.Table(
     "card-state",
     default=None,
-    partitions=settings.partitions,
+    partitions=PARTITIONS,
     schema=JSON_SCHEMA,
     help="Per card: newest event time and each rule's recent qualifying events.",
 )
@@ -26,7 +26,7 @@ card_state = app.Table(
 group_state = app.Table(
     "group-state",
     default=None,
-    partitions=settings.partitions,
+    partitions=PARTITIONS,
     schema=JSON_SCHEMA,
     help="Per account/device/ip (or combination) key: each rule's recent qualifying events.",
 )
@@ -35,7 +35,7 @@ group_state = app.Table(
 card_alerts = app.Table(
     "card-alerts",
     default=list,
-    partitions=settings.partitions,
+    partitions=PARTITIONS,
     schema=JSON_SCHEMA,
     help="Per card: its most recent alerts.",
 )
@@ -54,7 +54,7 @@ high_value_counts = cast(
         app.Table(
             "high-value-counts",
             default=int,
-            partitions=settings.partitions,
+            partitions=PARTITIONS,
             schema=JSON_SCHEMA,
             help="Payments of at least the high-value amount per card per 5-minute window.",
         ).tumbling(WINDOW_S, expires=timedelta(hours=2))
