@@ -10,7 +10,8 @@ from faust.cli import argument, option
 
 from app.faust_app import app, settings
 from app.generator import PaymentGenerator, open_truth, produce
-from app.rules import RuleError, parse_rule
+from app.rulebook import RuleBook
+from app.rules import Rule, RuleError, parse_rule
 from app.rules_io import bootstrap_servers, load_rule_file, publish, read_all, with_status
 
 
@@ -81,6 +82,24 @@ async def generate(
 RULE_ACTIONS = ("put", "list", "show", "pause", "activate", "delete")
 
 
+def over_limits(new_rules: list[Rule], book: RuleBook) -> str | None:
+    """Why the workers would refuse these rules (size or count), or None."""
+    for rule in new_rules:
+        size = len(rule.to_bytes())
+        if size > settings.max_rule_bytes:
+            return (
+                f"rule: {rule.rule_id} is {size} bytes, more than the limit of"
+                f" {settings.max_rule_bytes} (FRAUD_MAX_RULE_BYTES)"
+            )
+    ids = set(book.rules) | {rule.rule_id for rule in new_rules}
+    if len(ids) > settings.max_rules:
+        return (
+            f"rule: {len(ids)} rules would be in force, more than the limit of"
+            f" {settings.max_rules} (FRAUD_MAX_RULES)"
+        )
+    return None
+
+
 @app.command(
     argument("action", type=click.Choice(RULE_ACTIONS)),
     argument("target", required=False),
@@ -105,6 +124,9 @@ async def rules(self: object, action: str, target: str | None) -> None:
             raise click.UsageError(f"cannot read {target}: {exc.strerror}") from None
         except RuleError as exc:
             raise click.ClickException(f"rule refused: {exc}") from None
+        refusal = over_limits(new_rules, await read_all(bootstrap, topic))
+        if refusal:
+            raise click.ClickException(f"rule refused: {refusal}")
         await publish(bootstrap, topic, [(r.rule_id, r.to_bytes()) for r in new_rules])
         for new in new_rules:
             click.echo(f"published {new.rule_id} v{new.version} ({new.status})")

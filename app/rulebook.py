@@ -7,7 +7,9 @@ so every worker holds every rule. Records are applied with these semantics:
 * a tombstone (``None`` value) deletes the rule, and remembers the version it
   deleted, so a stale copy of an older version cannot bring it back;
 * a record that does not validate (a poison record) is logged, counted and
-  ignored: the last good version stays in force.
+  ignored: the last good version stays in force. That includes a new rule id
+  beyond ``max_rules`` and a record larger than ``max_rule_bytes``; applying a
+  record never raises, so no record can stop the follower.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from app.rules import Rule, RuleError, parse_rule_bytes
+from app.pan import redact_text
+from app.rules import DEFAULT_MAX_RULE_BYTES, Rule, RuleError, parse_rule_bytes
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ class RuleBook:
     poison_records: int = 0
     stale_records: int = 0
     high_value_amount: Decimal = Decimal("1000")
+    max_rules: int = 100
+    max_rule_bytes: int = DEFAULT_MAX_RULE_BYTES
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     _by_group: dict[tuple[str, ...], list[Rule]] = field(default_factory=dict)
 
@@ -45,7 +50,18 @@ class RuleBook:
         self._by_group = by_group
 
     def apply(self, key: bytes | None, value: bytes | None) -> str:
-        """Apply one rules-topic record; returns what happened (for logs and tests)."""
+        """Apply one rules-topic record; returns what happened (for logs and tests).
+
+        Never raises: an unforeseen error is a poison record like any other.
+        """
+        try:
+            return self._apply(key, value)
+        except Exception as exc:
+            self.poison_records += 1
+            log.exception("ignored rules record %r: %s", redact_text(repr(key))[:80], exc)
+            return f"poison: internal error {type(exc).__name__}"
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> str:
         rule_id = key.decode(errors="replace") if key else ""
         if value is None:
             if not rule_id:
@@ -57,10 +73,10 @@ class RuleBook:
                 self._reindex()
             return f"deleted {rule_id}"
         try:
-            rule = parse_rule_bytes(value)
+            rule = parse_rule_bytes(value, self.max_rule_bytes)
         except RuleError as exc:
             self.poison_records += 1
-            log.warning("ignored invalid rule record %r: %s", rule_id, exc)
+            log.warning("ignored invalid rule record %r: %s", rule_id[:80], exc)
             return f"poison: {exc}"
         if rule_id and rule_id != rule.rule_id:
             self.poison_records += 1
@@ -72,6 +88,14 @@ class RuleBook:
         ):
             self.stale_records += 1
             return f"stale: {rule.rule_id} v{rule.version} <= v{known}"
+        if rule.rule_id not in self.rules and len(self.rules) >= self.max_rules:
+            self.poison_records += 1
+            log.warning(
+                "ignored rule %r: %d rules are in force, the limit (FRAUD_MAX_RULES)",
+                rule.rule_id,
+                self.max_rules,
+            )
+            return f"poison: too many rules (limit {self.max_rules})"
         self.rules[rule.rule_id] = rule
         self.versions[rule.rule_id] = rule.version
         self._reindex()

@@ -288,11 +288,19 @@ def parse_rule(raw: object) -> Rule:
     )
 
 
-def parse_rule_bytes(raw: bytes | str) -> Rule:
+DEFAULT_MAX_RULE_BYTES = 16 * 1024
+
+
+def parse_rule_bytes(raw: bytes | str, max_bytes: int = DEFAULT_MAX_RULE_BYTES) -> Rule:
+    """A rule from its JSON encoding, as the rules topic and the HTTP API carry it."""
+    if len(raw) > max_bytes:
+        raise RuleError("rule", f"is {len(raw)} bytes, more than the limit of {max_bytes}")
     try:
         body = json.loads(raw)
     except ValueError as exc:
         raise RuleError("rule", f"not JSON: {exc}") from None
+    except RecursionError:
+        raise RuleError("rule", "JSON nested too deeply") from None
     return parse_rule(body)
 
 

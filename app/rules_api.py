@@ -9,13 +9,14 @@ from __future__ import annotations
 import hmac
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
+from aiohttp import web
 from faust.web import Request, Response, View
 
 from app.faust_app import app, settings
 from app.rulebook import rulebook
-from app.rules import RuleError, parse_rule
+from app.rules import RuleError, parse_rule, parse_rule_bytes
 from app.rules_io import bootstrap_servers, publish
 
 
@@ -54,10 +55,23 @@ class RuleView(_RulesView):
     async def put(self, request: Request, rule_id: str) -> Response:
         if not _token_ok(request):
             return self.unauthorized()
+        limit = settings.max_rule_bytes
+        http = cast(web.Request, request)  # Faust's aiohttp driver hands over aiohttp's request
+        if (http.content_length or 0) > limit:
+            return self.problem(
+                413, f"rule: the body is larger than {limit} bytes (FRAUD_MAX_RULE_BYTES)"
+            )
+        raw = await http.content.read(limit + 1)
+        if len(raw) > limit:
+            return self.problem(
+                413, f"rule: the body is larger than {limit} bytes (FRAUD_MAX_RULE_BYTES)"
+            )
         try:
-            body = json.loads(await request.text())
+            body = json.loads(raw)
         except ValueError as exc:
             return self.problem(400, f"rule: body is not JSON: {exc}", field="rule")
+        except RecursionError:
+            return self.problem(400, "rule: body is JSON nested too deeply", field="rule")
         if isinstance(body, dict):
             body.setdefault("rule_id", rule_id)
             current = rulebook.versions.get(rule_id, 0)
@@ -73,6 +87,17 @@ class RuleView(_RulesView):
             return self.problem(
                 409, f"version: must be greater than {known}, the latest", field="version"
             )
+        if rule_id not in rulebook.rules and len(rulebook.rules) >= settings.max_rules:
+            return self.problem(
+                409,
+                f"rule: {len(rulebook.rules)} rules are in force, the limit (FRAUD_MAX_RULES)",
+                field="rule",
+            )
+        try:
+            # What the workers will do with the record: the same size limit, the same parse.
+            parse_rule_bytes(rule.to_bytes(), limit)
+        except RuleError as exc:
+            return self.problem(413, str(exc), field=exc.field)
         await publish(
             bootstrap_servers(settings.broker), settings.topic_rules, [(rule_id, rule.to_bytes())]
         )

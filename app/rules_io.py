@@ -33,6 +33,8 @@ def load_rule_file(path: str | Path) -> list[Rule]:
         body = yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as exc:
         raise RuleError("file", f"{path} is neither JSON nor YAML: {exc}") from None
+    except RecursionError:
+        raise RuleError("file", f"{path} is nested too deeply") from None
     items = body if isinstance(body, list) else [body]
     rules = []
     for index, item in enumerate(items):
@@ -77,6 +79,10 @@ async def follow(
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
         pending = {tp for tp in partitions if end[tp] > 0}
+        if on_change is not None:
+            result = on_change("connected")
+            if result is not None:
+                await result
         if not pending:
             book.loaded.set()
         while stop is None or not stop.is_set():

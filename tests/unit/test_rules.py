@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from app import rulebook as rulebook_module
 from app.rulebook import RuleBook
 from app.rules import SEED_RULE, RuleError, parse_rule
 from app.rules_io import load_rule_file, with_status
@@ -97,6 +98,33 @@ def test_poison_records_are_counted_and_the_last_good_version_stays() -> None:
     assert book.apply(b"other-id", json.dumps(seed(version=9)).encode()).startswith("poison")
     assert book.poison_records == 3
     assert book.rules["high-value-burst"] == SEED_RULE
+
+
+def test_records_that_once_froze_the_follower_are_poison_and_never_raise() -> None:
+    book = RuleBook(max_rules=2, max_rule_bytes=16_384)
+    book.apply(*record(seed(version=1)))
+    assert book.apply(b"deep", b"[" * 6000 + b"]" * 6000) == "poison: rule: JSON nested too deeply"
+    ips = [f"10.0.{i // 250}.{i % 250}" for i in range(1500)]
+    big = json.dumps(seed(rule_id="big", filter=[{"field": "ip", "op": "in", "value": ips}]))
+    assert len(big) > 16_384
+    assert book.apply(b"big", big.encode()).startswith("poison: rule: is ")
+    assert book.apply(*record(seed(rule_id="second"))).startswith("applied")
+    assert book.apply(*record(seed(rule_id="third"))) == "poison: too many rules (limit 2)"
+    # A rule already in force may still change at the limit.
+    assert book.apply(*record(seed(rule_id="second", version=2))).startswith("applied")
+    assert book.poison_records == 3
+    assert sorted(book.rules) == ["high-value-burst", "second"]
+
+
+def test_an_unforeseen_error_in_a_record_is_poison_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    book = RuleBook()
+
+    def explode(raw: bytes, max_bytes: int) -> object:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(rulebook_module, "parse_rule_bytes", explode)
+    assert book.apply(*record(seed())) == "poison: internal error ZeroDivisionError"
+    assert book.rules == {} and book.poison_records == 1
 
 
 def test_rules_index_by_group() -> None:
