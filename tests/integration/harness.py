@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app.models import Alert
 from app.rules import Rule
 from app.rules_io import publish
 from infra.local.stack import LocalStack, Topic
@@ -211,6 +212,28 @@ async def read_all(
         return records
     finally:
         await consumer.stop()
+
+
+def alerts_on(
+    pipeline: Pipeline,
+    expected: int,
+    idle_s: float = 3.0,
+    timeout_s: float = 240.0,
+    isolation: str = "read_uncommitted",
+) -> list[Alert]:
+    """The alerts on the pipeline's topic, once ``expected`` have come and ``idle_s`` passed."""
+    records = run(
+        read_all(
+            pipeline.stack.bootstrap,
+            pipeline.alerts,
+            pipeline.partitions,
+            until=expected,
+            idle_s=idle_s,
+            timeout_s=timeout_s,
+            isolation=isolation,
+        )
+    )
+    return [Alert.from_json(r.value) for r in records]
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.5) -> None:

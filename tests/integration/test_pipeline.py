@@ -13,9 +13,17 @@ from typing import Any
 import pytest
 
 from app.generator import PaymentGenerator
-from app.models import Alert, Payment, iso_from_ms
+from app.models import Payment, iso_from_ms
 from app.rules import SEED_RULE
-from tests.integration.harness import Pipeline, keyed, produce, read_all, run, wait_until
+from tests.integration.harness import (
+    Pipeline,
+    alerts_on,
+    keyed,
+    produce,
+    read_all,
+    run,
+    wait_until,
+)
 from tests.oracle import oracle
 
 pytestmark = pytest.mark.integration
@@ -29,23 +37,6 @@ def generated_stream(count: int, seed: int, start_ms: int) -> tuple[list[Payment
         if burst is not None:
             bursts.append(burst)
     return payments, bursts
-
-
-def alerts_on(
-    pipeline: Pipeline, expected: int, isolation: str = "read_uncommitted"
-) -> list[Alert]:
-    records = run(
-        read_all(
-            pipeline.stack.bootstrap,
-            pipeline.alerts,
-            pipeline.partitions,
-            until=expected,
-            idle_s=3.0,
-            timeout_s=240.0,
-            isolation=isolation,
-        )
-    )
-    return [Alert.from_json(r.value) for r in records]
 
 
 def test_alerts_equal_the_oracle_for_a_generated_stream(pipeline: Pipeline) -> None:

@@ -1,0 +1,398 @@
+"""A worker never looks healthy while missing fraud: hostile inputs and settings, real Kafka.
+
+Each test plays a hostile producer or a new user: poison records between fraud bursts,
+mis-keyed payments, a partition count that disagrees with the topics, a card number in
+every field, poison rule records, and oversized or nested rule bodies over HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.models import Payment, iso_from_ms
+from app.rules import SEED_RULE, parse_rule
+from app.rules_io import publish
+from infra.local.stack import LocalStack
+from tests.integration.harness import (
+    FAUST,
+    REPO,
+    Pipeline,
+    Worker,
+    alerts_on,
+    free_port,
+    produce,
+    read_all,
+    run,
+    wait_until,
+)
+from tests.oracle import oracle
+
+pytestmark = pytest.mark.integration
+
+PAN = "4111111111111111"  # Luhn-valid: a card number, never to be seen in clear
+TOKEN = "trust-token"
+
+
+def payment(card: str, txn: str, ts_ms: int, amount: str = "1500", **fields: str) -> Payment:
+    body: dict[str, Any] = {
+        "txn_id": txn,
+        "card_id": card,
+        "account_id": f"acct-{card}",
+        "amount": Decimal(amount),
+        "currency": "EUR",
+        "merchant_id": "m-1",
+        "mcc": "5411",
+        "country": "DE",
+        "device_id": "dev-1",
+        "ip": "10.0.0.1",
+        "ts": iso_from_ms(ts_ms),
+        "ts_ms": ts_ms,
+        **fields,
+    }
+    return Payment(**body)
+
+
+def raw_payment(**changes: Any) -> bytes:
+    """A payment's JSON with some fields replaced by raw JSON text (``changes`` values)."""
+    body = json.loads(payment("tok_raw", f"raw-{uuid.uuid4().hex[:8]}", now_ms()).to_json())
+    encoded = {k: json.dumps(v) for k, v in body.items()}
+    encoded.update(changes)
+    return ("{" + ",".join(f'"{k}":{v}' for k, v in encoded.items()) + "}").encode()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def burst(card: str, tag: str, start_ms: int) -> list[Payment]:
+    return [payment(card, f"{tag}-{i}", start_ms + 1000 * i) for i in range(3)]
+
+
+def http(worker: Worker, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{worker.web_port}{path}",
+        data=body,
+        method=method,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def dead_letters(pipeline: Pipeline, expected: int) -> list[dict[str, Any]]:
+    records = run(
+        read_all(
+            pipeline.stack.bootstrap,
+            pipeline.dlq,
+            pipeline.partitions,
+            until=expected,
+            idle_s=2.0,
+            timeout_s=120.0,
+        )
+    )
+    return [json.loads(r.value) for r in records]
+
+
+def poison_records() -> list[tuple[bytes | None, bytes | None, str]]:
+    """(key, value, the DLQ reason it must get): each once stopped or fooled the agent."""
+    return [
+        (b"tok_x", b"[" * 6000 + b"]" * 6000, "unparseable"),  # RecursionError in json
+        (b"tok_x", raw_payment(amount="1e9999999999999999999999"), "amount_out_of_range"),
+        (b"tok_x", raw_payment(amount="9e999999"), "amount_out_of_range"),
+        (b"tok_x", raw_payment(amount='"1e999999"'), "amount_out_of_range"),
+        (b"tok_x", raw_payment(amount='"0.0000001"'), "amount_out_of_range"),
+        (b"tok_x", raw_payment(note=json.dumps("x" * 1_000_000)), "oversize"),
+        (b"tok_x", bytes(range(256)) * 4, "unparseable"),
+        (b"tok_x", None, "empty"),
+        (PAN.encode(), raw_payment(card_id=json.dumps(PAN)), "pan_in_card_id"),
+        (b"tok_x", raw_payment(device_id=json.dumps(PAN)), "pan_in_field"),
+    ]
+
+
+def test_poison_records_are_dead_lettered_and_every_burst_around_them_alerts(
+    pipeline: Pipeline,
+) -> None:
+    # A sum rule too: amounts like 9e999999 used to overflow its arithmetic.
+    sum_rule = parse_rule(
+        {
+            "rule_id": "big-spend",
+            "version": 1,
+            "aggregate": "sum(amount)",
+            "window": 300,
+            "threshold": {"op": ">=", "value": "4000"},
+        }
+    )
+    pipeline.put_rules([sum_rule])
+    start = now_ms() - 60_000
+    poisons = poison_records()
+    records: list[tuple[bytes | None, bytes | None]] = []
+    payments: list[Payment] = []
+    # Well-keyed, null-keyed and txn-keyed bursts, with every poison record in between.
+    for i, (key, value, _) in enumerate(poisons):
+        for keying in ("card", "null", "txn"):
+            card = f"tok_{keying}_{i}"
+            for p in burst(card, f"b{i}{keying}", start + 10_000 * i):
+                record_key = {"card": card.encode(), "null": None, "txn": p.txn_id.encode()}
+                records.append((record_key[keying], p.to_json()))
+                payments.append(p)
+            records.append((key, value))
+    expected = {
+        (rule.rule_id, key, txn_ids)
+        for rule in (SEED_RULE, sum_rule)
+        for key, txn_ids in oracle(payments, rule)
+    }
+
+    worker = pipeline.worker().start()
+    try:
+        run(produce(pipeline.stack.bootstrap, pipeline.payments, records))
+        alerts = alerts_on(pipeline, len(expected), idle_s=2.0, timeout_s=120.0)
+        dead = dead_letters(pipeline, 3 * len(poisons))
+
+        # 100 poison records, then a burst: it alerts within 2 s of its last payment.
+        late_start = now_ms()
+        tail = [(key, value) for _ in range(10) for key, value, _ in poisons]
+        last_burst = burst("tok_behind", "behind", late_start)
+        run(
+            produce(
+                pipeline.stack.bootstrap,
+                pipeline.payments,
+                [*tail, *((b"tok_behind", p.to_json()) for p in last_burst)],
+            )
+        )
+        every = alerts_on(pipeline, len(expected) + 2, idle_s=2.0, timeout_s=120.0)
+        behind = [a for a in every if a.group_key == "tok_behind"]
+        status, health = http(worker, "GET", "/healthz")
+        assert worker.process is not None and worker.process.poll() is None, "worker alive"
+    finally:
+        worker.stop()
+
+    assert {(a.rule_id, a.group_key, a.txn_ids) for a in alerts} == expected
+    assert len(alerts) == len(expected), "no alert twice"
+    # Each poison record stood after a well-keyed, a null-keyed and a txn-keyed burst.
+    assert sorted(d["reason"] for d in dead) == sorted(3 * [reason for *_, reason in poisons])
+    oversize = next(d for d in dead if d["reason"] == "oversize")
+    assert oversize["original_truncated"] is True and oversize["original_size"] > 1_000_000
+    assert len(oversize["original_sha256"]) == 64
+    assert {a.rule_id for a in behind} == {"high-value-burst", "big-spend"}
+    for alert in behind:
+        detected_ms = datetime.fromisoformat(alert.detected_at).timestamp() * 1000
+        assert detected_ms - alert.trigger_produced_at_ms < 2000, "alerted within 2 s"
+    assert status == 200, health
+    assert health["checks"]["internal_errors"]["total"] == 0
+    assert health["checks"]["agents"]["crashes"] == {}, "no agent crashed or restarted"
+
+
+def test_a_partition_count_that_disagrees_with_the_topics_stops_the_worker_at_start(
+    pipeline: Pipeline,
+) -> None:
+    wrong = pipeline.worker("wrong")
+    wrong.env["FRAUD_PARTITIONS"] = "8"
+    with pytest.raises(AssertionError, match="exited"):
+        wrong.start(ready_timeout=60)
+    assert wrong.process is not None and wrong.process.returncode != 0
+    line = f"FRAUD_PARTITIONS=8 but topic '{pipeline.payments}' has 4 partitions"
+    assert line in wrong.log_text()
+
+    derived = pipeline.worker("derived")
+    del derived.env["FRAUD_PARTITIONS"]
+    derived.start()
+    try:
+        assert "using 4 partitions, from topic" in derived.log_text()
+        cards = burst("tok_derived", "derived", now_ms())
+        run(
+            produce(
+                pipeline.stack.bootstrap,
+                pipeline.payments,
+                [(p.card_id.encode(), p.to_json()) for p in cards],
+            )
+        )
+        alerts = alerts_on(pipeline, 1, idle_s=2.0, timeout_s=120.0)
+    finally:
+        derived.stop()
+    assert [a.txn_ids for a in alerts] == [tuple(p.txn_id for p in cards)]
+
+
+def _topics_of(stack: LocalStack, needle: str) -> dict[str, int]:
+    async def describe() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+        await admin.start()
+        try:
+            names = [n for n in await admin.list_topics() if needle in n]
+            described = await admin.describe_topics(names)
+        finally:
+            await admin.close()
+        return {str(t["topic"]): len(t["partitions"]) for t in described}
+
+    result: dict[str, int] = run(describe())
+    return result
+
+
+def _visible_bytes(record: Any) -> bytes:
+    """A record's key and value, with any base64 fields of a DLQ record decoded too."""
+    parts = [record.key or b"", record.value or b""]
+    try:
+        body = json.loads(record.value)
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict):
+        for name in ("original_b64", "original_key_b64"):
+            if body.get(name):
+                parts.append(base64.b64decode(body[name]))
+    return b"\n".join(parts)
+
+
+def test_no_card_number_reaches_any_topic_state_log_or_table(
+    pipeline: Pipeline, stack: LocalStack
+) -> None:
+    table = f"alerts_{pipeline.uid}"
+    stack.create_alerts_table(table)
+    pipeline.extra_env.update({"FRAUD_DYNAMODB_TABLE": table, "FRAUD_SINK_ENABLED": "true"})
+    start = now_ms() - 30_000
+    records: list[tuple[bytes | None, bytes | None]] = []
+    # The card number in each field in turn, and as the Kafka key.
+    for name in ("txn_id", "card_id", "account_id", "merchant_id", "device_id", "ip"):
+        records.append((PAN.encode(), raw_payment(**{name: json.dumps(PAN)})))
+    for name in ("amount", "currency", "country", "mcc", "ts"):
+        records.append((PAN.encode(), raw_payment(**{name: json.dumps(PAN)})))
+        records.append((PAN.encode(), raw_payment(**{name: PAN})))
+    # A real burst keyed by the card number: re-keyed by its token, detected, written.
+    keyed_by_pan = burst("tok_pan", "pan", start)
+    records += [(PAN.encode(), p.to_json()) for p in keyed_by_pan]
+
+    worker = pipeline.worker("pan").start()
+    try:
+        run(produce(pipeline.stack.bootstrap, pipeline.payments, records))
+        alerts = alerts_on(pipeline, 1, idle_s=2.0, timeout_s=120.0)
+        wait_until(
+            lambda: stack.client().scan(TableName=table, Select="COUNT")["Count"] >= 1,
+            60,
+            "the alert row",
+        )
+    finally:
+        worker.stop()
+    assert [a.group_key for a in alerts] == ["tok_pan"]
+
+    # Every topic of this deployment but the source itself: DLQ, alerts, changelogs,
+    # the repartition topic.
+    topics = {**_topics_of(stack, pipeline.uid)}
+    topics.pop(pipeline.payments)
+    assert any("changelog" in t for t in topics) and any("by-group" in t for t in topics)
+    for topic, partitions in topics.items():
+        for record in run(read_all(stack.bootstrap, topic, partitions, idle_s=1.0)):
+            assert PAN.encode() not in _visible_bytes(record), f"card number in {topic}"
+    dlq = run(read_all(stack.bootstrap, pipeline.dlq, pipeline.partitions, idle_s=1.0))
+    assert len(dlq) == len(records) - len(keyed_by_pan)
+    assert PAN not in worker.log_path.read_text(errors="replace")
+    rows = stack.client().scan(TableName=table)["Items"]
+    assert rows and PAN not in json.dumps(rows)
+    stack.client().delete_table(TableName=table)
+
+
+def test_poison_rule_records_do_not_freeze_the_rules_and_zero_rules_is_ready(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    deployment = Pipeline(stack, tmp_path)
+    deployment.create_topics()  # no rules at all: a fresh deployment
+    deployment.extra_env.update(
+        {"FRAUD_API_TOKEN": TOKEN, "FRAUD_WEB_BIND": "0.0.0.0", "FRAUD_MAX_RULES": "3"}
+    )
+    first = deployment.worker("first").start()
+    try:
+        wait_until(lambda: http(first, "GET", "/readyz")[0] == 200, 30, "ready with no rule")
+        nested = b"[" * 6000 + b"]" * 6000  # 12 KB, deeper than Python's json can go
+        huge = json.dumps({**SEED_RULE.to_json(), "description": "x" * 720_000}).encode()
+        run(
+            publish(
+                stack.bootstrap,
+                deployment.rules,
+                [("deep", nested), ("huge", huge), ("high-value-burst", SEED_RULE.to_bytes())],
+            )
+        )
+        wait_until(
+            lambda: (
+                [r["rule_id"] for r in http(first, "GET", "/rules")[1]["rules"]]
+                == ["high-value-burst"]
+            ),
+            10,
+            "the good rule applied behind the poison",
+        )
+        # Faust's own unauthenticated views are off, whatever the bind address.
+        assert http(first, "GET", "/router/")[0] == 404
+        assert http(first, "GET", "/table/card-state/")[0] == 404
+        # Rule bodies the API refuses, with the reason.
+        status, body = http(first, "PUT", "/rules/deep", nested)
+        assert status == 400 and "nested" in body["error"]
+        status, body = http(first, "PUT", "/rules/huge", huge)
+        assert status == 413 and "FRAUD_MAX_RULE_BYTES" in body["error"]
+        for n in (2, 3):
+            rule = {**SEED_RULE.to_json(), "rule_id": f"extra-{n}"}
+            status, _ = http(first, "PUT", f"/rules/extra-{n}", json.dumps(rule).encode())
+            assert status == 202
+        wait_until(lambda: len(http(first, "GET", "/rules")[1]["rules"]) == 3, 10, "3 rules")
+        rule = {**SEED_RULE.to_json(), "rule_id": "extra-4"}
+        status, body = http(first, "PUT", "/rules/extra-4", json.dumps(rule).encode())
+        assert status == 409 and "FRAUD_MAX_RULES" in body["error"]
+        assert http(first, "GET", "/healthz")[0] == 200
+    finally:
+        first.stop()
+
+    # A worker started after the poison reads past it, is ready and detects.
+    second = deployment.worker("second").start()
+    try:
+        wait_until(lambda: http(second, "GET", "/readyz")[0] == 200, 30, "second ready")
+        cards = burst("tok_rules", "rules", now_ms())
+        run(
+            produce(
+                stack.bootstrap, deployment.payments, [(b"tok_rules", p.to_json()) for p in cards]
+            )
+        )
+        alerts = alerts_on(deployment, 3, idle_s=2.0, timeout_s=120.0)
+    finally:
+        second.stop()
+    # The seed rule and its two copies each alert once on the burst.
+    assert sorted(a.rule_id for a in alerts) == ["extra-2", "extra-3", "high-value-burst"]
+
+
+def test_the_rules_cli_refuses_a_rule_past_the_limits(pipeline: Pipeline, tmp_path: Path) -> None:
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps({**SEED_RULE.to_json(), "rule_id": "second"}))
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({**SEED_RULE.to_json(), "description": "x" * 480}))
+
+    def put(path: Path, **limits: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(FAUST), "-A", "app", "rules", "put", str(path)],
+            cwd=REPO,
+            env={**pipeline.env("cli", free_port()), **limits},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    too_many = put(second, FRAUD_MAX_RULES="1")  # the seed rule is in force already
+    assert too_many.returncode != 0 and "FRAUD_MAX_RULES" in too_many.stderr
+    too_big = put(big, FRAUD_MAX_RULE_BYTES="300")
+    assert too_big.returncode != 0 and "FRAUD_MAX_RULE_BYTES" in too_big.stderr
+    fits = put(second, FRAUD_MAX_RULES="2")
+    assert fits.returncode == 0, fits.stderr
