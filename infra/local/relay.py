@@ -80,9 +80,7 @@ async def _serve(
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        await asyncio.gather(
-            _pipe(reader, up_writer, writer), _pipe(up_reader, writer, up_writer)
-        )
+        await asyncio.gather(_pipe(reader, up_writer, writer), _pipe(up_reader, writer, up_writer))
     finally:
         writer.close()
         up_writer.close()
@@ -97,7 +95,9 @@ async def _main(listen_fd: int, target_port: int, command: Sequence[str]) -> int
         loop.add_signal_handler(sig, stopping.set)
     relay = await asyncio.start_server(
         lambda r, w: _serve(target_port, r, w),
-        sock=socket.socket(fileno=listen_fd), limit=_CHUNK, backlog=1024,
+        sock=socket.socket(fileno=listen_fd),
+        limit=_CHUNK,
+        backlog=1024,
     )
     exited = asyncio.create_task(server.wait())
     stop_wait = asyncio.create_task(stopping.wait())

@@ -183,7 +183,10 @@ def test_alerts_are_written_once_with_ttl_and_a_replay_rewrites_nothing(
         assert int(row["expires_at"]["N"]) == epoch_s(alert.detected_at) + DAY_S
         parsed = alert_from_image(row)  # what the notifier will read
         assert (parsed.txn_ids, parsed.status, parsed.detected_at, parsed.rule_version) == (
-            alert.txn_ids, alert.status, alert.detected_at, alert.rule_version
+            alert.txn_ids,
+            alert.status,
+            alert.detected_at,
+            alert.rule_version,
         )
         assert row["trigger_txn_id"]["S"] == alert.trigger_txn_id
     written = sorted(int(row["written_at_ms"]["N"]) for row in rows.values())

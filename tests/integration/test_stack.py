@@ -146,12 +146,16 @@ def test_nothing_listens_beyond_loopback(stack: LocalStack) -> None:
     # ...because it lives in a namespace whose only interface is its own loopback.
     inside = subprocess.run(
         ["nsenter", "-t", str(java[0]), "-n", "ss", "-ltnH"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert re.search(r"(\*|0\.0\.0\.0|\[::\]):8000\b", inside), inside
     links = subprocess.run(
         ["nsenter", "-t", str(java[0]), "-n", "ip", "-o", "link"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.splitlines()
     assert [line.split(":")[1].strip() for line in links] == ["lo"]
 
@@ -266,10 +270,24 @@ def test_relay_many_connections_and_half_close(tmp_path: Path) -> None:
     listener.listen(512)
     port = listener.getsockname()[1]
     proc = subprocess.Popen(
-        ["unshare", "-rn", sys.executable, "-I", relay.__file__, "--listen-fd",
-         str(listener.fileno()), "--target-port", "9000", "--",
-         sys.executable, "-c", _ECHO, "9000"],
-        pass_fds=(listener.fileno(),), start_new_session=True,
+        [
+            "unshare",
+            "-rn",
+            sys.executable,
+            "-I",
+            relay.__file__,
+            "--listen-fd",
+            str(listener.fileno()),
+            "--target-port",
+            "9000",
+            "--",
+            sys.executable,
+            "-c",
+            _ECHO,
+            "9000",
+        ],
+        pass_fds=(listener.fileno(),),
+        start_new_session=True,
     )
     listener.close()
 
