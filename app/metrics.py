@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from hdrh.histogram import HdrHistogram
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -84,11 +85,14 @@ def _offset(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def consumer_lag(app: Any) -> list[PartitionLag]:
+def consumer_lag(app: Any, end_offsets: Mapping[Any, int] | None = None) -> list[PartitionLag]:
     """Lag per assigned source partition (changelogs excluded); [] before assignment.
 
-    Reads only what the consumer already knows (the highwater from its last fetch,
-    offsets recorded by Faust's monitor), so it never waits on the broker.
+    Reads only what is known already (the consumer's highwater from its last fetch,
+    offsets recorded by Faust's monitor, and ``end_offsets`` asked of the broker in the
+    background by :class:`EndOffsets`), so it never waits on the broker. The broker's
+    answer matters: a partition the consumer never fetches has no highwater of its own,
+    and without it such a stall would look idle.
     """
     try:
         consumer = app.consumer
@@ -110,6 +114,9 @@ def consumer_lag(app: Any) -> list[PartitionLag]:
             highwater = _offset(consumer.highwater(tp))
         except Exception:
             highwater = None
+        from_broker = _offset((end_offsets or {}).get(tp))
+        if from_broker is not None and (highwater is None or from_broker > highwater):
+            highwater = from_broker
         committed = _offset(committed_by_monitor.get(tp))
         if committed is None:
             committed = _offset(committed_at_start.get(tp))
@@ -118,6 +125,50 @@ def consumer_lag(app: Any) -> list[PartitionLag]:
         lag = None if highwater is None or done is None else max(0, highwater - done)
         lags.append(PartitionLag(tp.topic, tp.partition, highwater, committed, read, lag))
     return lags
+
+
+class EndOffsets:
+    """The broker's end offsets of the worker's assigned source partitions, refreshed
+    in the background by its own group-less consumer (``refresh`` every few seconds)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.offsets: dict[Any, int] = {}
+        self._consumer: Any = None
+        self._failing = False
+
+    async def refresh(self, app: Any) -> None:
+        try:
+            changelogs = set(app.tables.changelog_topics)
+            tps = [
+                tp
+                for tp in app.consumer.assignment()
+                if tp.topic not in changelogs and not tp.topic.endswith(LEADER_TOPIC_SUFFIX)
+            ]
+        except Exception:  # not started yet, or stopping
+            return
+        try:
+            if self._consumer is None:
+                self._consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self.bootstrap, enable_auto_commit=False
+                )
+                await self._consumer.start()
+            found = await self._consumer.end_offsets(
+                [TopicPartition(tp.topic, tp.partition) for tp in tps]
+            )
+            by_name = {(tp.topic, tp.partition): offset for tp, offset in found.items()}
+            self.offsets = {tp: by_name[(tp.topic, tp.partition)] for tp in tps}
+            self._failing = False
+        except Exception as exc:
+            # Stale end offsets only make a stall look idle for longer; say so once.
+            if not self._failing:
+                log.warning("cannot read end offsets for the stall watch: %r", exc)
+            self._failing = True
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
 
 
 @dataclass

@@ -51,6 +51,7 @@ from app.keys import card_partition
 from app.metrics import (
     CONTENT_TYPE,
     ConsumerWatch,
+    EndOffsets,
     PartitionLag,
     Sources,
     consumer_lag,
@@ -61,6 +62,7 @@ from app.metrics import (
 from app.models import iso_from_ms
 from app.pan import looks_like_pan
 from app.rulebook import rulebook
+from app.rules_io import bootstrap_servers
 from app.stats import HISTORY_SECONDS, stats
 from tables import card_alerts, card_state, high_value_counts
 
@@ -487,7 +489,7 @@ def stats_body(history: int) -> dict[str, Any]:
     by_rule: dict[str, dict[str, int]] = {}
     for (rule_id, status), n in sorted(stats.alerts.items()):
         by_rule.setdefault(rule_id, {})[status] = n
-    lags = consumer_lag(app)
+    lags = consumer_lag(app, end_offsets.offsets)
     uptime = max(time.time() - stats.started_at, 1e-6)
     body.update(
         {
@@ -526,6 +528,7 @@ class StatsView(View):
 
 
 watch = ConsumerWatch()
+end_offsets = EndOffsets(bootstrap_servers(settings.broker))
 
 
 def agent_states() -> dict[str, str]:
@@ -535,7 +538,7 @@ def agent_states() -> dict[str, str]:
 
 def observe_consumer() -> tuple[float, list[PartitionLag]]:
     """Feed the stall watch a fresh reading; returns (seconds stalled, the reading)."""
-    lags = consumer_lag(app)
+    lags = consumer_lag(app, end_offsets.offsets)
     paused = bool(getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False))
     return watch.observe(lags, time.monotonic(), paused=paused), lags
 
@@ -624,7 +627,7 @@ registry = new_registry(
     Sources(
         stats=stats,
         rules=rulebook.all,
-        lag=lambda: consumer_lag(app),
+        lag=lambda: consumer_lag(app, end_offsets.offsets),
         sink_topic=alerts_topic.get_topic_name(),
     )
 )
@@ -665,6 +668,10 @@ class DashboardView(View):
         return self.bytes(found[0], headers={"Content-Type": found[1], **STATIC_HEADERS})
 
 
+async def refresh_end_offsets() -> None:
+    await end_offsets.refresh(app)
+
+
 async def sample_every_second() -> None:
     """Close a second of history (charts, throughput) and refresh the stall watch."""
     stats.tick()
@@ -687,3 +694,4 @@ _register(HealthView, "/healthz", "/healthz/")
 _register(ReadyView, "/readyz", "/readyz/")
 _register(MetricsView, "/metrics", "/metrics/")
 app.timer(1.0, name="web.sample_every_second")(sample_every_second)
+app.timer(2.0, name="web.refresh_end_offsets")(refresh_end_offsets)

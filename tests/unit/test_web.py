@@ -107,7 +107,7 @@ def worker(monkeypatch: pytest.MonkeyPatch) -> WorkerStats:
     """A fresh WorkerStats and a runtime where this worker owns every card."""
     fresh = WorkerStats()
     monkeypatch.setattr(web, "stats", fresh)
-    monkeypatch.setattr(web, "consumer_lag", lambda app: [])
+    monkeypatch.setattr(web, "consumer_lag", lambda app, ends=None: [])
     monkeypatch.setattr(web, "watch", ConsumerWatch())
     monkeypatch.setattr(web, "locate_card", lambda card: web.CardOwner(2, web.my_url(), True))
     monkeypatch.setattr(web, "owns_partition", lambda partition: True)
@@ -435,7 +435,7 @@ def test_stats_has_the_old_fields_and_the_new_ones(
         worker.decision_latency.record_value(latency_us)
     worker.tick(now=time.time())
     lag = PartitionLag("payments.raw", 0, highwater=20, committed=15, read=17, lag=5)
-    monkeypatch.setattr(web, "consumer_lag", lambda app: [lag])
+    monkeypatch.setattr(web, "consumer_lag", lambda app, ends=None: [lag])
 
     async def check(session: aiohttp.ClientSession, base: str) -> None:
         status, body = await get(session, f"{base}/stats?history=5")
@@ -514,7 +514,7 @@ def test_healthz_is_503_when_the_consumer_stalls_past_the_limit(
 ) -> None:
     stuck = [PartitionLag("payments.raw", 1, highwater=100, committed=10, read=9, lag=90)]
     monkeypatch.setattr(web, "agent_states", lambda: {"detect": "running"})
-    monkeypatch.setattr(web, "consumer_lag", lambda app: stuck)
+    monkeypatch.setattr(web, "consumer_lag", lambda app, ends=None: stuck)
     web.watch.observe(stuck, time.monotonic() - web.STALL_LIMIT_S - 5)
 
     async def check(session: aiohttp.ClientSession, base: str) -> None:
@@ -546,6 +546,26 @@ def test_consumer_lag_reads_source_partitions_only() -> None:
     ]
     not_started = SimpleNamespace(consumer=SimpleNamespace(assignment=lambda: 1 / 0))
     assert metrics.consumer_lag(not_started) == []
+
+
+def test_a_partition_the_consumer_never_fetches_is_a_stall_not_idle() -> None:
+    payments = "payments.raw"
+    consumer = SimpleNamespace(
+        assignment=lambda: {TP(payments, 0)},
+        highwater=lambda tp: None,  # never fetched: the consumer knows no highwater
+        _committed_offset={TP(payments, 0): 40},
+    )
+    fake_app = SimpleNamespace(
+        consumer=consumer,
+        tables=SimpleNamespace(changelog_topics=set()),
+        monitor=SimpleNamespace(tp_committed_offsets={}, tp_read_offsets={}),
+    )
+    assert metrics.consumer_lag(fake_app)[0].lag is None  # looks idle on its own
+    (lag,) = metrics.consumer_lag(fake_app, {TP(payments, 0): 75})
+    assert lag.highwater == 75 and lag.lag == 35
+    watch = ConsumerWatch()
+    assert watch.observe([lag], now=0.0) == 0.0
+    assert watch.observe([lag], now=61.0) == 61.0
 
 
 def test_consumer_watch_counts_only_waiting_without_reading() -> None:
