@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps lint test test-slow demo bench bench-seed lambda-zip clean
+.PHONY: venv deps lint test test-slow demo bench bench-seed bench-takeover lambda-zip clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: venv deps
 # The same with the seed rule only (no repartition traffic), written beside the default run.
 bench-seed: venv deps
 	$(PY) -m bench.pipeline --rules bench/seed_only.yaml --no-bare --output bench/results/pipeline-seed.json
+
+# How long partitions go unserved on a graceful handover, a join and a SIGKILL (3 runs).
+bench-takeover: venv deps
+	$(PY) -m bench.takeover --repeat 3
 
 # The notifier Lambda's deployment package, with slack_sdk and Powertools, in build/notifier.zip.
 lambda-zip: venv

@@ -110,8 +110,10 @@ app = FraudApp(
     # Alerts and DLQ records are sent (and alerts awaited) inside the agent;
     # a short commit interval keeps the replay after a crash small.
     broker_commit_interval=1.0,
-    # A dead worker's partitions move after 10 s instead of Faust's 60 s default.
-    broker_session_timeout=10.0,
+    # A dead worker's partitions move once its session times out: 6 s is the broker's
+    # smallest allowed (group.min.session.timeout.ms). Faust runs the consumer, and so its
+    # heartbeats, in a thread of its own, so a busy event loop does not miss them.
+    broker_session_timeout=6.0,
     broker_heartbeat_interval=1.0,
     producer_acks=-1,
     # Changelog writes, forwarded payments and DLQ records batch for up to 5 ms.
