@@ -185,7 +185,8 @@ async def forward_to_groups(message: Any, payment: Payment) -> None:
 async def rekey_by_card(message: Any, payment: Payment) -> None:
     """Send a payment keyed by something else to its card's partition (agents.grouped)."""
     stats.rekeyed += 1
-    partitions = regroup_topic.partitions or settings.partitions or 1
+    # Settled at start-up from the topics (FraudApp.settle_partitions).
+    partitions = int(app.conf.topic_partitions)
     await forward(
         message,
         group_record_key(CARD_GROUP, payment.card_id),
