@@ -6,6 +6,8 @@ import re
 
 _PAN_CANDIDATE = re.compile(r"\d{13,19}")
 _DIGIT_RUN = re.compile(rb"\d{13,19}")
+# A card number as data-loss scanners see one: 13-19 digits that no other digit touches.
+_DELIMITED_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -22,6 +24,11 @@ def luhn_valid(digits: str) -> bool:
 
 def looks_like_pan(text: str) -> bool:
     return bool(_PAN_CANDIDATE.fullmatch(text)) and luhn_valid(text)
+
+
+def contains_pan(text: str) -> bool:
+    """A card number anywhere in ``text``, e.g. ``txn-4111111111111111``."""
+    return any(luhn_valid(run.group(0)) for run in _DELIMITED_RUN.finditer(text))
 
 
 def redact_pans(raw: bytes) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 import pycountry
 
 from app.models import PAYMENT_FIELDS, Payment
-from app.pan import looks_like_pan
+from app.pan import contains_pan
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
@@ -118,14 +118,12 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
             raise InvalidPayment("bad_type", f"field {name!r} must be a non-empty string")
         if len(value) > _MAX_ID_LENGTH:
             raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
-    if looks_like_pan(body["card_id"]):
-        raise InvalidPayment(
-            "pan_in_card_id", "field 'card_id' looks like a card number, not a token"
-        )
+    if contains_pan(body["card_id"]):
+        raise InvalidPayment("pan_in_card_id", "field 'card_id' holds a card number, not a token")
     for name in _STRING_FIELDS:
         # A PAN in any other field would flow into topics, state and alerts in clear.
-        if looks_like_pan(body[name].strip()):
-            raise InvalidPayment("pan_in_field", f"field {name!r} looks like a card number")
+        if contains_pan(body[name]):
+            raise InvalidPayment("pan_in_field", f"field {name!r} holds a card number")
 
     amount = parse_amount(body["amount"], limits)
     currency = body["currency"]

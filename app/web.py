@@ -60,7 +60,7 @@ from app.metrics import (
     sink_snapshot,
 )
 from app.models import iso_from_ms
-from app.pan import looks_like_pan
+from app.pan import contains_pan
 from app.rulebook import rulebook
 from app.rules_io import bootstrap_servers
 from app.stats import HISTORY_SECONDS, stats
@@ -141,7 +141,7 @@ def parse_card_id(text: str, parameter: str = "card_id") -> str:
         raise BadParameter(parameter, "must be a non-empty card token")
     if len(text) > MAX_ID_LENGTH:
         raise BadParameter(parameter, f"is longer than {MAX_ID_LENGTH} characters")
-    if looks_like_pan(text):
+    if contains_pan(text):
         # The pipeline never holds card numbers; nor should a URL or a log line.
         raise BadParameter(parameter, "looks like a card number; use the card token")
     return text

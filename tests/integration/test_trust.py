@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -113,6 +115,37 @@ def dead_letters(pipeline: Pipeline, expected: int) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records]
 
 
+def fuzz_records(rng: random.Random, count: int) -> list[tuple[bytes | None, bytes | None]]:
+    """Random bytes and random JSON objects over the payment's field names, keys random too."""
+    names = sorted(json.loads(payment("tok", "t", now_ms()).to_json()))
+
+    def value(depth: int = 0) -> Any:
+        kind = rng.randrange(7 if depth < 3 else 5)
+        if kind == 0:
+            return rng.randint(-(10**30), 10**30)
+        if kind == 1:
+            return rng.choice([1e308, -0.0, 3.5, 1e-300])
+        if kind == 2:
+            return "".join(chr(rng.randrange(32, 0x2FFF)) for _ in range(rng.randrange(20)))
+        if kind == 3:
+            return rng.choice([None, True, False])
+        if kind == 4:
+            return rng.choice(["EUR", "DE", "5411", "1000.00", iso_from_ms(now_ms())])
+        if kind == 5:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(names): value(depth + 1) for _ in range(rng.randrange(4))}
+
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for index in range(count):
+        key = None if index % 5 == 0 else rng.randbytes(rng.randrange(1, 24))
+        if index % 2:
+            records.append((key, rng.randbytes(rng.randrange(0, 512))))
+        else:
+            body = {name: value() for name in names if rng.random() < 0.8}
+            records.append((key, json.dumps(body).encode()))
+    return records
+
+
 def poison_records() -> list[tuple[bytes | None, bytes | None, str]]:
     """(key, value, the DLQ reason it must get): each once stopped or fooled the agent."""
     return [
@@ -168,6 +201,18 @@ def test_poison_records_are_dead_lettered_and_every_burst_around_them_alerts(
         alerts = alerts_on(pipeline, len(expected), idle_s=2.0, timeout_s=120.0)
         dead = dead_letters(pipeline, 3 * len(poisons))
 
+        # Random bytes and random JSON (seeded): each is a reason on the DLQ, never a crash.
+        fuzz = fuzz_records(random.Random(8), 60)
+        fuzz_burst = burst("tok_fuzz", "fuzz", now_ms() - 30_000)
+        run(
+            produce(
+                pipeline.stack.bootstrap,
+                pipeline.payments,
+                [*fuzz, *((b"tok_fuzz", p.to_json()) for p in fuzz_burst)],
+            )
+        )
+        fuzzed = dead_letters(pipeline, 3 * len(poisons) + len(fuzz))
+
         # 100 poison records, then a burst: it alerts within 2 s of its last payment.
         late_start = now_ms()
         tail = [(key, value) for _ in range(10) for key, value, _ in poisons]
@@ -179,7 +224,7 @@ def test_poison_records_are_dead_lettered_and_every_burst_around_them_alerts(
                 [*tail, *((b"tok_behind", p.to_json()) for p in last_burst)],
             )
         )
-        every = alerts_on(pipeline, len(expected) + 2, idle_s=2.0, timeout_s=120.0)
+        every = alerts_on(pipeline, len(expected) + 4, idle_s=2.0, timeout_s=120.0)
         behind = [a for a in every if a.group_key == "tok_behind"]
         status, health = http(worker, "GET", "/healthz")
         assert worker.process is not None and worker.process.poll() is None, "worker alive"
@@ -193,6 +238,13 @@ def test_poison_records_are_dead_lettered_and_every_burst_around_them_alerts(
     oversize = next(d for d in dead if d["reason"] == "oversize")
     assert oversize["original_truncated"] is True and oversize["original_size"] > 1_000_000
     assert len(oversize["original_sha256"]) == 64
+    # Every fuzz record is on the DLQ too, each with a reason of its own kind.
+    assert len(fuzzed) == 3 * len(poisons) + len(fuzz)
+    assert "internal_error" not in Counter(d["reason"] for d in fuzzed)
+    assert {a.rule_id for a in every if a.group_key == "tok_fuzz"} == {
+        "high-value-burst",
+        "big-spend",
+    }
     assert {a.rule_id for a in behind} == {"high-value-burst", "big-spend"}
     for alert in behind:
         detected_ms = datetime.fromisoformat(alert.detected_at).timestamp() * 1000

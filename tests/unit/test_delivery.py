@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents import delivery
 from app.failures import Failures
 from app.models import DLQ_ORIGINAL_LIMIT, DeadLetter
+from app.pan import contains_pan
 from app.stats import WorkerStats
 
 PAN = b"4111111111111111"
@@ -122,3 +125,17 @@ def test_a_refused_dead_letter_is_retried_not_dropped(
     dlq.refuse = 2
     asyncio.run(delivery.dead_letter(Message(), "alert_undecodable", "x", wait=True))
     assert len(dlq.sent) == 2 and len(slept) == 5
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.one_of(st.none(), st.binary(max_size=64)), value=st.one_of(st.none(), st.binary()))
+def test_any_record_makes_a_dlq_record_without_a_card_number(
+    key: bytes | None, value: bytes | None
+) -> None:
+    message = Message(key=None if key is None else key + b"-" + PAN, value=value)
+    body = json.loads(DeadLetter.for_message(message, "unparseable", "x").to_json())
+    assert PAN not in base64.b64decode(body["original_key_b64"] or "")
+    for name in ("original_b64", "original_key_b64"):
+        if body[name] is not None:
+            shown = base64.b64decode(body[name]).decode("latin-1")
+            assert not contains_pan(shown), "no card number a scanner would find"

@@ -137,11 +137,20 @@ def test_amount_bounds_are_settings() -> None:
 
 
 @pytest.mark.parametrize("field", ["txn_id", "account_id", "merchant_id", "device_id", "ip"])
-def test_a_card_number_in_any_identifier_is_refused(field: str) -> None:
+@pytest.mark.parametrize(
+    "value", ["4111111111111111", "txn-4111111111111111", "ab4111111111111111"]
+)
+def test_a_card_number_in_any_identifier_is_refused(field: str, value: str) -> None:
     with pytest.raises(InvalidPayment) as caught:
-        parse_payment(encode(good(**{field: "4111111111111111"})), NOW_MS)
+        parse_payment(encode(good(**{field: value})), NOW_MS)
     assert caught.value.reason == "pan_in_field" and field in caught.value.detail
     assert "4111111111111111" not in caught.value.detail
+
+
+def test_long_digit_runs_that_are_not_card_numbers_pass() -> None:
+    # 17 digits, and a millisecond timestamp failing Luhn: not card numbers to a scanner.
+    for value in ("txn-14111111111111111", "1795000000001"):
+        assert parse_payment(encode(good(txn_id=value)), NOW_MS).txn_id == value
 
 
 @settings(max_examples=300, deadline=None)
