@@ -1,11 +1,30 @@
-"""fraud-detection: the Faust app. ``faust -A app worker -l info`` starts a worker."""
+"""fraud-detection. ``faust -A app worker -l info`` starts a worker.
 
-from app.faust_app import app
+Importing a module of this package wires nothing: ``import app.detection`` (the engine),
+``app.models`` or ``app.rules`` reads no setting and builds no Faust app, so a backtest, a
+notebook or a Lambda can use them. The worker is wired by :func:`wire`, which Faust's
+``-A app`` reaches by asking this package for its ``app`` attribute.
+"""
 
-# Registering agents, tables, web views and CLI commands is a side effect of import.
-import agents  # noqa: F401  isort: skip
-from app import commands as _commands  # noqa: F401  isort: skip
-from app import rules_api as _rules_api  # noqa: F401  isort: skip
-from app import web as _web  # noqa: F401  isort: skip
+from __future__ import annotations
 
-__all__ = ["app"]
+import importlib
+from typing import Any
+
+# The modules whose Faust decorators register tables, agents, web views and CLI commands.
+WIRING = ("tables", "agents", "app.commands", "app.rules_api", "app.web")
+
+
+def wire() -> Any:
+    """The Faust app with everything registered on it (idempotent)."""
+    faust_app = importlib.import_module("app.faust_app").app
+    for module in WIRING:
+        importlib.import_module(module)
+    globals()["app"] = faust_app
+    return faust_app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return wire()
+    raise AttributeError(f"module 'app' has no attribute {name!r}")
