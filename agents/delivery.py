@@ -1,7 +1,7 @@
 """Getting records out: the one dead-letter path and the one retry policy for sends.
 
 Every agent dead-letters through :func:`dead_letter` and retries Kafka sends through
-:func:`send_acknowledged`, which backs off with full jitter (``app.dynamo.backoff_delay``,
+:func:`send_acknowledged`, which backs off with full jitter (``app.delivery.backoff.backoff_delay``,
 the same policy the DynamoDB writer uses) and never gives up: a record whose output
 Kafka refuses stays unacknowledged, so its offset is not committed and nothing is lost.
 
@@ -17,11 +17,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from app.dynamo import backoff_delay
-from app.failures import failures
-from app.faust_app import dlq_topic
-from app.models import DeadLetter
-from app.stats import stats
+from app.delivery.backoff import backoff_delay
+from app.delivery.dead_letter import DeadLetter
+from app.worker.failures import failures
+from app.worker.faust_app import dlq_topic
+from app.worker.stats import stats
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from agents.delivery import dead_letter, guarded
 from agents.payments import LIMITS, apply_rules, decide_for_card
-from app.faust_app import app, regroup_topic
-from app.keys import split_group_record_key
-from app.rulebook import CARD_GROUP, rulebook
-from app.stats import stats
-from app.validation import InvalidPayment, parse_payment
+from app.detection.keys import split_group_record_key
+from app.detection.rulebook import CARD_GROUP, rulebook
+from app.detection.validation import InvalidPayment, parse_payment
+from app.worker.faust_app import app, regroup_topic
+from app.worker.stats import stats
 from tables import group_state
 
 

@@ -24,16 +24,16 @@ import time
 from typing import Any
 
 from agents.delivery import dead_letter, guarded, send_acknowledged
-from app.detection import KeyState, evaluate
-from app.emitted import RecentIds, load_tail
-from app.faust_app import alerts_topic, app, payments_topic, regroup_topic, settings
-from app.keys import card_partition, group_record_key
-from app.models import Alert, Payment
-from app.rulebook import CARD_GROUP, rulebook
-from app.rules import Rule
-from app.rules_io import bootstrap_servers
-from app.stats import stats
-from app.validation import InvalidPayment, Limits, parse_payment
+from app.delivery.published import RecentIds, load_tail
+from app.detection.engine import KeyState, evaluate
+from app.detection.keys import card_partition, group_record_key
+from app.detection.models import Alert, Payment
+from app.detection.rulebook import CARD_GROUP, rulebook
+from app.detection.rules import Rule
+from app.detection.validation import InvalidPayment, Limits, parse_payment
+from app.rules_admin.topic import bootstrap_servers
+from app.worker.faust_app import alerts_topic, app, payments_topic, regroup_topic, settings
+from app.worker.stats import stats
 from tables import (
     RECENT_ALERTS_PER_CARD,
     card_alerts,

@@ -13,11 +13,11 @@ import asyncio
 import logging
 import time
 
-from app.dynamo import backoff_delay
-from app.faust_app import app, settings
-from app.rulebook import rulebook
-from app.rules_io import bootstrap_servers, follow
-from app.stats import stats
+from app.delivery.backoff import backoff_delay
+from app.detection.rulebook import rulebook
+from app.rules_admin.topic import bootstrap_servers, follow
+from app.worker.faust_app import app, settings
+from app.worker.stats import stats
 
 log = logging.getLogger(__name__)
 

@@ -57,11 +57,12 @@ from botocore.config import Config
 from hdrh.histogram import HdrHistogram
 
 from agents.delivery import dead_letter
-from app.dynamo import ErrorKind, backoff_delay, classify_error, error_code, put_request
-from app.failures import failures
-from app.faust_app import alerts_topic, app, settings
-from app.models import Alert
-from app.stats import new_histogram, percentiles_ms
+from app.delivery.backoff import backoff_delay
+from app.delivery.dynamodb import ErrorKind, classify_error, error_code, put_request
+from app.detection.models import Alert
+from app.worker.failures import failures
+from app.worker.faust_app import alerts_topic, app, settings
+from app.worker.stats import new_histogram, percentiles_ms
 
 log = logging.getLogger(__name__)
 

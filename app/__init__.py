@@ -1,9 +1,15 @@
 """fraud-detection. ``faust -A app worker -l info`` starts a worker.
 
-Importing a module of this package wires nothing: ``import app.detection`` (the engine),
-``app.models`` or ``app.rules`` reads no setting and builds no Faust app, so a backtest, a
-notebook or a Lambda can use them. The worker is wired by :func:`wire`, which Faust's
-``-A app`` reaches by asking this package for its ``app`` attribute.
+Importing a module of this package wires nothing: the engine (``app.detection``) reads no
+setting and builds no Faust app, so a backtest, a notebook or a Lambda can use it. The
+worker is wired by :func:`wire`, which Faust's ``-A app`` reaches by asking this package
+for its ``app`` attribute.
+
+Where things are, in the order data flows: ``detection`` (validation, rules, the engine),
+``worker`` (the Faust app, settings, start-up checks, counters), ``delivery`` (dead letters,
+published ids, DynamoDB items, backoff), ``rules_admin`` (rules topic and HTTP API),
+``web`` (views, metrics, dashboard), ``cli`` (Faust commands), ``generator`` (test traffic).
+Agents and tables live in the top-level ``agents`` and ``tables`` packages.
 """
 
 from __future__ import annotations
@@ -12,12 +18,12 @@ import importlib
 from typing import Any
 
 # The modules whose Faust decorators register tables, agents, web views and CLI commands.
-WIRING = ("tables", "agents", "app.commands", "app.rules_api", "app.web")
+WIRING = ("tables", "agents", "app.cli", "app.rules_admin.http", "app.web.views")
 
 
 def wire() -> Any:
     """The Faust app with everything registered on it (idempotent)."""
-    faust_app = importlib.import_module("app.faust_app").app
+    faust_app = importlib.import_module("app.worker.faust_app").app
     for module in WIRING:
         importlib.import_module(module)
     globals()["app"] = faust_app

@@ -20,7 +20,7 @@ from typing import IO, Any
 from aiokafka import AIOKafkaProducer
 from faker import Faker
 
-from app.models import Payment, iso_from_ms
+from app.detection.models import Payment, iso_from_ms
 
 CURRENCY_BY_COUNTRY = {
     "US": "USD",

@@ -13,7 +13,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from app.stats import new_histogram, percentiles_ms
+from app.worker.stats import new_histogram, percentiles_ms
 
 
 async def pipe(bootstrap: str, source: str, sink: str, count: int) -> dict[str, object]:

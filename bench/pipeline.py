@@ -26,8 +26,8 @@ from aiokafka import AIOKafkaProducer
 from hdrh.histogram import HdrHistogram
 
 from app.generator import PaymentGenerator
-from app.rules_io import load_rule_file, publish
-from app.stats import new_histogram, percentiles_ms
+from app.rules_admin.topic import load_rule_file, publish
+from app.worker.stats import new_histogram, percentiles_ms
 from infra.local.stack import LocalStack, Topic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rules",
         type=Path,
-        default=REPO / "app" / "default_rules.yaml",
+        default=REPO / "app" / "rules_admin" / "default_rules.yaml",
         help="rules to publish (default: the shipped ones, one of which needs the repartition)",
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare aiokafka pipe")

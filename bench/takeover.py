@@ -36,10 +36,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.keys import card_partition
-from app.models import Alert, Payment, iso_from_ms
-from app.rules import parse_rule
-from app.rules_io import publish
+from app.detection.keys import card_partition
+from app.detection.models import Alert, Payment, iso_from_ms
+from app.detection.rules import parse_rule
+from app.rules_admin.topic import publish
 from bench.pipeline import free_port
 from infra.local.stack import LocalStack, Topic
 

@@ -8,12 +8,12 @@ from typing import Any, cast
 
 import faust
 
-from app.faust_app import PARTITIONS, app
+from app.worker.faust_app import PARTITIONS, app
 
 JSON_SCHEMA: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
 
 # The state of each card: newest event time and every card-keyed rule's pool of
-# unused qualifying events (see app.detection). One read and one write per payment.
+# unused qualifying events (see app.detection.engine). One read and one write per payment.
 card_state = app.Table(
     "card-state",
     default=None,

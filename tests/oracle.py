@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from app.models import Payment
-from app.rules import Rule
+from app.detection.models import Payment
+from app.detection.rules import Rule
 
 
 def aggregate(rule: Rule, events: Sequence[Payment]) -> Decimal:

@@ -25,12 +25,12 @@ from typing import IO
 
 from aiokafka import AIOKafkaConsumer
 
-from app.rules_io import load_rule_file, publish
+from app.rules_admin.topic import load_rule_file, publish
 from infra.local.stack import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-DEFAULT_RULES = REPO / "app" / "default_rules.yaml"
+DEFAULT_RULES = REPO / "app" / "rules_admin" / "default_rules.yaml"
 
 
 def _spawn(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.rules import SEED_RULE
+from app.detection.rules import SEED_RULE
 from infra.local.stack import LocalStack
 from tests.integration.harness import Pipeline
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.models import Alert
-from app.rules import Rule
-from app.rules_io import publish
+from app.detection.models import Alert
+from app.detection.rules import Rule
+from app.rules_admin.topic import publish
 from infra.local.stack import LocalStack, Topic
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from app.models import Alert, Payment
-from app.rules import SEED_RULE
+from app.detection.models import Alert, Payment
+from app.detection.rules import SEED_RULE
 from infra.local.stack import LocalStack
 from tests.integration.harness import Pipeline, Worker, alerts_on, keyed, produce, run, wait_until
 from tests.integration.test_pipeline import generated_stream

@@ -34,8 +34,8 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.models import Payment, iso_from_ms
-from app.rules import SEED_RULE
+from app.detection.models import Payment, iso_from_ms
+from app.detection.rules import SEED_RULE
 from tests.integration.harness import Pipeline, Worker, wait_until
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from app.detection.models import Payment, iso_from_ms
+from app.detection.rules import SEED_RULE
 from app.generator import PaymentGenerator
-from app.models import Payment, iso_from_ms
-from app.rules import SEED_RULE
 from tests.integration.harness import (
     Pipeline,
     alerts_on,

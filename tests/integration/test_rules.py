@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from aiokafka.partitioner import murmur2
 
-from app.models import Alert, Payment, iso_from_ms
-from app.rules import SEED_RULE, parse_rule
-from app.rules_io import publish
+from app.detection.models import Alert, Payment, iso_from_ms
+from app.detection.rules import SEED_RULE, parse_rule
+from app.rules_admin.topic import publish
 from tests.integration.harness import FAUST, REPO, Pipeline, Worker, produce, read_all, run
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.models import Alert, alert_id_for, iso_from_ms
+from app.detection.models import Alert, alert_id_for, iso_from_ms
 from infra.local.stack import LocalStack
 from lambdas.notifier.alert import alert_from_image
 from tests.integration.harness import Pipeline, Worker, produce, run, wait_until

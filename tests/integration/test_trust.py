@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.models import Payment, iso_from_ms
-from app.rules import SEED_RULE, parse_rule
-from app.rules_io import publish
+from app.detection.models import Payment, iso_from_ms
+from app.detection.rules import SEED_RULE, parse_rule
+from app.rules_admin.topic import publish
 from infra.local.stack import LocalStack
 from tests.integration.harness import (
     FAUST,

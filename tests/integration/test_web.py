@@ -16,10 +16,10 @@ import pytest
 from aiokafka.partitioner import murmur2
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.detection.keys import card_partition
+from app.detection.models import Payment, iso_from_ms
+from app.detection.rules import SEED_RULE
 from app.generator import PaymentGenerator
-from app.keys import card_partition
-from app.models import Payment, iso_from_ms
-from app.rules import SEED_RULE
 from tests.integration.harness import Pipeline, Worker, keyed, produce, run
 from tests.oracle import oracle
 

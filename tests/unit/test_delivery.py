@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents import delivery
-from app.failures import Failures
-from app.models import DLQ_ORIGINAL_LIMIT, DeadLetter
-from app.pan import contains_pan
-from app.stats import WorkerStats
+from app.delivery.dead_letter import DLQ_ORIGINAL_LIMIT, DeadLetter
+from app.detection.pan import contains_pan
+from app.worker.failures import Failures
+from app.worker.stats import WorkerStats
 
 PAN = b"4111111111111111"
 

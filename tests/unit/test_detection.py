@@ -15,9 +15,9 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.detection import KeyState, evaluate
-from app.models import Alert, Payment, alert_id_for, iso_from_ms
-from app.rules import SEED_RULE, Rule, parse_rule
+from app.detection.engine import KeyState, evaluate
+from app.detection.models import Alert, Payment, alert_id_for, iso_from_ms
+from app.detection.rules import SEED_RULE, Rule, parse_rule
 from tests.oracle import aggregate, meets, oracle
 
 LATENESS_MS = 60_000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.emitted import RecentIds
+from app.delivery.published import RecentIds
 
 
 def test_recent_ids_keep_the_newest_and_stay_bounded() -> None:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from app.failures import Failures
+from app.worker.failures import Failures
 
 
 def test_internal_errors_log_once_per_class_per_minute_and_never_the_card_number(
@@ -14,7 +14,7 @@ def test_internal_errors_log_once_per_class_per_minute_and_never_the_card_number
 ) -> None:
     clock = [0.0]
     failures = Failures(max_internal_errors_per_minute=100, clock=lambda: clock[0])
-    with caplog.at_level(logging.ERROR, logger="app.failures"):
+    with caplog.at_level(logging.ERROR, logger="app.worker.failures"):
         for _ in range(50):
             failures.internal_error("detect", KeyError("4111111111111111"), "p[0]@1")
         failures.internal_error("detect", ValueError("x"), "p[0]@2")

@@ -12,9 +12,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_engine_imports_without_faust_or_settings() -> None:
     probe = (
         "import os, sys; os.environ['FRAUD_PARTITIONS'] = 'not-a-number';"
-        "import app.detection, app.models, app.rules, app.validation;"
+        "import app.detection.engine, app.detection.models;"
+        "import app.detection.rules, app.detection.validation;"
         "assert 'faust' not in sys.modules, 'faust imported';"
-        "assert 'app.faust_app' not in sys.modules, 'the app was built'"
+        "assert 'app.worker.faust_app' not in sys.modules, 'the app was built'"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=False

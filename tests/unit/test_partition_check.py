@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.partition_check import DEFAULT_PARTITIONS, PartitionMismatch, plan_partitions
+from app.worker.partition_check import DEFAULT_PARTITIONS, PartitionMismatch, plan_partitions
 
 CHANGELOG = "fraud-detection-card-state-changelog"
 REGROUP = "fraud-detection-payments-by-group"

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from app import rulebook as rulebook_module
-from app.rulebook import RuleBook
-from app.rules import SEED_RULE, RuleError, parse_rule
-from app.rules_io import load_rule_file, with_status
+from app.detection import rulebook as rulebook_module
+from app.detection.rulebook import RuleBook
+from app.detection.rules import SEED_RULE, RuleError, parse_rule
+from app.rules_admin.topic import load_rule_file, with_status
+
+SHIPPED_RULES = Path(__file__).resolve().parents[2] / "app" / "rules_admin" / "default_rules.yaml"
 
 
 def seed(**changes: Any) -> dict[str, Any]:
@@ -140,7 +142,7 @@ def test_rule_files_hold_one_rule_or_a_list_in_json_or_yaml(tmp_path: Path) -> N
     single = tmp_path / "one.json"
     single.write_text(json.dumps(seed()))
     assert load_rule_file(single) == [SEED_RULE]
-    shipped = load_rule_file(Path(__file__).parents[2] / "app" / "default_rules.yaml")
+    shipped = load_rule_file(SHIPPED_RULES)
     assert len(shipped) >= 4
     assert {r.aggregate for r in shipped} == {"count", "sum", "distinct_count"}
     broken = tmp_path / "broken.yaml"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import SettingsError, load_settings
+from app.worker.settings import SettingsError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,19 +21,19 @@ from hypothesis import strategies as st
 
 from agents import sink as sink_module
 from agents.sink import AlertWriter, SinkStats, run_sink, sink_events
-from app.dynamo import (
+from app.delivery.backoff import backoff_delay
+from app.delivery.dynamodb import (
     CONDITION_NEW_ALERT,
     TTL_SECONDS,
     ErrorKind,
     alert_item,
-    backoff_delay,
     classify_error,
     error_code,
     expires_at,
     put_request,
 )
-from app.models import Alert, iso_from_ms
-from app.settings import SettingsError, load_settings
+from app.detection.models import Alert, iso_from_ms
+from app.worker.settings import SettingsError, load_settings
 from lambdas.notifier.alert import alert_from_image, classify_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -261,7 +261,7 @@ def test_bad_sink_enabled_names_the_variable() -> None:
 def test_agent_is_registered_only_when_enabled(flag: str, registered: bool) -> None:
     code = (
         "import agents.sink as s\n"
-        "from app.faust_app import app\n"
+        "from app.worker.faust_app import app\n"
         "names = {a.name for a in app.agents.values()}\n"
         "print(hasattr(s, 'sink_agent'), 'dynamodb-sink' in names)\n"
     )

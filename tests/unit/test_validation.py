@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.models import iso_from_ms
-from app.pan import redact_pans
-from app.validation import InvalidPayment, Limits, parse_payment
+from app.detection.models import iso_from_ms
+from app.detection.pan import redact_pans
+from app.detection.validation import InvalidPayment, Limits, parse_payment
 
 NOW_MS = 1_795_000_000_000
 

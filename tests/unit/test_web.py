@@ -26,14 +26,15 @@ from faust.windows import TumblingWindow
 from hdrh.histogram import HdrHistogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics, web
-from app.failures import Failures
-from app.faust_app import app as faust_app
-from app.keys import card_partition
-from app.metrics import ConsumerWatch, PartitionLag, Sources, hdr_buckets, new_registry
-from app.models import Alert, iso_from_ms
-from app.rules import SEED_RULE, parse_rule
-from app.stats import WorkerStats, new_histogram
+from app.detection.keys import card_partition
+from app.detection.models import Alert, iso_from_ms
+from app.detection.rules import SEED_RULE, parse_rule
+from app.web import metrics
+from app.web import views as web
+from app.web.metrics import ConsumerWatch, PartitionLag, Sources, hdr_buckets, new_registry
+from app.worker.failures import Failures
+from app.worker.faust_app import app as faust_app
+from app.worker.stats import WorkerStats, new_histogram
 from tables import card_state
 
 NOW_MS = 1_764_338_587_250  # 2025-11-28T14:03:07.250Z
@@ -43,7 +44,7 @@ CARD = "tok_0123456789abcdef"
 
 
 def fresh_application() -> aioweb.Application:
-    """The worker's routes (registered at import by app.web) on a new aiohttp app."""
+    """The worker's routes (registered at import by app.web.views) on a new aiohttp app."""
     application = aioweb.Application()
     # ``web_app`` is on Faust's aiohttp driver, not on the generic Web interface.
     routes = faust_app.web.web_app.router.routes()  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from collections import deque
 
 from aiokafka import AIOKafkaConsumer
 
-from app.rules_io import topic_partitions
+from app.rules_admin.topic import topic_partitions
 
 log = logging.getLogger(__name__)
 

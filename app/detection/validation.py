@@ -14,8 +14,8 @@ from typing import Any
 
 import pycountry
 
-from app.models import PAYMENT_FIELDS, Payment
-from app.pan import contains_pan
+from app.detection.models import PAYMENT_FIELDS, Payment
+from app.detection.pan import contains_pan
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)

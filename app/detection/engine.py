@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from app.models import Alert, Payment, alert_id_for, iso_from_ms
-from app.rules import Rule
+from app.detection.models import Alert, Payment, alert_id_for, iso_from_ms
+from app.detection.rules import Rule
 
 Entry = tuple[int, str, str, str, str]  # (ts_ms, txn_id, amount, country, distinct value)
 

@@ -12,15 +12,13 @@ and numbers never pass through ``float`` or ``Decimal`` on the way.
 from __future__ import annotations
 
 import enum
-import random
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from botocore import exceptions as botocore_exceptions
 
-from app.models import Alert
+from app.detection.models import Alert
 
 # The table's TTL attribute deletes a row this long after the alert was detected.
 TTL_SECONDS = 24 * 3600
@@ -106,26 +104,6 @@ def classify_error(exc: BaseException) -> ErrorKind:
     ):
         return ErrorKind.TRANSIENT
     return ErrorKind.NON_RETRYABLE
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    base: float = 0.05,
-    cap: float = 10.0,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Seconds to wait before retry ``attempt`` (1 = first retry): exponential, full jitter.
-
-    Full jitter (uniform over ``[0, min(cap, base * 2**(attempt-1))]``) spreads the
-    retries of many workers hit by the same throttling or outage instead of having
-    them return in lock-step; the cap bounds how long a recovered table waits for us.
-    """
-    if attempt < 1:
-        return 0.0
-    # min() on the exponent first: 2**attempt for a day-long outage would be huge.
-    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 62))
-    return ceiling * rand()
 
 
 def epoch_ms_of(iso: str) -> int | None:

@@ -9,16 +9,16 @@ from typing import Any
 
 import faust
 
-from app.dynamo import backoff_delay
-from app.failures import failures
-from app.partition_check import (
+from app.delivery.backoff import backoff_delay
+from app.detection.rulebook import rulebook
+from app.worker.failures import failures
+from app.worker.partition_check import (
     DEFAULT_PARTITIONS,
     PartitionMismatch,
     existing_partition_counts,
     plan_partitions,
 )
-from app.rulebook import rulebook
-from app.settings import Settings, SettingsError, load_settings
+from app.worker.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class FraudApp(faust.App):
 
     async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
         # Faust's hook for an exception that escaped an agent. Ours catch everything, so
-        # this means a bug; /healthz fails for a while (app.failures) and it is logged.
+        # this means a bug; /healthz fails for a while (app.worker.failures) and it is logged.
         failures.agent_crashed(str(getattr(agent, "name", agent)), exc)
         await super()._on_agent_error(agent, exc)
 

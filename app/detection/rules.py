@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from app.models import Payment
+from app.detection.models import Payment
 
 GROUP_FIELDS = ("card_id", "account_id", "merchant_id", "device_id", "ip")
 STRING_FIELDS = (

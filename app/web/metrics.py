@@ -1,6 +1,6 @@
 """Prometheus exposition and the runtime readings the web views share.
 
-The agent only bumps plain counters in :data:`app.stats.stats`; nothing here
+The agent only bumps plain counters in :data:`app.worker.stats.stats`; nothing here
 runs on its hot path. A dedicated :class:`CollectorRegistry` holds custom
 collectors that read those counters (and the rulebook, the consumer and the
 sink's counters) when Prometheus scrapes, so no ``prometheus_client`` metric
@@ -27,10 +27,10 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
 
-from app.failures import Failures
-from app.failures import failures as default_failures
-from app.rules import Rule
-from app.stats import WorkerStats
+from app.detection.rules import Rule
+from app.worker.failures import Failures
+from app.worker.failures import failures as default_failures
+from app.worker.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import Any, cast
 from aiohttp import web
 from faust.web import Request, Response, View
 
-from app.faust_app import app, settings
-from app.rulebook import rulebook
-from app.rules import RuleError, parse_rule, parse_rule_bytes
-from app.rules_io import bootstrap_servers, publish
+from app.detection.rulebook import rulebook
+from app.detection.rules import RuleError, parse_rule, parse_rule_bytes
+from app.rules_admin.topic import bootstrap_servers, publish
+from app.worker.faust_app import app, settings
 
 
 def _token_ok(request: Request) -> bool:

@@ -8,7 +8,7 @@
                            rules follower connected
     GET /readyz            ready: tables recovered, rules topic read to its end offsets
     GET /metrics           Prometheus text
-    GET /                  the live dashboard (app/static/)
+    GET /                  the live dashboard (app/web/static/)
 
 Each path also answers with a trailing slash. Errors are JSON objects with an
 ``error`` message; a bad parameter gets 400 and its name in ``parameter``.
@@ -45,10 +45,12 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from yarl import URL
 
-from app.failures import CRASH_MEMORY_S, failures
-from app.faust_app import alerts_topic, app, payments_topic, settings
-from app.keys import card_partition
-from app.metrics import (
+from app.detection.keys import card_partition
+from app.detection.models import iso_from_ms
+from app.detection.pan import contains_pan
+from app.detection.rulebook import rulebook
+from app.rules_admin.topic import bootstrap_servers
+from app.web.metrics import (
     CONTENT_TYPE,
     ConsumerWatch,
     EndOffsets,
@@ -59,11 +61,9 @@ from app.metrics import (
     new_registry,
     sink_snapshot,
 )
-from app.models import iso_from_ms
-from app.pan import contains_pan
-from app.rulebook import rulebook
-from app.rules_io import bootstrap_servers
-from app.stats import HISTORY_SECONDS, stats
+from app.worker.failures import CRASH_MEMORY_S, failures
+from app.worker.faust_app import alerts_topic, app, payments_topic, settings
+from app.worker.stats import HISTORY_SECONDS, stats
 from tables import card_alerts, card_state, high_value_counts
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ STALL_LIMIT_S = settings.stall_timeout_s
 RULES_FOLLOWER_LIMIT_S = 30.0
 ALERTS_LIMIT_DEFAULT, ALERTS_LIMIT_MAX = 50, 500
 HISTORY_DEFAULT = 60
-MAX_ID_LENGTH = 128  # as app.validation accepts for card_id
-RULE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # as app.rules accepts for rule_id
+MAX_ID_LENGTH = 128  # as app.detection.validation accepts for card_id
+RULE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # as app.detection.rules accepts for rule_id
 # Set on a request one worker forwards to another, so the owner never forwards it again.
 FORWARDED_BY = "X-Fraud-Forwarded-By"
 FORWARD_TIMEOUT_S = 5.0
@@ -259,7 +259,7 @@ def _event(entry: list[Any]) -> dict[str, Any]:
 
 
 def describe_state(state: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``KeyState.to_json()`` (app.detection) as readable JSON, per rule."""
+    """``KeyState.to_json()`` (app.detection.engine) as readable JSON, per rule."""
     if not state:
         return {}
     rules = {}
@@ -644,7 +644,7 @@ class MetricsView(View):
 
 
 def static_file(name: str) -> tuple[bytes, str] | None:
-    """A file of app/static by bare name; nothing outside it, no sub-directories."""
+    """A file of app/web/static by bare name; nothing outside it, no sub-directories."""
     path = STATIC_DIR / name
     kind = STATIC_TYPES.get(path.suffix)
     if kind is None or "/" in name or name.startswith(".") or not path.is_file():

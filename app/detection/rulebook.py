@@ -19,8 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from app.pan import redact_text
-from app.rules import DEFAULT_MAX_RULE_BYTES, Rule, RuleError, parse_rule_bytes
+from app.detection.pan import redact_text
+from app.detection.rules import DEFAULT_MAX_RULE_BYTES, Rule, RuleError, parse_rule_bytes
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ import json
 import click
 from faust.cli import argument, option
 
-from app.faust_app import app, settings
+from app.detection.rulebook import RuleBook
+from app.detection.rules import Rule, RuleError, parse_rule
 from app.generator import PaymentGenerator, open_truth, produce
-from app.rulebook import RuleBook
-from app.rules import Rule, RuleError, parse_rule
-from app.rules_io import bootstrap_servers, load_rule_file, publish, read_all, with_status
+from app.rules_admin.topic import bootstrap_servers, load_rule_file, publish, read_all, with_status
+from app.worker.faust_app import app, settings
 
 
 @app.command(

@@ -22,7 +22,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.pan import redact_text
+from app.detection.pan import redact_text
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.rulebook import RuleBook
-from app.rules import Rule, RuleError, parse_rule
+from app.detection.rulebook import RuleBook
+from app.detection.rules import Rule, RuleError, parse_rule
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The worker's web server: views (cards, alerts, stats, health, dashboard) and metrics."""
