@@ -1,6 +1,6 @@
-"""Pure helpers for the DynamoDB alert sink: item mapping, backoff, error classification.
+"""Pure helpers for the DynamoDB alert sink: item mapping and error classification.
 
-No I/O here (the agent in ``agents/sink.py`` owns the client and the event loop), so
+No I/O here (``app.delivery.alert_writer`` owns the client and its threads), so
 everything below is unit-tested without a table.
 
 Items are built in DynamoDB's wire format (``{"S": ...}``, ``{"N": "..."}``) for the

@@ -10,7 +10,6 @@ object is touched per payment.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
 
+from app.delivery.alert_writer import sink_stats
 from app.detection.rules import Rule
 from app.worker.failures import Failures
 from app.worker.failures import failures as default_failures
@@ -235,13 +235,8 @@ def _le(bound: float) -> str:
 
 
 def _sink_stats() -> Any | None:
-    """The sink's counters, if this worker loaded the sink (it is optional).
-
-    Looked up, never imported: importing ``agents.sink`` here would register its
-    agent on an app that is already running.
-    """
-    module = sys.modules.get("agents.sink")
-    return getattr(module, "sink_stats", None) if module is not None else None
+    """The sink's counters, if this worker runs the sink (it is optional)."""
+    return sink_stats if sink_stats.enabled else None
 
 
 def sink_snapshot() -> dict[str, Any] | None:

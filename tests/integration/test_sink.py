@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -192,6 +193,10 @@ def test_alerts_are_written_once_with_ttl_and_a_replay_rewrites_nothing(
     written = sorted(int(row["written_at_ms"]["N"]) for row in rows.values())
     span_s = max(0.001, (written[-1] - written[0]) / 1000)
     print(f"\nsink throughput: 600 rows in {span_s:.2f} s = {600 / span_s:.0f} rows/s")
+    url = f"http://127.0.0.1:{worker.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        exported = response.read().decode()
+    assert "fraud_sink_written_total 600.0" in exported, "the running sink's counters"
 
     # Replay: the same 600 alerts again. The worker consumes them (its offsets reach the
     # new end) and the table neither grows nor changes.

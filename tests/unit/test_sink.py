@@ -20,7 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents import sink as sink_module
-from agents.sink import AlertWriter, SinkStats, run_sink, sink_events
+from agents.sink import run_sink, sink_events
+from app.delivery.alert_writer import AlertWriter, SinkStats
 from app.delivery.backoff import backoff_delay
 from app.delivery.dynamodb import (
     CONDITION_NEW_ALERT,
