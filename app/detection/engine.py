@@ -49,6 +49,10 @@ class RuleState:
     pool: list[Entry] = field(default_factory=list)
     used: dict[str, int] = field(default_factory=dict)  # txn_id -> ts_ms
 
+    def holds(self, txn_id: str) -> bool:
+        """The event is pooled or used already: a redelivery."""
+        return txn_id in self.used or any(e[1] == txn_id for e in self.pool)
+
 
 @dataclass(slots=True)
 class KeyState:
@@ -159,6 +163,24 @@ def _alert(
     )
 
 
+def _pool_and_match(rule: Rule, rule_state: RuleState, payment: Payment) -> list[Entry] | None:
+    """Add the payment to the rule's pool; if that makes a run meet the threshold, take the
+    earliest such run out of the pool (its events are used) and return it."""
+    distinct = str(payment.field(rule.aggregate_field)) if rule.aggregate_field else ""
+    entry: Entry = (payment.ts_ms, payment.txn_id, str(payment.amount), payment.country, distinct)
+    index = bisect.bisect_left(rule_state.pool, entry)
+    rule_state.pool.insert(index, entry)
+    run = _find_run(rule, rule_state.pool, index)
+    if run is None:
+        return None
+    first, end = run
+    used = rule_state.pool[first : end + 1]
+    del rule_state.pool[first : end + 1]
+    for e in used:
+        rule_state.used[e[1]] = e[0]
+    return used
+
+
 def evaluate(
     state: KeyState,
     payment: Payment,
@@ -183,42 +205,27 @@ def evaluate(
 
     alerts: list[Alert] = []
     duplicate = False
-    live_rule_ids = set()
+    live_rule_ids: set[str] = set()
     for rule in rules:
         if rule.status == "paused":
             continue
         live_rule_ids.add(rule.rule_id)
-        rule_state = state.rules.get(rule.rule_id)
-        if rule_state is not None and rule_state.version != rule.version:
-            # A new version may filter differently: its pool starts empty.
-            del state.rules[rule.rule_id]
-            rule_state, changed = None, True
+        rule_state, reset = _state_of_version(state, rule)
+        changed = changed or reset
         if not rule.qualifies(payment):
             continue
         if rule_state is None:
             rule_state = state.rules[rule.rule_id] = RuleState(version=rule.version)
-        txn_id = payment.txn_id
-        if txn_id in rule_state.used or any(e[1] == txn_id for e in rule_state.pool):
+        if rule_state.holds(payment.txn_id):
             duplicate = True
             continue
-        distinct = str(payment.field(rule.aggregate_field)) if rule.aggregate_field else ""
-        entry: Entry = (payment.ts_ms, txn_id, str(payment.amount), payment.country, distinct)
-        index = bisect.bisect_left(rule_state.pool, entry)
-        rule_state.pool.insert(index, entry)
+        used = _pool_and_match(rule, rule_state, payment)
         changed = True
-        run = _find_run(rule, rule_state.pool, index)
-        if run is None:
-            continue
-        first, end = run
-        used = rule_state.pool[first : end + 1]
-        del rule_state.pool[first : end + 1]
-        for e in used:
-            rule_state.used[e[1]] = e[0]
-        alerts.append(_alert(rule, key, used, payment, produced_at_ms, detected_at_ms))
+        if used is not None:
+            alerts.append(_alert(rule, key, used, payment, produced_at_ms, detected_at_ms))
 
     # Paused or deleted rules keep no state; surviving state is trimmed by event time.
-    for rule_id in [r for r in state.rules if r not in live_rule_ids]:
-        del state.rules[rule_id]
+    if _drop_rules_not_in(state, live_rule_ids):
         changed = True
     if changed:
         _expire(state, rules, allowed_lateness_ms)
@@ -229,6 +236,25 @@ def evaluate(
     return Verdict(
         late=False, duplicate=duplicate and not alerts, alerts=tuple(alerts), changed=changed
     )
+
+
+def _state_of_version(state: KeyState, rule: Rule) -> tuple[RuleState | None, bool]:
+    """The rule's state if it belongs to the version in force, and whether an older
+    version's state was dropped: a new version may filter differently, so its pool
+    starts empty."""
+    rule_state = state.rules.get(rule.rule_id)
+    if rule_state is not None and rule_state.version != rule.version:
+        del state.rules[rule.rule_id]
+        return None, True
+    return rule_state, False
+
+
+def _drop_rules_not_in(state: KeyState, live_rule_ids: set[str]) -> bool:
+    """Forget the state of rules no longer live (paused or deleted); True if any."""
+    dead = [rule_id for rule_id in state.rules if rule_id not in live_rule_ids]
+    for rule_id in dead:
+        del state.rules[rule_id]
+    return bool(dead)
 
 
 def _expire(state: KeyState, rules: Sequence[Rule], allowed_lateness_ms: int) -> None:

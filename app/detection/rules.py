@@ -175,15 +175,9 @@ def _condition(index: int, raw: object) -> Condition:
         raise RuleError(f"{where}.op", f"{op!r} is not one of {', '.join(FILTER_OPS)}")
     if "value" not in raw:
         raise RuleError(f"{where}.value", "is missing")
-    value = raw["value"]
     if op in ("in", "not in"):
-        if not isinstance(value, list) or not value:
-            raise RuleError(f"{where}.value", f"must be a non-empty list for '{op}'")
-        if name == "amount":
-            return Condition(name, op, frozenset(_decimal(f"{where}.value", v) for v in value))
-        if not all(isinstance(v, str) for v in value):
-            raise RuleError(f"{where}.value", f"must be a list of strings for field {name!r}")
-        return Condition(name, op, frozenset(value))
+        return _membership(where, name, op, raw["value"])
+    value = raw["value"]
     if name == "amount":
         return Condition(name, op, _decimal(f"{where}.value", value))
     if not isinstance(value, str):
@@ -191,6 +185,73 @@ def _condition(index: int, raw: object) -> Condition:
     if op not in ("==", "!="):
         raise RuleError(f"{where}.op", f"'{op}' compares numbers; field {name!r} is a string")
     return Condition(name, op, value)
+
+
+def _membership(where: str, name: str, op: str, value: object) -> Condition:
+    """An ``in`` / ``not in`` condition: a non-empty list of amounts or of strings."""
+    if not isinstance(value, list) or not value:
+        raise RuleError(f"{where}.value", f"must be a non-empty list for '{op}'")
+    if name == "amount":
+        return Condition(name, op, frozenset(_decimal(f"{where}.value", v) for v in value))
+    if not all(isinstance(v, str) for v in value):
+        raise RuleError(f"{where}.value", f"must be a list of strings for field {name!r}")
+    return Condition(name, op, frozenset(value))
+
+
+def _group_by(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    group_by = raw.get("group_by", ["card_id"])
+    if isinstance(group_by, str):
+        group_by = [group_by]
+    if not isinstance(group_by, list) or not group_by:
+        raise RuleError("group_by", "must be a field name or a non-empty list of them")
+    for name in group_by:
+        if name not in GROUP_FIELDS:
+            raise RuleError("group_by", f"{name!r} is not one of {', '.join(GROUP_FIELDS)}")
+    if len(set(group_by)) != len(group_by):
+        raise RuleError("group_by", "lists a field twice")
+    return tuple(group_by)
+
+
+def _aggregate(raw: Mapping[str, Any]) -> tuple[str, str | None]:
+    """``(aggregate, its field)``: ``("count", None)``, ``("sum", None)`` or
+    ``("distinct_count", field)``."""
+    text = raw.get("aggregate", "count")
+    match = _AGGREGATE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise RuleError("aggregate", "must be count, sum(amount) or distinct_count(<field>)")
+    field = match.group(2)
+    if field is not None and field not in STRING_FIELDS:
+        raise RuleError("aggregate", f"distinct_count field {field!r} is not a payment field")
+    return match.group(1).split("(")[0], field
+
+
+def _window_ms(raw: Mapping[str, Any]) -> int:
+    window = raw.get("window")
+    if (
+        isinstance(window, bool)
+        or not isinstance(window, int | float)
+        or not 0 < window <= MAX_WINDOW_S
+    ):
+        raise RuleError("window", f"must be a number of seconds in (0, {MAX_WINDOW_S}]")
+    return int(Decimal(str(window)) * 1000)
+
+
+def _threshold(raw: Mapping[str, Any], aggregate: str) -> tuple[str, Decimal]:
+    threshold_raw = raw.get("threshold")
+    if isinstance(threshold_raw, int | float) and not isinstance(threshold_raw, bool):
+        threshold_raw = {"op": ">=", "value": threshold_raw}
+    if not isinstance(threshold_raw, Mapping):
+        raise RuleError("threshold", "must be an object {op, value} or a number")
+    op = threshold_raw.get("op", ">=")
+    if op not in THRESHOLD_OPS:
+        raise RuleError("threshold.op", f"{op!r} is not one of {', '.join(THRESHOLD_OPS)}")
+    threshold = _decimal("threshold.value", threshold_raw.get("value"))
+    if threshold <= 0 if op == ">=" else threshold < 0:
+        raise RuleError("threshold.value", "must be positive (a rule must need at least one event)")
+    if aggregate != "sum" and threshold != threshold.to_integral_value():
+        shown = raw.get("aggregate", "count")
+        raise RuleError("threshold.value", f"must be a whole number for {shown}")
+    return op, threshold
 
 
 def parse_rule(raw: object) -> Rule:
@@ -204,70 +265,23 @@ def parse_rule(raw: object) -> Rule:
     rule_id = raw.get("rule_id")
     if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
         raise RuleError("rule_id", "must be 1-64 characters of a-z, 0-9, '.', '_' or '-'")
-
     version = raw.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise RuleError("version", "must be an integer >= 1")
-
     status = raw.get("status", "active")
     if status not in STATUSES:
         raise RuleError("status", f"{status!r} is not one of {', '.join(STATUSES)}")
-
     description = raw.get("description", "")
     if not isinstance(description, str) or len(description) > 500:
         raise RuleError("description", "must be a string of at most 500 characters")
-
-    group_by_raw = raw.get("group_by", ["card_id"])
-    if isinstance(group_by_raw, str):
-        group_by_raw = [group_by_raw]
-    if not isinstance(group_by_raw, list) or not group_by_raw:
-        raise RuleError("group_by", "must be a field name or a non-empty list of them")
-    for name in group_by_raw:
-        if name not in GROUP_FIELDS:
-            raise RuleError("group_by", f"{name!r} is not one of {', '.join(GROUP_FIELDS)}")
-    if len(set(group_by_raw)) != len(group_by_raw):
-        raise RuleError("group_by", "lists a field twice")
-
+    group_by = _group_by(raw)
     filter_raw = raw.get("filter", [])
     if not isinstance(filter_raw, list):
         raise RuleError("filter", "must be a list of conditions")
     conditions = tuple(_condition(i, c) for i, c in enumerate(filter_raw))
-
-    aggregate_raw = raw.get("aggregate", "count")
-    match = _AGGREGATE.match(aggregate_raw) if isinstance(aggregate_raw, str) else None
-    if match is None:
-        raise RuleError("aggregate", "must be count, sum(amount) or distinct_count(<field>)")
-    aggregate_field = match.group(2)
-    if aggregate_field is not None and aggregate_field not in STRING_FIELDS:
-        raise RuleError(
-            "aggregate", f"distinct_count field {aggregate_field!r} is not a payment field"
-        )
-    aggregate = match.group(1).split("(")[0]
-
-    window = raw.get("window")
-    if (
-        isinstance(window, bool)
-        or not isinstance(window, int | float)
-        or not 0 < window <= MAX_WINDOW_S
-    ):
-        raise RuleError("window", f"must be a number of seconds in (0, {MAX_WINDOW_S}]")
-
-    threshold_raw = raw.get("threshold")
-    if isinstance(threshold_raw, int | float) and not isinstance(threshold_raw, bool):
-        threshold_raw = {"op": ">=", "value": threshold_raw}
-    if not isinstance(threshold_raw, Mapping):
-        raise RuleError("threshold", "must be an object {op, value} or a number")
-    threshold_op = threshold_raw.get("op", ">=")
-    if threshold_op not in THRESHOLD_OPS:
-        raise RuleError(
-            "threshold.op", f"{threshold_op!r} is not one of {', '.join(THRESHOLD_OPS)}"
-        )
-    threshold = _decimal("threshold.value", threshold_raw.get("value"))
-    if threshold <= 0 if threshold_op == ">=" else threshold < 0:
-        raise RuleError("threshold.value", "must be positive (a rule must need at least one event)")
-    if aggregate != "sum" and threshold != threshold.to_integral_value():
-        raise RuleError("threshold.value", f"must be a whole number for {aggregate_raw}")
-
+    aggregate, aggregate_field = _aggregate(raw)
+    window_ms = _window_ms(raw)
+    threshold_op, threshold = _threshold(raw, aggregate)
     severity = raw.get("severity", "medium")
     if severity not in SEVERITIES:
         raise RuleError("severity", f"{severity!r} is not one of {', '.join(SEVERITIES)}")
@@ -277,11 +291,11 @@ def parse_rule(raw: object) -> Rule:
         version=version,
         status=status,
         description=description,
-        group_by=tuple(group_by_raw),
+        group_by=group_by,
         filter=conditions,
         aggregate=aggregate,
         aggregate_field=aggregate_field,
-        window_ms=int(Decimal(str(window)) * 1000),
+        window_ms=window_ms,
         threshold_op=threshold_op,
         threshold=threshold,
         severity=severity,

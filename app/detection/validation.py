@@ -86,11 +86,8 @@ def parse_event_time(value: object) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Payment:
-    """Decode and validate one record of ``payments.raw``.
-
-    ``now_ms`` bounds only absurd timestamps; windows never look at the wall clock.
-    """
+def _decode(raw: bytes | None, limits: Limits) -> dict[str, Any]:
+    """The record's JSON object, or the reason it is not one."""
     if raw is None:
         raise InvalidPayment("empty", "record has no value")
     if len(raw) > limits.max_bytes:
@@ -108,10 +105,13 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
         raise InvalidPayment("amount_out_of_range", "a JSON number is out of range") from None
     if not isinstance(body, dict):
         raise InvalidPayment("not_an_object", "payment must be a JSON object")
-
     for name in PAYMENT_FIELDS:
         if body.get(name) is None:
             raise InvalidPayment("missing_field", f"field {name!r} is missing")
+    return body
+
+
+def _check_identifiers(body: dict[str, Any]) -> None:
     for name in _STRING_FIELDS:
         value = body[name]
         if not isinstance(value, str) or not value.strip():
@@ -125,7 +125,9 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
         if contains_pan(body[name]):
             raise InvalidPayment("pan_in_field", f"field {name!r} holds a card number")
 
-    amount = parse_amount(body["amount"], limits)
+
+def _codes(body: dict[str, Any]) -> tuple[str, str, str]:
+    """Currency, country and merchant category code, each checked against its standard."""
     currency = body["currency"]
     if not isinstance(currency, str) or currency not in CURRENCIES:
         raise InvalidPayment("unknown_currency", f"field 'currency' is not ISO 4217: {currency!r}")
@@ -139,7 +141,18 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
         mcc = f"{mcc:04d}"
     if not isinstance(mcc, str) or not _MCC.fullmatch(mcc):
         raise InvalidPayment("bad_value", "field 'mcc' must be a 4-digit merchant category code")
+    return currency, country, mcc
 
+
+def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Payment:
+    """Decode and validate one record of ``payments.raw``.
+
+    ``now_ms`` bounds only absurd timestamps; windows never look at the wall clock.
+    """
+    body = _decode(raw, limits)
+    _check_identifiers(body)
+    amount = parse_amount(body["amount"], limits)
+    currency, country, mcc = _codes(body)
     ts_ms = parse_event_time(body["ts"])
     if ts_ms > now_ms + limits.max_future_skew_ms:
         raise InvalidPayment("timestamp_out_of_range", "field 'ts' is too far in the future")

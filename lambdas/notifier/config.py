@@ -59,7 +59,9 @@ class NotifierConfig:
         return None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> NotifierConfig:
+    # Its small nested parsers count towards its complexity; it becomes a validated settings
+    # model when the notifier takes the Lambda cookbook's shape (issue 9).
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NotifierConfig:  # noqa: C901
         source = os.environ if env is None else env
 
         def get(name: str) -> str | None:
