@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 port = _free_port()
                 processes.append(
                     _spawn(
-                        [python, "-m", "lambdas.notifier.slack_receiver", "--port", str(port)],
+                        [python, "-m", "infra.local.slack_receiver", "--port", str(port)],
                         env,
                         None,
                         inherit=True,
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             poller = [
                 python,
                 "-m",
-                "lambdas.notifier.stream_poller",
+                "infra.local.stream_poller",
                 "--endpoint",
                 stack.dynamodb_endpoint,
                 "--table",

@@ -23,9 +23,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from infra.local.stream_poller import LocalLambdaContext
 from lambdas.notifier import handler as notifier
 from lambdas.notifier.idempotency import ensure_table
-from lambdas.notifier.stream_poller import LocalLambdaContext
 from tests.integration.alert_images import new_image
 
 pytestmark = pytest.mark.integration

@@ -28,10 +28,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from infra.local.slack_receiver import SlackReceiver
+from infra.local.stream_poller import StreamPoller
 from lambdas.notifier import handler as notifier
 from lambdas.notifier.idempotency import ensure_table
-from lambdas.notifier.slack_receiver import SlackReceiver
-from lambdas.notifier.stream_poller import StreamPoller
 from tests.integration.alert_images import new_image
 
 pytestmark = pytest.mark.integration
@@ -314,10 +314,10 @@ def _wait_for(lines: queue.Queue[str], pattern: str, timeout: float = 20.0) -> s
     "args", [["--batch-size", "0"], ["--batch-size", "many"], ["--bogus"], ["--timeout", "-1"]]
 )
 def test_poller_cli_rejects_bad_flags_with_usage(args: list[str]) -> None:
-    proc = _spawn("lambdas.notifier.stream_poller", *args)
+    proc = _spawn("infra.local.stream_poller", *args)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
-    assert "usage: python -m lambdas.notifier.stream_poller" in err
+    assert "usage: python -m infra.local.stream_poller" in err
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -325,7 +325,7 @@ def test_poller_cli_polls_and_stops_cleanly_on_signal(
     table: AlertsTable, aws_env: str, signum: signal.Signals
 ) -> None:
     proc = _spawn(
-        "lambdas.notifier.stream_poller",
+        "infra.local.stream_poller",
         "--endpoint",
         aws_env,
         "--table",
@@ -346,7 +346,7 @@ def test_poller_cli_polls_and_stops_cleanly_on_signal(
 
 
 def test_poller_cli_waits_for_a_missing_table_until_stopped(aws_env: str) -> None:
-    proc = _spawn("lambdas.notifier.stream_poller", "--endpoint", aws_env, "--table", "not_yet")
+    proc = _spawn("infra.local.stream_poller", "--endpoint", aws_env, "--table", "not_yet")
     assert proc.stderr is not None
     lines = _lines(proc.stderr)
     try:
@@ -359,7 +359,7 @@ def test_poller_cli_waits_for_a_missing_table_until_stopped(aws_env: str) -> Non
 
 
 def test_receiver_cli_prints_one_line_per_message_and_stops_on_sigterm() -> None:
-    proc = _spawn("lambdas.notifier.slack_receiver", "--port", "0")
+    proc = _spawn("infra.local.slack_receiver", "--port", "0")
     assert proc.stderr is not None and proc.stdout is not None
     errors, output = _lines(proc.stderr), _lines(proc.stdout)
     try:

@@ -14,6 +14,8 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
+from infra.local.slack_receiver import plain, render_line
+from infra.local.stream_poller import first_failed_index, to_lambda_record
 from lambdas.notifier.alert import (
     Alert,
     MalformedAlertError,
@@ -39,9 +41,7 @@ from lambdas.notifier.slack import (
     parse_retry_after,
     redact,
 )
-from lambdas.notifier.slack_receiver import plain, render_line
 from lambdas.notifier.sns import publish_request
-from lambdas.notifier.stream_poller import first_failed_index, to_lambda_record
 
 WEBHOOK = "https://hooks.slack.com/services/T0001/B0002/abcdefghijklmnop"
 

@@ -10,7 +10,7 @@ destination). Parent shards are drained before their children, so per-key order 
 Runs in its own process, one plain loop in the main thread; SIGINT/SIGTERM finish
 the current invocation and exit 0 (a second signal aborts it).
 
-    python -m lambdas.notifier.stream_poller --endpoint http://127.0.0.1:8000 \\
+    python -m infra.local.stream_poller --endpoint http://127.0.0.1:8000 \\
         --table fraud_alerts [--batch-size 100]
 
 Positions are not checkpointed: a restart reads the stream again from
@@ -42,7 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from lambdas.notifier.aws import aws_client
 from lambdas.notifier.idempotency import ensure_table
 
-log = logging.getLogger("lambdas.notifier.stream_poller")
+log = logging.getLogger("infra.local.stream_poller")
 
 Handler = Callable[[dict[str, Any], LambdaContext], Any]
 
@@ -397,7 +397,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lambdas.notifier.stream_poller",
+        prog="python -m infra.local.stream_poller",
         description="Feed a DynamoDB table's stream to the notifier handler, like Lambda would.",
     )
     parser.add_argument("--endpoint", help="DynamoDB endpoint URL (default: AWS)")

@@ -5,7 +5,7 @@ Accepts incoming-webhook POSTs on any path (point ``SLACK_WEBHOOK_URL`` at
 (point ``SLACK_API_BASE_URL`` at ``http://127.0.0.1:PORT/api/``), answering as Slack
 does. Binds 127.0.0.1 only.
 
-    python -m lambdas.notifier.slack_receiver --port 3000
+    python -m infra.local.slack_receiver --port 3000
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def _port(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lambdas.notifier.slack_receiver",
+        prog="python -m infra.local.slack_receiver",
         description="Print Slack webhook and chat.postMessage calls, one line per message.",
     )
     parser.add_argument("--port", type=_port, default=3000, help="TCP port (0: any free one)")
