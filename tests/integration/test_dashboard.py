@@ -34,8 +34,9 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.detection.models import Payment, iso_from_ms
+from app.detection.models import Payment
 from app.detection.rules import SEED_RULE
+from tests import factories
 from tests.integration.harness import Pipeline, Worker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -69,20 +70,7 @@ def get_json(worker: Worker, path: str) -> tuple[int, Any]:
 
 
 def payment(card: str, txn_id: str, amount: Decimal, ts_ms: int) -> Payment:
-    return Payment(
-        txn_id=txn_id,
-        card_id=card,
-        account_id="acct-" + card,
-        amount=amount,
-        currency="EUR",
-        merchant_id="m_dash",
-        mcc="5812",
-        country="FR",
-        device_id="dev-" + card,
-        ip="198.51.100.4",
-        ts=iso_from_ms(ts_ms),
-        ts_ms=ts_ms,
-    )
+    return factories.payment(card, txn_id, amount, ts_ms, currency="EUR", country="FR")
 
 
 async def traffic(bootstrap: str, topic: str, stop: asyncio.Event, bursts: list[str]) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from infra.local.stream_poller import LocalLambdaContext
 from lambdas.notifier import handler as notifier
@@ -125,16 +124,6 @@ def slack() -> Iterator[FakeSlack]:
 
 
 # --- AWS on moto ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @dataclass

@@ -17,7 +17,6 @@ import urllib.request
 import uuid
 from collections import Counter
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from app.detection.models import Payment, iso_from_ms
 from app.detection.rules import SEED_RULE, parse_rule
 from app.rules_admin.topic import publish
 from infra.local.stack import LocalStack
+from tests import factories
 from tests.integration.harness import (
     FAUST,
     REPO,
@@ -49,22 +49,7 @@ TOKEN = "trust-token"
 
 
 def payment(card: str, txn: str, ts_ms: int, amount: str = "1500", **fields: str) -> Payment:
-    body: dict[str, Any] = {
-        "txn_id": txn,
-        "card_id": card,
-        "account_id": f"acct-{card}",
-        "amount": Decimal(amount),
-        "currency": "EUR",
-        "merchant_id": "m-1",
-        "mcc": "5411",
-        "country": "DE",
-        "device_id": "dev-1",
-        "ip": "10.0.0.1",
-        "ts": iso_from_ms(ts_ms),
-        "ts_ms": ts_ms,
-        **fields,
-    }
-    return Payment(**body)
+    return factories.payment(card, txn, amount, ts_ms, currency="EUR", country="DE", **fields)
 
 
 def raw_payment(**changes: Any) -> bytes:

@@ -8,7 +8,6 @@ import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from app.detection.keys import card_partition
 from app.detection.models import Payment, iso_from_ms
 from app.detection.rules import SEED_RULE
 from app.generator import PaymentGenerator
+from tests import factories
 from tests.integration.harness import Pipeline, Worker, keyed, produce, run
 from tests.oracle import oracle
 
@@ -78,20 +78,7 @@ def wait_for_stable_assignment(pipeline: Pipeline, workers: list[Worker]) -> dic
 
 
 def payment(card: str, n: int, amount: str, ts_ms: int) -> Payment:
-    return Payment(
-        txn_id=f"web-{card}-{n:03d}",
-        card_id=card,
-        account_id=f"acct-{card}",
-        amount=Decimal(amount),
-        currency="USD",
-        merchant_id="m_web",
-        mcc="5411",
-        country="US",
-        device_id=f"dev-{card}",
-        ip="203.0.113.7",
-        ts=iso_from_ms(ts_ms),
-        ts_ms=ts_ms,
-    )
+    return factories.payment(card, f"web-{card}-{n:03d}", amount, ts_ms)
 
 
 @dataclass

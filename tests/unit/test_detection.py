@@ -10,7 +10,6 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from app.detection.engine import KeyState, evaluate
 from app.detection.models import Alert, Payment, alert_id_for, iso_from_ms
 from app.detection.rules import SEED_RULE, Rule, parse_rule
+from tests import factories
 from tests.oracle import aggregate, meets, oracle
 
 LATENESS_MS = 60_000
@@ -95,20 +95,7 @@ ALL_RULES = (
 
 
 def payment(txn: int, card: str, amount: str, ts_ms: int, country: str = "US") -> Payment:
-    return Payment(
-        txn_id=f"t{txn:04d}",
-        card_id=card,
-        account_id="acc-" + card,
-        amount=Decimal(amount),
-        currency="USD",
-        merchant_id="m1",
-        mcc="5411",
-        country=country,
-        device_id="d1",
-        ip="10.0.0.1",
-        ts=iso_from_ms(ts_ms),
-        ts_ms=ts_ms,
-    )
+    return factories.payment(card, f"t{txn:04d}", amount, ts_ms, country=country)
 
 
 @dataclass
