@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agents.decisions import LIMITS, apply_rules, decide_for_card
 from agents.delivery import dead_letter, guarded
-from agents.payments import LIMITS, apply_rules, decide_for_card
 from app.detection.keys import split_group_record_key
 from app.detection.rulebook import CARD_GROUP, rulebook
 from app.detection.validation import InvalidPayment, parse_payment

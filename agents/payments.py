@@ -8,190 +8,21 @@ a partition that does not hold its card's state: it is forwarded through the
 same repartition topic to its card's partition and evaluated there, never
 dropped. A well-keyed payment pays one bytes comparison for that.
 
-Ordering matters for at-least-once: an alert is acknowledged by Kafka *before*
-the state that consumed its events is written, so a crash can repeat an alert
-(same ``alert_id``, deduplicated downstream) but never lose one.
-
 No exception escapes the agent (``agents.delivery.guarded``): a record that cannot
-be handled goes to the DLQ as ``internal_error`` and the agent carries on.
+be handled goes to the DLQ as ``internal_error`` and the agent carries on. What it
+shares with the grouped agent is in ``agents.decisions``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from typing import Any
 
-from agents.delivery import dead_letter, guarded, send_acknowledged
-from app.delivery.published import RecentIds, load_tail
-from app.detection.engine import KeyState, evaluate
-from app.detection.keys import card_partition, group_record_key
-from app.detection.models import Alert, Payment
-from app.detection.rulebook import CARD_GROUP, rulebook
-from app.detection.rules import Rule
-from app.detection.validation import InvalidPayment, Limits, parse_payment
-from app.rules_admin.topic import bootstrap_servers
-from app.worker.faust_app import alerts_topic, app, payments_topic, regroup_topic, settings
-from app.worker.stats import stats
-from tables import (
-    RECENT_ALERTS_PER_CARD,
-    card_alerts,
-    card_state,
-    current_event_time,
-    high_value_counts,
-)
-
-log = logging.getLogger(__name__)
-
-LIMITS = Limits(
-    max_bytes=settings.max_payment_bytes,
-    max_future_skew_ms=int(settings.max_future_skew_s * 1000),
-    max_event_age_ms=int(settings.max_event_age_s * 1000),
-    max_amount=settings.max_amount,
-    max_amount_decimals=settings.max_amount_decimals,
-)
-LATENESS_MS = int(settings.allowed_lateness_s * 1000)
-recent_alert_ids = RecentIds()
-
-# A card's state is read, evaluated, published and written back across awaits; the
-# detect agent (well-keyed payments) and the grouped agent (re-keyed ones) can hold the
-# same card at once. Striped locks serialise each key without a lock per key; taking a
-# free asyncio.Lock does not yield, so the common case costs next to nothing.
-_KEY_LOCKS = tuple(asyncio.Lock() for _ in range(64))
-
-
-async def publish_alerts(alerts: tuple[Alert, ...]) -> None:
-    """Send all of an event's alerts at once and wait for every acknowledgement."""
-    if alerts:
-        await asyncio.gather(*(publish_alert(alert) for alert in alerts))
-
-
-@app.on_rebalance_complete.connect  # type: ignore[arg-type]
-async def load_recent_alert_ids(sender: Any, **kwargs: Any) -> None:
-    """Before streams resume (start-up, takeover), learn which alerts are already out."""
-    try:
-        await load_tail(bootstrap_servers(settings.broker), settings.topic_alerts, recent_alert_ids)
-    except Exception:
-        # Without the tail a replay may repeat an alert (same id, written once downstream);
-        # it never loses one, so carry on loudly rather than block the rebalance.
-        log.exception(
-            "could not read the tail of %s; replayed alerts may repeat", settings.topic_alerts
-        )
-
-
-async def publish_alert(alert: Alert) -> None:
-    """Send an alert and wait for Kafka's acknowledgement, retrying until it is acknowledged.
-
-    Never gives up: the event stays unacknowledged (its offset uncommitted) while Kafka
-    refuses the alert, and every failed attempt is logged and counted. An alert whose id
-    is already on the topic (a replay after a crash) is not published again.
-    """
-    if alert.alert_id in recent_alert_ids:
-        stats.alerts_already_published += 1
-        log.info(
-            "alert %s is already on %s; not publishing it again",
-            alert.alert_id,
-            settings.topic_alerts,
-        )
-        return
-    await send_acknowledged(
-        alerts_topic, alert.alert_id.encode(), alert.to_json(), f"alert {alert.alert_id}"
-    )
-    recent_alert_ids.add(alert.alert_id)
-    stats.alerts[(alert.rule_id, alert.status)] += 1
-
-
-def remember_alerts(card_id: str, alerts: tuple[Alert, ...]) -> None:
-    bodies = [alert.to_dict() for alert in alerts if alert.group_by == "card_id"]
-    stats.recent_alerts.extend(alert.to_dict() for alert in alerts)
-    if bodies:
-        card_alerts[card_id] = [*card_alerts[card_id], *bodies][-RECENT_ALERTS_PER_CARD:]
-
-
-async def apply_rules(
-    message: Any,
-    payment: Payment,
-    key: str,
-    rules: list[Rule],
-    table: Any,
-    now_ms: float,
-    table_key: str | None = None,
-) -> tuple[Alert, ...] | None:
-    """Evaluate ``rules`` for one key and persist its state; None when the event is late."""
-    table_key = key if table_key is None else table_key
-    async with _KEY_LOCKS[hash(table_key) % len(_KEY_LOCKS)]:
-        stored = table.get(table_key)
-        state = KeyState.from_json(stored)
-        verdict = evaluate(
-            state,
-            payment,
-            key,
-            rules,
-            LATENESS_MS,
-            produced_at_ms=int(message.timestamp * 1000),
-            detected_at_ms=int(now_ms),
-        )
-        if verdict.late:
-            stats.late += 1
-            await dead_letter(
-                message,
-                "late_event",
-                f"event time {payment.ts} is more than {settings.allowed_lateness_s:g} s older"
-                f" than the newest seen for {rules[0].group_by_name} {key}",
-            )
-            return None
-        await publish_alerts(verdict.alerts)
-        if verdict.alerts:
-            remember_alerts(payment.card_id, verdict.alerts)
-        # Straight after the acknowledgement, with no await in between: the write lands in
-        # local RocksDB at once, so even a SIGKILL here re-emits nothing on restart.
-        if verdict.changed:
-            table[table_key] = state.to_json()
-        elif stored is not None and not state.rules:
-            del table[table_key]
-    if verdict.duplicate:
-        stats.duplicates += 1
-    return verdict.alerts
-
-
-async def decide_for_card(message: Any, payment: Payment, now_ms: float) -> None:
-    """Card-keyed rules and the high-value count, in the partition that holds the card."""
-    card_rules = rulebook.rules_for(CARD_GROUP)
-    if card_rules:
-        await apply_rules(message, payment, payment.card_id, card_rules, card_state, now_ms)
-    if payment.amount >= rulebook.high_value_amount:
-        current_event_time.set(payment.ts_ms / 1000)
-        high_value_counts[payment.card_id] += 1
-    stats.processed += 1
-    stats.record_decision(int(message.timestamp * 1000), time.time() * 1000)
-
-
-async def forward(message: Any, key: str, partition: int | None = None) -> None:
-    # Buffered: Faust flushes the producer before it commits the source offset.
-    await regroup_topic.send(
-        key=key.encode(), value=message.value, timestamp=message.timestamp, partition=partition
-    )
-
-
-async def forward_to_groups(message: Any, payment: Payment) -> None:
-    """Re-key the payment for every other group-by that one of its rules would count it in."""
-    for group_by in rulebook.other_groups():
-        rules = rulebook.rules_for(group_by)
-        if any(rule.status != "paused" and rule.qualifies(payment) for rule in rules):
-            await forward(message, group_record_key(group_by, rules[0].group_key(payment)))
-
-
-async def rekey_by_card(message: Any, payment: Payment) -> None:
-    """Send a payment keyed by something else to its card's partition (agents.grouped)."""
-    stats.rekeyed += 1
-    # Settled at start-up from the topics (FraudApp.settle_partitions).
-    partitions = int(app.conf.topic_partitions)
-    await forward(
-        message,
-        group_record_key(CARD_GROUP, payment.card_id),
-        card_partition(payment.card_id, partitions),
-    )
+from agents.decisions import LIMITS, decide_for_card, forward_to_groups, rekey_by_card
+from agents.delivery import dead_letter, guarded
+from app.detection.rulebook import rulebook
+from app.detection.validation import InvalidPayment, parse_payment
+from app.worker.faust_app import app, payments_topic
 
 
 async def handle_payment(message: Any) -> None:
