@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 from typing import Any, cast
 
 from aiohttp import web
@@ -21,7 +20,7 @@ from app.worker.faust_app import app, settings
 
 
 def _token_ok(request: Request) -> bool:
-    expected = os.environ.get("FRAUD_API_TOKEN", "")
+    expected = settings.api_token or ""
     given = request.headers.get("Authorization", "")
     return bool(expected) and hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
 
@@ -31,7 +30,7 @@ class _RulesView(View):
         return self.json({"error": message, **extra}, status=status)
 
     def unauthorized(self) -> Response:
-        if not os.environ.get("FRAUD_API_TOKEN"):
+        if not settings.api_token:
             return self.problem(403, "rule writes are disabled: FRAUD_API_TOKEN is not set")
         response = self.problem(401, "missing or wrong bearer token")
         response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-rules"'

@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TypeVar
 
 PREFIX = "FRAUD_"
-_T = TypeVar("_T")
 
 
 class SettingsError(ValueError):
@@ -57,6 +55,8 @@ class Settings:
     # /healthz fails while more records than this are dead-lettered as internal_error
     # within a minute.
     max_internal_errors_per_minute: int = 10
+    # The bearer token for rule writes over HTTP; None refuses them. Never printed.
+    api_token: str | None = field(default=None, repr=False)
 
 
 def _positive_int(text: str) -> int:
@@ -147,57 +147,79 @@ def _bool(text: str) -> bool:
     raise ValueError("must be one of true/false/1/0/yes/no")
 
 
+def _dynamodb_table(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", text):
+        raise ValueError("is not a DynamoDB table name (3-255 of letters, digits, '_', '-', '.')")
+    return text
+
+
+def _aws_region(text: str) -> str:
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", text):
+        raise ValueError("is not an AWS region name such as eu-west-1")
+    return text
+
+
+def _secret(text: str) -> str:
+    if any(c.isspace() for c in text):
+        raise ValueError("must not contain white space")
+    return text
+
+
 def _app_id(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", text):
         raise ValueError("may hold only letters, digits, '.', '_' and '-'")
     return text
 
 
+# Every FRAUD_* variable: its name (without the prefix), the Settings field it sets and
+# the parser that checks it. The README's settings table lists exactly these (a unit test
+# compares them), so a new setting is declared here once.
+VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
+    ("APP_ID", "app_id", _app_id),
+    ("BROKER", "broker", _broker_url),
+    ("STORE", "store", _store_url),
+    ("DATADIR", "datadir", Path),
+    ("WEB_BIND", "web_bind", _bind_address),
+    ("WEB_PORT", "web_port", _port),
+    ("PARTITIONS", "partitions", _positive_int),
+    ("ALLOWED_LATENESS", "allowed_lateness_s", _non_negative_seconds),
+    ("TOPIC_PAYMENTS", "topic_payments", _topic),
+    ("TOPIC_ALERTS", "topic_alerts", _topic),
+    ("TOPIC_DLQ", "topic_dlq", _topic),
+    ("TOPIC_RULES", "topic_rules", _topic),
+    ("DYNAMODB_ENDPOINT", "dynamodb_endpoint", _http_url),
+    ("DYNAMODB_TABLE", "dynamodb_table", _dynamodb_table),
+    ("AWS_REGION", "aws_region", _aws_region),
+    ("MAX_PAYMENT_BYTES", "max_payment_bytes", _positive_int),
+    ("MAX_FUTURE_SKEW", "max_future_skew_s", _non_negative_seconds),
+    ("MAX_EVENT_AGE", "max_event_age_s", _non_negative_seconds),
+    ("PROCESSING_GUARANTEE", "processing_guarantee", _guarantee),
+    ("STALL_TIMEOUT", "stall_timeout_s", _non_negative_seconds),
+    ("TOPIC_REPLICATION", "topic_replication", _positive_int),
+    ("SINK_ENABLED", "sink_enabled", _bool),
+    ("MAX_AMOUNT", "max_amount", _amount_bound),
+    ("MAX_AMOUNT_DECIMALS", "max_amount_decimals", _decimal_places),
+    ("MAX_RULES", "max_rules", _positive_int),
+    ("MAX_RULE_BYTES", "max_rule_bytes", _positive_int),
+    ("MAX_INTERNAL_ERRORS_PER_MINUTE", "max_internal_errors_per_minute", _positive_int),
+    ("API_TOKEN", "api_token", _secret),
+)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the FRAUD_* variables of ``env`` (default: the process environment)."""
     source = os.environ if env is None else env
-    defaults = Settings()
     values: dict[str, object] = {}
-
-    def read(name: str, attr: str, parse: Callable[[str], _T]) -> None:
+    for name, attr, parse in VARIABLES:
         raw = source.get(PREFIX + name)
         if raw is None or raw == "":
-            return
+            continue
         try:
             values[attr] = parse(raw.strip())
         except ValueError as exc:
             reason = str(exc) or "is invalid"
             if reason.startswith("invalid literal") or reason.startswith("could not convert"):
                 reason = "is not a number"
-            raise SettingsError(f"{PREFIX}{name}={raw!r}: {reason}") from None
-
-    read("APP_ID", "app_id", _app_id)
-    read("BROKER", "broker", _broker_url)
-    read("STORE", "store", _store_url)
-    read("DATADIR", "datadir", Path)
-    read("WEB_BIND", "web_bind", _bind_address)
-    read("WEB_PORT", "web_port", _port)
-    read("PARTITIONS", "partitions", _positive_int)
-    read("ALLOWED_LATENESS", "allowed_lateness_s", _non_negative_seconds)
-    read("TOPIC_PAYMENTS", "topic_payments", _topic)
-    read("TOPIC_ALERTS", "topic_alerts", _topic)
-    read("TOPIC_DLQ", "topic_dlq", _topic)
-    read("TOPIC_RULES", "topic_rules", _topic)
-    read("DYNAMODB_ENDPOINT", "dynamodb_endpoint", _http_url)
-    read("DYNAMODB_TABLE", "dynamodb_table", _topic)
-    read("AWS_REGION", "aws_region", _bind_address)
-    read("MAX_PAYMENT_BYTES", "max_payment_bytes", _positive_int)
-    read("MAX_FUTURE_SKEW", "max_future_skew_s", _non_negative_seconds)
-    read("MAX_EVENT_AGE", "max_event_age_s", _non_negative_seconds)
-    read("PROCESSING_GUARANTEE", "processing_guarantee", _guarantee)
-    read("STALL_TIMEOUT", "stall_timeout_s", _non_negative_seconds)
-    read("TOPIC_REPLICATION", "topic_replication", _positive_int)
-    read("SINK_ENABLED", "sink_enabled", _bool)
-    read("MAX_AMOUNT", "max_amount", _amount_bound)
-    read("MAX_AMOUNT_DECIMALS", "max_amount_decimals", _decimal_places)
-    read("MAX_RULES", "max_rules", _positive_int)
-    read("MAX_RULE_BYTES", "max_rule_bytes", _positive_int)
-    read("MAX_INTERNAL_ERRORS_PER_MINUTE", "max_internal_errors_per_minute", _positive_int)
-
-    merged = {**defaults.__dict__, **values}
-    return Settings(**merged)
+            shown = "(hidden)" if attr == "api_token" else repr(raw)
+            raise SettingsError(f"{PREFIX}{name}={shown}: {reason}") from None
+    return replace(Settings(), **values)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.worker.settings import SettingsError, load_settings
+from app.worker.settings import VARIABLES, SettingsError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,3 +93,30 @@ def test_worker_refuses_to_start_on_a_bad_setting() -> None:
 def test_partitions_are_unset_by_default_so_the_topic_decides() -> None:
     assert load_settings({}).partitions is None
     assert load_settings({"FRAUD_MAX_AMOUNT": "5000.50"}).max_amount == Decimal("5000.50")
+
+
+def test_the_readme_table_lists_exactly_the_declared_settings() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Settings", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"`FRAUD_([A-Z_]+)`", section))
+    assert listed == {name for name, _, _ in VARIABLES}
+
+
+def test_the_api_token_is_a_setting_and_never_shown() -> None:
+    settings = load_settings({"FRAUD_API_TOKEN": "s3cret-token"})
+    assert settings.api_token == "s3cret-token" and "s3cret" not in repr(settings)
+    with pytest.raises(SettingsError) as info:
+        load_settings({"FRAUD_API_TOKEN": "has space"})
+    assert "FRAUD_API_TOKEN" in str(info.value) and "has space" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FRAUD_DYNAMODB_TABLE", "a", "DynamoDB table name"),
+        ("FRAUD_AWS_REGION", "localhost", "AWS region"),
+    ],
+)
+def test_each_validator_speaks_of_its_own_setting(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings({name: value})
