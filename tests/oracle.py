@@ -10,12 +10,13 @@ from app.detection.rules import Rule
 
 
 def aggregate(rule: Rule, events: Sequence[Payment]) -> Decimal:
-    if rule.aggregate == "count":
+    if rule.aggregate.name == "count":
         return Decimal(len(events))
-    if rule.aggregate == "sum":
+    if rule.aggregate.name == "sum":
         return sum((e.amount for e in events), Decimal(0))
-    assert rule.aggregate_field is not None
-    return Decimal(len({e.field(rule.aggregate_field) for e in events}))
+    field = getattr(rule.aggregate, "field", None)
+    assert field is not None, "distinct_count names its field"
+    return Decimal(len({e.field(field) for e in events}))
 
 
 def meets(rule: Rule, value: Decimal) -> bool:

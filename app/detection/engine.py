@@ -32,15 +32,14 @@ with no recent qualifying payment) free of any state write.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from app.detection.aggregates import Entry
 from app.detection.models import Alert, Payment, alert_id_for, iso_from_ms
 from app.detection.rules import Rule
-
-Entry = tuple[int, str, str, str, str]  # (ts_ms, txn_id, amount, country, distinct value)
 
 
 @dataclass(slots=True)
@@ -93,14 +92,6 @@ class Verdict:
     changed: bool  # the key's state must be written back (False when it is empty)
 
 
-def _aggregate(rule: Rule, entries: Iterable[Entry]) -> Decimal:
-    if rule.aggregate == "count":
-        return Decimal(sum(1 for _ in entries))
-    if rule.aggregate == "sum":
-        return sum((Decimal(e[2]) for e in entries), Decimal(0))
-    return Decimal(len({e[4] for e in entries}))
-
-
 def _meets(rule: Rule, value: Decimal) -> bool:
     return value >= rule.threshold if rule.threshold_op == ">=" else value > rule.threshold
 
@@ -114,11 +105,11 @@ def _find_run(rule: Rule, pool: list[Entry], index: int) -> tuple[int, int] | No
     for first in range(start, index + 1):
         first_ts = pool[first][0]
         # Smallest end >= index within the window that meets the threshold.
-        value = _aggregate(rule, pool[first : index + 1])
+        value = rule.aggregate.value(pool[first : index + 1])
         end = index
         if _meets(rule, value):
             return first, end
-        if rule.aggregate == "count":
+        if rule.aggregate.one_per_event:
             # Counting grows by one per step: jump straight to the needed end.
             needed = int(rule.threshold) + (1 if rule.threshold_op == ">" else 0)
             end = first + needed - 1
@@ -127,7 +118,7 @@ def _find_run(rule: Rule, pool: list[Entry], index: int) -> tuple[int, int] | No
             continue
         end += 1
         while end < len(pool) and pool[end][0] - first_ts <= window:
-            if _meets(rule, _aggregate(rule, pool[first : end + 1])):
+            if _meets(rule, rule.aggregate.value(pool[first : end + 1])):
                 return first, end
             end += 1
     return None
@@ -152,7 +143,7 @@ def _alert(
         txn_ids=tuple(txn_ids),
         amounts=tuple(e[2] for e in run),
         countries=tuple(e[3] for e in run),
-        aggregate_value=str(_aggregate(rule, run)),
+        aggregate_value=str(rule.aggregate.value(run)),
         first_event_ts=iso_from_ms(run[0][0]),
         last_event_ts=iso_from_ms(run[-1][0]),
         detected_at=iso_from_ms(detected_at_ms),
@@ -166,7 +157,7 @@ def _alert(
 def _pool_and_match(rule: Rule, rule_state: RuleState, payment: Payment) -> list[Entry] | None:
     """Add the payment to the rule's pool; if that makes a run meet the threshold, take the
     earliest such run out of the pool (its events are used) and return it."""
-    distinct = str(payment.field(rule.aggregate_field)) if rule.aggregate_field else ""
+    distinct = rule.aggregate.entry_value(payment)
     entry: Entry = (payment.ts_ms, payment.txn_id, str(payment.amount), payment.country, distinct)
     index = bisect.bisect_left(rule_state.pool, entry)
     rule_state.pool.insert(index, entry)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from app.detection.aggregates import Aggregate, parse_aggregate
 from app.detection.models import Payment
 
 GROUP_FIELDS = ("card_id", "account_id", "merchant_id", "device_id", "ip")
@@ -34,7 +35,6 @@ FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
 THRESHOLD_OPS = (">=", ">")
 STATUSES = ("active", "shadow", "paused")
 SEVERITIES = ("low", "medium", "high", "critical")
-_AGGREGATE = re.compile(r"^(count|sum\(amount\)|distinct_count\((\w+)\))$")
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_WINDOW_S = 7 * 24 * 3600
 RULE_KEYS = frozenset(
@@ -104,8 +104,7 @@ class Rule:
     description: str
     group_by: tuple[str, ...]
     filter: tuple[Condition, ...]
-    aggregate: str  # "count" | "sum" | "distinct_count"
-    aggregate_field: str | None  # the field of distinct_count
+    aggregate: Aggregate
     window_ms: int
     threshold_op: str
     threshold: Decimal
@@ -114,14 +113,6 @@ class Rule:
     @property
     def group_by_name(self) -> str:
         return "+".join(self.group_by)
-
-    @property
-    def aggregate_text(self) -> str:
-        if self.aggregate == "sum":
-            return "sum(amount)"
-        if self.aggregate == "distinct_count":
-            return f"distinct_count({self.aggregate_field})"
-        return "count"
 
     def group_key(self, payment: Payment) -> str:
         if len(self.group_by) == 1:
@@ -139,7 +130,7 @@ class Rule:
             "description": self.description,
             "group_by": list(self.group_by),
             "filter": [condition.to_json() for condition in self.filter],
-            "aggregate": self.aggregate_text,
+            "aggregate": self.aggregate.text,
             "window": self.window_ms / 1000 if self.window_ms % 1000 else self.window_ms // 1000,
             "threshold": {"op": self.threshold_op, "value": str(self.threshold)},
             "severity": self.severity,
@@ -212,17 +203,11 @@ def _group_by(raw: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(group_by)
 
 
-def _aggregate(raw: Mapping[str, Any]) -> tuple[str, str | None]:
-    """``(aggregate, its field)``: ``("count", None)``, ``("sum", None)`` or
-    ``("distinct_count", field)``."""
-    text = raw.get("aggregate", "count")
-    match = _AGGREGATE.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise RuleError("aggregate", "must be count, sum(amount) or distinct_count(<field>)")
-    field = match.group(2)
-    if field is not None and field not in STRING_FIELDS:
-        raise RuleError("aggregate", f"distinct_count field {field!r} is not a payment field")
-    return match.group(1).split("(")[0], field
+def _aggregate(raw: Mapping[str, Any]) -> Aggregate:
+    try:
+        return parse_aggregate(raw.get("aggregate", "count"), STRING_FIELDS)
+    except ValueError as exc:
+        raise RuleError("aggregate", str(exc)) from None
 
 
 def _window_ms(raw: Mapping[str, Any]) -> int:
@@ -236,7 +221,7 @@ def _window_ms(raw: Mapping[str, Any]) -> int:
     return int(Decimal(str(window)) * 1000)
 
 
-def _threshold(raw: Mapping[str, Any], aggregate: str) -> tuple[str, Decimal]:
+def _threshold(raw: Mapping[str, Any], aggregate: Aggregate) -> tuple[str, Decimal]:
     threshold_raw = raw.get("threshold")
     if isinstance(threshold_raw, int | float) and not isinstance(threshold_raw, bool):
         threshold_raw = {"op": ">=", "value": threshold_raw}
@@ -248,9 +233,8 @@ def _threshold(raw: Mapping[str, Any], aggregate: str) -> tuple[str, Decimal]:
     threshold = _decimal("threshold.value", threshold_raw.get("value"))
     if threshold <= 0 if op == ">=" else threshold < 0:
         raise RuleError("threshold.value", "must be positive (a rule must need at least one event)")
-    if aggregate != "sum" and threshold != threshold.to_integral_value():
-        shown = raw.get("aggregate", "count")
-        raise RuleError("threshold.value", f"must be a whole number for {shown}")
+    if aggregate.whole and threshold != threshold.to_integral_value():
+        raise RuleError("threshold.value", f"must be a whole number for {aggregate.text}")
     return op, threshold
 
 
@@ -279,7 +263,7 @@ def parse_rule(raw: object) -> Rule:
     if not isinstance(filter_raw, list):
         raise RuleError("filter", "must be a list of conditions")
     conditions = tuple(_condition(i, c) for i, c in enumerate(filter_raw))
-    aggregate, aggregate_field = _aggregate(raw)
+    aggregate = _aggregate(raw)
     window_ms = _window_ms(raw)
     threshold_op, threshold = _threshold(raw, aggregate)
     severity = raw.get("severity", "medium")
@@ -294,7 +278,6 @@ def parse_rule(raw: object) -> Rule:
         group_by=group_by,
         filter=conditions,
         aggregate=aggregate,
-        aggregate_field=aggregate_field,
         window_ms=window_ms,
         threshold_op=threshold_op,
         threshold=threshold,
