@@ -53,6 +53,20 @@ class RuleState:
         return txn_id in self.used or any(e[1] == txn_id for e in self.pool)
 
 
+def _describe_entry(entry: Entry) -> dict[str, Any]:
+    ts_ms, txn_id, amount, country, distinct = entry
+    event: dict[str, Any] = {
+        "ts": iso_from_ms(ts_ms),
+        "ts_ms": ts_ms,
+        "txn_id": txn_id,
+        "amount": amount,
+        "country": country,
+    }
+    if distinct:
+        event["distinct"] = distinct
+    return event
+
+
 @dataclass(slots=True)
 class KeyState:
     """Everything one group key needs: its newest event time and each rule's pool."""
@@ -67,6 +81,22 @@ class KeyState:
                 rule_id: {"v": s.version, "p": s.pool, "u": s.used}
                 for rule_id, s in self.rules.items()
             },
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """Readable per rule, for people (the card inspection endpoint)."""
+        return {
+            rule_id: {
+                "version": s.version,
+                # Qualifying events not (yet) part of an alert, oldest first.
+                "pending": [_describe_entry(entry) for entry in s.pool],
+                # Events already consumed by an alert, kept to recognise redeliveries.
+                "alerted": [
+                    {"txn_id": txn_id, "ts": iso_from_ms(ts), "ts_ms": ts}
+                    for txn_id, ts in sorted(s.used.items(), key=lambda item: (item[1], item[0]))
+                ],
+            }
+            for rule_id, s in sorted(self.rules.items())
         }
 
     @classmethod

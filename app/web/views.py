@@ -45,6 +45,7 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from yarl import URL
 
+from app.detection.engine import KeyState
 from app.detection.keys import card_partition
 from app.detection.models import iso_from_ms
 from app.detection.pan import contains_pan
@@ -244,37 +245,6 @@ def _ms_from_iso(text: Any) -> int | None:
         return None
 
 
-def _event(entry: list[Any]) -> dict[str, Any]:
-    ts_ms, txn_id, amount, country, distinct = entry
-    event = {
-        "ts": iso_from_ms(ts_ms),
-        "ts_ms": ts_ms,
-        "txn_id": txn_id,
-        "amount": amount,
-        "country": country,
-    }
-    if distinct:
-        event["distinct"] = distinct
-    return event
-
-
-def describe_state(state: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``KeyState.to_json()`` (app.detection.engine) as readable JSON, per rule."""
-    if not state:
-        return {}
-    rules = {}
-    for rule_id, rule_state in sorted(state.get("r", {}).items()):
-        used = sorted(rule_state.get("u", {}).items(), key=lambda item: (item[1], item[0]))
-        rules[rule_id] = {
-            "version": rule_state.get("v"),
-            # Qualifying events not (yet) part of an alert, oldest first.
-            "pending": [_event(entry) for entry in rule_state.get("p", [])],
-            # Events already consumed by an alert, kept to recognise redeliveries.
-            "alerted": [{"txn_id": t, "ts": iso_from_ms(ts), "ts_ms": ts} for t, ts in used],
-        }
-    return rules
-
-
 def high_value_windows(card_id: str, anchors_s: Iterable[float]) -> list[dict[str, Any]]:
     """The card's high-value counts, one per 5-minute window, oldest first.
 
@@ -314,21 +284,21 @@ def high_value_windows(card_id: str, anchors_s: Iterable[float]) -> list[dict[st
 
 def read_card(card_id: str, now_s: float | None = None) -> dict[str, Any] | None:
     """Everything this worker's tables hold about a card; None if they hold nothing."""
-    state = card_state.get(card_id)
+    state = KeyState.from_json(card_state.get(card_id))
     alerts = list(card_alerts[card_id]) if card_id in card_alerts else []
     anchors = [time.time() if now_s is None else now_s]
-    if state and state.get("t"):
-        anchors.append(state["t"] / 1000)
+    if state.newest_ts:
+        anchors.append(state.newest_ts / 1000)
     if alerts and (last := _ms_from_iso(alerts[-1].get("last_event_ts"))) is not None:
         anchors.append(last / 1000)
     windows = high_value_windows(card_id, anchors)
-    if not state and not alerts and not windows:
+    if not state.rules and state.newest_ts is None and not alerts and not windows:
         return None
-    newest = state.get("t") if state else None
+    newest = state.newest_ts
     return {
         "card_id": card_id,
         "newest_event_ts": None if newest is None else iso_from_ms(newest),
-        "rules": describe_state(state),
+        "rules": state.describe(),
         "high_value_windows": windows,
         "high_value_amount": str(rulebook.high_value_amount),
         "alerts": alerts,
