@@ -11,6 +11,7 @@ import faust
 
 from app.delivery.backoff import backoff_delay
 from app.detection.rulebook import rulebook
+from app.rules_admin.topic import bootstrap_servers
 from app.worker.failures import failures
 from app.worker.partition_check import (
     DEFAULT_PARTITIONS,
@@ -54,7 +55,7 @@ class FraudApp(faust.App):
         await self.settle_partitions()
 
     async def settle_partitions(self) -> None:
-        bootstrap = ",".join(url.split("://", 1)[1] for url in settings.broker.split(";"))
+        bootstrap = bootstrap_servers(settings.broker)
         changelogs = [t.changelog_topic.get_topic_name() for t in self.tables.values()]
         co_partitioned = [regroup_topic.get_topic_name(), *changelogs]
         attempt = 0
