@@ -61,6 +61,15 @@ def iso_from_ms(ts_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
 
 
+def ms_from_iso(text: object) -> int | None:
+    """Epoch milliseconds of an ISO 8601 time (the inverse of :func:`iso_from_ms`); None if
+    ``text`` is not one."""
+    try:
+        return int(datetime.fromisoformat(str(text)).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
 def alert_id_for(rule_id: str, rule_version: int, group_key: str, txn_ids: list[str]) -> str:
     """Deterministic alert id: the same rule, version, key and events give the same id."""
     material = json.dumps(

@@ -1,0 +1,135 @@
+"""GET /healthz (alive and detecting) and GET /readyz (ready for traffic).
+
+A worker that is not detecting must not look healthy: /healthz fails while an agent is
+not running or crashed within the last minute, while a source partition has records
+waiting and no read (FRAUD_STALL_TIMEOUT), while internal errors pass
+FRAUD_MAX_INTERNAL_ERRORS_PER_MINUTE, and while the rules follower keeps failing.
+/readyz waits for recovered tables and the rules topic read to its end offsets.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from app.detection.rulebook import rulebook
+from app.rules_admin.topic import bootstrap_servers
+from app.web.cluster import tables_recovered
+from app.web.consumer import ConsumerWatch, EndOffsets, PartitionLag, consumer_lag
+from app.web.metrics import sink_snapshot
+from app.worker.failures import CRASH_MEMORY_S, failures
+from app.worker.faust_app import app, settings
+from app.worker.stats import stats
+
+# A partition with records waiting and no read for this long makes /healthz fail
+# (FRAUD_STALL_TIMEOUT, seconds).
+STALL_LIMIT_S = settings.stall_timeout_s
+# The rules follower may fail (broker unreachable) this long before /healthz fails.
+RULES_FOLLOWER_LIMIT_S = 30.0
+
+watch = ConsumerWatch()
+end_offsets = EndOffsets(bootstrap_servers(settings.broker))
+
+
+def agent_states() -> dict[str, str]:
+    """Each agent's service state ("running" when healthy)."""
+    return {str(agent.name): str(agent.state) for agent in app.agents.values()}
+
+
+def observe_consumer() -> tuple[float, list[PartitionLag]]:
+    """Feed the stall watch a fresh reading; returns (seconds stalled, the reading)."""
+    lags = consumer_lag(app, end_offsets.offsets)
+    paused = bool(getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False))
+    return watch.observe(lags, time.monotonic(), paused=paused), lags
+
+
+def rules_follower_failing_s(now: float | None = None) -> float:
+    since = stats.rules_follower_failing_since
+    if since is None:
+        return 0.0
+    return (time.monotonic() if now is None else now) - since
+
+
+def health_body() -> dict[str, Any]:
+    """What /healthz judges: a worker that is not detecting must not look healthy."""
+    agents = agent_states()
+    stalled_s, _ = observe_consumer()
+    agents_ok = bool(agents) and all(state == "running" for state in agents.values())
+    crashed = failures.crashed_recently()
+    consumer_ok = stalled_s <= STALL_LIMIT_S
+    errors_ok = not failures.internal_errors_too_many()
+    follower_s = rules_follower_failing_s()
+    follower_ok = follower_s <= RULES_FOLLOWER_LIMIT_S
+    sink = sink_snapshot()
+    ok = agents_ok and not crashed and consumer_ok and errors_ok and follower_ok
+    return {
+        "status": "ok" if ok else "failing",
+        "checks": {
+            "agents": {
+                "ok": agents_ok and not crashed,
+                "states": agents,
+                # An exception that escaped an agent (Faust restarted it past a record).
+                "crashes": dict(failures.crashes),
+                "last_crash": failures.last_crash,
+                "crashed_within_s": CRASH_MEMORY_S if crashed else None,
+            },
+            "consumer": {
+                "ok": consumer_ok,
+                "stalled_s": round(stalled_s, 1),
+                "limit_s": STALL_LIMIT_S,
+            },
+            "internal_errors": {
+                "ok": errors_ok,
+                "last_minute": failures.internal_errors_last_minute(),
+                "limit_per_minute": failures.max_internal_errors_per_minute,
+                "total": sum(failures.internal_errors.values()),
+            },
+            "rules_follower": {
+                "ok": follower_ok,
+                "failing_s": round(follower_s, 1),
+                "limit_s": RULES_FOLLOWER_LIMIT_S,
+            },
+        },
+        # Reported, not judged: restarting the worker does not bring DynamoDB back.
+        "sink": None if sink is None else {"healthy": sink.get("healthy")},
+    }
+
+
+class HealthView(View):
+    """Liveness: 200 while every check of :func:`health_body` holds, else 503."""
+
+    async def get(self, request: Request) -> Response:
+        body = health_body()
+        return self.json(body, status=200 if body["status"] == "ok" else 503)
+
+
+class ReadyView(View):
+    """Readiness: 200 once tables are recovered and the rules topic has been read to the
+    end offsets it had at start. Zero rules is a valid, ready state."""
+
+    async def get(self, request: Request) -> Response:
+        recovered = tables_recovered()
+        rules_read = rulebook.loaded.is_set()
+        ready = recovered and rules_read
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "checks": {
+                "tables_recovered": recovered,
+                "rules_topic_read": rules_read,
+                "rules_loaded": len(rulebook.all()),
+                "rebalancing": bool(getattr(app, "rebalancing", False)),
+            },
+        }
+        return self.json(body, status=200 if ready else 503)
+
+
+async def refresh_end_offsets() -> None:
+    await end_offsets.refresh(app)
+
+
+async def sample_every_second() -> None:
+    """Close a second of history (charts, throughput) and refresh the stall watch."""
+    stats.tick()
+    observe_consumer()
