@@ -1,0 +1,68 @@
+"""app/web/observability.py: GET /stats and GET /metrics."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import pytest
+
+from app.detection.rules import SEED_RULE
+from app.web.consumer import PartitionLag
+from app.web.metrics import Sources, new_registry
+from app.worker.stats import WorkerStats
+from tests.unit.web.fakes import families, get, patch_web, recorded_stats, run, samples
+
+
+def test_stats_has_the_old_fields_and_the_new_ones(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker.processed = 10
+    worker.dlq["missing_field"] += 2
+    worker.alerts[("high-value-burst", "active")] += 3
+    for latency_us in (1_000, 2_000, 3_000):
+        worker.decision_latency.record_value(latency_us)
+    worker.tick(now=time.time())
+    lag = PartitionLag("payments.raw", 0, highwater=20, committed=15, read=17, lag=5)
+    patch_web(monkeypatch, "consumer_lag", lambda app, ends=None: [lag])
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        status, body = await get(session, f"{base}/stats?history=5")
+        assert status == 200
+        # What bench/pipeline.py and older clients read.
+        assert body["processed"] == 10 and body["dlq_total"] == 2
+        assert body["decision_latency_ms"]["count"] == 3
+        assert body["dlq"] == {"missing_field": 2}
+        assert body["alerts_by_rule"] == {"high-value-burst": {"active": 3}}
+        assert body["alerts_total"] == 3
+        assert body["consumer"] == {"partitions": [lag.to_json()], "total_lag": 5}
+        assert [r["rule_id"] for r in body["rules"]] == ["high-value-burst"]
+        assert len(body["history"]) == 1 and body["history"][0]["processed"] == 10
+        assert set(body["throughput"]) == {"last_1s", "last_10s", "last_60s", "mean"}
+        status, body = await get(session, f"{base}/stats/?history=0")
+        assert status == 200 and body["history"] == []
+        for query, parameter in (("history=601", "history"), ("histroy=5", "histroy")):
+            status, body = await get(session, f"{base}/stats?{query}")
+            assert status == 400 and body["parameter"] == parameter
+
+    run(check)
+
+
+def test_metrics_endpoint_serves_prometheus_text(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stats = recorded_stats()
+    registry = new_registry(Sources(stats=stats, rules=lambda: [SEED_RULE], lag=list))
+    patch_web(monkeypatch, "registry", registry)
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        async with session.get(f"{base}/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            found = families(await response.text())
+        assert samples(found["fraud_payments_processed"]) == {
+            ("fraud_payments_processed_total", ()): 1234
+        }
+        assert "fraud_worker_process_cpu_seconds" in found
+
+    run(check)
