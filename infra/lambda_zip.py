@@ -1,5 +1,5 @@
 """Build ``build/notifier.zip``: ``lambdas/`` plus its dependencies, for Lambda's
-python3.11 x86_64 runtime (handler ``lambdas.notifier.handler.handler``).
+python3.11 x86_64 runtime (handler ``lambdas.notifier.handlers.notify.handler``).
 
 The dependencies (the ``lambda`` extra of setup.cfg, so versions live in one place)
 are installed as manylinux wheels whatever machine builds the zip; boto3 and
@@ -30,6 +30,8 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 # Lambda's limits for a directly uploaded package.
 MAX_ZIPPED_BYTES = 50 * 1024 * 1024
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
+# The module of the function's handler (``lambdas.notifier.handlers.notify.handler``).
+HANDLER_FILE = "notifier/handlers/notify.py"
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest timestamp a zip entry can hold
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
@@ -140,8 +142,8 @@ def build(
     platform: str = "manylinux2014_x86_64",
     source: Path = REPO / "lambdas",
 ) -> Path:
-    if not (source / "notifier" / "handler.py").is_file():
-        raise BuildError(f"{source}/notifier/handler.py not found")
+    if not (source / HANDLER_FILE).is_file():
+        raise BuildError(f"{source}/{HANDLER_FILE} not found")
     with tempfile.TemporaryDirectory(prefix="notifier-zip-") as tmp:
         entries = _files(source, prefix="lambdas/")
         if with_deps:

@@ -5,7 +5,7 @@ everything below is unit-tested without a table.
 
 Items are built in DynamoDB's wire format (``{"S": ...}``, ``{"N": "..."}``) for the
 low-level client, not through boto3's ``TypeSerializer``: that is exactly the shape the
-notifier's parser (``lambdas.notifier.alert.alert_from_image``) reads from the stream,
+notifier's parser (``lambdas.notifier.models.alert.alert_from_image``) reads from the stream,
 and numbers never pass through ``float`` or ``Decimal`` on the way.
 """
 

@@ -39,14 +39,14 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.notifier.aws import aws_client
-from lambdas.notifier.idempotency import ensure_table
+from lambdas.notifier.adapters.aws import aws_client
+from lambdas.notifier.adapters.idempotency import ensure_table
 
 log = logging.getLogger("infra.local.stream_poller")
 
 Handler = Callable[[dict[str, Any], LambdaContext], Any]
 
-DEFAULT_HANDLER = "lambdas.notifier.handler:handler"
+DEFAULT_HANDLER = "lambdas.notifier.handlers.notify:handler"
 # GetRecords returns at most 1000 records per call.
 MAX_BATCH_SIZE = 1000
 _MAX_BACKOFF_S = 10.0

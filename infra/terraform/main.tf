@@ -148,7 +148,7 @@ resource "aws_lambda_function" "notifier" {
   function_name    = "${var.name}-notifier"
   role             = aws_iam_role.notifier.arn
   runtime          = "python3.11"
-  handler          = "lambdas.notifier.handler.handler"
+  handler          = "lambdas.notifier.handlers.notify.handler"
   filename         = var.lambda_zip
   source_code_hash = filebase64sha256(var.lambda_zip)
   timeout          = 30

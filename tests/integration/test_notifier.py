@@ -23,9 +23,9 @@ import boto3
 import pytest
 
 from infra.local.stream_poller import LocalLambdaContext
-from lambdas.notifier import handler as notifier
-from lambdas.notifier.idempotency import ensure_table
-from tests.integration.alert_images import new_image
+from lambdas.notifier.adapters.idempotency import ensure_table
+from lambdas.notifier.handlers import notify as notifier
+from tests.factories import alert_row
 
 pytestmark = pytest.mark.integration
 
@@ -200,7 +200,7 @@ def stream_record(
         "StreamViewType": "NEW_IMAGE",
     }
     if event_name != "REMOVE":
-        dynamodb["NewImage"] = new_image(alert_id, status=status)
+        dynamodb["NewImage"] = alert_row(alert_id, status=status)
     record: dict[str, Any] = {
         "eventID": f"event-{seq}",
         "eventName": event_name,

@@ -28,9 +28,9 @@ import pytest
 
 from infra.local.slack_receiver import SlackReceiver
 from infra.local.stream_poller import StreamPoller
-from lambdas.notifier import handler as notifier
-from lambdas.notifier.idempotency import ensure_table
-from tests.integration.alert_images import new_image
+from lambdas.notifier.adapters.idempotency import ensure_table
+from lambdas.notifier.handlers import notify as notifier
+from tests.factories import alert_row
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ class AlertsTable:
     def put(self, alert_id: str, *, status: str = "active", card: str = "tok_1") -> None:
         self.client.put_item(
             TableName=self.name,
-            Item=new_image(alert_id, status=status, card=card),
+            Item=alert_row(alert_id, status=status, card=card),
             ConditionExpression="attribute_not_exists(alert_id)",
         )
 

@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.detection.models import Alert, alert_id_for, iso_from_ms
 from infra.local.stack import LocalStack
-from lambdas.notifier.alert import alert_from_image
+from lambdas.notifier.models.alert import alert_from_image
 from tests.integration.harness import Pipeline, Worker, produce, run, wait_until
 
 pytestmark = pytest.mark.integration

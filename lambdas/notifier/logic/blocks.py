@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from lambdas.notifier.alert import Alert
+from lambdas.notifier.models.alert import Alert
 
 SEVERITY_EMOJI = {
     "low": ":large_blue_circle:",

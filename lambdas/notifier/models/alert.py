@@ -1,4 +1,5 @@
-"""Stream record -> alert, and the decision whether to notify. Pure functions, no I/O.
+"""The alert model: a stream record's NewImage -> :class:`Alert`, and the
+:class:`Decision` whether the record notifies. Pure functions, no I/O.
 
 The records are read in DynamoDB's wire format (``{"S": ...}``, ``{"N": ...}``) rather
 than through boto3's deserializer so that this module needs nothing but the stdlib
@@ -25,6 +26,8 @@ class MalformedAlertError(ValueError):
 
 @dataclass(frozen=True)
 class Alert:
+    """One row of ``fraud_alerts`` as the sink wrote it; numbers stay the sink's strings."""
+
     alert_id: str
     rule_id: str
     rule_version: int

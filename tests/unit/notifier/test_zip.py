@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import zipfile
 from pathlib import Path
 
-from infra.lambda_zip import build, lambda_requirements, prune
+from infra.lambda_zip import REPO, build, lambda_requirements, prune
+from infra.local.stream_poller import DEFAULT_HANDLER
 
 
 def test_requirements_come_pinned_from_setup_cfg() -> None:
@@ -23,7 +26,7 @@ def test_zip_holds_the_handler_without_caches_and_is_reproducible(tmp_path: Path
         names = archive.namelist()
         assert archive.testzip() is None
     assert "lambdas/__init__.py" in names
-    assert "lambdas/notifier/handler.py" in names
+    assert "lambdas/notifier/handlers/notify.py" in names
     # The local stand-ins (stream poller, Slack receiver) live in infra/local, not in the zip.
     assert not [n for n in names if not n.startswith("lambdas/")]
     assert not [n for n in names if "stream_poller" in n or "slack_receiver" in n]
@@ -53,3 +56,14 @@ def test_prune_drops_what_the_lambda_runtime_already_has(tmp_path: Path) -> None
     assert not (tmp_path / "slack_sdk" / "__pycache__").exists()
     assert (tmp_path / "slack_sdk" / "__init__.py").exists()
     assert "boto3-1.44.8.dist-info" in removed
+
+
+def test_terraform_handler_names_a_function_that_is_in_the_zip(tmp_path: Path) -> None:
+    main_tf = (REPO / "infra" / "terraform" / "main.tf").read_text()
+    found = re.search(r'^\s*handler\s*=\s*"([\w.]+)"', main_tf, re.MULTILINE)
+    assert found is not None
+    module, _, function = found.group(1).rpartition(".")
+    assert callable(getattr(importlib.import_module(module), function))
+    assert f"{module}:{function}" == DEFAULT_HANDLER  # the local poller runs the same function
+    with zipfile.ZipFile(build(tmp_path / "notifier.zip", with_deps=False)) as archive:
+        assert module.replace(".", "/") + ".py" in archive.namelist()

@@ -1,11 +1,11 @@
-"""Alert -> SNS ``Publish`` request. Pure; the handler does the call."""
+"""Publishing an alert to SNS: the ``Publish`` request (pure) and the call."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from lambdas.notifier.alert import Alert
+from lambdas.notifier.models.alert import Alert
 
 # SNS: a subject is ASCII, one line, at most 100 characters.
 _SUBJECT_MAX = 100
@@ -46,3 +46,12 @@ def publish_request(alert: Alert, topic_arn: str) -> dict[str, Any]:
         request["MessageGroupId"] = alert.group_key[:128]
         request["MessageDeduplicationId"] = alert.alert_id[:128]
     return request
+
+
+def publish(client: Any, alert: Alert, topic_arn: str) -> dict[str, Any]:
+    """Publish ``alert`` with ``client`` (boto3 SNS); the receipt is stored by idempotency.
+
+    botocore's errors propagate: the caller decides what a failure means for the record.
+    """
+    response = client.publish(**publish_request(alert, topic_arn))
+    return {"sink": "sns", "message_id": str(response.get("MessageId", ""))}

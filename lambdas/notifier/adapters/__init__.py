@@ -1,0 +1,1 @@
+"""The notifier's outside world: Slack, SNS, Secrets Manager, the idempotency table, boto3."""

@@ -1,0 +1,1 @@
+"""The Lambda entry point: thin, decorated, no business logic."""

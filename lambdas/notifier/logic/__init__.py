@@ -1,0 +1,1 @@
+"""What the notifier does with a record: delivery to Slack and SNS, and the Slack message."""

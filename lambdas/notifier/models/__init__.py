@@ -1,0 +1,1 @@
+"""The notifier's data: the alert read from the stream, and the environment it runs in."""

@@ -1,0 +1,1 @@
+"""Unit tests of the notifier Lambda (lambdas/notifier), one file per module."""
