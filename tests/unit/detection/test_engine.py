@@ -1,4 +1,4 @@
-"""The detection engine against a brute-force oracle (hypothesis).
+"""app.detection.engine: the detection engine against a brute-force oracle (hypothesis).
 
 In-order streams must give exactly the oracle's alerts; any arrival order within
 the allowed lateness must keep the four properties of the architecture notes.

@@ -1,4 +1,5 @@
-"""Settings come from FRAUD_* variables; a bad value is refused, naming the variable."""
+"""app.worker.settings: settings come from FRAUD_* variables; a bad value is refused,
+naming the variable."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from app.worker.settings import VARIABLES, SettingsError, load_settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_defaults_bind_loopback_and_use_rocksdb() -> None:
@@ -120,3 +121,26 @@ def test_the_api_token_is_a_setting_and_never_shown() -> None:
 def test_each_validator_speaks_of_its_own_setting(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings({name: value})
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("true", True),
+        ("1", True),
+        ("YES", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        (" False ", False),
+        ("", True),
+    ],
+)
+def test_sink_enabled_setting(raw: str, value: bool) -> None:
+    assert load_settings({"FRAUD_SINK_ENABLED": raw}).sink_enabled is value
+    assert load_settings({}).sink_enabled is True
+
+
+def test_bad_sink_enabled_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="FRAUD_SINK_ENABLED='maybe'"):
+        load_settings({"FRAUD_SINK_ENABLED": "maybe"})

@@ -1,4 +1,5 @@
-"""The partition count is settled at start-up from the topics; a mismatch stops the worker."""
+"""app.worker.partition_check: the partition count is settled at start-up from the topics;
+a mismatch stops the worker."""
 
 from __future__ import annotations
 

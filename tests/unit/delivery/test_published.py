@@ -1,4 +1,4 @@
-"""The bounded set of alert ids already published."""
+"""app.delivery.published: the bounded set of alert ids already published."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Internal errors and agent crashes: counted, logged sparingly, judged by /healthz."""
+"""app.worker.failures: internal errors and agent crashes: counted, logged sparingly,
+judged by /healthz."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Each aggregate is a small type: its value over pool entries, its text, its parsing."""
+"""app.detection.aggregates: each aggregate is a small type: its value over pool entries,
+its text, its parsing."""
 
 from __future__ import annotations
 

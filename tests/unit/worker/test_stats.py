@@ -1,0 +1,42 @@
+"""app/worker/stats.py: per-second history and latency percentiles."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from app.worker.stats import WorkerStats, new_histogram
+
+
+def test_tick_gives_each_second_its_own_latency_percentiles() -> None:
+    stats = WorkerStats(started_at=100.0)
+    first = [random.Random(1).randint(500, 50_000) for _ in range(999)]
+    for value in first:
+        stats.decision_latency.record_value(value)
+    stats.processed = len(first)
+    sample = stats.tick(now=101.0)
+    reference = new_histogram()
+    for value in first:
+        reference.record_value(value)
+    assert sample.processed == 999 and sample.rate == pytest.approx(999.0)
+    assert sample.p50_ms == reference.get_value_at_percentile(50) / 1000
+    assert sample.p99_ms == reference.get_value_at_percentile(99) / 1000
+    assert sample.max_ms == reference.get_max_value() / 1000
+
+    second = [200_000, 210_000, 220_000]
+    for value in second:
+        stats.decision_latency.record_value(value)
+    stats.processed += 3
+    sample = stats.tick(now=103.0)
+    only_second = new_histogram()
+    for value in second:
+        only_second.record_value(value)
+    assert sample.processed == 3 and sample.rate == pytest.approx(1.5)
+    assert sample.p50_ms == only_second.get_value_at_percentile(50) / 1000
+    assert sample.max_ms == only_second.get_max_value() / 1000
+
+    idle = stats.tick(now=104.0)
+    assert idle.processed == 0 and idle.p50_ms is None and idle.p99_ms is None
+    assert [s.t for s in stats.history] == [101.0, 103.0, 104.0]
+    assert stats.throughput(2) == pytest.approx(1.0)
