@@ -166,10 +166,8 @@ async def forward(message: Any, key: str, partition: int | None = None) -> None:
 
 async def forward_to_groups(message: Any, payment: Payment) -> None:
     """Re-key the payment for every other group-by that one of its rules would count it in."""
-    for group_by in rulebook.other_groups():
-        rules = rulebook.rules_for(group_by)
-        if any(rule.status != "paused" and rule.qualifies(payment) for rule in rules):
-            await forward(message, group_record_key(group_by, rules[0].group_key(payment)))
+    for record_key in rulebook.regroup_keys(payment):
+        await forward(message, record_key)
 
 
 async def rekey_by_card(message: Any, payment: Payment) -> None:

@@ -9,13 +9,15 @@ repartition topic keyed ``"<group fields joined by +>\\x1f<group key>"``.
 
 from __future__ import annotations
 
-from aiokafka.partitioner import murmur2
-
 GROUP_SEPARATOR = "\x1f"
 
 
 def card_partition(card_id: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a record keyed by the card's bytes."""
+    # Imported here: aiokafka.partitioner loads all of aiokafka (~35 ms), which the engine,
+    # a backtest or a notebook that never computes a partition should not pay for.
+    from aiokafka.partitioner import murmur2  # noqa: PLC0415
+
     return int(murmur2(card_id.encode()) & 0x7FFFFFFF) % partitions
 
 

@@ -19,6 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from app.detection.keys import group_record_key
+from app.detection.models import Payment
 from app.detection.pan import redact_text
 from app.detection.rules import DEFAULT_MAX_RULE_BYTES, Rule, RuleError, parse_rule_bytes
 
@@ -111,6 +113,16 @@ class RuleBook:
             for group, rules in self._by_group.items()
             if group != CARD_GROUP and any(r.status != "paused" for r in rules)
         ]
+
+    def regroup_keys(self, payment: Payment) -> list[str]:
+        """Repartition-topic keys of the payment for every other group-by that one of its
+        live rules would count it in (the card's own rules need no repartitioning)."""
+        keys = []
+        for group_by in self.other_groups():
+            rules = self._by_group[group_by]
+            if any(rule.status != "paused" and rule.qualifies(payment) for rule in rules):
+                keys.append(group_record_key(group_by, rules[0].group_key(payment)))
+        return keys
 
     def all(self) -> list[Rule]:
         return sorted(self.rules.values(), key=lambda r: r.rule_id)
