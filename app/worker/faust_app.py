@@ -20,6 +20,7 @@ from app.worker.partition_check import (
     plan_partitions,
 )
 from app.worker.settings import Settings, SettingsError, load_settings
+from app.worker.transport import BatchHandler, Transport
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,18 @@ PARTITIONS = settings.partitions or DEFAULT_PARTITIONS
 
 class FraudApp(faust.App):
     """Faust's App, checking the partition counts before anything is consumed."""
+
+    fetch_max_wait_ms: int = 1500  # Faust's own value until the settings say otherwise
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Topics whose fetched records go to a handler a partition batch at a time,
+        # instead of through Faust's per-message path (app.worker.transport).
+        self.batch_handlers: dict[str, BatchHandler] = {}
+
+    def _new_transport(self) -> Any:
+        # Faust's aiokafka transport with the fetch wait as a setting (app.worker.transport).
+        return Transport(self.conf.broker_consumer, self)
 
     async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
         # Faust's hook for an exception that escaped an agent. Ours catch everything, so
@@ -120,6 +133,8 @@ app = FraudApp(
     # Changelog writes, forwarded payments and DLQ records batch for up to 5 ms.
     producer_linger_ms=5,
     stream_wait_empty=False,
+    # The most records one fetch hands over, so a batch (agents.batch) stays bounded.
+    broker_max_poll_records=2000,
     table_cleanup_interval=30.0,
     # Faust's own /router/ and /table/ views are unauthenticated and would answer on any
     # bind address; the project's views (/cards, /rules, ...) replace them.
@@ -129,6 +144,7 @@ app = FraudApp(
     web_stats_enabled=False,
     origin="app",
 )
+app.fetch_max_wait_ms = settings.fetch_max_wait_ms
 
 payments_topic = app.topic(settings.topic_payments, partitions=PARTITIONS)
 alerts_topic = app.topic(settings.topic_alerts, partitions=PARTITIONS)

@@ -43,6 +43,8 @@ class Settings:
     max_event_age_s: float = 30 * 24 * 3600.0
     processing_guarantee: str = "at_least_once"
     stall_timeout_s: float = 60.0
+    # How long the broker may hold an idle fetch (Faust hard-codes 1500: app.worker.transport).
+    fetch_max_wait_ms: int = 20
     topic_replication: int = 1
     sink_enabled: bool = True
     # Amounts beyond these bounds are dead-lettered (amount_out_of_range), so no rule
@@ -63,6 +65,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be a positive integer")
+    return value
+
+
+def _fetch_wait_ms(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 10_000:
+        raise ValueError("must be an integer number of milliseconds from 0 to 10000")
     return value
 
 
@@ -195,6 +204,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MAX_EVENT_AGE", "max_event_age_s", _non_negative_seconds),
     ("PROCESSING_GUARANTEE", "processing_guarantee", _guarantee),
     ("STALL_TIMEOUT", "stall_timeout_s", _non_negative_seconds),
+    ("FETCH_MAX_WAIT_MS", "fetch_max_wait_ms", _fetch_wait_ms),
     ("TOPIC_REPLICATION", "topic_replication", _positive_int),
     ("SINK_ENABLED", "sink_enabled", _bool),
     ("MAX_AMOUNT", "max_amount", _amount_bound),
