@@ -1,5 +1,5 @@
-"""What the detect and grouped agents share: evaluating a key's rules against its table
-state, publishing alerts, and forwarding payments through the repartition topic.
+"""What the detect and grouped agents share: publishing alerts (once), remembering them,
+and forwarding payments through the repartition topic.
 
 Ordering matters for at-least-once: an alert is acknowledged by Kafka *before* the state
 that consumed its events is written, so a crash can repeat an alert (same ``alert_id``,
@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
-from agents.delivery import dead_letter, send_acknowledged
+from agents.delivery import send_acknowledged
 from app.delivery.published import RecentIds, load_tail
-from app.detection.engine import KeyState, evaluate
 from app.detection.keys import card_partition, group_record_key
 from app.detection.models import Alert, Payment
 from app.detection.rulebook import CARD_GROUP, rulebook
-from app.detection.rules import Rule
 from app.detection.validation import Limits
 from app.rules_admin.topic import bootstrap_servers
 from app.worker.faust_app import alerts_topic, app, regroup_topic, settings
@@ -27,9 +24,6 @@ from app.worker.stats import stats
 from tables import (
     RECENT_ALERTS_PER_CARD,
     card_alerts,
-    card_state,
-    current_event_time,
-    high_value_counts,
 )
 
 log = logging.getLogger(__name__)
@@ -44,11 +38,10 @@ LIMITS = Limits(
 LATENESS_MS = int(settings.allowed_lateness_s * 1000)
 recent_alert_ids = RecentIds()
 
-# A card's state is read, evaluated, published and written back across awaits; the
-# detect agent (well-keyed payments) and the grouped agent (re-keyed ones) can hold the
-# same card at once. Striped locks serialise each key without a lock per key; taking a
-# free asyncio.Lock does not yield, so the common case costs next to nothing.
-_KEY_LOCKS = tuple(asyncio.Lock() for _ in range(64))
+# A batch reads state, awaits its alerts' acknowledgements, then writes state. The
+# consumer runs batches one after another, but Faust's own streams (a record that reaches
+# an agent's stream) run beside them: one lock keeps any two from interleaving.
+state_lock = asyncio.Lock()
 
 
 async def publish_alerts(alerts: tuple[Alert, ...]) -> None:
@@ -97,64 +90,6 @@ def remember_alerts(card_id: str, alerts: tuple[Alert, ...]) -> None:
     stats.recent_alerts.extend(alert.to_dict() for alert in alerts)
     if bodies:
         card_alerts[card_id] = [*card_alerts[card_id], *bodies][-RECENT_ALERTS_PER_CARD:]
-
-
-async def apply_rules(
-    message: Any,
-    payment: Payment,
-    key: str,
-    rules: list[Rule],
-    table: Any,
-    now_ms: float,
-    table_key: str | None = None,
-) -> tuple[Alert, ...] | None:
-    """Evaluate ``rules`` for one key and persist its state; None when the event is late."""
-    table_key = key if table_key is None else table_key
-    async with _KEY_LOCKS[hash(table_key) % len(_KEY_LOCKS)]:
-        stored = table.get(table_key)
-        state = KeyState.from_json(stored)
-        verdict = evaluate(
-            state,
-            payment,
-            key,
-            rules,
-            LATENESS_MS,
-            produced_at_ms=int(message.timestamp * 1000),
-            detected_at_ms=int(now_ms),
-        )
-        if verdict.late:
-            stats.late += 1
-            await dead_letter(
-                message,
-                "late_event",
-                f"event time {payment.ts} is more than {settings.allowed_lateness_s:g} s older"
-                f" than the newest seen for {rules[0].group_by_name} {key}",
-            )
-            return None
-        await publish_alerts(verdict.alerts)
-        if verdict.alerts:
-            remember_alerts(payment.card_id, verdict.alerts)
-        # Straight after the acknowledgement, with no await in between: the write lands in
-        # local RocksDB at once, so even a SIGKILL here re-emits nothing on restart.
-        if verdict.changed:
-            table[table_key] = state.to_json()
-        elif stored is not None and not state.rules:
-            del table[table_key]
-    if verdict.duplicate:
-        stats.duplicates += 1
-    return verdict.alerts
-
-
-async def decide_for_card(message: Any, payment: Payment, now_ms: float) -> None:
-    """Card-keyed rules and the high-value count, in the partition that holds the card."""
-    card_rules = rulebook.rules_for(CARD_GROUP)
-    if card_rules:
-        await apply_rules(message, payment, payment.card_id, card_rules, card_state, now_ms)
-    if payment.amount >= rulebook.high_value_amount:
-        current_event_time.set(payment.ts_ms / 1000)
-        high_value_counts[payment.card_id] += 1
-    stats.processed += 1
-    stats.record_decision(int(message.timestamp * 1000), time.time() * 1000)
 
 
 async def forward(message: Any, key: str, partition: int | None = None) -> None:

@@ -8,6 +8,8 @@ _PAN_CANDIDATE = re.compile(r"\d{13,19}")
 _DIGIT_RUN = re.compile(rb"\d{13,19}")
 # A card number as data-loss scanners see one: 13-19 digits that no other digit touches.
 _DELIMITED_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_THIRTEEN_ZEROS = b"0" * 13
 
 
 def luhn_valid(digits: str) -> bool:
@@ -29,6 +31,14 @@ def looks_like_pan(text: str) -> bool:
 def contains_pan(text: str) -> bool:
     """A card number anywhere in ``text``, e.g. ``txn-4111111111111111``."""
     return any(luhn_valid(run.group(0)) for run in _DELIMITED_RUN.finditer(text))
+
+
+def may_hold_pan(raw: bytes) -> bool:
+    """False only when no field decoded from the JSON ``raw`` can hold a card number: it is
+    ASCII (no non-ASCII digits), has no ``\\u`` escape (no digits spelt as escapes) and no
+    run of 13 digits. One C-level scan of the record instead of a regex per field."""
+    # Every digit made "0", then a substring search: C speed, 4x a regex search here.
+    return not raw.isascii() or b"\\u" in raw or _THIRTEEN_ZEROS in raw.translate(_DIGITS_TO_ZERO)
 
 
 def redact_pans(raw: bytes) -> bytes:

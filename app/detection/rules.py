@@ -8,8 +8,9 @@ the problem, so the CLI, the HTTP API and the workers all refuse it the same way
 from __future__ import annotations
 
 import json
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -62,6 +63,18 @@ class RuleError(ValueError):
         self.problem = problem
 
 
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "in": lambda actual, expected: actual in expected,
+    "not in": lambda actual, expected: actual not in expected,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     field: str
@@ -69,23 +82,8 @@ class Condition:
     value: Decimal | str | frozenset[str] | frozenset[Decimal]
 
     def matches(self, payment: Payment) -> bool:
-        actual = payment.field(self.field)
-        op, expected = self.op, self.value
-        if op == "in":
-            return actual in expected  # type: ignore[operator]
-        if op == "not in":
-            return actual not in expected  # type: ignore[operator]
-        if op == "==":
-            return actual == expected
-        if op == "!=":
-            return actual != expected
-        if op == ">=":
-            return actual >= expected  # type: ignore[operator]
-        if op == ">":
-            return actual > expected  # type: ignore[operator]
-        if op == "<=":
-            return actual <= expected  # type: ignore[operator]
-        return actual < expected  # type: ignore[operator]
+        # A dict lookup instead of a chain of comparisons: every payment meets every filter.
+        return _COMPARE[self.op](getattr(payment, self.field), self.value)
 
     def to_json(self) -> dict[str, Any]:
         value: Any = self.value

@@ -15,7 +15,7 @@ from typing import Any
 import pycountry
 
 from app.detection.models import PAYMENT_FIELDS, Payment
-from app.detection.pan import contains_pan
+from app.detection.pan import contains_pan, may_hold_pan
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
@@ -86,6 +86,15 @@ def parse_event_time(value: object) -> int:
     return int(moment.timestamp() * 1000)
 
 
+# Built once: json.loads with parse_float builds a new decoder per call.
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _loads(raw: bytes) -> Any:
+    # Not plain ASCII: json.loads detects UTF-8/16/32 and raises on bad bytes, as it always has.
+    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+
+
 def _decode(raw: bytes | None, limits: Limits) -> dict[str, Any]:
     """The record's JSON object, or the reason it is not one."""
     if raw is None:
@@ -93,7 +102,7 @@ def _decode(raw: bytes | None, limits: Limits) -> dict[str, Any]:
     if len(raw) > limits.max_bytes:
         raise InvalidPayment("oversize", f"record is {len(raw)} bytes, limit {limits.max_bytes}")
     try:
-        body = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        body = _DECODER.decode(raw.decode()) if raw.isascii() else _loads(raw)
     except InvalidPayment:
         raise
     except (UnicodeDecodeError, ValueError) as exc:
@@ -111,13 +120,15 @@ def _decode(raw: bytes | None, limits: Limits) -> dict[str, Any]:
     return body
 
 
-def _check_identifiers(body: dict[str, Any]) -> None:
+def _check_identifiers(body: dict[str, Any], raw: bytes | None) -> None:
     for name in _STRING_FIELDS:
         value = body[name]
         if not isinstance(value, str) or not value.strip():
             raise InvalidPayment("bad_type", f"field {name!r} must be a non-empty string")
         if len(value) > _MAX_ID_LENGTH:
             raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
+    if raw is not None and not may_hold_pan(raw):
+        return
     if contains_pan(body["card_id"]):
         raise InvalidPayment("pan_in_card_id", "field 'card_id' holds a card number, not a token")
     for name in _STRING_FIELDS:
@@ -150,7 +161,7 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
     ``now_ms`` bounds only absurd timestamps; windows never look at the wall clock.
     """
     body = _decode(raw, limits)
-    _check_identifiers(body)
+    _check_identifiers(body, raw)
     amount = parse_amount(body["amount"], limits)
     currency, country, mcc = _codes(body)
     ts_ms = parse_event_time(body["ts"])

@@ -1,0 +1,291 @@
+"""One fetched partition batch, decided together: the detect agent's payments and the
+grouped agent's forwarded payments.
+
+Faust's per-message path costs more than the decision itself, so the consumer hands each
+partition's fetched records to these agents at once (``app.worker.transport``). Per batch:
+every payment is decoded (a bad one dead-lettered); a payment from ``payments.raw`` is
+forwarded to its other groups and, when its Kafka key is not its card, re-keyed by card
+(buffered sends); each key's state is read once and its payments evaluated in offset order;
+every alert of the batch is published and acknowledged together; then each changed state
+is written once, straight after the acknowledgements. An alert is thus acknowledged by
+Kafka before the state that consumed its events is written, and the batch's offsets are
+acknowledged (by the consumer) only after both: a crash replays the batch, repeats no
+alert already on the topic (``agents.decisions.recent_alert_ids``) and loses none.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from faust.streams import _current_event
+from faust.types import TP
+
+from agents.decisions import (
+    LATENESS_MS,
+    LIMITS,
+    forward_to_groups,
+    publish_alerts,
+    rekey_by_card,
+    remember_alerts,
+    state_lock,
+)
+from agents.delivery import dead_letter, guarded
+from app.detection.engine import KeyState, Verdict, evaluate
+from app.detection.keys import split_group_record_key
+from app.detection.models import Alert, Payment
+from app.detection.rulebook import CARD_GROUP, rulebook
+from app.detection.rules import Rule
+from app.detection.validation import InvalidPayment, parse_payment
+from app.worker.failures import failures
+from app.worker.faust_app import app, settings
+from app.worker.stats import stats
+from tables import WINDOW_S, card_state, current_event_time, group_state, high_value_counts
+
+
+def _flowing() -> bool:
+    # ``flow_active`` is on Faust's Consumer but not on its ConsumerT interface; a rebalance
+    # clears it before the new generation is known.
+    return bool(getattr(app.consumer, "flow_active", False))
+
+
+def _stored(table: Any, key: str) -> Any:
+    """The table's value for ``key`` or None, read from its store in one lookup (the
+    table's own ``get`` asks the store twice: ``in``, then the value)."""
+    try:
+        return table.data[key]
+    except KeyError:
+        return None
+
+
+@dataclass
+class _Key:
+    """One key's state while its batch is evaluated."""
+
+    table: Any
+    stored: Any
+    state: KeyState
+    changed: bool = False
+    # The batch's payments already applied, to rebuild the state if one of them trips a bug.
+    applied: list[tuple[Any, Payment]] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """What a batch has decided, kept until its alerts are acknowledged."""
+
+    now_ms: float
+    keys: dict[tuple[str, str], _Key] = field(default_factory=dict)  # (table, table key)
+    alerts: dict[str, Alert] = field(default_factory=dict)  # by id: a rebuild repeats some
+    # (card, window index) -> (an event time in the window in seconds, high-value payments)
+    high_value: dict[tuple[str, int], tuple[float, int]] = field(default_factory=dict)
+    produced_ms: list[int] = field(default_factory=list)  # card decisions, for their latency
+    grouped: int = 0  # decisions for rules grouped by other fields
+
+    def _parse(self, message: Any) -> Payment:
+        return parse_payment(message.value, int(self.now_ms), LIMITS)
+
+    async def add_payment(self, message: Any) -> None:
+        """A record of ``payments.raw``."""
+        try:
+            payment = self._parse(message)
+        except InvalidPayment as exc:
+            await dead_letter(message, exc.reason, exc.detail)
+            return
+        await forward_to_groups(message, payment)
+        if message.key != payment.card_id.encode():
+            await rekey_by_card(message, payment)
+            return
+        await self._decide_for_card(message, payment)
+
+    async def add_forwarded(self, message: Any) -> None:
+        """A record of the repartition topic: a payment keyed by group (or re-keyed by card)."""
+        try:
+            group_by, key = split_group_record_key(message.key or b"")
+        except ValueError:
+            await dead_letter(message, "bad_group_key", "repartition record without a group key")
+            return
+        rules = rulebook.rules_for(group_by)
+        if not rules and group_by != CARD_GROUP:
+            return  # every rule of this group was deleted since the payment was forwarded
+        try:
+            payment = self._parse(message)
+        except InvalidPayment as exc:
+            # Validated before forwarding; only the wall-clock age bound can have moved.
+            await dead_letter(message, exc.reason, exc.detail)
+            return
+        if group_by == CARD_GROUP:
+            await self._decide_for_card(message, payment)
+        elif await self._evaluate(group_state, message.key.decode(), key, rules, message, payment):
+            self.grouped += 1
+
+    async def _decide_for_card(self, message: Any, payment: Payment) -> None:
+        rules = rulebook.rules_for(CARD_GROUP)
+        card = payment.card_id
+        if rules and not await self._evaluate(card_state, card, card, rules, message, payment):
+            return
+        if payment.amount >= rulebook.high_value_amount:
+            window = (card, int(payment.ts_ms // (WINDOW_S * 1000)))
+            _, count = self.high_value.get(window, (0.0, 0))
+            self.high_value[window] = (payment.ts_ms / 1000, count + 1)
+        self.produced_ms.append(int(message.timestamp * 1000))
+
+    async def _evaluate(
+        self,
+        table: Any,
+        table_key: str,
+        key: str,
+        rules: list[Rule],
+        message: Any,
+        payment: Payment,
+    ) -> bool:
+        """Apply the payment to its key's state; False when it is late (dead-lettered)."""
+        where = (str(table.name), table_key)
+        entry = self.keys.get(where)
+        if entry is None:
+            stored = _stored(table, table_key)
+            entry = self.keys[where] = _Key(table, stored, KeyState.from_json(stored))
+        try:
+            verdict = self._apply(entry, key, rules, message, payment)
+        except Exception:
+            # The state may be half-updated: rebuild it from the table and this batch's
+            # earlier payments, then let the caller dead-letter this one.
+            self._rebuild(where, entry, key, rules)
+            raise
+        if verdict.late:
+            stats.late += 1
+            await dead_letter(
+                message,
+                "late_event",
+                f"event time {payment.ts} is more than {settings.allowed_lateness_s:g} s older"
+                f" than the newest seen for {rules[0].group_by_name} {key}",
+            )
+            return False
+        entry.applied.append((message, payment))
+        return True
+
+    def _apply(
+        self, entry: _Key, key: str, rules: list[Rule], message: Any, payment: Payment
+    ) -> Verdict:
+        verdict = evaluate(
+            entry.state,
+            payment,
+            key,
+            rules,
+            LATENESS_MS,
+            produced_at_ms=int(message.timestamp * 1000),
+            detected_at_ms=int(self.now_ms),
+        )
+        entry.changed = entry.changed or verdict.changed
+        if verdict.duplicate:
+            stats.duplicates += 1
+        for alert in verdict.alerts:
+            self.alerts[alert.alert_id] = alert
+        return verdict
+
+    def _rebuild(self, where: tuple[str, str], entry: _Key, key: str, rules: list[Rule]) -> None:
+        entry.state, entry.changed = KeyState.from_json(entry.stored), False
+        try:
+            for message, payment in entry.applied:
+                self._apply(entry, key, rules, message, payment)
+        except Exception:
+            # Not reproducible from the same input would be a second bug: leave the key's
+            # stored state alone rather than write a guess.
+            del self.keys[where]
+
+    async def finish(self, generation: int | None) -> bool:
+        """Publish the alerts, then write the state; False if a rebalance came between
+        (``generation`` None: the caller acknowledges whatever happens, so write anyway)."""
+        alerts = tuple(self.alerts.values())
+        await publish_alerts(alerts)
+        if generation is not None and (generation != app.consumer_generation_id or not _flowing()):
+            return False  # a rebalance: the partition may move, its next owner replays it
+        # No await from here to the end: the writes land together, right after the acks.
+        for (_, table_key), entry in self.keys.items():
+            if entry.changed and entry.state.rules:
+                entry.table[table_key] = entry.state.to_json()
+            elif entry.stored is not None and not entry.state.rules:
+                del entry.table[table_key]
+        for (card_id, _), (ts_s, count) in self.high_value.items():
+            current_event_time.set(ts_s)
+            high_value_counts[card_id] += count
+        by_key: dict[str, list[Alert]] = {}
+        for alert in alerts:
+            by_key.setdefault(alert.group_key, []).append(alert)
+        for group_key, key_alerts in by_key.items():
+            remember_alerts(group_key, tuple(key_alerts))
+        done_ms = time.time() * 1000
+        for produced_ms in self.produced_ms:
+            stats.record_decision(produced_ms, done_ms)
+        stats.processed += len(self.produced_ms)
+        stats.grouped_processed += self.grouped
+        return True
+
+
+async def decide_batch(
+    agent: str,
+    add: Callable[[Batch, Any], Awaitable[None]],
+    messages: Sequence[Any],
+    *,
+    replayable: bool = True,
+) -> bool:
+    """Decide one partition's fetched records with ``add`` (``Batch.add_payment`` or
+    ``Batch.add_forwarded``); True once all of it is done.
+
+    ``replayable``: the caller fetches the batch again on False, so a rebalance between
+    the alerts and the writes leaves the state to the partition's next owner. Faust's own
+    stream acknowledges its event whatever happens: there the state is written anyway.
+    """
+    generation = app.consumer_generation_id if replayable else None
+    batch = Batch(time.time() * 1000)
+    first = messages[0]
+    # Faust's tables pick the changelog partition (and the RocksDB column) from the
+    # current event: one event of this partition stands for the whole batch.
+    event = app.create_event(first.key, first.value, first.headers, first)
+    token = _current_event.set(weakref.ref(event))
+    try:
+        async with state_lock:
+            for message in messages:
+                try:
+                    await add(batch, message)
+                except Exception as exc:
+                    where = f"{message.topic}[{message.partition}]@{message.offset}"
+                    failures.internal_error(agent, exc, where)
+                    await dead_letter(message, "internal_error", f"{agent}: {type(exc).__name__}")
+            done = await batch.finish(generation)
+    finally:
+        _current_event.reset(token)
+    # The changelog writes wait in Faust's producer buffer; let it drain below its limit,
+    # as Faust's conductor does before each record, so it never grows past one batch.
+    await app.producer.buffer.wait_until_ebb()
+    return done
+
+
+def batch_agent(topic: Any, name: str, add: Callable[[Batch, Any], Awaitable[None]]) -> Any:
+    """An agent of ``topic`` whose records are decided in batches with ``add``.
+
+    The consumer hands it each fetched partition batch (``app.batch_handlers``); the
+    agent's own stream subscribes the topic and takes, as a batch of one, any record that
+    still comes through Faust's per-message path. No exception escapes either: a record
+    that cannot be handled goes to the DLQ as ``internal_error``.
+    """
+
+    async def handle_batch(tp: TP, messages: Sequence[Any]) -> bool:
+        # Deciding before the rules topic has been read would miss alerts. The rules come
+        # from the follower's own consumer, so waiting here cannot hold them up.
+        await rulebook.loaded.wait()
+        return await decide_batch(name, add, messages)
+
+    async def handle_one(message: Any) -> None:
+        await decide_batch(name, add, [message], replayable=False)
+
+    async def agent(stream: Any) -> None:
+        await rulebook.loaded.wait()
+        async for event in stream.events():
+            await guarded(name, event.message, handle_one(event.message))
+
+    app.batch_handlers[topic.get_topic_name()] = handle_batch
+    return app.agent(topic, name=name)(agent)
