@@ -1,9 +1,19 @@
-"""Offered vs achieved rate and decision latency, Faust worker vs a bare aiokafka pipe.
+"""Capacity on a backlog and latency at offered rates, Faust worker vs a bare aiokafka pipe.
 
-``python -m bench.pipeline [--rates 1000,5000,10000] [--duration 15]`` starts real Kafka,
-then for each rate runs (1) a fresh fraud-detection worker and (2) the bare pipe,
-feeding each the same payments at the offered rate. Prints a table and writes
-``bench/results/pipeline.json``.
+``python -m bench.pipeline`` starts real Kafka (4 partitions) and measures:
+
+* **capacity**: ``--backlog`` payments (default 500 000) produced before a fresh worker
+  starts; payments decided per second from its first decision to its last, and the
+  worker's CPU seconds per 100 000 payments, once per rule file in ``--capacity-rules``
+  (default: the seed rule alone, then the shipped default rules);
+* **latency**: the generator offering ``--rates`` for ``--duration`` seconds each to a fresh
+  worker, ``--repeat`` times per rate (Faust's fetch timing once made runs bimodal, so one
+  run proves little): decision latency (the payment's produce timestamp to its state being
+  written, in the worker's HdrHistogram) and alert latency (the payment's produce timestamp
+  to the alert's append on ``fraud.alerts``, whose topic stamps LogAppendTime); then the
+  bare pipe (consume, decode, produce) once per rate on the same broker.
+
+Tables are printed; the raw numbers go to ``bench/results/pipeline.json``.
 """
 
 from __future__ import annotations
@@ -14,15 +24,19 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from hdrh.histogram import HdrHistogram
 
 from app.generator import PaymentGenerator
@@ -33,35 +47,9 @@ from infra.local.stack import LocalStack, Topic
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 PARTITIONS = 4
-
-
-async def offer(
-    bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]], rate: float
-) -> float:
-    """Send at ``rate``/s in 5 ms slices; returns the wall-clock start."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=1, acks=1, max_batch_size=512 * 1024
-    )
-    await producer.start()
-    started = time.time()
-    try:
-        sent = 0
-        while sent < len(payloads):
-            due = min(len(payloads), int((time.time() - started + 0.005) * rate))
-            for key, value in payloads[sent:due]:
-                await producer.send(topic, value, key=key)
-            sent = max(sent, due)
-            await asyncio.sleep(0.005)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return started
-
-
-def payloads_for(count: int) -> list[tuple[bytes, bytes]]:
-    generator = PaymentGenerator(seed=3, cards=20_000, fraud_ratio=0.005)
-    now = int(time.time() * 1000)
-    return [(p.card_id.encode(), p.to_json()) for p, _ in generator.stream(count, now, 1)]
+SEED_RULES = REPO / "bench" / "seed_only.yaml"
+DEFAULT_RULES = REPO / "app" / "rules_admin" / "default_rules.yaml"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -77,35 +65,117 @@ def fetch_stats(port: int) -> dict[str, Any]:
         return body
 
 
-def run_workers(
-    stack: LocalStack, rate: int, duration: float, workdir: Path, workers: int, rules_file: Path
-) -> dict[str, Any]:
-    uid = f"bench-{workers}w-{rate}-{int(time.time())}"
-    topics = {
-        "FRAUD_TOPIC_PAYMENTS": f"{uid}.payments",
-        "FRAUD_TOPIC_ALERTS": f"{uid}.alerts",
-        "FRAUD_TOPIC_DLQ": f"{uid}.dlq",
-        "FRAUD_TOPIC_RULES": f"{uid}.rules",
-    }
-    stack.create_topics([Topic(name, PARTITIONS) for name in topics.values()])
-    rules = load_rule_file(rules_file)
-    records: list[tuple[str, bytes | None]] = [(r.rule_id, r.to_bytes()) for r in rules]
-    asyncio.run(publish(stack.bootstrap, topics["FRAUD_TOPIC_RULES"], records))
-    ports = [free_port() for _ in range(workers)]
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def payloads_for(count: int) -> list[tuple[bytes, bytes]]:
+    generator = PaymentGenerator(seed=3, cards=20_000, fraud_ratio=0.005)
+    now = int(time.time() * 1000)
+    return [(p.card_id.encode(), p.to_json()) for p, _ in generator.stream(count, now, 1)]
+
+
+async def offer(
+    bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]], rate: float | None
+) -> float:
+    """Send at ``rate``/s in 5 ms slices (None: as fast as possible); returns the start."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=1 if rate else 20, acks=1, max_batch_size=512 * 1024
+    )
+    await producer.start()
+    started = time.time()
+    try:
+        if rate is None:
+            for key, value in payloads:
+                await producer.send(topic, value, key=key)
+        else:
+            sent = 0
+            while sent < len(payloads):
+                due = min(len(payloads), int((time.time() - started + 0.005) * rate))
+                for key, value in payloads[sent:due]:
+                    await producer.send(topic, value, key=key)
+                sent = max(sent, due)
+                await asyncio.sleep(0.005)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return started
+
+
+async def alert_latency(bootstrap: str, topic: str) -> HdrHistogram:
+    """Every alert's append time (LogAppendTime) minus its trigger payment's produce time."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    histogram = new_histogram()
+    await consumer.start()
+    try:
+        while batch := await consumer.getmany(timeout_ms=2000):
+            for records in batch.values():
+                for record in records:
+                    produced = json.loads(record.value).get("trigger_produced_at_ms") or 0
+                    if produced > 0:
+                        histogram.record_value(max(1, (record.timestamp - produced) * 1000))
+    finally:
+        await consumer.stop()
+    return histogram
+
+
+@dataclass
+class Run:
+    """Fresh topics and a rules topic holding ``rules`` for one measurement."""
+
+    stack: LocalStack
+    uid: str
+    rules: Path
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {
+            "FRAUD_TOPIC_PAYMENTS": f"{self.uid}.payments",
+            "FRAUD_TOPIC_ALERTS": f"{self.uid}.alerts",
+            "FRAUD_TOPIC_DLQ": f"{self.uid}.dlq",
+            "FRAUD_TOPIC_RULES": f"{self.uid}.rules",
+        }
+
+    def create(self) -> None:
+        topics = self.topics
+        self.stack.create_topics(
+            [Topic(name, PARTITIONS) for key, name in topics.items() if key != "FRAUD_TOPIC_ALERTS"]
+            + [
+                Topic(
+                    topics["FRAUD_TOPIC_ALERTS"],
+                    PARTITIONS,
+                    {"message.timestamp.type": "LogAppendTime"},
+                )
+            ]
+        )
+        records: list[tuple[str, bytes | None]] = [
+            (r.rule_id, r.to_bytes()) for r in load_rule_file(self.rules)
+        ]
+        asyncio.run(publish(self.stack.bootstrap, topics["FRAUD_TOPIC_RULES"], records))
+
+
+@contextmanager
+def workers(run: Run, count: int, workdir: Path) -> Iterator[list[tuple[int, int]]]:
+    """``count`` fresh workers on the run's topics; yields (web port, pid) per worker."""
+    ports = [free_port() for _ in range(count)]
     processes = []
     for index, port in enumerate(ports):
         env = {
             **os.environ,
-            **stack.env(),
-            **topics,
-            "FRAUD_APP_ID": uid,
+            **run.stack.env(),
+            **run.topics,
+            "FRAUD_APP_ID": run.uid,
             "FRAUD_PARTITIONS": str(PARTITIONS),
             "FRAUD_WEB_PORT": str(port),
-            "FRAUD_DATADIR": str(workdir / f"{uid}-{index}"),
-            # Decision latency is measured here; the sink (alert latency) needs DynamoDB.
+            "FRAUD_DATADIR": str(workdir / f"{run.uid}-{index}"),
+            # Alerts are measured on their topic; the DynamoDB sink is not part of this.
             "FRAUD_SINK_ENABLED": "false",
         }
-        log = (workdir / f"{uid}-{index}.log").open("wb")
+        log = (workdir / f"{run.uid}-{index}.log").open("wb")
         processes.append(
             subprocess.Popen(
                 [str(Path(sys.executable).parent / "faust"), "-A", "app", "worker", "-l", "warn"],
@@ -126,37 +196,82 @@ def run_workers(
                     if time.time() > deadline or process.poll() is not None:
                         raise RuntimeError(f"worker did not start; see {workdir}") from None
                     time.sleep(0.5)
-        time.sleep(3 + 3 * workers)  # let the consumer group settle
-        count = int(rate * duration)
-        payloads = payloads_for(count)
-        started = asyncio.run(
-            offer(stack.bootstrap, topics["FRAUD_TOPIC_PAYMENTS"], payloads, rate)
-        )
-        finished, done = started, 0
-        deadline = time.time() + duration * 10 + 60
-        while time.time() < deadline:
-            snapshots = [fetch_stats(port) for port in ports]
-            done = sum(s["processed"] + s["dlq_total"] for s in snapshots)
-            finished = time.time()
-            if done >= count:
-                break
-            time.sleep(0.2)
-        latency = new_histogram()
-        for snapshot in snapshots:
-            latency.add(HdrHistogram.decode(snapshot["decision_latency_hdr"]))
-        return {
-            "pipeline": f"fraud-detection, {workers} worker{'s' if workers > 1 else ''}",
-            "offered": rate,
-            "count": count,
-            "processed": done,
-            "achieved": round(done / max(finished - started, 1e-9)),
-            "latency_ms": percentiles_ms(latency),
-        }
+        yield [(port, process.pid) for port, process in zip(ports, processes, strict=True)]
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(30)
+
+
+def decided(ports: list[int]) -> tuple[int, list[dict[str, Any]]]:
+    snapshots = [fetch_stats(port) for port in ports]
+    return sum(s["processed"] + s["dlq_total"] for s in snapshots), snapshots
+
+
+def run_capacity(stack: LocalStack, rules: Path, backlog: int, workdir: Path) -> dict[str, Any]:
+    run = Run(stack, f"cap-{rules.stem}-{int(time.time())}", rules)
+    run.create()
+    asyncio.run(
+        offer(stack.bootstrap, run.topics["FRAUD_TOPIC_PAYMENTS"], payloads_for(backlog), None)
+    )
+    with workers(run, 1, workdir) as started:
+        ((port, pid),) = started
+        done, _ = decided([port])
+        while done == 0:  # the first decision: recovery and the rules are behind us
+            time.sleep(0.05)
+            done, _ = decided([port])
+        first_at, first_done, first_cpu = time.time(), done, cpu_seconds(pid)
+        deadline = first_at + 600
+        while done < backlog and time.time() < deadline:
+            time.sleep(0.1)
+            done, _ = decided([port])
+        elapsed, cpu = time.time() - first_at, cpu_seconds(pid) - first_cpu
+    measured = done - first_done
+    return {
+        "rules": str(rules.relative_to(REPO)),
+        "backlog": backlog,
+        "decided": done,
+        "per_s": round(measured / max(elapsed, 1e-9)),
+        "cpu_s_per_100k": round(cpu / max(measured, 1) * 100_000, 2),
+    }
+
+
+def run_latency(
+    stack: LocalStack, rules: Path, rate: int, duration: float, count: int, workdir: Path
+) -> dict[str, Any]:
+    run = Run(stack, f"lat-{count}w-{rate}-{time.time_ns()}", rules)
+    run.create()
+    total = int(rate * duration)
+    payloads = payloads_for(total)
+    with workers(run, count, workdir) as started:
+        ports = [port for port, _ in started]
+        time.sleep(3 + 3 * count)  # let the consumer group settle
+        began = asyncio.run(
+            offer(stack.bootstrap, run.topics["FRAUD_TOPIC_PAYMENTS"], payloads, rate)
+        )
+        finished, done = began, 0
+        deadline = time.time() + duration * 10 + 60
+        snapshots: list[dict[str, Any]] = []
+        while time.time() < deadline:
+            done, snapshots = decided(ports)
+            finished = time.time()
+            if done >= total:
+                break
+            time.sleep(0.2)
+    latency = new_histogram()
+    for snapshot in snapshots:
+        latency.add(HdrHistogram.decode(snapshot["decision_latency_hdr"]))
+    alerts = asyncio.run(alert_latency(stack.bootstrap, run.topics["FRAUD_TOPIC_ALERTS"]))
+    return {
+        "pipeline": f"fraud-detection, {count} worker{'s' if count > 1 else ''}",
+        "offered": rate,
+        "count": total,
+        "processed": done,
+        "achieved": round(done / max(finished - began, 1e-9)),
+        "latency_ms": percentiles_ms(latency),
+        "alert_latency_ms": percentiles_ms(alerts),
+    }
 
 
 def run_bare(stack: LocalStack, rate: int, duration: float) -> dict[str, Any]:
@@ -194,70 +309,112 @@ def run_bare(stack: LocalStack, rate: int, duration: float) -> dict[str, Any]:
     }
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def capacity_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| rules | backlog | payments/s | CPU s per 100k |", "|---|---:|---:|---:|"]
+    for row in rows:
+        lines.append(
+            f"| {row['rules']} | {row['backlog']} | {row['per_s']} | {row['cpu_s_per_100k']} |"
+        )
+    return "\n".join(lines)
+
+
+def latency_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| pipeline | offered/s | achieved/s | p50 ms | p90 ms | p99 ms | max ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| pipeline | offered/s | achieved/s | decision p50 / p99 / max ms | alert p50 / p99 ms |",
+        "|---|---:|---:|---|---|",
     ]
     for row in rows:
-        lat = row["latency_ms"]
-        lines.append(
-            f"| {row['pipeline']} | {row['offered']} | {row['achieved']} | {lat['p50']:.1f}"
-            f" | {lat['p90']:.1f} | {lat['p99']:.1f} | {lat['max']:.1f} |"
+        lat, alert = row["latency_ms"], row.get("alert_latency_ms")
+        alerts = (
+            "-" if not alert or not alert["count"] else f"{alert['p50']:.1f} / {alert['p99']:.1f}"
         )
+        lines.append(
+            f"| {row['pipeline']} | {row['offered']} | {row['achieved']}"
+            f" | {lat['p50']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f} | {alerts} |"
+        )
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Per offered rate: the median and the range of the repeated runs' p99s."""
+    lines = [
+        "| offered/s | runs | decision p99 median (min-max) ms | alert p99 median (min-max) ms |"
+    ]
+    lines.append("|---:|---:|---|---|")
+    for rate in sorted({r["offered"] for r in rows}):
+        runs = [r for r in rows if r["offered"] == rate and r["pipeline"].startswith("fraud")]
+        if not runs:
+            continue
+        cells = []
+        for key in ("latency_ms", "alert_latency_ms"):
+            p99s = [r[key]["p99"] for r in runs if r.get(key, {}).get("count")]
+            cells.append(
+                f"{statistics.median(p99s):.1f} ({min(p99s):.1f}-{max(p99s):.1f})" if p99s else "-"
+            )
+        lines.append(f"| {rate} | {len(runs)} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__)
+    parser.add_argument("--backlog", type=int, default=500_000, help="payments for capacity")
     parser.add_argument(
-        "--rates", default="1000,5000,10000", help="comma-separated offered rates (payments/s)"
-    )
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per rate")
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts to measure")
-    parser.add_argument(
-        "--rules",
+        "--capacity-rules",
         type=Path,
-        default=REPO / "app" / "rules_admin" / "default_rules.yaml",
-        help="rules to publish (default: the shipped ones, one of which needs the repartition)",
+        nargs="*",
+        default=[SEED_RULES, DEFAULT_RULES],
+        help="rule files to measure capacity with (none: skip capacity)",
     )
+    parser.add_argument("--rates", default="1000,5000,10000", help="offered rates (payments/s)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per latency run")
+    parser.add_argument("--repeat", type=int, default=5, help="latency runs per rate")
+    parser.add_argument("--workers", type=int, default=1, help="workers in a latency run")
+    parser.add_argument("--latency-rules", type=Path, default=SEED_RULES)
     parser.add_argument("--no-bare", action="store_true", help="skip the bare aiokafka pipe")
     parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args(argv)
     # SIGTERM (e.g. a CI timeout) must run the finally blocks that stop the workers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        rates = [int(r) for r in args.rates.split(",")]
-        worker_counts = [int(w) for w in args.workers.split(",")]
+        rates = [int(r) for r in args.rates.split(",") if r]
     except ValueError:
-        parser.error("--rates and --workers must be comma-separated integers")
-    rows: list[dict[str, Any]] = []
+        parser.error("--rates must be comma-separated integers")
     # Kept afterwards: the worker logs are the first thing to read when a number looks wrong.
-    tmp = tempfile.mkdtemp(prefix="fraud-bench-")
+    tmp = Path(tempfile.mkdtemp(prefix="fraud-bench-"))
     print(f"worker logs in {tmp}", flush=True)
-    with (
-        LocalStack(kafka=True, dynamodb=False, partitions=PARTITIONS) as stack,
-    ):
+    capacity: list[dict[str, Any]] = []
+    latency: list[dict[str, Any]] = []
+    with LocalStack(kafka=True, dynamodb=False, partitions=PARTITIONS) as stack:
+        for rules in args.capacity_rules:
+            capacity.append(run_capacity(stack, rules.resolve(), args.backlog, tmp))
+            print(capacity_table(capacity[-1:]).splitlines()[-1], flush=True)
         for rate in rates:
-            for workers in worker_counts:
-                rows.append(run_workers(stack, rate, args.duration, Path(tmp), workers, args.rules))
-                print(table(rows[-1:]).splitlines()[-1], flush=True)
+            for _ in range(args.repeat):
+                latency.append(
+                    run_latency(
+                        stack, args.latency_rules.resolve(), rate, args.duration, args.workers, tmp
+                    )
+                )
+                print(latency_table(latency[-1:]).splitlines()[-1], flush=True)
             if not args.no_bare:
-                rows.append(run_bare(stack, rate, args.duration))
-                print(table(rows[-1:]).splitlines()[-1], flush=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+                latency.append(run_bare(stack, rate, args.duration))
+                print(latency_table(latency[-1:]).splitlines()[-1], flush=True)
     report = {
         "cores": os.cpu_count(),
-        "rules": str(
-            args.rules.relative_to(REPO) if args.rules.is_relative_to(REPO) else args.rules
-        ),
-        "duration_s": args.duration,
         "partitions": PARTITIONS,
-        "rows": rows,
+        "capacity": capacity,
+        "latency_rules": str(args.latency_rules.resolve().relative_to(REPO)),
+        "duration_s": args.duration,
+        "repeat": args.repeat,
+        "latency": latency,
     }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
-    print(f"\n{os.cpu_count()} cores, {args.duration:g} s per rate, {PARTITIONS} partitions\n")
-    print(table(rows))
+    print(f"\n{os.cpu_count()} cores, {PARTITIONS} partitions, broker on the same machine\n")
+    if capacity:
+        print(capacity_table(capacity) + "\n")
+    print(latency_table(latency) + "\n")
+    print(summary(latency))
 
 
 if __name__ == "__main__":
