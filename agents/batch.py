@@ -179,7 +179,12 @@ class Batch:
             produced_at_ms=int(message.timestamp * 1000),
             detected_at_ms=int(self.now_ms),
         )
-        entry.changed = entry.changed or verdict.changed
+        # A duplicate rewrites the state too. A SIGKILL between the local RocksDB write and
+        # its changelog send leaves the store ahead of the changelog; the replay that
+        # follows finds only duplicates, and without this write the changelog (what the
+        # partition's next owner restores) would never learn the batch while its offsets
+        # get committed: the next owner would pair those payments again.
+        entry.changed = entry.changed or verdict.changed or verdict.duplicate
         if verdict.duplicate:
             stats.duplicates += 1
         for alert in verdict.alerts:
