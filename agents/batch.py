@@ -15,6 +15,7 @@ alert already on the topic (``agents.decisions.recent_alert_ids``) and loses non
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +51,20 @@ def _flowing() -> bool:
     # ``flow_active`` is on Faust's Consumer but not on its ConsumerT interface; a rebalance
     # clears it before the new generation is known.
     return bool(getattr(app.consumer, "flow_active", False))
+
+
+def _write(table: Any, key: str, value: Any) -> Any:
+    """``table[key] = value`` (None deletes it), returning the changelog send to await.
+
+    What Faust's ``Table.__setitem__`` does for a table without expiry (local store, then
+    changelog to the current event's partition), minus its sensors, but keeping the send.
+    """
+    partition = table.partition_for_key(key)
+    if value is None:
+        del table.data[key]
+        return table.send_changelog(partition, key, None, value_serializer="raw")
+    table.data[key] = value
+    return table.send_changelog(partition, key, value)
 
 
 def _stored(table: Any, key: str) -> Any:
@@ -208,12 +223,13 @@ class Batch:
         await publish_alerts(alerts)
         if generation is not None and (generation != app.consumer_generation_id or not _flowing()):
             return False  # a rebalance: the partition may move, its next owner replays it
-        # No await from here to the end: the writes land together, right after the acks.
+        # No await until the writes are made: they land together, right after the acks.
+        sends = []
         for (_, table_key), entry in self.keys.items():
             if entry.changed and entry.state.rules:
-                entry.table[table_key] = entry.state.to_json()
+                sends.append(_write(entry.table, table_key, entry.state.to_json()))
             elif entry.stored is not None and not entry.state.rules:
-                del entry.table[table_key]
+                sends.append(_write(entry.table, table_key, None))
         for (card_id, _), (ts_s, count) in self.high_value.items():
             current_event_time.set(ts_s)
             high_value_counts[card_id] += count
@@ -222,6 +238,11 @@ class Batch:
             by_key.setdefault(alert.group_key, []).append(alert)
         for group_key, key_alerts in by_key.items():
             remember_alerts(group_key, tuple(key_alerts))
+        # The batch is done when Kafka holds its state, not when the local store does: Faust
+        # flushes its producer buffer before a commit but gives up after 100 ms without a
+        # send (ProducerBuffer.flush_atmost), so a commit could pass state still in the
+        # buffer, and a SIGKILL then left the next owner a changelog without it.
+        await asyncio.gather(*sends)
         done_ms = time.time() * 1000
         for produced_ms in self.produced_ms:
             stats.record_decision(produced_ms, done_ms)
