@@ -32,7 +32,6 @@ from agents.decisions import (
     publish_alerts,
     rekey_by_card,
     remember_alerts,
-    state_lock,
 )
 from agents.delivery import dead_letter, guarded
 from app.detection.engine import KeyState, Verdict, evaluate
@@ -41,10 +40,14 @@ from app.detection.models import Alert, Payment
 from app.detection.rulebook import CARD_GROUP, rulebook
 from app.detection.rules import Rule
 from app.detection.validation import InvalidPayment, parse_payment
-from app.worker.failures import failures
 from app.worker.faust_app import app, settings
 from app.worker.stats import stats
 from tables import WINDOW_S, card_state, current_event_time, group_state, high_value_counts
+
+# A batch reads state, awaits its alerts' acknowledgements, then writes state. The
+# consumer runs batches one after another, but Faust's own streams (a record that reaches
+# an agent's stream) run beside them: one lock keeps any two from interleaving.
+state_lock = asyncio.Lock()
 
 
 def _flowing() -> bool:
@@ -275,12 +278,7 @@ async def decide_batch(
     try:
         async with state_lock:
             for message in messages:
-                try:
-                    await add(batch, message)
-                except Exception as exc:
-                    where = f"{message.topic}[{message.partition}]@{message.offset}"
-                    failures.internal_error(agent, exc, where)
-                    await dead_letter(message, "internal_error", f"{agent}: {type(exc).__name__}")
+                await guarded(agent, message, add(batch, message))
             done = await batch.finish(generation)
     finally:
         _current_event.reset(token)

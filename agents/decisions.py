@@ -38,11 +38,6 @@ LIMITS = Limits(
 LATENESS_MS = int(settings.allowed_lateness_s * 1000)
 recent_alert_ids = RecentIds()
 
-# A batch reads state, awaits its alerts' acknowledgements, then writes state. The
-# consumer runs batches one after another, but Faust's own streams (a record that reaches
-# an agent's stream) run beside them: one lock keeps any two from interleaving.
-state_lock = asyncio.Lock()
-
 
 async def publish_alerts(alerts: tuple[Alert, ...]) -> None:
     """Send all of an event's alerts at once and wait for every acknowledgement."""
