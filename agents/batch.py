@@ -9,8 +9,9 @@ forwarded to its other groups and, when its Kafka key is not its card, re-keyed 
 every alert of the batch is published and acknowledged together; then each changed state
 is written once, straight after the acknowledgements. An alert is thus acknowledged by
 Kafka before the state that consumed its events is written, and the batch's offsets are
-acknowledged (by the consumer) only after both: a crash replays the batch, repeats no
-alert already on the topic (``agents.decisions.recent_alert_ids``) and loses none.
+acknowledged (by the consumer) only once Kafka has also acknowledged the state's changelog
+sends and the forwarded payments: a crash replays the batch, repeats no alert already on
+the topic (``agents.decisions.recent_alert_ids``) and loses none.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class Batch:
     high_value: dict[tuple[str, int], tuple[float, int]] = field(default_factory=dict)
     produced_ms: list[int] = field(default_factory=list)  # card decisions, for their latency
     grouped: int = 0  # decisions for rules grouped by other fields
+    forwarded: list[Awaitable[Any]] = field(default_factory=list)  # repartition sends
 
     def _parse(self, message: Any) -> Payment:
         return parse_payment(message.value, int(self.now_ms), LIMITS)
@@ -113,9 +115,9 @@ class Batch:
         except InvalidPayment as exc:
             await dead_letter(message, exc.reason, exc.detail)
             return
-        await forward_to_groups(message, payment)
+        self.forwarded.extend(await forward_to_groups(message, payment))
         if message.key != payment.card_id.encode():
-            await rekey_by_card(message, payment)
+            self.forwarded.append(await rekey_by_card(message, payment))
             return
         await self._decide_for_card(message, payment)
 
@@ -219,13 +221,14 @@ class Batch:
             # stored state alone rather than write a guess.
             del self.keys[where]
 
-    async def finish(self, generation: int | None) -> bool:
-        """Publish the alerts, then write the state; False if a rebalance came between
-        (``generation`` None: the caller acknowledges whatever happens, so write anyway)."""
+    async def finish(self, generation: int | None) -> Awaitable[Any] | None:
+        """Publish the alerts, then write the state; the changelog sends of the writes, or
+        None if a rebalance came between (``generation`` None: the caller acknowledges
+        whatever happens, so write anyway)."""
         alerts = tuple(self.alerts.values())
         await publish_alerts(alerts)
         if generation is not None and (generation != app.consumer_generation_id or not _flowing()):
-            return False  # a rebalance: the partition may move, its next owner replays it
+            return None  # a rebalance: the partition may move, its next owner replays it
         # No await until the writes are made: they land together, right after the acks.
         sends = []
         for (_, table_key), entry in self.keys.items():
@@ -241,17 +244,17 @@ class Batch:
             by_key.setdefault(alert.group_key, []).append(alert)
         for group_key, key_alerts in by_key.items():
             remember_alerts(group_key, tuple(key_alerts))
-        # The batch is done when Kafka holds its state, not when the local store does: Faust
-        # flushes its producer buffer before a commit but gives up after 100 ms without a
-        # send (ProducerBuffer.flush_atmost), so a commit could pass state still in the
-        # buffer, and a SIGKILL then left the next owner a changelog without it.
-        await asyncio.gather(*sends)
         done_ms = time.time() * 1000
         for produced_ms in self.produced_ms:
             stats.record_decision(produced_ms, done_ms)
         stats.processed += len(self.produced_ms)
         stats.grouped_processed += self.grouped
-        return True
+        # The batch is done when Kafka holds its state, not when the local store does: Faust
+        # flushes its producer buffer before a commit but gives up after 100 ms without a
+        # send (ProducerBuffer.flush_atmost), so a commit could pass state still in the
+        # buffer, and a SIGKILL then left the next owner a changelog without it. The
+        # consumer acknowledges the batch's offsets once these sends are acknowledged.
+        return asyncio.gather(*sends, *self.forwarded)
 
 
 async def decide_batch(
@@ -260,11 +263,12 @@ async def decide_batch(
     messages: Sequence[Any],
     *,
     replayable: bool = True,
-) -> bool:
+) -> Awaitable[Any] | None:
     """Decide one partition's fetched records with ``add`` (``Batch.add_payment`` or
-    ``Batch.add_forwarded``); True once all of it is done.
+    ``Batch.add_forwarded``); the changelog sends of its state once all of it is decided
+    and its alerts acknowledged, or None if it must be fetched again.
 
-    ``replayable``: the caller fetches the batch again on False, so a rebalance between
+    ``replayable``: the caller fetches the batch again on None, so a rebalance between
     the alerts and the writes leaves the state to the partition's next owner. Faust's own
     stream acknowledges its event whatever happens: there the state is written anyway.
     """
@@ -279,13 +283,13 @@ async def decide_batch(
         async with state_lock:
             for message in messages:
                 await guarded(agent, message, add(batch, message))
-            done = await batch.finish(generation)
+            sent = await batch.finish(generation)
     finally:
         _current_event.reset(token)
     # The changelog writes wait in Faust's producer buffer; let it drain below its limit,
     # as Faust's conductor does before each record, so it never grows past one batch.
     await app.producer.buffer.wait_until_ebb()
-    return done
+    return sent
 
 
 def batch_agent(topic: Any, name: str, add: Callable[[Batch, Any], Awaitable[None]]) -> Any:
@@ -297,14 +301,16 @@ def batch_agent(topic: Any, name: str, add: Callable[[Batch, Any], Awaitable[Non
     that cannot be handled goes to the DLQ as ``internal_error``.
     """
 
-    async def handle_batch(tp: TP, messages: Sequence[Any]) -> bool:
+    async def handle_batch(tp: TP, messages: Sequence[Any]) -> Awaitable[Any] | None:
         # Deciding before the rules topic has been read would miss alerts. The rules come
         # from the follower's own consumer, so waiting here cannot hold them up.
         await rulebook.loaded.wait()
         return await decide_batch(name, add, messages)
 
     async def handle_one(message: Any) -> None:
-        await decide_batch(name, add, [message], replayable=False)
+        sent = await decide_batch(name, add, [message], replayable=False)
+        if sent is not None:
+            await sent
 
     async def agent(stream: Any) -> None:
         await rulebook.loaded.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from agents.delivery import send_acknowledged
@@ -87,25 +88,26 @@ def remember_alerts(card_id: str, alerts: tuple[Alert, ...]) -> None:
         card_alerts[card_id] = [*card_alerts[card_id], *bodies][-RECENT_ALERTS_PER_CARD:]
 
 
-async def forward(message: Any, key: str, partition: int | None = None) -> None:
-    # Buffered: Faust flushes the producer before it commits the source offset.
-    await regroup_topic.send(
+async def forward(message: Any, key: str, partition: int | None = None) -> Awaitable[Any]:
+    """Send the payment on through the repartition topic; its acknowledgement to await
+    before the source offset counts (the batch's offsets wait for it)."""
+    sent: Awaitable[Any] = await regroup_topic.send(
         key=key.encode(), value=message.value, timestamp=message.timestamp, partition=partition
     )
+    return sent
 
 
-async def forward_to_groups(message: Any, payment: Payment) -> None:
+async def forward_to_groups(message: Any, payment: Payment) -> list[Awaitable[Any]]:
     """Re-key the payment for every other group-by that one of its rules would count it in."""
-    for record_key in rulebook.regroup_keys(payment):
-        await forward(message, record_key)
+    return [await forward(message, record_key) for record_key in rulebook.regroup_keys(payment)]
 
 
-async def rekey_by_card(message: Any, payment: Payment) -> None:
+async def rekey_by_card(message: Any, payment: Payment) -> Awaitable[Any]:
     """Send a payment keyed by something else to its card's partition (agents.grouped)."""
     stats.rekeyed += 1
     # Settled at start-up from the topics (FraudApp.settle_partitions).
     partitions = int(app.conf.topic_partitions)
-    await forward(
+    return await forward(
         message,
         group_record_key(CARD_GROUP, payment.card_id),
         card_partition(payment.card_id, partitions),

@@ -15,17 +15,25 @@ one at a time: ``wait_first`` (four tasks and an ``asyncio.wait``), a lock and a
 delivery, an Event, the stream iterator, four sensor calls and an ack under a threading
 lock, about 150 µs per record on this machine. For a topic in ``app.batch_handlers`` the
 consumer instead passes each fetched partition batch to its handler as Faust messages, in
-offset order, and acknowledges the whole offset range once the handler returns True (its
-alerts acknowledged and its state written). On False, an exception, a rebalance or a
-paused partition, it seeks the partition back to the batch's first offset: the records
-are fetched again, never skipped. Faust still commits the acknowledged offsets (after
-flushing the producer), rebalances, recovers tables and serves the web views.
+offset order. The handler returns once the batch is decided (its alerts acknowledged by
+Kafka, its state written to the local store and sent to the changelog), handing back the
+changelog sends; the range of offsets is acknowledged when Kafka has acknowledged those
+sends, while the next batches are already being decided. A batch is thus done when Kafka
+holds its state, not when the local store does, and waiting for that costs no fetch round.
+Acknowledgements stay in offset order per partition, at most ``MAX_IN_FLIGHT`` batches
+behind. A handler that returns None or raises, a send that fails, a rebalance or a paused
+partition: the partition is sought back to the batch's first offset (a rebalance leaves
+that to Faust's seek to the committed offsets), so records are fetched again, never
+skipped. Faust still commits the acknowledged offsets, rebalances, recovers tables and
+serves the web views.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, cast
 
@@ -34,9 +42,14 @@ from faust.types import TP
 
 log = logging.getLogger(__name__)
 
-# A partition's fetched records, as Faust messages, oldest first; True when every one of
-# them is done (alerts acknowledged, state written) and their offsets may be committed.
-BatchHandler = Callable[[TP, Sequence[Any]], Awaitable[bool]]
+# A partition's fetched records, as Faust messages, oldest first. The handler returns when
+# they are decided, with what must still complete before their offsets may be committed
+# (the changelog sends of their state), or None when they must be fetched again.
+BatchHandler = Callable[[TP, Sequence[Any]], Awaitable[Awaitable[Any] | None]]
+
+# Decided batches per partition whose changelog sends may still be in flight; the fetch
+# loop waits for the oldest beyond this, so the pipeline never holds more than this.
+MAX_IN_FLIGHT = 4
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -51,6 +64,25 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per partition, the batches decided but not yet acknowledged, oldest first.
+        self._in_flight: defaultdict[TP, deque[asyncio.Task[bool]]] = defaultdict(deque)
+        # The generation whose seek to the committed offsets is done (see _hand_over).
+        self._sought_generation: int | None = None
+
+    async def on_stop(self) -> None:
+        # A clean stop commits what Kafka already holds: let batches in flight finish first.
+        in_flight = [task for tasks in self._in_flight.values() for task in tasks]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=10)
+        await super().on_stop()
+
+    async def perform_seek(self) -> None:
+        generation = self.app.consumer_generation_id
+        await super().perform_seek()
+        self._sought_generation = generation
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -71,28 +103,77 @@ class Consumer(faust_aiokafka.Consumer):
         self, handler: BatchHandler, tp: TP, batch: Sequence[Any], active: Any
     ) -> None:
         generation = self.app.consumer_generation_id
-        done = False
+        first, last = batch[0].offset, batch[-1].offset
+        sent: Awaitable[Any] | None = None
+        if self._sought_generation != generation:
+            # Faust resumes the partitions a moment before it seeks them to their committed
+            # offsets (Recovery._resume_streams). A batch fetched in between would be
+            # decided and then fetched and decided again after the seek: leave it for
+            # later. It may also have been fetched after the seek, before perform_seek
+            # returned here: seek back to it, or nothing would fetch it again.
+            await self._seek_back(tp, first)
+            return
         servable = active is None or tp in active or tp in self._buffered_partitions
-        if servable and self.flow_active and not self.should_stop:
+        if servable and not self.should_stop and self._same_generation(generation):
             try:
                 messages = [self._to_message(tp, record) for record in batch]
-                done = await handler(tp, messages)
+                sent = await handler(tp, messages)
             except Exception:
                 # The handler dead-letters what it cannot handle; this is a bug or an
                 # outage. The batch is fetched again, and /healthz sees the stall.
-                log.exception("batch of %s[%d] from offset %d failed", *tp, batch[0].offset)
-        if generation != self.app.consumer_generation_id or not self.flow_active:
+                log.exception("batch of %s[%d] from offset %d failed", *tp, first)
+        if not self._same_generation(generation):
             # A rebalance began: the acknowledgements of revoked partitions are gone, and
             # Faust seeks every assigned partition to its committed offset before it
             # resumes (Recovery._resume_streams), so this batch comes again if still ours.
             return
-        if done:
-            self._acknowledge_range(tp, batch[0].offset, batch[-1].offset)
+        if sent is None:
+            await self._seek_back(tp, first)
             return
+        in_flight = self._in_flight[tp]
+        previous = in_flight[-1] if in_flight else None
+        task = asyncio.ensure_future(
+            self._acknowledge_when_sent(tp, first, last, sent, previous, generation)
+        )
+        in_flight.append(task)
+        task.add_done_callback(in_flight.remove)
+        while len(in_flight) > MAX_IN_FLIGHT:
+            await asyncio.wait({in_flight[0]})
+
+    async def _acknowledge_when_sent(
+        self,
+        tp: TP,
+        first: int,
+        last: int,
+        sent: Awaitable[Any],
+        previous: asyncio.Task[bool] | None,
+        generation: int,
+    ) -> bool:
+        """Acknowledge ``first``..``last`` once the batch's sends and every earlier batch of
+        the partition are done; True if it did."""
+        earlier_done = previous is None or await previous
         try:
-            await self.seek(tp, batch[0].offset)
+            await sent
         except Exception:
-            log.warning("could not seek %s[%d] back to %d", *tp, batch[0].offset, exc_info=True)
+            log.exception("state of %s[%d] %d..%d not written to its changelog", *tp, first, last)
+            if earlier_done and self._same_generation(generation):
+                # The earliest batch that failed decides where the partition starts again.
+                await self._seek_back(tp, first)
+            return False
+        if not earlier_done or not self._same_generation(generation):
+            return False
+        self._acknowledge_range(tp, first, last)
+        return True
+
+    def _same_generation(self, generation: int) -> bool:
+        """No rebalance since ``generation``: the partition's acknowledgements still count."""
+        return generation == self.app.consumer_generation_id and self.flow_active
+
+    async def _seek_back(self, tp: TP, offset: int) -> None:
+        try:
+            await self.seek(tp, offset)
+        except Exception:
+            log.warning("could not seek %s[%d] back to %d", *tp, offset, exc_info=True)
 
     def _acknowledge_range(self, tp: TP, first: int, last: int) -> None:
         """Acknowledge offsets ``first``..``last``, and the hole before ``first`` that
