@@ -122,6 +122,9 @@ class Verdict:
     changed: bool  # the key's state must be written back (False when it is empty)
 
 
+_NOTHING = Verdict(late=False, duplicate=False, alerts=(), changed=False)
+
+
 def _meets(rule: Rule, value: Decimal) -> bool:
     return value >= rule.threshold if rule.threshold_op == ">=" else value > rule.threshold
 
@@ -215,14 +218,15 @@ def evaluate(
 
     ``rules`` must all group by the same fields, the ones ``key`` was built from.
     """
+    if _nothing_to_do(state, payment, rules):
+        return _NOTHING
     newest = state.newest_ts
     if newest is not None and payment.ts_ms < newest - allowed_lateness_ms:
         return Verdict(late=True, duplicate=False, alerts=(), changed=False)
 
-    changed = False
-    if newest is None or payment.ts_ms > newest:
-        state.newest_ts = newest = payment.ts_ms
-        changed = True
+    changed = newest is None or payment.ts_ms > newest
+    if changed:
+        state.newest_ts = payment.ts_ms
 
     alerts: list[Alert] = []
     duplicate = False
@@ -246,8 +250,7 @@ def evaluate(
             alerts.append(_alert(rule, key, used, payment, produced_at_ms, detected_at_ms))
 
     # Paused or deleted rules keep no state; surviving state is trimmed by event time.
-    if _drop_rules_not_in(state, live_rule_ids):
-        changed = True
+    changed = _drop_rules_not_in(state, live_rule_ids) or changed
     if changed:
         _expire(state, rules, allowed_lateness_ms)
     if not state.rules:
@@ -256,6 +259,14 @@ def evaluate(
         changed = False
     return Verdict(
         late=False, duplicate=duplicate and not alerts, alerts=tuple(alerts), changed=changed
+    )
+
+
+def _nothing_to_do(state: KeyState, payment: Payment, rules: Sequence[Rule]) -> bool:
+    """Nothing pooled for the key and nothing to pool: no state, no alert, and no clock to
+    keep (see the module's note on keys without state). Most payments end here."""
+    return not state.rules and not any(
+        rule.status != "paused" and rule.qualifies(payment) for rule in rules
     )
 
 
