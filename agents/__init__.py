@@ -1,3 +1,3 @@
 """Faust agents: thin loops that decode, call the pure logic, update state and emit."""
 
-from agents import grouped, payments, rules, sink  # noqa: F401
+from agents import archive, grouped, payments, rules, sink  # noqa: F401

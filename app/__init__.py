@@ -18,7 +18,14 @@ import importlib
 from typing import Any
 
 # The modules whose Faust decorators register tables, agents, web views and CLI commands.
-WIRING = ("tables", "agents", "app.cli", "app.rules_admin.http", "app.web.routes")
+WIRING = (
+    "tables",
+    "agents",
+    "app.cli",
+    "app.rules_admin.http",
+    "app.history.http",
+    "app.web.routes",
+)
 
 
 def wire() -> Any:

@@ -11,6 +11,7 @@ from faust.cli import argument, option
 from app.detection.rulebook import RuleBook
 from app.detection.rules import Rule, RuleError, parse_rule
 from app.generator import PaymentGenerator, open_truth, produce
+from app.history.evidence import run_backtest, shadow_evidence
 from app.rules_admin.topic import bootstrap_servers, load_rule_file, publish, read_all, with_status
 from app.worker.faust_app import app, settings
 
@@ -79,7 +80,7 @@ async def generate(
     await asyncio.sleep(0)
 
 
-RULE_ACTIONS = ("put", "list", "show", "pause", "activate", "delete")
+RULE_ACTIONS = ("put", "list", "show", "pause", "activate", "delete", "backtest")
 
 
 def over_limits(new_rules: list[Rule], book: RuleBook) -> str | None:
@@ -100,15 +101,70 @@ def over_limits(new_rules: list[Rule], book: RuleBook) -> str | None:
     return None
 
 
+def rules_from_file(path: str) -> list[Rule]:
+    """The rules of a JSON or YAML file; exit 1 naming the file or the field."""
+    try:
+        return load_rule_file(path)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    except RuleError as exc:
+        raise click.ClickException(f"rule refused: {exc}") from None
+
+
+def backtest_file(path: str, since: str | None, until: str | None) -> None:
+    """``rules backtest FILE --since --until``: print the report as JSON; exit 1 naming the
+    problem (unreadable file, invalid rule, bad range, missing archive)."""
+    if since is None or until is None:
+        raise click.UsageError("'rules backtest' needs --since and --until (e.g. 2026-11-20)")
+    rules = rules_from_file(path)
+    if len(rules) != 1:
+        raise click.ClickException(f"{path} holds {len(rules)} rules; backtest one at a time")
+    try:
+        report = run_backtest(settings, rules[0], since, until)
+    except ValueError as exc:  # BacktestError, ArchiveError
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(report, indent=2))
+    click.echo(
+        f"{report['rule_id']} v{report['rule_version']}: {report['alerts']} alerts on"
+        f" {report['payments_replayed']} payments in {report['seconds']} s"
+        f" ({report['payments_per_second']} payments/s)",
+        err=True,
+    )
+
+
+def print_evidence(rule: Rule, published_ms: int | None) -> None:
+    try:
+        evidence = shadow_evidence(settings, rule, published_ms)
+    except ValueError as exc:
+        click.echo(f"(no evidence from the archive: {exc})", err=True)
+        return
+    click.echo(
+        f"shadow since {evidence['published']}: {evidence['live_alerts']} live alerts,"
+        f" {evidence['backtest_alerts']} in a backtest of the same"
+        f" {evidence['payments_replayed']} payments"
+    )
+
+
 @app.command(
     argument("action", type=click.Choice(RULE_ACTIONS)),
     argument("target", required=False),
+    option("--since", default=None, help="backtest: first event time (2026-11-20 or ISO time)."),
+    option("--until", default=None, help="backtest: end of the range, exclusive."),
 )
-async def rules(self: object, action: str, target: str | None) -> None:
-    """Manage fraud rules: put FILE | list | show ID | pause ID | activate ID | delete ID.
+async def rules(
+    self: object, action: str, target: str | None, since: str | None, until: str | None
+) -> None:
+    """Manage fraud rules: put FILE | list | show ID | pause ID | activate ID | delete ID |
+    backtest FILE --since DATE --until DATE.
 
     Every change is published to the rules topic; workers apply it without a restart.
+    A backtest replays the archived payments (FRAUD_ARCHIVE_URL) through the engine.
     """
+    if action == "backtest":
+        if target is None:
+            raise click.UsageError("'rules backtest' needs FILE")
+        await asyncio.to_thread(backtest_file, target, since, until)
+        return
     bootstrap, topic = bootstrap_servers(settings.broker), settings.topic_rules
     if action == "list":
         book = await read_all(bootstrap, topic)
@@ -118,26 +174,33 @@ async def rules(self: object, action: str, target: str | None) -> None:
     if target is None:
         raise click.UsageError(f"'rules {action}' needs {'FILE' if action == 'put' else 'ID'}")
     if action == "put":
-        try:
-            new_rules = load_rule_file(target)
-        except OSError as exc:
-            raise click.UsageError(f"cannot read {target}: {exc.strerror}") from None
-        except RuleError as exc:
-            raise click.ClickException(f"rule refused: {exc}") from None
-        refusal = over_limits(new_rules, await read_all(bootstrap, topic))
-        if refusal:
-            raise click.ClickException(f"rule refused: {refusal}")
-        await publish(bootstrap, topic, [(r.rule_id, r.to_bytes()) for r in new_rules])
-        for new in new_rules:
-            click.echo(f"published {new.rule_id} v{new.version} ({new.status})")
-        return
+        await put_rules(bootstrap, topic, target)
+    else:
+        await change_rule(bootstrap, topic, action, target)
+
+
+async def put_rules(bootstrap: str, topic: str, path: str) -> None:
+    new_rules = rules_from_file(path)
+    refusal = over_limits(new_rules, await read_all(bootstrap, topic))
+    if refusal:
+        raise click.ClickException(f"rule refused: {refusal}")
+    await publish(bootstrap, topic, [(r.rule_id, r.to_bytes()) for r in new_rules])
+    for new in new_rules:
+        click.echo(f"published {new.rule_id} v{new.version} ({new.status})")
+
+
+async def change_rule(bootstrap: str, topic: str, action: str, rule_id: str) -> None:
+    """show, delete, pause or activate the rule ``rule_id``."""
     book = await read_all(bootstrap, topic)
-    found = book.rules.get(target)
-    if found is None:
-        raise click.ClickException(f"no rule {target!r} (known: {', '.join(book.rules) or 'none'})")
-    rule = found
+    rule = book.rules.get(rule_id)
+    if rule is None:
+        raise click.ClickException(
+            f"no rule {rule_id!r} (known: {', '.join(book.rules) or 'none'})"
+        )
     if action == "show":
         click.echo(json.dumps(rule.to_json(), indent=2))
+        if rule.status == "shadow":
+            await asyncio.to_thread(print_evidence, rule, book.published_ms.get(rule.rule_id))
     elif action == "delete":
         await publish(bootstrap, topic, [(rule.rule_id, None)])
         click.echo(f"deleted {rule.rule_id}")

@@ -40,6 +40,9 @@ class RuleBook:
     max_rules: int = 100
     max_rule_bytes: int = DEFAULT_MAX_RULE_BYTES
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    # When the version in force of each rule was published (the rules record's Kafka
+    # timestamp, epoch ms): a shadow rule's live alerts count from then.
+    published_ms: dict[str, int] = field(default_factory=dict)
     _by_group: dict[tuple[str, ...], list[Rule]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -19,13 +19,15 @@ from app.rules_admin.topic import bootstrap_servers, publish
 from app.worker.faust_app import app, settings
 
 
-def _token_ok(request: Request) -> bool:
+def token_ok(request: Request) -> bool:
     expected = settings.api_token or ""
     given = request.headers.get("Authorization", "")
     return bool(expected) and hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
 
 
-class _RulesView(View):
+class RulesApiView(View):
+    """A view of the rules API: its error bodies and its answer to a missing token."""
+
     def problem(self, status: int, message: str, **extra: Any) -> Response:
         return self.json({"error": message, **extra}, status=status)
 
@@ -37,14 +39,14 @@ class _RulesView(View):
         return response
 
 
-class RulesView(_RulesView):
+class RulesView(RulesApiView):
     async def get(self, request: Request) -> Response:
         return self.json(
             {"loaded": rulebook.loaded.is_set(), "rules": [r.to_json() for r in rulebook.all()]}
         )
 
 
-class RuleView(_RulesView):
+class RuleView(RulesApiView):
     async def get(self, request: Request, rule_id: str) -> Response:
         rule = rulebook.rules.get(rule_id)
         if rule is None:
@@ -52,7 +54,7 @@ class RuleView(_RulesView):
         return self.json(rule.to_json())
 
     async def put(self, request: Request, rule_id: str) -> Response:
-        if not _token_ok(request):
+        if not token_ok(request):
             return self.unauthorized()
         limit = settings.max_rule_bytes
         http = cast(web.Request, request)  # Faust's aiohttp driver hands over aiohttp's request
@@ -103,7 +105,7 @@ class RuleView(_RulesView):
         return self.json({"published": rule.to_json()}, status=202)
 
     async def delete(self, request: Request, rule_id: str) -> Response:
-        if not _token_ok(request):
+        if not token_ok(request):
             return self.unauthorized()
         if rule_id not in rulebook.rules:
             return self.problem(404, f"no rule {rule_id!r}")

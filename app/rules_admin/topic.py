@@ -90,6 +90,8 @@ async def follow(
             for tp, messages in batch.items():
                 for message in messages:
                     outcome = book.apply(message.key, message.value)
+                    if outcome.startswith("applied ") and message.key:
+                        book.published_ms[message.key.decode()] = message.timestamp
                     log.info("rules topic offset %d: %s", message.offset, outcome)
                     if on_change is not None:
                         result = on_change(outcome)

@@ -57,6 +57,14 @@ class Settings:
     # /healthz fails while more records than this are dead-lettered as internal_error
     # within a minute.
     max_internal_errors_per_minute: int = 10
+    # The Parquet archive (agents.archive): a directory or s3://bucket/prefix.
+    archive_enabled: bool = True
+    archive_url: str = "./.cache/archive"
+    archive_s3_endpoint: str | None = None
+    # A partition's buffer rolls into files at this many bytes of records as received
+    # (the Parquet files are several times smaller) or after this many seconds.
+    archive_roll_bytes: int = 64 * 1024 * 1024
+    archive_roll_s: float = 300.0
     # The bearer token for rule writes over HTTP; None refuses them. Never printed.
     api_token: str | None = field(default=None, repr=False)
 
@@ -105,6 +113,22 @@ def _non_negative_seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise ValueError("must be a finite number of seconds >= 0")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a finite number of seconds > 0")
+    return value
+
+
+def _archive_url(text: str) -> str:
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text):
+        if not re.fullmatch(r"(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|file:///\S*)", text):
+            raise ValueError("must be a directory, file:///path or s3://bucket/prefix")
+    elif any(c in text for c in "\n\r\0"):
+        raise ValueError("is not a directory path")
+    return text
 
 
 def _broker_url(text: str) -> str:
@@ -212,6 +236,11 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MAX_RULES", "max_rules", _positive_int),
     ("MAX_RULE_BYTES", "max_rule_bytes", _positive_int),
     ("MAX_INTERNAL_ERRORS_PER_MINUTE", "max_internal_errors_per_minute", _positive_int),
+    ("ARCHIVE_ENABLED", "archive_enabled", _bool),
+    ("ARCHIVE_URL", "archive_url", _archive_url),
+    ("ARCHIVE_S3_ENDPOINT", "archive_s3_endpoint", _http_url),
+    ("ARCHIVE_ROLL_BYTES", "archive_roll_bytes", _positive_int),
+    ("ARCHIVE_ROLL_SECONDS", "archive_roll_s", _positive_seconds),
     ("API_TOKEN", "api_token", _secret),
 )
 

@@ -101,6 +101,9 @@ class WorkerStats:
     rekeyed: int = 0
     dlq_send_failures: int = 0  # buffered DLQ sends Kafka finally refused (logged at ERROR)
     rules_follower_failing_since: float | None = None  # monotonic; None while it follows
+    archived_rows: int = 0  # rows written to the Parquet archive (agents.archive)
+    archived_files: int = 0
+    archive_failing_since: float | None = None  # monotonic; None while it archives
     duplicates: int = 0
     late: int = 0
     dlq: Counter[str] = field(default_factory=Counter)

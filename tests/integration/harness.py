@@ -87,6 +87,9 @@ class Pipeline:
             "FRAUD_TOPIC_RULES": self.rules,
             # Only the sink's own tests create an alerts table; the others leave it off.
             "FRAUD_SINK_ENABLED": "false",
+            # Likewise the archive: on in its own tests (test_history), where it goes here.
+            "FRAUD_ARCHIVE_ENABLED": "false",
+            "FRAUD_ARCHIVE_URL": str(self.tmp / "archive"),
             **self.extra_env,
         }
 

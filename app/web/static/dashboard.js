@@ -183,6 +183,31 @@ function drawCharts() {
 
 // ---------------------------------------------------------------- panels
 
+// A shadow rule's live alerts beside its backtest on the same archived payments (the
+// evidence for promoting it), fetched at most once a minute per rule version.
+const EVIDENCE_MS = 60000;
+const evidence = new Map();
+
+function shadowEvidence(rule) {
+  const key = `${rule.rule_id}@${rule.version}`;
+  const known = evidence.get(key);
+  if (!known || Date.now() - known.at > EVIDENCE_MS) {
+    evidence.set(key, { at: Date.now(), text: known ? known.text : "backtest…" });
+    getJson(`/rules/${encodeURIComponent(rule.rule_id)}/evidence`)
+      .then(({ status, body }) => {
+        evidence.set(key, {
+          at: Date.now(),
+          text: status === 200
+            ? `live ${fmtInt(body.live_alerts)} · backtest ${fmtInt(body.backtest_alerts)}`
+            : "no archive",
+        });
+      })
+      .catch(() => evidence.set(key, { at: Date.now(), text: "no archive" }));
+  }
+  return el("div", { class: "evidence", title: "live alerts of this version since it was published, beside a backtest of the same archived payments" },
+    evidence.get(key).text);
+}
+
 function renderStats(stats) {
   $("worker").textContent = stats.worker ? stats.worker.url : "";
   $("kpi-rate").textContent = fmtInt(stats.throughput ? stats.throughput.last_10s : null);
@@ -213,7 +238,8 @@ function renderStats(stats) {
       el("td", { title: `group by ${rule.group_by}; severity ${rule.severity}` },
         `${rule.aggregate} ${rule.threshold} in ${rule.window_s} s `,
         el("span", { class: "sev" }, rule.severity)),
-      el("td", { class: "num" }, fmtInt(alerts)));
+      el("td", { class: "num" }, fmtInt(alerts),
+        rule.status === "shadow" ? shadowEvidence(rule) : ""));
   }), "No rules loaded yet", 5);
 
   // One row per topic: partitions held, committed offsets and lag summed over them.

@@ -1,0 +1,132 @@
+"""Where the archive lives and how its files are named, written and found.
+
+``FRAUD_ARCHIVE_URL`` is a local directory (the default, ``./.cache/archive``) or
+``s3://bucket/prefix``; both go through pyarrow's filesystems, so the archive is read the
+same way (pyarrow, DuckDB, Spark, Athena) wherever it is. Layout, Hive-style::
+
+    <root>/payments/event_date=2026-11-29/event_hour=14/payments.raw-3-00000000000000120000-00000000000000124999.parquet
+
+A file is named by its topic, partition and the offsets of its first and last row, so a
+replay of the same records writes the same name. It is written whole before it is visible:
+locally to a hidden temporary name then renamed (a rename is atomic on POSIX); on S3 an
+object only appears once its upload completes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+_NAME = re.compile(
+    r"^(?P<topic>.+)-(?P<partition>\d+)-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$"
+)
+
+
+class ArchiveError(ValueError):
+    """The archive cannot be reached or read; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An archive root on a pyarrow filesystem."""
+
+    filesystem: pafs.FileSystem
+    root: str  # a path on ``filesystem``, without a trailing slash
+    url: str
+    local: bool
+
+    @classmethod
+    def at(cls, url: str, *, endpoint: str | None = None, region: str | None = None) -> Archive:
+        """The archive at ``url``: a directory path (or file:// URL) or ``s3://bucket/prefix``.
+
+        For S3, credentials come from the usual AWS chain (environment, profile, instance
+        role); ``endpoint`` points at an S3-compatible server instead of AWS.
+        """
+        parsed = urlparse(url)
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ArchiveError(f"{url!r} names no bucket (s3://bucket/prefix)")
+            options: dict[str, object] = {}
+            if region:
+                options["region"] = region
+            if endpoint:
+                endpoint_url = urlparse(endpoint)
+                options["endpoint_override"] = endpoint_url.netloc or endpoint
+                options["scheme"] = endpoint_url.scheme or "https"
+                # S3-compatible servers on loopback are addressed by path, not by bucket host.
+                options["force_virtual_addressing"] = False
+            root = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
+            return cls(pafs.S3FileSystem(**options), root, url, local=False)
+        if parsed.scheme not in {"", "file"}:
+            raise ArchiveError(f"{url!r}: the archive is a directory or an s3:// URL")
+        path = Path(parsed.path if parsed.scheme == "file" else url).absolute()
+        return cls(pafs.LocalFileSystem(), str(path), str(path), local=True)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def file_path(
+        self, kind: str, date: str, hour: int, topic: str, partition: int, first: int, last: int
+    ) -> str:
+        name = f"{topic}-{partition}-{first:020d}-{last:020d}.parquet"
+        return self.path(kind, f"event_date={date}", f"event_hour={hour:02d}", name)
+
+    def write(self, path: str, table: pa.Table) -> None:
+        """Write ``table`` to ``path`` so that readers see all of it or nothing."""
+        directory = path.rsplit("/", 1)[0]
+        self.filesystem.create_dir(directory, recursive=True)
+        if not self.local:
+            pq.write_table(table, path, filesystem=self.filesystem, compression="zstd")
+            return
+        temporary = f"{directory}/.{uuid.uuid4().hex}.tmp"
+        pq.write_table(table, temporary, filesystem=self.filesystem, compression="zstd")
+        # The data must be on disk before the name says it is there: an offset is committed
+        # once the rename returns.
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        self.filesystem.move(temporary, path)
+
+    def files(self, kind: str) -> list[ArchivedFile]:
+        """Every archived file of ``kind`` (payments, alerts, dlq), in no particular order."""
+        selector = pafs.FileSelector(self.path(kind), allow_not_found=True, recursive=True)
+        try:
+            infos = self.filesystem.get_file_info(selector)
+        except OSError as exc:
+            raise ArchiveError(f"cannot list {self.url}/{kind}: {exc}") from None
+        found = []
+        for info in infos:
+            match = _NAME.match(info.base_name) if info.type == pafs.FileType.File else None
+            if match is not None:
+                found.append(
+                    ArchivedFile(
+                        path=info.path,
+                        topic=match["topic"],
+                        partition=int(match["partition"]),
+                        first=int(match["first"]),
+                        last=int(match["last"]),
+                    )
+                )
+        return found
+
+    def delete(self, path: str) -> None:
+        self.filesystem.delete_file(path)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedFile:
+    path: str
+    topic: str
+    partition: int
+    first: int  # offset of its first row
+    last: int  # offset of its last row

@@ -1,0 +1,190 @@
+"""What the archive holds: one explicit Parquet schema per topic, and a record's row.
+
+Amounts are exact decimals (``decimal128(38, 12)`` holds every amount the worker accepts:
+at most 10^15 with at most 12 decimals, see ``FRAUD_MAX_AMOUNT``), times are UTC
+timestamps with their zone, and every row carries the Kafka partition, offset and
+timestamp it was read from. Rows are placed by event time (``event_date``/``event_hour``,
+Hive-style directories); a dead letter has no trustworthy event time, so it is placed by
+its Kafka timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+
+from app.detection.models import Alert, ms_from_iso
+from app.detection.validation import InvalidPayment, Limits, parse_payment
+
+AMOUNT = pa.decimal128(38, 12)
+TIME = pa.timestamp("ms", tz="UTC")
+
+_SOURCE = [
+    pa.field("kafka_partition", pa.int32(), nullable=False),
+    pa.field("kafka_offset", pa.int64(), nullable=False),
+    pa.field("kafka_timestamp", TIME),
+]
+
+PAYMENTS = pa.schema(
+    [
+        pa.field("txn_id", pa.string(), nullable=False),
+        pa.field("card_id", pa.string(), nullable=False),
+        pa.field("account_id", pa.string(), nullable=False),
+        pa.field("amount", AMOUNT, nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("merchant_id", pa.string(), nullable=False),
+        pa.field("mcc", pa.string(), nullable=False),
+        pa.field("country", pa.string(), nullable=False),
+        pa.field("device_id", pa.string(), nullable=False),
+        pa.field("ip", pa.string(), nullable=False),
+        pa.field("ts", TIME, nullable=False),
+        *_SOURCE,
+    ]
+)
+
+ALERTS = pa.schema(
+    [
+        pa.field("alert_id", pa.string(), nullable=False),
+        pa.field("rule_id", pa.string(), nullable=False),
+        pa.field("rule_version", pa.int64(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("severity", pa.string(), nullable=False),
+        pa.field("group_by", pa.string(), nullable=False),
+        pa.field("group_key", pa.string(), nullable=False),
+        pa.field("txn_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("amounts", pa.list_(AMOUNT), nullable=False),
+        pa.field("aggregate_value", AMOUNT),
+        pa.field("first_event_ts", TIME),
+        pa.field("last_event_ts", TIME),
+        pa.field("detected_at", TIME),
+        pa.field("trigger_txn_id", pa.string()),
+        *_SOURCE,
+    ]
+)
+
+DEAD_LETTERS = pa.schema(
+    [
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        pa.field("source_topic", pa.string()),
+        pa.field("source_partition", pa.int32()),
+        pa.field("source_offset", pa.int64()),
+        # PAN-masked by the worker before it reached the DLQ (app.delivery.dead_letter).
+        pa.field("original_b64", pa.string()),
+        pa.field("original_size", pa.int64()),
+        pa.field("received_at", TIME),
+        *_SOURCE,
+    ]
+)
+
+# The directory of each topic kind in the archive, and its schema.
+KINDS: dict[str, pa.Schema] = {"payments": PAYMENTS, "alerts": ALERTS, "dlq": DEAD_LETTERS}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One archived record: where it goes (event date and hour, UTC) and its columns."""
+
+    date: str  # 2026-11-29
+    hour: int
+    values: dict[str, Any]
+
+
+def _utc(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _place(ms: int, values: dict[str, Any]) -> Row:
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return Row(moment.strftime("%Y-%m-%d"), moment.hour, values)
+
+
+def _source(partition: int, offset: int, timestamp_ms: int | None) -> dict[str, Any]:
+    return {
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+        "kafka_timestamp": _utc(timestamp_ms),
+    }
+
+
+def payment_row(
+    value: bytes | None, partition: int, offset: int, timestamp_ms: int, limits: Limits
+) -> Row | None:
+    """The row of a ``payments.raw`` record; None if it is not a valid payment (the
+    worker dead-letters it, so it is archived with its reason under ``dlq``)."""
+    try:
+        payment = parse_payment(value, timestamp_ms, limits)
+    except InvalidPayment:
+        return None
+    values = {
+        "txn_id": payment.txn_id,
+        "card_id": payment.card_id,
+        "account_id": payment.account_id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "merchant_id": payment.merchant_id,
+        "mcc": payment.mcc,
+        "country": payment.country,
+        "device_id": payment.device_id,
+        "ip": payment.ip,
+        "ts": _utc(payment.ts_ms),
+        **_source(partition, offset, timestamp_ms),
+    }
+    return _place(payment.ts_ms, values)
+
+
+def alert_row(value: bytes | None, partition: int, offset: int, timestamp_ms: int) -> Row | None:
+    """The row of a ``fraud.alerts`` record, placed by its last event's time."""
+    if value is None:
+        return None
+    try:
+        alert = Alert.from_json(value)
+    except (ValueError, KeyError, TypeError):
+        return None
+    last_ms = ms_from_iso(alert.last_event_ts) or timestamp_ms
+    values = {
+        "alert_id": alert.alert_id,
+        "rule_id": alert.rule_id,
+        "rule_version": alert.rule_version,
+        "status": alert.status,
+        "severity": alert.severity,
+        "group_by": alert.group_by,
+        "group_key": alert.group_key,
+        "txn_ids": list(alert.txn_ids),
+        "amounts": [Decimal(a) for a in alert.amounts],
+        "aggregate_value": Decimal(alert.aggregate_value),
+        "first_event_ts": _utc(ms_from_iso(alert.first_event_ts)),
+        "last_event_ts": _utc(last_ms),
+        "detected_at": _utc(ms_from_iso(alert.detected_at)),
+        "trigger_txn_id": alert.trigger_txn_id,
+        **_source(partition, offset, timestamp_ms),
+    }
+    return _place(last_ms, values)
+
+
+def dead_letter_row(
+    value: bytes | None, partition: int, offset: int, timestamp_ms: int
+) -> Row | None:
+    """The row of a ``payments.dlq`` record, placed by its Kafka timestamp."""
+    try:
+        body = json.loads(value or b"")
+        source = body.get("source") or {}
+        values = {
+            "reason": str(body["reason"]),
+            "detail": body.get("detail"),
+            "source_topic": source.get("topic"),
+            "source_partition": source.get("partition"),
+            "source_offset": source.get("offset"),
+            "original_b64": body.get("original_b64"),
+            "original_size": body.get("original_size"),
+            "received_at": _utc(ms_from_iso(body.get("received_at"))),
+            **_source(partition, offset, timestamp_ms),
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return _place(timestamp_ms, values)
