@@ -58,6 +58,8 @@ class Archive:
             if region:
                 options["region"] = region
             if endpoint:
+                if "://" not in endpoint:
+                    raise ArchiveError(f"endpoint {endpoint!r} must be http(s)://host:port")
                 endpoint_url = urlparse(endpoint)
                 options["endpoint_override"] = endpoint_url.netloc or endpoint
                 options["scheme"] = endpoint_url.scheme or "https"
@@ -82,10 +84,14 @@ class Archive:
     def write(self, path: str, table: pa.Table) -> None:
         """Write ``table`` to ``path`` so that readers see all of it or nothing."""
         directory = path.rsplit("/", 1)[0]
-        self.filesystem.create_dir(directory, recursive=True)
         if not self.local:
-            pq.write_table(table, path, filesystem=self.filesystem, compression="zstd")
+            # S3 has no directories (create_dir would leave empty "dir/" objects behind).
+            try:
+                pq.write_table(table, path, filesystem=self.filesystem, compression="zstd")
+            except OSError as exc:
+                raise ArchiveError(f"cannot write {self.url}: {exc}") from None
             return
+        self.filesystem.create_dir(directory, recursive=True)
         temporary = f"{directory}/.{uuid.uuid4().hex}.tmp"
         pq.write_table(table, temporary, filesystem=self.filesystem, compression="zstd")
         # The data must be on disk before the name says it is there: an offset is committed
@@ -101,6 +107,11 @@ class Archive:
         """Every archived file of ``kind`` (payments, alerts, dlq), in no particular order."""
         selector = pafs.FileSelector(self.path(kind), allow_not_found=True, recursive=True)
         try:
+            if not self.local:
+                # allow_not_found also hides a missing bucket: say so instead of "no files".
+                bucket = self.root.split("/", 1)[0]
+                if self.filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+                    raise ArchiveError(f"cannot list {self.url}: bucket {bucket!r} does not exist")
             infos = self.filesystem.get_file_info(selector)
         except OSError as exc:
             raise ArchiveError(f"cannot list {self.url}/{kind}: {exc}") from None

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +32,8 @@ from infra.local.stack import LocalStack
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEFAULT_RULES = REPO / "app" / "rules_admin" / "default_rules.yaml"
+# The worker's default archive directory, made absolute for the messages.
+ARCHIVE = REPO / ".cache" / "archive"
 
 
 def _spawn(
@@ -117,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             "FRAUD_PARTITIONS": str(args.partitions),
             "FRAUD_WEB_PORT": str(args.web_port),
             "FRAUD_DATADIR": str(logs / "worker-data"),
+            # The archive's default place; files roll every 30 s so they show up while
+            # the demo runs (a worker's default is 5 minutes).
+            "FRAUD_ARCHIVE_URL": str(ARCHIVE),
+            "FRAUD_ARCHIVE_ROLL_SECONDS": "30",
         }
         faust = str(BIN / "faust")
         python = str(BIN / "python")
@@ -160,6 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"demo: worker starting (web on http://127.0.0.1:{args.web_port}/stats/);"
                 f" generating {args.rate:g} payments/s. Ctrl-C stops.",
+                flush=True,
+            )
+            today = datetime.now(UTC).date()
+            print(
+                f"demo: payments, alerts and dead letters are archived as Parquet in {ARCHIVE}/"
+                " every 30 s; backtest a rule on them with FRAUD_ARCHIVE_URL set the same:"
+                " faust -A app rules backtest bench/seed_only.yaml"
+                f" --since {today} --until {today + timedelta(days=1)}",
                 flush=True,
             )
             generate = [

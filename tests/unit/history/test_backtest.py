@@ -30,9 +30,14 @@ def stream(count: int = 6000) -> list[Payment]:
 
 
 def archive_of(payments: list[Payment], root: Path, partitions: int = 3) -> Archive:
-    """The payments as the archive agent would write them: partition by card, offsets in
-    order, rolled every 1 000 records."""
     archive = Archive.at(str(root))
+    write_payments(archive, payments, partitions)
+    return archive
+
+
+def write_payments(archive: Archive, payments: list[Payment], partitions: int = 3) -> None:
+    """The payments as the archive agent writes them, into any archive: partition by card,
+    offsets in order, rolled every 1 000 records."""
     buffers = {
         p: PartitionBuffer("payments", 10**9, 1e9, time.monotonic) for p in range(partitions)
     }
@@ -48,7 +53,6 @@ def archive_of(payments: list[Payment], root: Path, partitions: int = 3) -> Arch
     for partition, buffer in buffers.items():
         if not buffer.empty:
             roll(archive, partition, buffer)
-    return archive
 
 
 def roll(archive: Archive, partition: int, buffer: PartitionBuffer) -> None:

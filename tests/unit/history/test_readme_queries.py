@@ -1,0 +1,67 @@
+"""The README's DuckDB queries run on an archive as the archive agent writes it."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from app.detection.rules import SEED_RULE
+from app.history.backtest import backtest
+from app.history.rolling import PartitionBuffer
+from app.history.schema import alert_row
+from tests.unit.history.test_backtest import LATENESS_MS, archive_of, stream
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def readme_queries() -> list[str]:
+    section = (REPO / "README.md").read_text().split("### History", 1)[1].split("\n### ", 1)[0]
+    return re.findall(r"```sql\n(.*?)```", section, re.S)
+
+
+@pytest.fixture
+def archive_dir(tmp_path: Path) -> Path:
+    payments = stream(4000)
+    archive = archive_of(payments, tmp_path / "archive")
+    since = datetime(2026, 11, 20, tzinfo=UTC)
+    report = backtest(archive, SEED_RULE, since, since + timedelta(days=7), LATENESS_MS)
+    buffer = PartitionBuffer("alerts", 10**9, 1e9, time.monotonic)
+    for offset, alert in enumerate(report.alerts):
+        raw = alert.to_json()
+        buffer.add(offset, 1795940000000, len(raw), alert_row(raw, 0, offset, 1795940000000))
+    for f in buffer.roll()[0]:
+        archive.write(
+            archive.file_path(f.kind, f.date, f.hour, "fraud.alerts", 0, f.first, f.last), f.table
+        )
+    return tmp_path / "archive"
+
+
+def run(query: str, archive_dir: Path) -> list[tuple[object, ...]]:
+    return duckdb.sql(query.replace("'.cache/archive/", f"'{archive_dir}/")).fetchall()
+
+
+def test_the_readme_shows_three_queries() -> None:
+    assert len(readme_queries()) == 3
+
+
+def test_payments_per_hour_add_up_to_every_payment(archive_dir: Path) -> None:
+    per_hour, _, _ = readme_queries()
+    rows = run(per_hour, archive_dir)
+    assert sum(int(str(r[2])) for r in rows) == 4000
+    assert len(rows) > 1  # the stream spans hours
+
+
+def test_alerts_per_rule_and_the_labelled_training_set(archive_dir: Path) -> None:
+    _, per_rule, training = readme_queries()
+    ((rule_id, version, status, alerts, keys),) = run(per_rule, archive_dir)
+    assert (rule_id, version, status) == (SEED_RULE.rule_id, SEED_RULE.version, "active")
+    assert int(str(alerts)) > 5 and 0 < int(str(keys)) <= int(str(alerts))
+    rows = run(training, archive_dir)
+    flagged = [r for r in rows if r[-2]]
+    assert len(flagged) == 3 * int(str(alerts))  # three payments per alert, each once
+    assert all(r[-1] == [SEED_RULE.rule_id] for r in flagged)
