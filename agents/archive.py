@@ -28,6 +28,7 @@ from app.history.rolling import PartitionBuffer
 from app.history.schema import Row, alert_row, dead_letter_row, payment_row
 from app.rules_admin.topic import bootstrap_servers
 from app.worker.faust_app import app, settings
+from app.worker.kafka_security import kafka_options
 from app.worker.stats import stats
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ async def archive_topics() -> None:
             group_id=f"{settings.app_id}-archive",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **kafka_options(),
         )
         archiver = Archiver(open_archive(), consumer)
         try:

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from faker import Faker
 
 from app.detection.models import Payment, iso_from_ms
+from app.worker.kafka_security import kafka_options
 
 CURRENCY_BY_COUNTRY = {
     "US": "USD",
@@ -192,7 +193,11 @@ async def produce(
 ) -> int:
     """Send payments at ``rate``/s for ``duration`` s (event time = wall clock), keyed by card."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=2, acks=1, max_batch_size=256 * 1024
+        bootstrap_servers=bootstrap,
+        linger_ms=2,
+        acks=1,
+        max_batch_size=256 * 1024,
+        **kafka_options(),
     )
     await producer.start()
     sent, bursts = 0, 0

@@ -16,6 +16,7 @@ from collections import deque
 from aiokafka import AIOKafkaConsumer
 
 from app.rules_admin.topic import topic_partitions
+from app.worker.kafka_security import kafka_options
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ async def load_tail(
     bootstrap: str, topic: str, into: RecentIds, per_partition: int = 5_000, timeout_s: float = 30
 ) -> int:
     """Add the keys of the last ``per_partition`` records of every partition of ``topic``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **kafka_options()
+    )
     await consumer.start()
     loaded = 0
     try:

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.detection.rulebook import RuleBook
 from app.detection.rules import Rule, RuleError, parse_rule
+from app.worker.kafka_security import kafka_options
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def load_rule_file(path: str | Path) -> list[Rule]:
 
 async def publish(bootstrap: str, topic: str, records: list[tuple[str, bytes | None]]) -> None:
     """Publish (rule_id, value) records and wait until Kafka has them all."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **kafka_options())
     await producer.start()
     try:
         for rule_id, value in records:
@@ -70,7 +71,10 @@ async def follow(
     Without ``stop`` it runs until cancelled.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kafka_options(),
     )
     await consumer.start()
     try:
@@ -108,7 +112,7 @@ async def follow(
 
 async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     """All partitions of ``topic``, from the brokers' own metadata."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])

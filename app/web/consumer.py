@@ -15,6 +15,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app.worker.kafka_security import kafka_options
+
 log = logging.getLogger(__name__)
 
 # The assignor's leader topic is Faust bookkeeping, never payments: not lag.
@@ -112,7 +114,7 @@ class EndOffsets:
         try:
             if self._consumer is None:
                 self._consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self.bootstrap, enable_auto_commit=False
+                    bootstrap_servers=self.bootstrap, enable_auto_commit=False, **kafka_options()
                 )
                 await self._consumer.start()
             found = await self._consumer.end_offsets(

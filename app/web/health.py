@@ -52,6 +52,17 @@ def rules_follower_failing_s(now: float | None = None) -> float:
     return (time.monotonic() if now is None else now) - since
 
 
+def archive_status() -> dict[str, Any] | None:
+    if not settings.archive_enabled:
+        return None
+    since = stats.archive_failing_since
+    return {
+        "failing_s": None if since is None else round(time.monotonic() - since, 1),
+        "rows": stats.archived_rows,
+        "files": stats.archived_files,
+    }
+
+
 def health_body() -> dict[str, Any]:
     """What /healthz judges: a worker that is not detecting must not look healthy."""
     agents = agent_states()
@@ -94,6 +105,9 @@ def health_body() -> dict[str, Any]:
         },
         # Reported, not judged: restarting the worker does not bring DynamoDB back.
         "sink": None if sink is None else {"healthy": sink.get("healthy")},
+        # Reported, not judged, like the sink: an unreachable archive does not stop detection,
+        # and its records wait in Kafka (uncommitted) until it is back.
+        "archive": archive_status(),
     }
 
 

@@ -13,6 +13,7 @@ from app.delivery.backoff import backoff_delay
 from app.detection.rulebook import rulebook
 from app.rules_admin.topic import bootstrap_servers
 from app.worker.failures import failures
+from app.worker.kafka_security import faust_credentials
 from app.worker.partition_check import (
     DEFAULT_PARTITIONS,
     PartitionMismatch,
@@ -110,6 +111,7 @@ class FraudApp(faust.App):
 app = FraudApp(
     settings.app_id,
     broker=settings.broker,
+    broker_credentials=faust_credentials(settings),
     store=settings.store,
     datadir=str(settings.datadir),
     topic_partitions=PARTITIONS,

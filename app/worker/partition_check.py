@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from app.worker.kafka_security import kafka_options
+
 DEFAULT_PARTITIONS = 8
 
 
@@ -31,7 +33,7 @@ class PartitionPlan:
 
 async def existing_partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
     """Partition count of each of ``topics`` that exists (absent ones are left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))

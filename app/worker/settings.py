@@ -65,6 +65,13 @@ class Settings:
     # (the Parquet files are several times smaller) or after this many seconds.
     archive_roll_bytes: int = 64 * 1024 * 1024
     archive_roll_s: float = 300.0
+    # Kafka security (app.worker.kafka_security): PLAINTEXT locally; on Amazon MSK,
+    # SASL_SSL with AWS_MSK_IAM (the task role) or SCRAM-SHA-512 (user and password).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ca_file: str | None = None
     # The bearer token for rule writes over HTTP; None refuses them. Never printed.
     api_token: str | None = field(default=None, repr=False)
 
@@ -128,6 +135,24 @@ def _archive_url(text: str) -> str:
             raise ValueError("must be a directory, file:///path or s3://bucket/prefix")
     elif any(c in text for c in "\n\r\0"):
         raise ValueError("is not a directory path")
+    return text
+
+
+def _security_protocol(text: str) -> str:
+    if text not in {"PLAINTEXT", "SSL", "SASL_SSL"}:
+        raise ValueError("must be PLAINTEXT, SSL or SASL_SSL")
+    return text
+
+
+def _sasl_mechanism(text: str) -> str:
+    if text not in {"AWS_MSK_IAM", "SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"}:
+        raise ValueError("must be AWS_MSK_IAM, SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN")
+    return text
+
+
+def _readable_file(text: str) -> str:
+    if not os.path.isfile(text) or not os.access(text, os.R_OK):
+        raise ValueError("is not a readable file")
     return text
 
 
@@ -241,8 +266,15 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("ARCHIVE_S3_ENDPOINT", "archive_s3_endpoint", _http_url),
     ("ARCHIVE_ROLL_BYTES", "archive_roll_bytes", _positive_int),
     ("ARCHIVE_ROLL_SECONDS", "archive_roll_s", _positive_seconds),
+    ("KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol", _security_protocol),
+    ("KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism", _sasl_mechanism),
+    ("KAFKA_SASL_USERNAME", "kafka_sasl_username", _secret),
+    ("KAFKA_SASL_PASSWORD", "kafka_sasl_password", _secret),
+    ("KAFKA_CA_FILE", "kafka_ca_file", _readable_file),
     ("API_TOKEN", "api_token", _secret),
 )
+# Never printed, not even in the message about a bad value.
+HIDDEN = frozenset({"api_token", "kafka_sasl_password"})
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -259,6 +291,30 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             reason = str(exc) or "is invalid"
             if reason.startswith("invalid literal") or reason.startswith("could not convert"):
                 reason = "is not a number"
-            shown = "(hidden)" if attr == "api_token" else repr(raw)
+            shown = "(hidden)" if attr in HIDDEN else repr(raw)
             raise SettingsError(f"{PREFIX}{name}={shown}: {reason}") from None
-    return replace(Settings(), **values)  # type: ignore[arg-type]
+    loaded = replace(Settings(), **values)  # type: ignore[arg-type]
+    _check_kafka_security(loaded)
+    return loaded
+
+
+def _check_kafka_security(settings: Settings) -> None:
+    """The FRAUD_KAFKA_* settings that only make sense together."""
+    protocol, mechanism = settings.kafka_security_protocol, settings.kafka_sasl_mechanism
+    if protocol == "SASL_SSL" and mechanism is None:
+        raise SettingsError(
+            f"{PREFIX}KAFKA_SASL_MECHANISM: required with {PREFIX}KAFKA_SECURITY_PROTOCOL=SASL_SSL"
+            " (AWS_MSK_IAM, SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN)"
+        )
+    if protocol != "SASL_SSL" and mechanism is not None:
+        raise SettingsError(
+            f"{PREFIX}KAFKA_SASL_MECHANISM={mechanism!r}: needs"
+            f" {PREFIX}KAFKA_SECURITY_PROTOCOL=SASL_SSL, not {protocol}"
+        )
+    if mechanism not in (None, "AWS_MSK_IAM"):
+        for name in ("username", "password"):
+            if getattr(settings, f"kafka_sasl_{name}") is None:
+                raise SettingsError(
+                    f"{PREFIX}KAFKA_SASL_{name.upper()}: required with"
+                    f" {PREFIX}KAFKA_SASL_MECHANISM={mechanism}"
+                )

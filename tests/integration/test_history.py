@@ -92,9 +92,12 @@ def test_the_archive_holds_every_payment_and_alert_and_a_backtest_repeats_the_li
         status, over_http = http("POST", url, asked, TOKEN)
         evidence_url = f"http://127.0.0.1:{worker.web_port}/rules/burst-shadow/evidence"
         evidence_status, evidence = http("GET", evidence_url)
+        _, health = http("GET", f"http://127.0.0.1:{worker.web_port}/healthz")
     finally:
         worker.stop()
 
+    assert health["archive"]["failing_s"] is None
+    assert health["archive"]["rows"] >= len(payments) + len(alert_ids)
     assert denied == 401
     assert bad_range == 400 and "--since" in problem["error"]
     assert status == 200
