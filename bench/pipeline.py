@@ -186,6 +186,10 @@ class Run:
         asyncio.run(publish(self.stack.bootstrap, topics["FRAUD_TOPIC_RULES"], records))
 
 
+# --archive: the workers also run the Parquet archive (set once by main).
+ARCHIVE = [False]
+
+
 @contextmanager
 def workers(run: Run, count: int, workdir: Path) -> Iterator[list[tuple[int, int]]]:
     """``count`` fresh workers on the run's topics; yields (web port, pid) per worker."""
@@ -202,6 +206,10 @@ def workers(run: Run, count: int, workdir: Path) -> Iterator[list[tuple[int, int
             "FRAUD_DATADIR": str(workdir / f"{run.uid}-{index}"),
             # Alerts are measured on their topic; the DynamoDB sink is not part of this.
             "FRAUD_SINK_ENABLED": "false",
+            # Off unless --archive: the issue's reference runs had no archive, and the
+            # archive is measured on its own (bench.backtest).
+            "FRAUD_ARCHIVE_ENABLED": "true" if ARCHIVE[0] else "false",
+            "FRAUD_ARCHIVE_URL": str(workdir / f"{run.uid}-archive"),
         }
         log = (workdir / f"{run.uid}-{index}.log").open("wb")
         processes.append(
@@ -423,7 +431,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-rules", type=Path, default=SEED_RULES)
     parser.add_argument("--no-bare", action="store_true", help="skip the bare aiokafka pipe")
     parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json")
+    parser.add_argument("--archive", action="store_true", help="workers run the archive too")
     args = parser.parse_args(argv)
+    ARCHIVE[0] = args.archive
     # SIGTERM (e.g. a CI timeout) must run the finally blocks that stop the workers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -453,6 +463,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "cores": os.cpu_count(),
         "partitions": PARTITIONS,
+        "archive": args.archive,
         "capacity": capacity,
         "latency_rules": str(args.latency_rules.resolve().relative_to(REPO)),
         "duration_s": args.duration,
