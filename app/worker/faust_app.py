@@ -119,7 +119,8 @@ app = FraudApp(
     processing_guarantee=settings.processing_guarantee,
     web_bind=settings.web_bind,
     web_port=settings.web_port,
-    web_host=settings.web_bind if settings.web_bind != "0.0.0.0" else "127.0.0.1",
+    web_host=settings.web_host
+    or (settings.web_bind if settings.web_bind != "0.0.0.0" else "127.0.0.1"),
     key_serializer="raw",
     value_serializer="raw",
     consumer_auto_offset_reset="earliest",

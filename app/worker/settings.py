@@ -27,6 +27,9 @@ class Settings:
     store: str = "rocksdb://"
     datadir: Path = Path("./.cache/worker-data")
     web_bind: str = "127.0.0.1"
+    # The host other workers reach this one's web server at (card lookups are forwarded
+    # to the partition's owner); None: the bind address, or 127.0.0.1 for 0.0.0.0.
+    web_host: str | None = None
     web_port: int = 6066
     # None: take the partition count of the existing payments topic (8 if it does not exist).
     partitions: int | None = None
@@ -239,6 +242,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("DATADIR", "datadir", Path),
     ("WEB_BIND", "web_bind", _bind_address),
     ("WEB_PORT", "web_port", _port),
+    ("WEB_HOST", "web_host", _bind_address),
     ("PARTITIONS", "partitions", _positive_int),
     ("ALLOWED_LATENESS", "allowed_lateness_s", _non_negative_seconds),
     ("TOPIC_PAYMENTS", "topic_payments", _topic),

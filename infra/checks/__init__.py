@@ -1,0 +1,2 @@
+"""Static checks of the infrastructure files (Terraform, Dockerfile, compose), run by
+tests/infra."""
