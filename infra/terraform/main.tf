@@ -1,214 +1,189 @@
-# AWS side of fraud-detection: the alerts table (TTL + stream), the notifier Lambda fed by
-# that stream, its idempotency table, the SNS topic and the Slack secret's wiring.
-# The Kafka side (MSK) and the workers' hosting are left to the platform that runs them;
-# the workers only need FRAUD_BROKER and IAM access to the alerts table (policy below).
+# The whole system on AWS: MSK (Kafka), the Faust workers on ECS Fargate, the alerts table
+# and its stream, the notifier Lambda, the Parquet archive on S3, alarms and a dashboard.
 #
-# Not validated here: this workplace reaches no Terraform registry. Run
-# `terraform init && terraform validate` before the first apply.
-
-terraform {
-  required_version = ">= 1.5"
-  required_providers {
-    aws = {
-      source  = "hashicorp/aws"
-      version = "~> 5.0"
-    }
-  }
-}
+#   network ──► kafka (MSK, IAM auth, TLS) ◄── workers (ECS Fargate) ──► alerts (DynamoDB + stream)
+#                                                  │                          │
+#                                                  └──► archive (S3)          └──► notifier (Lambda ──► Slack, SNS)
+#   kms: one key for everything at rest        monitoring: alarms ──► SNS, dashboard
+#
+# Not validated on this machine: it reaches no Terraform registry. `terraform init &&
+# terraform validate && terraform plan` before the first apply; README "Deploy to AWS".
 
 provider "aws" {
   region = var.region
-}
-
-variable "region" {
-  type    = string
-  default = "eu-west-1"
-}
-
-variable "name" {
-  description = "Prefix of every resource name."
-  type        = string
-  default     = "fraud"
-}
-
-variable "lambda_zip" {
-  description = "The notifier package built by `make lambda-zip`."
-  type        = string
-  default     = "../../build/notifier.zip"
-}
-
-variable "slack_webhook_secret_arn" {
-  description = "Secrets Manager secret holding the Slack incoming-webhook URL (never a plain variable)."
-  type        = string
-}
-
-variable "inspect_base_url" {
-  description = "Base URL of the workers' web endpoints, for the card link in Slack messages."
-  type        = string
-  default     = ""
-}
-
-# --- the alerts table: key alert_id, TTL on expires_at, NEW_IMAGE stream -----------------
-
-resource "aws_dynamodb_table" "alerts" {
-  name         = "${var.name}_alerts"
-  billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "alert_id"
-
-  attribute {
-    name = "alert_id"
-    type = "S"
-  }
-
-  ttl {
-    attribute_name = "expires_at"
-    enabled        = true
-  }
-
-  stream_enabled   = true
-  stream_view_type = "NEW_IMAGE"
-
-  point_in_time_recovery {
-    enabled = true
+  default_tags {
+    tags = merge({ Project = "fraud-detection", Stack = var.name }, var.tags)
   }
 }
 
-# Powertools idempotency records: one per (sink, alert_id), expiring after 48 h.
-resource "aws_dynamodb_table" "notifier_idempotency" {
-  name         = "${var.name}_notifier_idempotency"
-  billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "id"
-
-  attribute {
-    name = "id"
-    type = "S"
+locals {
+  availability_zones = [for letter in var.availability_zone_letters : "${var.region}${letter}"]
+  topics = {
+    payments = var.topic_payments
+    alerts   = var.topic_alerts
+    dlq      = var.topic_dlq
+    rules    = var.topic_rules
   }
-
-  ttl {
-    attribute_name = "expiration"
-    enabled        = true
-  }
+  # Secrets Manager only when ECS must fetch the API token for the workers.
+  interface_endpoints = concat(
+    ["ecr.api", "ecr.dkr", "logs"],
+    var.api_token_secret_arn == null ? [] : ["secretsmanager"],
+  )
 }
 
-resource "aws_sns_topic" "alerts" {
-  name = "${var.name}-alerts"
+module "kms" {
+  source = "./modules/kms"
+  name   = var.name
 }
 
-# --- the notifier Lambda --------------------------------------------------------------
-
-data "aws_iam_policy_document" "lambda_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["lambda.amazonaws.com"]
-    }
-  }
+module "network" {
+  source              = "./modules/network"
+  name                = var.name
+  cidr                = var.vpc_cidr
+  availability_zones  = local.availability_zones
+  interface_endpoints = local.interface_endpoints
+  archive_bucket_arn  = module.archive.bucket_arn
+  alerts_table_arn    = module.alerts.table_arn
+  kms_key_arn         = module.kms.key_arn
+  log_retention_days  = var.log_retention_days
 }
 
-resource "aws_iam_role" "notifier" {
-  name               = "${var.name}-notifier"
-  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+module "kafka" {
+  source              = "./modules/kafka"
+  name                = var.name
+  kafka_version       = var.kafka_version
+  instance_type       = var.kafka_instance_type
+  brokers_per_az      = var.kafka_brokers_per_az
+  volume_size_gib     = var.kafka_volume_size_gib
+  replication_factor  = var.topic_replication
+  enhanced_monitoring = var.kafka_enhanced_monitoring
+  subnet_ids          = module.network.private_subnet_ids
+  security_group_id   = module.network.msk_security_group_id
+  kms_key_arn         = module.kms.key_arn
+  log_retention_days  = var.log_retention_days
 }
 
-data "aws_iam_policy_document" "notifier" {
-  statement {
-    actions = [
-      "dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
-      "dynamodb:ListStreams",
-    ]
-    resources = [aws_dynamodb_table.alerts.stream_arn]
-  }
-  statement {
-    actions = [
-      "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-    ]
-    resources = [aws_dynamodb_table.notifier_idempotency.arn]
-  }
-  statement {
-    actions   = ["sns:Publish"]
-    resources = [aws_sns_topic.alerts.arn]
-  }
-  statement {
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.slack_webhook_secret_arn]
-  }
-  statement {
-    actions   = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = ["arn:aws:logs:*:*:*"]
-  }
+module "alerts" {
+  source              = "./modules/alerts"
+  table_name          = "${var.name}_alerts"
+  kms_key_arn         = module.kms.key_arn
+  deletion_protection = var.deletion_protection
 }
 
-resource "aws_iam_role_policy" "notifier" {
-  role   = aws_iam_role.notifier.id
-  policy = data.aws_iam_policy_document.notifier.json
+module "archive" {
+  source          = "./modules/archive"
+  name            = var.name
+  prefix          = var.archive_prefix
+  kms_key_arn     = module.kms.key_arn
+  ia_days         = var.archive_ia_days
+  glacier_ir_days = var.archive_glacier_ir_days
+  noncurrent_days = var.archive_noncurrent_days
+  expiration_days = var.archive_expiration_days
 }
 
-resource "aws_lambda_function" "notifier" {
-  function_name    = "${var.name}-notifier"
-  role             = aws_iam_role.notifier.arn
-  runtime          = "python3.11"
-  handler          = "lambdas.notifier.handlers.notify.handler"
-  filename         = var.lambda_zip
-  source_code_hash = filebase64sha256(var.lambda_zip)
-  timeout          = 30
-  memory_size      = 256
-
-  environment {
-    variables = {
-      SLACK_WEBHOOK_SECRET_ARN = var.slack_webhook_secret_arn
-      SNS_TOPIC_ARN            = aws_sns_topic.alerts.arn
-      IDEMPOTENCY_TABLE        = aws_dynamodb_table.notifier_idempotency.name
-      FRAUD_INSPECT_BASE_URL   = var.inspect_base_url
-      POWERTOOLS_SERVICE_NAME  = "fraud-notifier"
-    }
-  }
+module "workers" {
+  source                  = "./modules/workers"
+  name                    = var.name
+  image                   = var.worker_image
+  cpu                     = var.worker_cpu
+  memory                  = var.worker_memory
+  cpu_architecture        = var.worker_cpu_architecture
+  ephemeral_storage_gib   = var.worker_ephemeral_storage_gib
+  partitions              = var.partitions
+  topic_replication       = var.topic_replication
+  desired_count           = var.desired_count
+  max_count               = var.max_count
+  app_id                  = var.app_id
+  topics                  = local.topics
+  environment             = var.worker_environment
+  api_token_secret_arn    = var.api_token_secret_arn
+  subnet_ids              = module.network.private_subnet_ids
+  security_group_id       = module.network.workers_security_group_id
+  bootstrap_brokers       = module.kafka.bootstrap_brokers
+  cluster_arn             = module.kafka.cluster_arn
+  cluster_name            = module.kafka.cluster_name
+  topic_arn_prefix        = module.kafka.topic_arn_prefix
+  group_arn_prefix        = module.kafka.group_arn_prefix
+  alerts_table_name       = module.alerts.table_name
+  alerts_table_arn        = module.alerts.table_arn
+  archive_bucket_arn      = module.archive.bucket_arn
+  archive_prefix          = var.archive_prefix
+  archive_url             = module.archive.url
+  kms_key_arn             = module.kms.key_arn
+  log_retention_days      = var.log_retention_days
+  lag_scale_out_threshold = var.lag_scale_out_threshold
+  lag_scale_in_threshold  = var.lag_scale_in_threshold
+  scale_in_cpu_percent    = var.scale_in_cpu_percent
+  create_topics_script    = file("${path.module}/topics.py")
 }
 
-resource "aws_lambda_event_source_mapping" "alerts_stream" {
-  event_source_arn               = aws_dynamodb_table.alerts.stream_arn
-  function_name                  = aws_lambda_function.notifier.arn
-  starting_position              = "LATEST"
-  batch_size                     = 100
-  maximum_batching_window_in_seconds = 0
-  maximum_retry_attempts         = 10
-  bisect_batch_on_function_error = true
-  function_response_types        = ["ReportBatchItemFailures"]
-
-  # Only new alerts reach the function: TTL REMOVEs and MODIFYs never invoke it.
-  filter_criteria {
-    filter {
-      pattern = jsonencode({ eventName = ["INSERT"] })
-    }
-  }
+module "notifier" {
+  source                 = "./modules/notifier"
+  name                   = var.name
+  lambda_zip             = var.lambda_zip
+  alerts_table_arn       = module.alerts.table_arn
+  alerts_stream_arn      = module.alerts.stream_arn
+  inspect_base_url       = var.inspect_base_url
+  slack_enabled          = var.slack_enabled
+  batch_size             = var.notifier_batch_size
+  maximum_retry_attempts = var.notifier_maximum_retry_attempts
+  kms_key_arn            = module.kms.key_arn
+  log_retention_days     = var.log_retention_days
+  deletion_protection    = var.deletion_protection
 }
 
-# --- what the Faust workers need --------------------------------------------------------
-
-data "aws_iam_policy_document" "workers" {
-  statement {
-    actions   = ["dynamodb:PutItem", "dynamodb:DescribeTable"]
-    resources = [aws_dynamodb_table.alerts.arn]
-  }
+module "monitoring" {
+  source                    = "./modules/monitoring"
+  name                      = var.name
+  kms_key_arn               = module.kms.key_arn
+  alarm_email               = var.alarm_email
+  app_id                    = var.app_id
+  topics                    = local.topics
+  msk_cluster_name          = module.kafka.cluster_name
+  broker_count              = module.kafka.broker_count
+  ecs_cluster_name          = module.workers.cluster_name
+  service_name              = module.workers.service_name
+  workers_log_group_name    = module.workers.log_group_name
+  notifier_function_name    = module.notifier.function_name
+  failure_queue_name        = module.notifier.failure_queue_name
+  lag_alarm_seconds         = var.lag_alarm_seconds
+  archive_lag_alarm_seconds = var.archive_lag_alarm_seconds
+  dlq_alarm_per_second      = var.dlq_alarm_per_second
 }
 
-resource "aws_iam_policy" "workers" {
-  name   = "${var.name}-workers"
-  policy = data.aws_iam_policy_document.workers.json
+# The single-file layout this replaces kept these at the root: move, do not recreate, them
+# (the alerts table above all) in a stack applied before the split.
+moved {
+  from = aws_dynamodb_table.alerts
+  to   = module.alerts.aws_dynamodb_table.alerts
 }
 
-output "alerts_table" {
-  value = aws_dynamodb_table.alerts.name
+moved {
+  from = aws_dynamodb_table.notifier_idempotency
+  to   = module.notifier.aws_dynamodb_table.idempotency
 }
 
-output "alerts_stream_arn" {
-  value = aws_dynamodb_table.alerts.stream_arn
+moved {
+  from = aws_sns_topic.alerts
+  to   = module.notifier.aws_sns_topic.alerts
 }
 
-output "sns_topic_arn" {
-  value = aws_sns_topic.alerts.arn
+moved {
+  from = aws_iam_role.notifier
+  to   = module.notifier.aws_iam_role.notifier
 }
 
-output "workers_policy_arn" {
-  value = aws_iam_policy.workers.arn
+moved {
+  from = aws_iam_role_policy.notifier
+  to   = module.notifier.aws_iam_role_policy.notifier
+}
+
+moved {
+  from = aws_lambda_function.notifier
+  to   = module.notifier.aws_lambda_function.notifier
+}
+
+moved {
+  from = aws_lambda_event_source_mapping.alerts_stream
+  to   = module.notifier.aws_lambda_event_source_mapping.alerts_stream
 }

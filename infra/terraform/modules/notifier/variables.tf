@@ -1,0 +1,54 @@
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+}
+
+variable "lambda_zip" {
+  description = "The notifier package built by `make lambda-zip`."
+  type        = string
+}
+
+variable "alerts_table_arn" {
+  description = "ARN of the alerts table."
+  type        = string
+}
+
+variable "alerts_stream_arn" {
+  description = "ARN of the alerts table's stream, the function's event source."
+  type        = string
+}
+
+variable "inspect_base_url" {
+  description = "Base URL of the workers' web endpoints, for the card link in Slack messages; empty: no link."
+  type        = string
+}
+
+variable "slack_enabled" {
+  description = "Create the Slack webhook secret and post to Slack; false: SNS only."
+  type        = bool
+}
+
+variable "batch_size" {
+  description = "Stream records per invocation."
+  type        = number
+}
+
+variable "maximum_retry_attempts" {
+  description = "Retries of a failing batch (bisected) before its records go to the failure queue."
+  type        = number
+}
+
+variable "kms_key_arn" {
+  description = "The stack's KMS key."
+  type        = string
+}
+
+variable "log_retention_days" {
+  description = "Retention of the notifier's log group, in days."
+  type        = number
+}
+
+variable "deletion_protection" {
+  description = "Refuse to delete the idempotency table."
+  type        = bool
+}

@@ -1,0 +1,84 @@
+output "bootstrap_brokers" {
+  description = "MSK's IAM-authenticated TLS listener, host:port,host:port (the workers get it as FRAUD_BROKER)."
+  value       = module.kafka.bootstrap_brokers
+}
+
+output "msk_cluster_arn" {
+  description = "The MSK cluster."
+  value       = module.kafka.cluster_arn
+}
+
+output "alerts_table" {
+  description = "The alerts table (FRAUD_DYNAMODB_TABLE)."
+  value       = module.alerts.table_name
+}
+
+output "alerts_stream_arn" {
+  description = "The alerts table's stream, the notifier's event source."
+  value       = module.alerts.stream_arn
+}
+
+output "archive_bucket" {
+  description = "The archive bucket."
+  value       = module.archive.bucket
+}
+
+output "archive_url" {
+  description = "FRAUD_ARCHIVE_URL of the workers (and of backtests run elsewhere)."
+  value       = module.archive.url
+}
+
+output "ecs_cluster" {
+  description = "The workers' ECS cluster."
+  value       = module.workers.cluster_name
+}
+
+output "service_name" {
+  description = "The workers' ECS service (aws ecs update-service --desired-count to scale by hand)."
+  value       = module.workers.service_name
+}
+
+output "workers_log_group" {
+  description = "The workers' log group."
+  value       = module.workers.log_group_name
+}
+
+output "create_topics_command" {
+  description = "Creates the pipeline's topics (run once before the workers can start; idempotent)."
+  value       = module.workers.create_topics_command
+}
+
+output "rules_command" {
+  description = "Runs `faust -A app rules list` in the VPC; override the command for show/pause/activate/delete."
+  value       = module.workers.rules_command
+}
+
+output "put_default_rules_command" {
+  description = "Publishes the shipped default rules to the rules topic."
+  value       = module.workers.put_default_rules_command
+}
+
+output "slack_webhook_secret_arn" {
+  description = "Fill it: aws secretsmanager put-secret-value --secret-id <this> --secret-string <webhook URL>."
+  value       = module.notifier.slack_webhook_secret_arn
+}
+
+output "sns_topic_arn" {
+  description = "SNS topic receiving every alert as JSON."
+  value       = module.notifier.sns_topic_arn
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic of the CloudWatch alarms."
+  value       = module.monitoring.alarm_topic_arn
+}
+
+output "dashboard_url" {
+  description = "The CloudWatch dashboard."
+  value       = module.monitoring.dashboard_url
+}
+
+output "kms_key_arn" {
+  description = "The stack's KMS key (an API-token secret must be encrypted with it)."
+  value       = module.kms.key_arn
+}

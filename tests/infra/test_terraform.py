@@ -1,0 +1,343 @@
+"""infra/terraform, checked without Terraform: it parses, its references resolve, checkov
+finds nothing, IAM names its resources, and it still does what the app and the notifier
+expect (table key, TTL and stream, handler, settings, Kafka security).
+
+`terraform validate/plan` need a provider registry, which this machine cannot reach.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+from app.worker.settings import PREFIX, VARIABLES
+from infra.checks import checkov
+from infra.checks.terraform_refs import check_tree
+from lambdas.notifier.models.env import VARIABLES as NOTIFIER_VARIABLES
+
+TERRAFORM = Path(__file__).resolve().parents[2] / "infra" / "terraform"
+TF_FILES = sorted(p for p in TERRAFORM.rglob("*.tf") if ".terraform" not in p.parts)
+_OPTIONS = hcl2.SerializationOptions(with_comments=False, preserve_heredocs=False)
+
+# Every Allow statement whose action or resource is a bare "*" (or an action wildcard),
+# with the reason AWS leaves no choice. Anything else with "*" fails the test.
+WILDCARDS_AWS_REQUIRES = {
+    ("modules/kms/main.tf", "AccountAdministersTheKeyThroughIam"): "default key policy",
+    ("modules/kms/main.tf", "CloudWatchLogsEncryptsThisStacksLogGroups"): "key policy: *=key",
+    ("modules/kms/main.tf", "CloudWatchAlarmsPublishToEncryptedTopics"): "key policy: *=key",
+    ("modules/workers/main.tf", "EcrLogin"): "no resource-level permission",
+}
+# Statements whose principal is "*": denials, and VPC endpoint policies (which restrict
+# resources, for whichever principal uses the endpoint).
+PRINCIPAL_WILDCARDS = {
+    ("modules/archive/main.tf", "DenyPlainHttp"),
+    ("modules/archive/main.tf", "DenyTlsOlderThan12"),
+    ("modules/network/main.tf", "ThisStacksArchiveBucket"),
+    ("modules/network/main.tf", "EcrImageLayers"),
+    ("modules/network/main.tf", "ThisStacksAlertsTable"),
+}
+
+
+@cache
+def parsed(relative: str) -> dict[str, Any]:
+    result: dict[str, Any] = hcl2.loads(
+        (TERRAFORM / relative).read_text(), serialization_options=_OPTIONS
+    )
+    return result
+
+
+def unquote(value: Any) -> Any:
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def blocks(relative: str, kind: str, type_: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(name, body)`` of every ``kind "type_" "name"`` block of a file."""
+    for block in parsed(relative).get(kind, []):
+        for found_type, named in block.items():
+            if unquote(found_type) == type_:
+                for name, body in named.items():
+                    if not name.startswith("__"):
+                        yield unquote(name), body
+
+
+def block(relative: str, kind: str, type_: str, name: str) -> dict[str, Any]:
+    found = dict(blocks(relative, kind, type_))
+    assert name in found, f"{kind} {type_}.{name} not in {relative}"
+    return found[name]
+
+
+def only(body: dict[str, Any], key: str) -> dict[str, Any]:
+    """The single nested block ``key`` of ``body``."""
+    (nested,) = body[key]
+    assert isinstance(nested, dict)
+    return nested
+
+
+# --- parsing, references, checkov --------------------------------------------------------
+
+
+def test_the_tree_has_every_module_and_root_file() -> None:
+    names = {str(p.relative_to(TERRAFORM)) for p in TF_FILES}
+    assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= names
+    for module in ("network", "kafka", "workers", "alerts", "archive", "notifier", "monitoring"):
+        assert {f"modules/{module}/{f}.tf" for f in ("main", "variables", "outputs")} <= names
+    assert (TERRAFORM / "terraform.tfvars.example").is_file()
+
+
+@pytest.mark.parametrize("path", TF_FILES, ids=lambda p: str(p.relative_to(TERRAFORM)))
+def test_every_tf_file_parses_with_python_hcl2(path: Path) -> None:
+    assert isinstance(hcl2.loads(path.read_text()), dict)
+
+
+def test_the_tfvars_example_parses_and_sets_only_declared_variables() -> None:
+    text = (TERRAFORM / "terraform.tfvars.example").read_text()
+    example = hcl2.loads(text, serialization_options=_OPTIONS)
+    declared = {unquote(name) for block in parsed("variables.tf")["variable"] for name in block}
+    assert {name for name in example if not name.startswith("__")} <= declared
+
+
+def test_every_reference_resolves() -> None:
+    assert [str(p) for p in check_tree(TERRAFORM)] == []
+
+
+@pytest.fixture(scope="session")
+def checkov_executable() -> Path:
+    """The pinned checkov, installed into its own venv on first use (like the test
+    suite's other tools, under ~/.cache/fraud-detection)."""
+    return checkov.find_checkov() or checkov.install()
+
+
+def test_checkov_finds_no_failed_check(checkov_executable: Path) -> None:
+    report = checkov.run(TERRAFORM, checkov_executable)
+    assert report.parsing_errors == 0
+    assert report.passed > 150, "checkov looked at too little: were the modules scanned?"
+    assert report.failed == 0, "\n".join(str(f) for f in report.failures)
+
+
+def test_checkov_fails_what_it_should(tmp_path: Path, checkov_executable: Path) -> None:
+    # The same run on an unencrypted SNS topic: proves a failure would be seen.
+    (tmp_path / "main.tf").write_text('resource "aws_sns_topic" "plain" {\n  name = "plain"\n}\n')
+    report = checkov.run(tmp_path, checkov_executable)
+    assert "CKV_AWS_26" in {failure.check_id for failure in report.failures}
+    assert report.failed == len(report.failures) >= 1
+
+
+def test_every_checkov_skip_is_argued_inline() -> None:
+    skip = re.compile(r"#\s*checkov:skip=([^\s:]+)(?::(.*))?")
+    found = 0
+    for path in TF_FILES:
+        for match in skip.finditer(path.read_text()):
+            found += 1
+            assert re.fullmatch(r"CKV2?_AWS_\d+", match[1]), match[0]
+            reason = (match[2] or "").strip()
+            assert len(reason) >= 40, f"{path.name}: {match[1]} needs a reason, not {reason!r}"
+    assert found > 0
+
+
+def test_checkov_reports_are_read_whatever_their_shape() -> None:
+    one = {
+        "check_type": "terraform",
+        "summary": {"passed": 3, "failed": 1, "skipped": 2, "parsing_errors": 0},
+        "results": {
+            "failed_checks": [
+                {
+                    "check_id": "CKV_AWS_26",
+                    "check_name": "SNS encrypted",
+                    "resource": "aws_sns_topic.plain",
+                    "file_path": "/main.tf",
+                    "file_line_range": [1, 3],
+                }
+            ],
+            "skipped_checks": [{"check_id": "CKV_AWS_18"}, {"check_id": "CKV_AWS_144"}],
+        },
+    }
+    empty = {"passed": 0, "failed": 0, "skipped": 0, "parsing_errors": 0, "resource_count": 0}
+    report = checkov.parse_report(json.dumps([one, {"summary": empty}]))
+    assert (report.passed, report.failed, report.skipped) == (3, 1, 2)
+    assert str(report.failures[0]) == "CKV_AWS_26 aws_sns_topic.plain (/main.tf:1-3): SNS encrypted"
+    assert report.skipped_ids == ("CKV_AWS_18", "CKV_AWS_144")
+    with pytest.raises(checkov.CheckovError, match="no JSON"):
+        checkov.parse_report("Traceback (most recent call last): ...")
+    one["summary"]["failed"] = 2  # type: ignore[index]
+    with pytest.raises(checkov.CheckovError, match="says 2 failed but lists 1"):
+        checkov.parse_report(json.dumps(one))
+
+
+# --- least privilege ---------------------------------------------------------------------
+
+
+def policy_statements() -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(file, statement)`` of every statement of every aws_iam_policy_document, the
+    bodies of dynamic statements included."""
+    for path in TF_FILES:
+        relative = str(path.relative_to(TERRAFORM))
+        for _name, body in blocks(relative, "data", "aws_iam_policy_document"):
+            yield from ((relative, s) for s in body.get("statement", []))
+            for dynamic in body.get("dynamic", []):
+                for label, content in dynamic.items():
+                    if unquote(label) == "statement":
+                        yield from ((relative, s) for s in content["content"])
+
+
+def test_every_allow_statement_names_its_resources() -> None:
+    wildcards = set()
+    for file, statement in policy_statements():
+        sid = unquote(statement.get("sid", '""'))
+        if unquote(statement.get("effect", '"Allow"')) == "Deny":
+            continue
+        actions = [unquote(a) for a in statement.get("actions", [])]
+        if actions == ["sts:AssumeRole"]:
+            continue  # a trust policy: its principal, not a resource, is what it names
+        resources = [unquote(r) for r in statement.get("resources", [])]
+        assert actions and resources, f"{file} {sid}: actions and resources must be named"
+        if any("*" in a for a in actions) or "*" in resources:
+            wildcards.add((file, sid))
+    assert wildcards == set(WILDCARDS_AWS_REQUIRES)
+
+
+def test_only_denials_and_endpoint_policies_have_every_principal() -> None:
+    found = set()
+    for file, statement in policy_statements():
+        for principal in statement.get("principals", []):
+            if "*" in [unquote(i) for i in principal["identifiers"]]:
+                found.add((file, unquote(statement["sid"])))
+    assert found == PRINCIPAL_WILDCARDS
+
+
+def test_only_the_workers_security_group_reaches_the_brokers() -> None:
+    network = "modules/network/main.tf"
+    groups = dict(blocks(network, "resource", "aws_security_group"))
+    assert all("ingress" not in g and "egress" not in g for g in groups.values())
+    into_msk = [
+        rule
+        for _name, rule in blocks(network, "resource", "aws_vpc_security_group_ingress_rule")
+        if rule["security_group_id"] == "${aws_security_group.msk.id}"
+    ]
+    assert len(into_msk) == 1
+    (rule,) = into_msk
+    assert rule["referenced_security_group_id"] == "${aws_security_group.workers.id}"
+    assert not {"cidr_ipv4", "cidr_ipv6", "prefix_list_id"} & set(rule)
+    # ... and that group is the brokers' one.
+    kafka = block("modules/kafka/main.tf", "resource", "aws_msk_cluster", "this")
+    node_group = only(kafka, "broker_node_group_info")
+    assert node_group["security_groups"] == ["${var.security_group_id}"]
+    root_call = parsed("main.tf")["module"]
+    kafka_call = next(b['"kafka"'] for b in root_call if '"kafka"' in b)
+    assert kafka_call["security_group_id"] == "${module.network.msk_security_group_id}"
+
+
+# --- what the app and the notifier rely on ----------------------------------------------
+
+
+def test_msk_uses_tls_and_iam_and_encrypts_and_logs() -> None:
+    kafka = block("modules/kafka/main.tf", "resource", "aws_msk_cluster", "this")
+    encryption = only(kafka, "encryption_info")
+    assert unquote(only(encryption, "encryption_in_transit")["client_broker"]) == "TLS"
+    assert only(encryption, "encryption_in_transit")["in_cluster"] is True
+    assert encryption["encryption_at_rest_kms_key_arn"] == "${var.kms_key_arn}"
+    auth = only(kafka, "client_authentication")
+    assert auth["unauthenticated"] is False
+    assert only(auth, "sasl") == {"iam": True, "scram": False, "__is_block__": True}
+    logs = only(only(only(kafka, "logging_info"), "broker_logs"), "cloudwatch_logs")
+    assert logs["enabled"] is True
+    config = block("modules/kafka/main.tf", "resource", "aws_msk_configuration", "this")
+    assert "auto.create.topics.enable=false" in config["server_properties"]
+
+
+def test_the_workers_get_only_settings_the_app_knows() -> None:
+    text = (TERRAFORM / "modules/workers/main.tf").read_text()
+    set_here = set(re.findall(r"^\s*(FRAUD_[A-Z0-9_]+)\s*=", text, re.MULTILINE))
+    known = {PREFIX + name for name, _attr, _parse in VARIABLES}
+    assert set_here, "no FRAUD_* setting found in the workers' task definition"
+    assert set_here <= known, f"not settings of app/worker/settings.py: {set_here - known}"
+    kafka = parsed("modules/workers/main.tf")["locals"][0]["kafka_environment"]
+    assert unquote(kafka["FRAUD_KAFKA_SECURITY_PROTOCOL"]) == "SASL_SSL"
+    assert unquote(kafka["FRAUD_KAFKA_SASL_MECHANISM"]) == "AWS_MSK_IAM"
+    for needed in ("BROKER", "DYNAMODB_TABLE", "AWS_REGION", "ARCHIVE_URL", "PARTITIONS"):
+        assert PREFIX + needed in set_here
+
+
+def test_the_alerts_table_keeps_its_key_ttl_and_stream() -> None:
+    table = block("modules/alerts/main.tf", "resource", "aws_dynamodb_table", "alerts")
+    assert unquote(table["hash_key"]) == "alert_id"
+    ttl = only(table, "ttl")
+    assert (unquote(ttl["attribute_name"]), ttl["enabled"]) == ("expires_at", True)
+    assert table["stream_enabled"] is True
+    assert unquote(table["stream_view_type"]) == "NEW_IMAGE"
+    root = next(b['"alerts"'] for b in parsed("main.tf")["module"] if '"alerts"' in b)
+    assert unquote(root["table_name"]) == "${var.name}_alerts"  # fraud_alerts, the app's default
+
+
+def test_the_notifier_keeps_its_handler_environment_and_batch_failures() -> None:
+    notifier = "modules/notifier/main.tf"
+    function = block(notifier, "resource", "aws_lambda_function", "notifier")
+    assert unquote(function["handler"]) == "lambdas.notifier.handlers.notify.handler"
+    assert unquote(function["runtime"]) == "python3.11"
+    (environment,) = function["environment"]
+    keys = set(re.findall(r'"?\b([A-Z][A-Z0-9_]{2,})"?\s*(?:=>|=)', environment["variables"]))
+    known = {variable.name for variable in NOTIFIER_VARIABLES} | {"POWERTOOLS_SERVICE_NAME"}
+    assert {"SNS_TOPIC_ARN", "IDEMPOTENCY_TABLE", "SLACK_WEBHOOK_SECRET_ARN"} <= keys <= known
+    mapping = block(notifier, "resource", "aws_lambda_event_source_mapping", "alerts_stream")
+    assert [unquote(t) for t in mapping["function_response_types"]] == ["ReportBatchItemFailures"]
+    on_failure = only(only(mapping, "destination_config"), "on_failure")
+    assert on_failure["destination_arn"] == "${aws_sqs_queue.failures.arn}"
+    assert "INSERT" in only(only(mapping, "filter_criteria"), "filter")["pattern"]
+    # The webhook secret is created without a value: no aws_secretsmanager_secret_version.
+    assert not list(blocks(notifier, "resource", "aws_secretsmanager_secret_version"))
+
+
+def test_the_archive_bucket_is_private_versioned_encrypted_and_tiered() -> None:
+    archive = "modules/archive/main.tf"
+    public = block(archive, "resource", "aws_s3_bucket_public_access_block", "archive")
+    assert all(
+        public[k] is True for k in public if k.startswith(("block_", "ignore_", "restrict_"))
+    )
+    versioning = block(archive, "resource", "aws_s3_bucket_versioning", "archive")
+    assert unquote(only(versioning, "versioning_configuration")["status"]) == "Enabled"
+    lifecycle = block(archive, "resource", "aws_s3_bucket_lifecycle_configuration", "archive")
+    tiering = next(r for r in lifecycle["rule"] if unquote(r["id"]) == "archive-tiering")
+    classes = [unquote(t["storage_class"]) for t in tiering["transition"]]
+    assert classes == ["STANDARD_IA", "GLACIER_IR"]
+    denials = {
+        unquote(s["sid"]) for f, s in policy_statements() if f == archive and "condition" in s
+    }
+    assert denials == {"DenyPlainHttp", "DenyTlsOlderThan12"}
+
+
+def test_desired_count_is_validated_against_the_partitions() -> None:
+    desired = next(
+        body
+        for block in parsed("variables.tf")["variable"]
+        for name, body in block.items()
+        if unquote(name) == "desired_count"
+    )
+    (validation,) = desired["validation"]
+    assert "var.desired_count <= var.partitions" in validation["condition"]
+    target = block("modules/workers/main.tf", "resource", "aws_appautoscaling_target", "workers")
+    assert target["max_capacity"] == "${local.max_count}"
+
+
+def test_the_log_metric_filters_match_what_the_workers_log() -> None:
+    # Sink failures, internal errors and crashes reach CloudWatch through metric filters on
+    # the log text: a reworded log call would silence an alarm without this.
+    repo = TERRAFORM.parents[1]
+    source = "".join(
+        (repo / f).read_text()
+        for f in ("agents/sink.py", "app/delivery/alert_writer.py", "app/worker/failures.py")
+    )
+    log_metrics = parsed("modules/monitoring/main.tf")["locals"][0]["log_metrics"]
+    assert set(log_metrics) == {"SinkFailures", "InternalErrors", "AgentCrashes"}
+    for name, pattern in log_metrics.items():
+        phrases = re.findall(r'\\"(.+?)\\"', pattern)
+        assert phrases, f"{name}: no quoted phrase in {pattern!r}"
+        for phrase in phrases:
+            assert phrase in source, f"{name}: {phrase!r} is no longer logged"
