@@ -31,6 +31,7 @@ from agents.decisions import (
     LIMITS,
     forward_to_groups,
     publish_alerts,
+    recent_alert_ids,
     rekey_by_card,
     remember_alerts,
 )
@@ -167,7 +168,10 @@ class Batch:
         entry = self.keys.get(where)
         if entry is None:
             stored = _stored(table, table_key)
-            entry = self.keys[where] = _Key(table, stored, KeyState.from_json(stored))
+            state = KeyState.from_json(stored)
+            # A replay may find the state without events published alerts already used.
+            recent_alert_ids.mark_used(state, key, rules)
+            entry = self.keys[where] = _Key(table, stored, state)
         try:
             verdict = self._apply(entry, key, rules, message, payment)
         except Exception:
@@ -213,6 +217,7 @@ class Batch:
 
     def _rebuild(self, where: tuple[str, str], entry: _Key, key: str, rules: list[Rule]) -> None:
         entry.state, entry.changed = KeyState.from_json(entry.stored), False
+        recent_alert_ids.mark_used(entry.state, key, rules)
         try:
             for message, payment in entry.applied:
                 self._apply(entry, key, rules, message, payment)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from agents.delivery import send_acknowledged
-from app.delivery.published import RecentIds, load_tail
+from app.delivery.published import PublishedAlerts, load_tail
 from app.detection.keys import card_partition, group_record_key
 from app.detection.models import Alert, Payment
 from app.detection.rulebook import CARD_GROUP, rulebook
@@ -37,7 +37,7 @@ LIMITS = Limits(
     max_amount_decimals=settings.max_amount_decimals,
 )
 LATENESS_MS = int(settings.allowed_lateness_s * 1000)
-recent_alert_ids = RecentIds()
+recent_alert_ids = PublishedAlerts()
 
 
 async def publish_alerts(alerts: tuple[Alert, ...]) -> None:
@@ -77,7 +77,7 @@ async def publish_alert(alert: Alert) -> None:
     await send_acknowledged(
         alerts_topic, alert.alert_id.encode(), alert.to_json(), f"alert {alert.alert_id}"
     )
-    recent_alert_ids.add(alert.alert_id)
+    recent_alert_ids.add_alert(alert)
     stats.alerts[(alert.rule_id, alert.status)] += 1
 
 

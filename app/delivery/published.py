@@ -5,6 +5,13 @@ recorded the state that consumed the alert's events; the replay then evaluates t
 same events and produces the same ``alert_id``. Before it evaluates anything after a
 (re)start or a rebalance, the worker reads the tail of every alerts partition (more
 than a commit interval's worth) and skips publishing an id that is already there.
+
+The same tail also says which payments those alerts used. A replay can start from a key
+state that no longer remembers them: the state that consumed them was written ahead of the
+committed offsets, and later payments of the same batch may have expired it entirely (its
+record deleted). Replayed from nothing, those payments would be paired again into a second
+alert (an event in two alerts of one rule). So a key's state is topped up, before a batch
+evaluates it, with the events its rule's published alerts used (``mark_used``).
 """
 
 from __future__ import annotations
@@ -12,9 +19,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer
 
+from app.detection.engine import KeyState, RuleState
+from app.detection.models import Alert, ms_from_iso
+from app.detection.rules import Rule
 from app.rules_admin.topic import topic_partitions
 from app.worker.kafka_security import kafka_options
 
@@ -29,13 +40,17 @@ class RecentIds:
         self._order: deque[str] = deque()
         self._capacity = capacity
 
-    def add(self, item: str) -> None:
+    def add(self, item: str) -> str | None:
+        """Add ``item``; the id it pushed out, if any."""
         if item in self._ids:
-            return
+            return None
         self._ids.add(item)
         self._order.append(item)
         if len(self._order) > self._capacity:
-            self._ids.discard(self._order.popleft())
+            evicted = self._order.popleft()
+            self._ids.discard(evicted)
+            return evicted
+        return None
 
     def __contains__(self, item: object) -> bool:
         return item in self._ids
@@ -44,10 +59,79 @@ class RecentIds:
         return len(self._ids)
 
 
+# (rule id, rule version, group key)
+UsedKey = tuple[str, int, str]
+
+
+class PublishedAlerts(RecentIds):
+    """The newest published alert ids, and the events each of them used."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        super().__init__(capacity)
+        self._used: dict[UsedKey, dict[str, int]] = {}
+        self._by_id: dict[str, tuple[UsedKey, tuple[str, ...]]] = {}
+
+    def add_alert(self, alert: Alert) -> None:
+        self.record(
+            alert.alert_id,
+            (alert.rule_id, alert.rule_version, alert.group_key),
+            alert.txn_ids,
+            ms_from_iso(alert.last_event_ts) or 0,
+        )
+
+    def record(self, alert_id: str, key: UsedKey, txn_ids: tuple[str, ...], ts_ms: int) -> None:
+        if alert_id in self:
+            return
+        evicted = self.add(alert_id)
+        used = self._used.setdefault(key, {})
+        for txn_id in txn_ids:
+            used[txn_id] = ts_ms
+        self._by_id[alert_id] = (key, txn_ids)
+        if evicted is not None and evicted in self._by_id:
+            old_key, old_txns = self._by_id.pop(evicted)
+            old_used = self._used.get(old_key, {})
+            for txn_id in old_txns:
+                old_used.pop(txn_id, None)
+            if not old_used:
+                self._used.pop(old_key, None)
+
+    def used(self, rule_id: str, version: int, group_key: str) -> dict[str, int]:
+        """txn id -> event time (the alert's last event's) of events published alerts used."""
+        return self._used.get((rule_id, version, group_key), {})
+
+    def mark_used(self, state: KeyState, group_key: str, rules: Sequence[Rule]) -> None:
+        """Add to ``state`` the events that published alerts of ``rules`` used for this key
+        and that the state no longer holds (see the module's note)."""
+        for rule in rules:
+            used = self._used.get((rule.rule_id, rule.version, group_key))
+            if not used:
+                continue
+            rule_state = state.rules.get(rule.rule_id)
+            if rule_state is None or rule_state.version != rule.version:
+                rule_state = state.rules[rule.rule_id] = RuleState(version=rule.version)
+            for txn_id, ts_ms in used.items():
+                if not rule_state.holds(txn_id):
+                    rule_state.used[txn_id] = ts_ms
+
+
+def _remember(into: RecentIds, key: bytes, value: bytes | None) -> None:
+    alert_id = key.decode(errors="replace")
+    if not isinstance(into, PublishedAlerts):
+        into.add(alert_id)
+        return
+    try:
+        alert = Alert.from_json(value or b"")
+    except (ValueError, KeyError, TypeError):
+        into.add(alert_id)  # not an alert we can read; its id still counts
+        return
+    into.add_alert(alert)
+
+
 async def load_tail(
     bootstrap: str, topic: str, into: RecentIds, per_partition: int = 5_000, timeout_s: float = 30
 ) -> int:
-    """Add the keys of the last ``per_partition`` records of every partition of ``topic``."""
+    """Add the keys of the last ``per_partition`` records of every partition of ``topic``
+    (and, into :class:`PublishedAlerts`, the events each alert used)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, **kafka_options()
     )
@@ -69,7 +153,7 @@ async def load_tail(
             for messages in batch.values():
                 for message in messages:
                     if message.key:
-                        into.add(message.key.decode(errors="replace"))
+                        _remember(into, message.key, message.value)
                         loaded += 1
             for tp in list(pending):
                 if await consumer.position(tp) >= end[tp]:

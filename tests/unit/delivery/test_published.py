@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from app.delivery.published import RecentIds
+from app.delivery.published import PublishedAlerts, RecentIds
+from app.detection.engine import KeyState, evaluate
+from app.detection.models import Alert, Payment
+from app.detection.rules import SEED_RULE
+from tests.factories import payment
 
 
 def test_recent_ids_keep_the_newest_and_stay_bounded() -> None:
@@ -12,3 +16,38 @@ def test_recent_ids_keep_the_newest_and_stay_bounded() -> None:
     assert "a" not in ids  # the oldest went first
     assert all(item in ids for item in ["b", "c", "d"])
     assert len(ids) == 3
+
+
+def alerts_of(state: KeyState, payments: list[Payment]) -> list[Alert]:
+    found: list[Alert] = []
+    for p in payments:
+        found += evaluate(state, p, p.card_id, [SEED_RULE], 60_000, 0, 0).alerts
+    return found
+
+
+def test_a_replay_from_a_state_that_forgot_its_events_pairs_none_of_them_again() -> None:
+    # Live: a stray high-value payment s, then a burst p1 p2 p3 a few minutes later. The
+    # alert takes s p1 p2; p3 waits. Later payments of the same batch expired the state and
+    # its record was deleted, but the batch's offsets were not committed yet.
+    t0 = 1_795_940_000_000
+    s = payment(txn_id="s", ts_ms=t0)
+    burst = [payment(txn_id=f"p{i}", ts_ms=t0 + 170_000 + i * 1000) for i in (1, 2, 3)]
+    (published,) = alerts_of(KeyState(), [s, *burst])
+    assert published.txn_ids == ("s", "p1", "p2")
+    # The replay starts after s (committed) from no state at all.
+    (invented,) = alerts_of(KeyState(), burst)
+    assert invented.txn_ids == ("p1", "p2", "p3")  # what the chaos test caught
+    recent = PublishedAlerts()
+    recent.add_alert(Alert.from_json(published.to_json()))  # as read from the topic's tail
+    replayed = KeyState()
+    recent.mark_used(replayed, "tok_1", [SEED_RULE])
+    assert alerts_of(replayed, burst) == []  # p1 p2 are known used; p3 waits, as live
+    assert [entry[1] for entry in replayed.rules[SEED_RULE.rule_id].pool] == ["p3"]
+
+
+def test_the_events_of_evicted_alerts_are_forgotten_with_them() -> None:
+    recent = PublishedAlerts(capacity=2)
+    for n in range(3):
+        recent.record(f"a{n}", ("r", 1, "k"), (f"t{n}",), 1000)
+    assert "a0" not in recent
+    assert set(recent.used("r", 1, "k")) == {"t1", "t2"}

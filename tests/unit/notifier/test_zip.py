@@ -59,7 +59,7 @@ def test_prune_drops_what_the_lambda_runtime_already_has(tmp_path: Path) -> None
 
 
 def test_terraform_handler_names_a_function_that_is_in_the_zip(tmp_path: Path) -> None:
-    main_tf = (REPO / "infra" / "terraform" / "main.tf").read_text()
+    main_tf = (REPO / "infra" / "terraform" / "modules" / "notifier" / "main.tf").read_text()
     found = re.search(r'^\s*handler\s*=\s*"([\w.]+)"', main_tf, re.MULTILINE)
     assert found is not None
     module, _, function = found.group(1).rpartition(".")
