@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import struct
@@ -26,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ CHROMIUM_INSTALL = (
     " apt-get install -y --no-install-recommends chromium fonts-dejavu-core"
 )
 WIDTH, HEIGHT = 1280, 800
+SHADOW_RULE_ID = "burst-shadow"
 
 
 def chromium_binary() -> str:
@@ -279,6 +282,11 @@ def test_dashboard_shows_live_alerts_and_charts(pipeline: Pipeline, tmp_path: Pa
     chromium_binary()  # fail first, before starting anything, when there is no browser
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
+    # A shadow rule beside the seed rule: the rules panel shows its evidence (live alerts
+    # beside a backtest on the archive).
+    pipeline.put_rules([replace(SEED_RULE, rule_id=SHADOW_RULE_ID, status="shadow")])
+    pipeline.extra_env["FRAUD_ARCHIVE_ENABLED"] = "true"
+    pipeline.extra_env["FRAUD_ARCHIVE_ROLL_SECONDS"] = "1"
     worker = pipeline.worker("w1").start()
     try:
         wait_until(lambda: get_json(worker, "/readyz")[0] == 200, 60, "worker ready")
@@ -339,6 +347,13 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
             assert second["latencyPoints"] > 0 and second["throughputMax"] > 0
             # Rules panel, status pills, and a page that fits 1280x800 without scrolling.
             assert SEED_RULE.rule_id in second["rules"] and "v1" in second["rules"]
+            evidence = await wait_state(
+                devtools,
+                "the shadow rule's evidence",
+                60,
+                lambda s: re.search(r"live \d+ · backtest \d+", s["rules"]) is not None,
+            )
+            assert SHADOW_RULE_ID in evidence["rules"]
             assert second["health"] == "ok" and second["ready"] == "ok"
             assert second["scrollWidth"] <= WIDTH and second["scrollHeight"] <= HEIGHT
             assert second["faults"] == []
@@ -351,7 +366,8 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
             result = await wait_card_result(devtools, 15)
             assert result["state"] == "ok", result
             assert card in result["text"] and SEED_RULE.rule_id in result["text"]
-            assert "served by" in result["text"] and "Alerts: 1" in result["text"]
+            # Its burst raised two alerts: the seed rule's and the shadow copy's.
+            assert "served by" in result["text"] and "Alerts: 2" in result["text"]
 
             shot = await devtools.call("Page.captureScreenshot", format="png")
             return base64.b64decode(shot["data"])
