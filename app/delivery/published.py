@@ -100,8 +100,9 @@ class PublishedAlerts(RecentIds):
         return self._used.get((rule_id, version, group_key), {})
 
     def mark_used(self, state: KeyState, group_key: str, rules: Sequence[Rule]) -> None:
-        """Add to ``state`` the events that published alerts of ``rules`` used for this key
-        and that the state no longer holds (see the module's note)."""
+        """Mark in ``state`` as used the events that published alerts of ``rules`` used for
+        this key: those it forgot, and those it still pools because it was stored before the
+        alert was published (see the module's note)."""
         for rule in rules:
             used = self._used.get((rule.rule_id, rule.version, group_key))
             if not used:
@@ -109,9 +110,13 @@ class PublishedAlerts(RecentIds):
             rule_state = state.rules.get(rule.rule_id)
             if rule_state is None or rule_state.version != rule.version:
                 rule_state = state.rules[rule.rule_id] = RuleState(version=rule.version)
-            for txn_id, ts_ms in used.items():
-                if not rule_state.holds(txn_id):
-                    rule_state.used[txn_id] = ts_ms
+            fresh = {t: ts for t, ts in used.items() if t not in rule_state.used}
+            if not fresh:
+                continue
+            # An event still pooled in a state stored before the alert was published (a
+            # rebalance between the alert and the state write) was used by it all the same.
+            rule_state.pool = [entry for entry in rule_state.pool if entry[1] not in fresh]
+            rule_state.used.update(fresh)
 
 
 def _remember(into: RecentIds, key: bytes, value: bytes | None) -> None:

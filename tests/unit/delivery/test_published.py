@@ -45,6 +45,22 @@ def test_a_replay_from_a_state_that_forgot_its_events_pairs_none_of_them_again()
     assert [entry[1] for entry in replayed.rules[SEED_RULE.rule_id].pool] == ["p3"]
 
 
+def test_a_replay_from_a_state_stored_before_its_alert_continues_as_live() -> None:
+    # A rebalance came between the alert (s, p1, p2) and its state write: the replay starts
+    # at p1 from the state that pools s. Live, p3 p4 p5 then made the next alert.
+    t0 = 1_795_940_000_000
+    s = payment(txn_id="s", ts_ms=t0)
+    later = [payment(txn_id=f"p{i}", ts_ms=t0 + 100_000 + i * 1000) for i in range(1, 6)]
+    live = alerts_of(KeyState(), [s, *later])
+    assert [a.txn_ids for a in live] == [("s", "p1", "p2"), ("p3", "p4", "p5")]
+    stored = KeyState()
+    assert alerts_of(stored, [s]) == []  # pools s
+    recent = PublishedAlerts()
+    recent.add_alert(live[0])
+    recent.mark_used(stored, "tok_1", [SEED_RULE])
+    assert [a.txn_ids for a in alerts_of(stored, later)] == [("p3", "p4", "p5")]
+
+
 def test_the_events_of_evicted_alerts_are_forgotten_with_them() -> None:
     recent = PublishedAlerts(capacity=2)
     for n in range(3):
