@@ -23,6 +23,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from agents.decisions import LIMITS
 from app.delivery.backoff import backoff_delay
+from app.history.evidence import open_archive
 from app.history.files import Archive
 from app.history.rolling import PartitionBuffer
 from app.history.schema import Row, alert_row, dead_letter_row, payment_row
@@ -138,12 +139,6 @@ async def _final_roll(archiver: Archiver) -> None:
         log.warning("archive: rows not archived at stop are archived at the next start")
 
 
-def open_archive() -> Archive:
-    return Archive.at(
-        settings.archive_url, endpoint=settings.archive_s3_endpoint, region=settings.aws_region
-    )
-
-
 async def archive_once(archiver: Archiver) -> None:
     records = await archiver.consumer.getmany(timeout_ms=1000, max_records=MAX_FETCH_RECORDS)
     if records:
@@ -165,7 +160,7 @@ async def archive_topics() -> None:
             auto_offset_reset="earliest",
             **kafka_options(),
         )
-        archiver = Archiver(open_archive(), consumer)
+        archiver = Archiver(open_archive(settings), consumer)
         try:
             await consumer.start()
             consumer.subscribe(list(archiver.kinds), listener=archiver)

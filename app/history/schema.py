@@ -144,7 +144,11 @@ def alert_row(value: bytes | None, partition: int, offset: int, timestamp_ms: in
         return None
     try:
         alert = Alert.from_json(value)
-    except (ValueError, KeyError, TypeError):
+        amounts = [Decimal(a) for a in alert.amounts]
+        aggregate = Decimal(alert.aggregate_value)
+    except (ValueError, KeyError, TypeError, ArithmeticError):
+        # Not an alert this worker could have written (Decimal raises InvalidOperation, an
+        # ArithmeticError): skipped like any unreadable record, never a crash-loop.
         return None
     last_ms = ms_from_iso(alert.last_event_ts) or timestamp_ms
     values = {
@@ -156,8 +160,8 @@ def alert_row(value: bytes | None, partition: int, offset: int, timestamp_ms: in
         "group_by": alert.group_by,
         "group_key": alert.group_key,
         "txn_ids": list(alert.txn_ids),
-        "amounts": [Decimal(a) for a in alert.amounts],
-        "aggregate_value": Decimal(alert.aggregate_value),
+        "amounts": amounts,
+        "aggregate_value": aggregate,
         "first_event_ts": _utc(ms_from_iso(alert.first_event_ts)),
         "last_event_ts": _utc(last_ms),
         "detected_at": _utc(ms_from_iso(alert.detected_at)),

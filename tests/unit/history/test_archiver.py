@@ -13,9 +13,9 @@ from agents.archive import Archiver
 from app.detection.validation import Limits
 from app.history.files import Archive
 from app.history.rolling import PartitionBuffer
-from app.history.schema import payment_row
+from app.history.schema import alert_row, payment_row
 from app.worker.faust_app import settings
-from tests.factories import payment
+from tests.factories import alert, payment
 
 
 def write_file(archive: Archive, partition: int, first: int, last: int) -> str:
@@ -56,3 +56,9 @@ def test_a_file_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     assert Path(path).exists()
     # No temporary file is left beside it.
     assert [p.name for p in Path(path).parent.iterdir()] == [Path(path).name]
+
+
+def test_an_unreadable_alert_record_is_skipped_not_a_crash() -> None:
+    bad = alert(amounts=("not-a-number",)).to_json()
+    assert alert_row(bad, 0, 7, 1795940000000) is None
+    assert alert_row(alert().to_json(), 0, 8, 1795940000000) is not None
