@@ -17,7 +17,7 @@ from agents.delivery import send_acknowledged
 from app.delivery.published import PublishedAlerts, load_tail
 from app.detection.keys import card_partition, group_record_key
 from app.detection.models import Alert, Payment
-from app.detection.rulebook import CARD_GROUP, rulebook
+from app.detection.rulebook import CARD_GROUP
 from app.detection.validation import Limits
 from app.rules_admin.topic import bootstrap_servers
 from app.worker.faust_app import alerts_topic, app, regroup_topic, settings
@@ -38,6 +38,7 @@ LIMITS = Limits(
 )
 LATENESS_MS = int(settings.allowed_lateness_s * 1000)
 recent_alert_ids = PublishedAlerts()
+REGROUP_TOPIC = regroup_topic.get_topic_name()
 
 
 async def publish_alerts(alerts: tuple[Alert, ...]) -> None:
@@ -90,16 +91,27 @@ def remember_alerts(card_id: str, alerts: tuple[Alert, ...]) -> None:
 
 async def forward(message: Any, key: str, partition: int | None = None) -> Awaitable[Any]:
     """Send the payment on through the repartition topic; its acknowledgement to await
-    before the source offset counts (the batch's offsets wait for it)."""
-    sent: Awaitable[Any] = await regroup_topic.send(
-        key=key.encode(), value=message.value, timestamp=message.timestamp, partition=partition
+    before the source offset counts (the batch's offsets wait for it).
+
+    Straight to the producer Faust's ``Topic.send`` would use (the transaction manager
+    under exactly-once), without its per-message FutureMessage, sensors and callbacks:
+    a fifth of the payments take this path with the default rules.
+    """
+    producer = await app.maybe_start_producer()
+    sent: Awaitable[Any] = await producer.send(
+        REGROUP_TOPIC,
+        key.encode(),
+        message.value,
+        partition=partition,
+        timestamp=message.timestamp,
+        headers=None,
     )
     return sent
 
 
-async def forward_to_groups(message: Any, payment: Payment) -> list[Awaitable[Any]]:
-    """Re-key the payment for every other group-by that one of its rules would count it in."""
-    return [await forward(message, record_key) for record_key in rulebook.regroup_keys(payment)]
+async def forward_to_groups(message: Any, record_keys: list[str]) -> list[Awaitable[Any]]:
+    """Forward the payment under each of ``record_keys`` (``rulebook.regroup_keys``)."""
+    return [await forward(message, record_key) for record_key in record_keys]
 
 
 async def rekey_by_card(message: Any, payment: Payment) -> Awaitable[Any]:

@@ -188,6 +188,8 @@ class Run:
 
 # --archive: the workers also run the Parquet archive (set once by main).
 ARCHIVE = [False]
+# --profile DIR: py-spy samples each capacity worker into DIR (set once by main).
+PROFILE: list[Path | None] = [None]
 
 
 @contextmanager
@@ -245,6 +247,31 @@ def decided(ports: list[int]) -> tuple[int, list[dict[str, Any]]]:
     return sum(s["processed"] + s["dlq_total"] for s in snapshots), snapshots
 
 
+def profiler(pid: int, rules: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the worker (all threads, collapsed stacks) when --profile is set."""
+    directory = PROFILE[0]
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"capacity-{rules.stem}.txt"
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "100",
+            "--output",
+            str(target),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def run_capacity(stack: LocalStack, rules: Path, backlog: int, workdir: Path) -> dict[str, Any]:
     run = Run(stack, f"cap-{rules.stem}-{int(time.time())}", rules)
     run.create()
@@ -258,11 +285,15 @@ def run_capacity(stack: LocalStack, rules: Path, backlog: int, workdir: Path) ->
             time.sleep(0.05)
             done, _ = decided([port])
         first_at, first_done, first_cpu = time.time(), done, cpu_seconds(pid)
+        sampler = profiler(pid, rules)
         deadline = first_at + 600
         while done < backlog and time.time() < deadline:
             time.sleep(0.1)
             done, _ = decided([port])
         elapsed, cpu = time.time() - first_at, cpu_seconds(pid) - first_cpu
+        if sampler is not None:
+            sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            sampler.wait(60)
     measured = done - first_done
     return {
         "rules": str(rules.relative_to(REPO)),
@@ -432,8 +463,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-bare", action="store_true", help="skip the bare aiokafka pipe")
     parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json")
     parser.add_argument("--archive", action="store_true", help="workers run the archive too")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy each capacity worker into DIR (collapsed stacks; slows the run)",
+    )
     args = parser.parse_args(argv)
     ARCHIVE[0] = args.archive
+    PROFILE[0] = args.profile
     # SIGTERM (e.g. a CI timeout) must run the finally blocks that stop the workers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

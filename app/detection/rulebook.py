@@ -44,6 +44,8 @@ class RuleBook:
     # timestamp, epoch ms): a shadow rule's live alerts count from then.
     published_ms: dict[str, int] = field(default_factory=dict)
     _by_group: dict[tuple[str, ...], list[Rule]] = field(default_factory=dict)
+    # Per group-by other than the card with a live rule: its live rules (every payment asks).
+    _regroup: list[tuple[tuple[str, ...], list[Rule]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._reindex()
@@ -53,6 +55,11 @@ class RuleBook:
         for rule in sorted(self.rules.values(), key=lambda r: r.rule_id):
             by_group.setdefault(rule.group_by, []).append(rule)
         self._by_group = by_group
+        self._regroup = [
+            (group, [rule for rule in rules if rule.status != "paused"])
+            for group, rules in by_group.items()
+            if group != CARD_GROUP and any(rule.status != "paused" for rule in rules)
+        ]
 
     def apply(self, key: bytes | None, value: bytes | None) -> str:
         """Apply one rules-topic record; returns what happened (for logs and tests).
@@ -111,20 +118,17 @@ class RuleBook:
 
     def other_groups(self) -> list[tuple[str, ...]]:
         """Group-bys other than the card that some live (non-paused) rule uses."""
-        return [
-            group
-            for group, rules in self._by_group.items()
-            if group != CARD_GROUP and any(r.status != "paused" for r in rules)
-        ]
+        return [group for group, _ in self._regroup]
 
     def regroup_keys(self, payment: Payment) -> list[str]:
         """Repartition-topic keys of the payment for every other group-by that one of its
         live rules would count it in (the card's own rules need no repartitioning)."""
         keys = []
-        for group_by in self.other_groups():
-            rules = self._by_group[group_by]
-            if any(rule.status != "paused" and rule.qualifies(payment) for rule in rules):
-                keys.append(group_record_key(group_by, rules[0].group_key(payment)))
+        for group_by, live in self._regroup:
+            for rule in live:
+                if rule.qualifies(payment):
+                    keys.append(group_record_key(group_by, rule.group_key(payment)))
+                    break
         return keys
 
     def all(self) -> list[Rule]:

@@ -7,11 +7,12 @@ the problem, so the CLI, the HTTP API and the workers all refuse it the same way
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -63,16 +64,24 @@ class RuleError(ValueError):
         self.problem = problem
 
 
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "in": lambda actual, expected: actual in expected,
-    "not in": lambda actual, expected: actual not in expected,
-    "==": operator.eq,
-    "!=": operator.ne,
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
+# Each filter operator as a test factory: (field getter, rule value) -> payment test. Every
+# payment meets every filter, so a condition is compiled once into one closure rather than
+# interpreted per payment.
+_Test = Callable[[Payment], bool]
+_TESTS: dict[str, Callable[[Callable[[Payment], Any], Any], _Test]] = {
+    "in": lambda get, value: lambda payment: get(payment) in value,
+    "not in": lambda get, value: lambda payment: get(payment) not in value,
+    "==": lambda get, value: lambda payment: get(payment) == value,
+    "!=": lambda get, value: lambda payment: get(payment) != value,
+    ">=": lambda get, value: lambda payment: get(payment) >= value,
+    ">": lambda get, value: lambda payment: get(payment) > value,
+    "<=": lambda get, value: lambda payment: get(payment) <= value,
+    "<": lambda get, value: lambda payment: get(payment) < value,
 }
+
+
+def _always(payment: Payment) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +89,15 @@ class Condition:
     field: str
     op: str
     value: Decimal | str | frozenset[str] | frozenset[Decimal]
+    # Compiled from the three above; a closure, so pickling goes through __reduce__.
+    matches: _Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
 
-    def matches(self, payment: Payment) -> bool:
-        # A dict lookup instead of a chain of comparisons: every payment meets every filter.
-        return _COMPARE[self.op](getattr(payment, self.field), self.value)
+    def __post_init__(self) -> None:
+        test = _TESTS[self.op](operator.attrgetter(self.field), self.value)
+        object.__setattr__(self, "matches", test)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Condition, (self.field, self.op, self.value))
 
     def to_json(self) -> dict[str, Any]:
         value: Any = self.value
@@ -107,6 +121,18 @@ class Rule:
     threshold_op: str
     threshold: Decimal
     severity: str
+    # Whether the payment passes every filter condition, compiled from ``filter``.
+    qualifies: _Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        tests = tuple(condition.matches for condition in self.filter)
+        if len(tests) > 1:
+            object.__setattr__(self, "qualifies", lambda payment: all(t(payment) for t in tests))
+        else:
+            object.__setattr__(self, "qualifies", tests[0] if tests else _always)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Rule, tuple(getattr(self, f.name) for f in fields(self) if f.init))
 
     @property
     def group_by_name(self) -> str:
@@ -116,9 +142,6 @@ class Rule:
         if len(self.group_by) == 1:
             return str(payment.field(self.group_by[0]))
         return "|".join(str(payment.field(name)) for name in self.group_by)
-
-    def qualifies(self, payment: Payment) -> bool:
-        return all(condition.matches(payment) for condition in self.filter)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import msgspec
 import pycountry
 
 from app.detection.models import PAYMENT_FIELDS, Payment
@@ -95,12 +96,34 @@ def _loads(raw: bytes) -> Any:
     return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
 
 
+# The common case, a JSON object whose values are all strings, decodes in C about three
+# times faster than json's decoder. It accepts nothing json would decode differently (no BOM,
+# no lone surrogates, no non-string value); anything it refuses goes through json, which
+# gives the reason (tests/unit/detection/test_validation.py holds the two to that).
+_STRINGS_DECODER = msgspec.json.Decoder(dict[str, str])
+_REQUIRED = frozenset(PAYMENT_FIELDS)
+
+
 def _decode(raw: bytes | None, limits: Limits) -> dict[str, Any]:
     """The record's JSON object, or the reason it is not one."""
     if raw is None:
         raise InvalidPayment("empty", "record has no value")
     if len(raw) > limits.max_bytes:
         raise InvalidPayment("oversize", f"record is {len(raw)} bytes, limit {limits.max_bytes}")
+    try:
+        body = _STRINGS_DECODER.decode(raw)
+    except (msgspec.DecodeError, ValueError):  # ValueError: UnicodeDecodeError
+        body = _decode_json(raw)
+    else:
+        if body.keys() >= _REQUIRED:  # strings only: none of them can be null
+            return body
+    for name in PAYMENT_FIELDS:
+        if body.get(name) is None:
+            raise InvalidPayment("missing_field", f"field {name!r} is missing")
+    return body
+
+
+def _decode_json(raw: bytes) -> dict[str, Any]:
     try:
         body = _DECODER.decode(raw.decode()) if raw.isascii() else _loads(raw)
     except InvalidPayment:
@@ -114,9 +137,6 @@ def _decode(raw: bytes | None, limits: Limits) -> dict[str, Any]:
         raise InvalidPayment("amount_out_of_range", "a JSON number is out of range") from None
     if not isinstance(body, dict):
         raise InvalidPayment("not_an_object", "payment must be a JSON object")
-    for name in PAYMENT_FIELDS:
-        if body.get(name) is None:
-            raise InvalidPayment("missing_field", f"field {name!r} is missing")
     return body
 
 

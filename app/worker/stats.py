@@ -20,16 +20,32 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
 
 
+def counts_of(histogram: HdrHistogram) -> list[int]:
+    """The histogram's bucket counts. Read through a memoryview: iterating its ctypes array
+    costs ~3 ms for 21k buckets, this ~0.1 ms."""
+    view = memoryview(histogram.counts)
+    if view.itemsize != 8:  # hdrh's counts are C unsigned longs: 64-bit on Linux
+        return list(histogram.counts)
+    return view.cast("B").cast("Q").tolist()
+
+
 def percentiles_ms(histogram: HdrHistogram) -> dict[str, float]:
-    """p50/p90/p99/max in milliseconds of a histogram recorded in microseconds."""
-    if histogram.get_total_count() == 0:
+    """p50/p90/p99/max in milliseconds of a histogram recorded in microseconds.
+
+    ``/stats`` (polled by the dashboard and the bench) asks for this: hdrh's own
+    ``get_value_at_percentile`` walks the buckets in Python, ~4 ms per call on a worker
+    that has decided a few hundred thousand payments.
+    """
+    found = interval_percentiles(histogram, counts_of(histogram), (50.0, 90.0, 99.0))
+    if found is None:
         return {"count": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    (p50, p90, p99), highest = found
     return {
         "count": histogram.get_total_count(),
-        "p50": histogram.get_value_at_percentile(50) / 1000,
-        "p90": histogram.get_value_at_percentile(90) / 1000,
-        "p99": histogram.get_value_at_percentile(99) / 1000,
-        "max": histogram.get_max_value() / 1000,
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        "max": highest,
     }
 
 
@@ -117,9 +133,15 @@ class WorkerStats:
     _tick_totals: tuple[float, int, int, int] | None = field(default=None, repr=False)
     _tick_counts: list[int] | None = field(default=None, repr=False)
 
-    def record_decision(self, produced_at_ms: int, now_ms: float) -> None:
-        latency_us = max(1, int((now_ms - produced_at_ms) * 1000))
-        self.decision_latency.record_value(min(latency_us, _HIGHEST_US))
+    def record_decisions(self, produced_at_ms: list[int], now_ms: float) -> None:
+        """Decision latencies of payments decided together at ``now_ms``. A batch's produce
+        timestamps (ms) repeat, so each distinct latency is recorded once with its count:
+        hdrh records in Python, ~1.5 µs a call."""
+        latencies = Counter(produced_at_ms)
+        record = self.decision_latency.record_value
+        for produced, count in latencies.items():
+            latency_us = max(1, int((now_ms - produced) * 1000))
+            record(min(latency_us, _HIGHEST_US), count)
 
     def tick(self, now: float | None = None) -> Sample:
         """Close the current sampling interval and append its Sample to ``history``.
@@ -130,7 +152,7 @@ class WorkerStats:
         """
         now = time.time() if now is None else now
         alerts, dlq = sum(self.alerts.values()), sum(self.dlq.values())
-        counts = list(self.decision_latency.counts)
+        counts = counts_of(self.decision_latency)
         previous = self._tick_totals or (self.started_at, 0, 0, 0)
         delta = (
             counts

@@ -6,12 +6,13 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.detection.models import iso_from_ms
-from app.detection.validation import InvalidPayment, Limits, parse_payment
+from app.detection.validation import _STRINGS_DECODER, InvalidPayment, Limits, parse_payment
 
 NOW_MS = 1_795_000_000_000
 
@@ -174,3 +175,39 @@ def test_random_json_in_payment_fields_is_a_payment_or_a_reason(changes: dict[st
         assert exc.reason and exc.detail
     else:
         assert payment.amount >= 0 and payment.card_id
+
+
+_text_objects = st.dictionaries(st.text(max_size=12), st.text(max_size=24), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    body=_text_objects,
+    ensure_ascii=st.booleans(),
+    cut=st.integers(min_value=0, max_value=400),
+    noise=st.binary(max_size=3),
+)
+def test_the_fast_decoder_accepts_nothing_json_reads_differently(
+    body: dict[str, str], ensure_ascii: bool, cut: int, noise: bytes
+) -> None:
+    # Whole objects of strings, the same spliced with a few random bytes, and objects
+    # holding a lone surrogate or a BOM: wherever msgspec's decoder answers, json agrees.
+    whole = json.dumps(body, ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass")
+    spliced = whole[:cut] + noise + whole[cut:]
+    for raw in (whole, spliced, b"\xef\xbb\xbf" + whole, whole.replace(b"}", b',"s":"\\ud800"}')):
+        try:
+            fast = _STRINGS_DECODER.decode(raw)
+        except (msgspec.DecodeError, ValueError):
+            continue
+        assert json.loads(raw) == fast
+
+
+def test_a_payment_json_reads_but_the_fast_decoder_does_not_is_still_a_payment() -> None:
+    # A number amount, an integer mcc and a BOM each leave the fast path; same payment.
+    expected = parse_payment(encode(good()), NOW_MS)
+    assert parse_payment(with_raw_amount(b"1000.00"), NOW_MS) == expected
+    assert parse_payment(encode(good(mcc=5411)), NOW_MS) == expected
+    assert parse_payment(b"\xef\xbb\xbf" + encode(good()), NOW_MS) == expected
+    with pytest.raises(InvalidPayment) as missing:
+        parse_payment(encode({k: v for k, v in good().items() if k != "ip"}), NOW_MS)
+    assert missing.value.reason == "missing_field" and "'ip'" in missing.value.detail

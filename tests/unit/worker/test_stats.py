@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from app.worker.stats import WorkerStats, new_histogram
+from app.worker.stats import WorkerStats, new_histogram, percentiles_ms
 
 
 def test_tick_gives_each_second_its_own_latency_percentiles() -> None:
@@ -40,3 +40,21 @@ def test_tick_gives_each_second_its_own_latency_percentiles() -> None:
     assert idle.processed == 0 and idle.p50_ms is None and idle.p99_ms is None
     assert [s.t for s in stats.history] == [101.0, 103.0, 104.0]
     assert stats.throughput(2) == pytest.approx(1.0)
+
+
+def test_percentiles_agree_with_hdrh_and_batched_decisions_with_single_ones() -> None:
+    rng = random.Random(7)
+    produced = [rng.randint(1_000_000, 1_000_400) for _ in range(5_000)]
+    batched, single = WorkerStats(), new_histogram()
+    batched.record_decisions(produced, 1_000_500.25)
+    for produced_ms in produced:
+        single.record_value(int((1_000_500.25 - produced_ms) * 1000))
+    assert list(batched.decision_latency.counts) == list(single.counts)
+    assert percentiles_ms(single) == {
+        "count": 5_000,
+        "p50": single.get_value_at_percentile(50) / 1000,
+        "p90": single.get_value_at_percentile(90) / 1000,
+        "p99": single.get_value_at_percentile(99) / 1000,
+        "max": single.get_max_value() / 1000,
+    }
+    assert percentiles_ms(new_histogram())["count"] == 0
