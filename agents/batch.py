@@ -71,29 +71,82 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _write(table: Any, key: str, value: Any) -> Any:
-    """``table[key] = value`` (None deletes it), returning the changelog send to await.
+@dataclass
+class _StateWrites:
+    """A batch's state writes: made to the local store at once, then sent to the changelogs.
 
-    What Faust's ``Table.__setitem__`` does for a table without expiry (local store, then
-    changelog to the current event's partition), minus its sensors, but keeping the send.
+    On a RocksDB store the sends go straight to the producer Faust's own table writes use
+    (the transaction manager under exactly-once), and the store's persisted changelog
+    offset is set once per partition when Kafka has acknowledged them, instead of through a
+    FutureMessage, the producer buffer's task and a RocksDB write per record.
     """
-    partition = table.partition_for_key(key)
-    store = table.data
-    if not isinstance(store, SerializedStore):
-        if value is None:
-            del store[key]
-            return table.send_changelog(partition, key, None, value_serializer="raw")
-        store[key] = value
-        return table.send_changelog(partition, key, value)
-    raw_key = _encode(key)
-    raw_value = None if value is None else _encode(value)
-    if raw_value is None:
-        store._del(raw_key)
-    else:
-        store._set(raw_key, raw_value)
-    return table.send_changelog(
-        partition, raw_key, raw_value, key_serializer="raw", value_serializer="raw"
-    )
+
+    raw: list[tuple[Any, int | None, bytes, bytes | None]] = field(default_factory=list)
+    sends: list[Awaitable[Any]] = field(default_factory=list)  # the in-memory store's
+
+    def write(self, table: Any, key: str, value: Any) -> None:
+        """``table[key] = value`` (None deletes it) in the local store; sent by ``send``.
+
+        What Faust's ``Table.__setitem__`` does for a table without expiry (local store,
+        then changelog to the current event's partition), minus its sensors.
+        """
+        partition = table.partition_for_key(key)
+        store = table.data
+        if not isinstance(store, SerializedStore):
+            if value is None:
+                del store[key]
+                self.sends.append(
+                    table.send_changelog(partition, key, None, value_serializer="raw")
+                )
+            else:
+                store[key] = value
+                self.sends.append(table.send_changelog(partition, key, value))
+            return
+        raw_key = _encode(key)
+        raw_value = None if value is None else _encode(value)
+        if raw_value is None:
+            store._del(raw_key)
+        else:
+            store._set(raw_key, raw_value)
+        self.raw.append((table, partition, raw_key, raw_value))
+
+    async def send(self) -> list[tuple[Any, Awaitable[Any]]]:
+        """Hand the RocksDB stores' writes to the producer; each with its acknowledgement."""
+        if not self.raw:
+            return []
+        producer = await app.maybe_start_producer()
+        return [
+            (
+                table,
+                await producer.send(
+                    table.changelog_topic.get_topic_name(),
+                    raw_key,
+                    raw_value,
+                    partition=partition,
+                    timestamp=None,
+                    headers=None,
+                ),
+            )
+            for table, partition, raw_key, raw_value in self.raw
+        ]
+
+
+async def _all_acknowledged(sent: list[tuple[Any, Awaitable[Any]]], others: list[Any]) -> None:
+    """Wait for every send of a batch; then record, per store and partition, the newest
+    changelog offset the store holds (what Faust's ``Table._on_changelog_sent`` records
+    per record), so that a restart recovers only the changelog past it."""
+    results = await asyncio.gather(*(future for _, future in sent), *others)
+    newest: dict[tuple[int, TP], tuple[Any, int]] = {}
+    for (table, _), metadata in zip(sent, results, strict=False):
+        tp = TP(metadata.topic, metadata.partition)
+        known = newest.get((id(table), tp))
+        if known is None or metadata.offset > known[1]:
+            newest[(id(table), tp)] = (table, metadata.offset)
+    for (_, tp), (table, offset) in newest.items():
+        if app.in_transaction:  # exactly-once: written when the partition commits
+            app.tables.persist_offset_on_commit(table.data, tp, offset)
+        else:
+            table.data.set_persisted_offset(tp, offset)
 
 
 def _stored(table: Any, key: str) -> Any:
@@ -263,12 +316,12 @@ class Batch:
         if generation is not None and (generation != app.consumer_generation_id or not _flowing()):
             return None  # a rebalance: the partition may move, its next owner replays it
         # No await until the writes are made: they land together, right after the acks.
-        sends = []
+        writes = _StateWrites()
         for (_, table_key), entry in self.keys.items():
             if entry.changed and entry.state.rules:
-                sends.append(_write(entry.table, table_key, entry.state.to_json()))
+                writes.write(entry.table, table_key, entry.state.to_json())
             elif entry.stored is not None and not entry.state.rules:
-                sends.append(_write(entry.table, table_key, None))
+                writes.write(entry.table, table_key, None)
         for (card_id, _), (ts_s, count) in self.high_value.items():
             current_event_time.set(ts_s)
             high_value_counts[card_id] += count
@@ -286,7 +339,8 @@ class Batch:
         # send (ProducerBuffer.flush_atmost), so a commit could pass state still in the
         # buffer, and a SIGKILL then left the next owner a changelog without it. The
         # consumer acknowledges the batch's offsets once these sends are acknowledged.
-        return asyncio.gather(*sends, *self.forwarded)
+        sent = await writes.send()
+        return asyncio.ensure_future(_all_acknowledged(sent, [*writes.sends, *self.forwarded]))
 
 
 async def decide_batch(

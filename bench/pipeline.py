@@ -361,6 +361,8 @@ def run_latency(
         "achieved": round(done / max(finished - began, 1e-9)),
         "latency_ms": percentiles_ms(latency),
         "alert_latency_ms": percentiles_ms(alerts),
+        # Each worker's garbage-collection pauses over its life (GcPauses in app.worker.stats).
+        "gc": [snapshot.get("gc") for snapshot in snapshots],
     }
 
 

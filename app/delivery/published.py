@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer
@@ -69,6 +69,9 @@ class PublishedAlerts(RecentIds):
     def __init__(self, capacity: int = 50_000) -> None:
         super().__init__(capacity)
         self._used: dict[UsedKey, dict[str, int]] = {}
+        # group key -> how many keys of _used hold it: most keys have none, and every
+        # batch asks for each key it reads.
+        self._group_keys: Counter[str] = Counter()
         self._by_id: dict[str, tuple[UsedKey, tuple[str, ...]]] = {}
 
     def add_alert(self, alert: Alert) -> None:
@@ -83,7 +86,10 @@ class PublishedAlerts(RecentIds):
         if alert_id in self:
             return
         evicted = self.add(alert_id)
-        used = self._used.setdefault(key, {})
+        used = self._used.get(key)
+        if used is None:
+            used = self._used[key] = {}
+            self._group_keys[key[2]] += 1
         for txn_id in txn_ids:
             used[txn_id] = ts_ms
         self._by_id[alert_id] = (key, txn_ids)
@@ -92,8 +98,10 @@ class PublishedAlerts(RecentIds):
             old_used = self._used.get(old_key, {})
             for txn_id in old_txns:
                 old_used.pop(txn_id, None)
-            if not old_used:
-                self._used.pop(old_key, None)
+            if not old_used and self._used.pop(old_key, None) is not None:
+                self._group_keys[old_key[2]] -= 1
+                if not self._group_keys[old_key[2]]:
+                    del self._group_keys[old_key[2]]
 
     def used(self, rule_id: str, version: int, group_key: str) -> dict[str, int]:
         """txn id -> event time (the alert's last event's) of events published alerts used."""
@@ -103,6 +111,8 @@ class PublishedAlerts(RecentIds):
         """Mark in ``state`` as used the events that published alerts of ``rules`` used for
         this key: those it forgot, and those it still pools because it was stored before the
         alert was published (see the module's note)."""
+        if group_key not in self._group_keys:
+            return
         for rule in rules:
             used = self._used.get((rule.rule_id, rule.version, group_key))
             if not used:

@@ -107,6 +107,35 @@ def interval_percentiles(
 
 
 @dataclass
+class GcPauses:
+    """How long the garbage collector stopped the worker, per generation: a full collection
+    walks every tracked object and holds up every batch meanwhile. Registered in
+    ``gc.callbacks`` by the worker (``app.worker.faust_app``)."""
+
+    collections: list[int] = field(default_factory=lambda: [0, 0, 0])
+    total_ms: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    longest_ms: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    _started: float = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = info["generation"]
+        pause_ms = (time.perf_counter() - self._started) * 1000
+        self.collections[generation] += 1
+        self.total_ms[generation] += pause_ms
+        self.longest_ms[generation] = max(self.longest_ms[generation], pause_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "collections": list(self.collections),
+            "total_ms": [round(ms, 1) for ms in self.total_ms],
+            "longest_ms": [round(ms, 2) for ms in self.longest_ms],
+        }
+
+
+@dataclass
 class WorkerStats:
     started_at: float = field(default_factory=time.time)
     processed: int = 0
@@ -125,6 +154,7 @@ class WorkerStats:
     dlq: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule_id, status)
     decision_latency: HdrHistogram = field(default_factory=new_histogram)
+    gc_pauses: GcPauses = field(default_factory=GcPauses)
     # The newest alerts this worker emitted (bounded), for /alerts and the dashboard.
     recent_alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=500))
     # One Sample per tick() (the web module ticks every second), newest last.
@@ -195,6 +225,7 @@ class WorkerStats:
             "alerts": {f"{rule}/{status}": n for (rule, status), n in self.alerts.items()},
             "decision_latency_ms": percentiles_ms(self.decision_latency),
             "decision_latency_hdr": self.decision_latency.encode().decode(),
+            "gc": self.gc_pauses.to_json(),
         }
 
 

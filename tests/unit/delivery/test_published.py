@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from app.delivery.published import PublishedAlerts, RecentIds
 from app.detection.engine import KeyState, evaluate
 from app.detection.models import Alert, Payment
@@ -67,3 +69,12 @@ def test_the_events_of_evicted_alerts_are_forgotten_with_them() -> None:
         recent.record(f"a{n}", ("r", 1, "k"), (f"t{n}",), 1000)
     assert "a0" not in recent
     assert set(recent.used("r", 1, "k")) == {"t1", "t2"}
+    for n in range(3, 5):
+        recent.record(f"a{n}", ("r", 1, f"other{n}"), (f"t{n}",), 1000)
+    # Every alert of key "k" is evicted: its state is no longer topped up.
+    assert recent.used("r", 1, "k") == {}
+    state = KeyState()
+    recent.mark_used(state, "k", [SEED_RULE])
+    assert state.rules == {}
+    recent.mark_used(state, "other4", [dataclasses.replace(SEED_RULE, rule_id="r")])
+    assert state.rules["r"].used == {"t4": 1000}
