@@ -20,6 +20,7 @@ import asyncio
 import json
 import time
 import weakref
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,9 +50,11 @@ from app.worker.stats import stats
 from tables import WINDOW_S, card_state, current_event_time, group_state, high_value_counts
 
 # A batch reads state, awaits its alerts' acknowledgements, then writes state. The
-# consumer runs batches one after another, but Faust's own streams (a record that reaches
-# an agent's stream) run beside them: one lock keeps any two from interleaving.
-state_lock = asyncio.Lock()
+# consumer decides the batches of one partition one after another, and those of different
+# partitions side by side (each partition's keys live in its own store); Faust's own
+# streams (a record that reaches an agent's stream) run beside them: a lock per partition
+# keeps any two batches of one partition from interleaving.
+state_locks: defaultdict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
 
 
 def _flowing() -> bool:
@@ -366,7 +369,7 @@ async def decide_batch(
     event = app.create_event(first.key, first.value, first.headers, first)
     token = _current_event.set(weakref.ref(event))
     try:
-        async with state_lock:
+        async with state_locks[(first.topic, first.partition)]:
             for message in messages:
                 await guarded(agent, message, add(batch, message))
             sent = await batch.finish(generation)

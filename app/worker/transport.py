@@ -15,7 +15,9 @@ one at a time: ``wait_first`` (four tasks and an ``asyncio.wait``), a lock and a
 delivery, an Event, the stream iterator, four sensor calls and an ack under a threading
 lock, about 150 µs per record on this machine. For a topic in ``app.batch_handlers`` the
 consumer instead passes each fetched partition batch to its handler as Faust messages, in
-offset order. The handler returns once the batch is decided (its alerts acknowledged by
+offset order; the batches of one fetch's partitions are decided side by side (a batch
+waiting for its alerts' acknowledgements no longer holds up the others), each partition's
+one after another. The handler returns once the batch is decided (its alerts acknowledged by
 Kafka, its state written to the local store and sent to the changelog), handing back the
 changelog sends; the range of offsets is acknowledged when Kafka has acknowledged those
 sends, while the next batches are already being decided. A batch is thus done when Kafka
@@ -93,10 +95,20 @@ class Consumer(faust_aiokafka.Consumer):
         handlers: dict[str, BatchHandler] = getattr(self.app, "batch_handlers", {})
         if not records or not handlers:
             return records, active
-        for tp in [tp for tp in records if tp.topic in handlers]:
-            batch = records.pop(tp)
-            if batch:
-                await self._hand_over(handlers[tp.topic], tp, batch, active)
+        batches = [(tp, records.pop(tp)) for tp in [tp for tp in records if tp.topic in handlers]]
+        # Side by side: while one partition's batch awaits its alerts' acknowledgements,
+        # the others are decided. The fetch loop goes on when all of them are handed over.
+        outcomes = await asyncio.gather(
+            *(
+                self._hand_over(handlers[tp.topic], tp, batch, active)
+                for tp, batch in batches
+                if batch
+            ),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return records, active
 
     async def _hand_over(
