@@ -39,7 +39,7 @@ from agents.decisions import (
     remember_alerts,
 )
 from agents.delivery import dead_letter, guarded
-from app.detection.engine import KeyState, Verdict, evaluate
+from app.detection.engine import KeyState, Verdict, evaluate, pools_nowhere
 from app.detection.keys import split_group_record_key
 from app.detection.models import Alert, Payment
 from app.detection.rulebook import CARD_GROUP, rulebook
@@ -252,6 +252,9 @@ class Batch:
         entry = self.keys.get(where)
         if entry is None:
             stored = _stored(table, table_key)
+            fresh = stored is None and not recent_alert_ids.used_for(key)
+            if fresh and pools_nowhere(payment, rules):
+                return True  # what evaluate decides on an empty state, without building one
             state = KeyState.from_json(stored)
             # A replay may find the state without events published alerts already used.
             recent_alert_ids.mark_used(state, key, rules)

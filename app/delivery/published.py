@@ -107,6 +107,10 @@ class PublishedAlerts(RecentIds):
         """txn id -> event time (the alert's last event's) of events published alerts used."""
         return self._used.get((rule_id, version, group_key), {})
 
+    def used_for(self, group_key: str) -> bool:
+        """Whether a recent alert used events of this key (``mark_used`` has work to do)."""
+        return group_key in self._group_keys
+
     def mark_used(self, state: KeyState, group_key: str, rules: Sequence[Rule]) -> None:
         """Mark in ``state`` as used the events that published alerts of ``rules`` used for
         this key: those it forgot, and those it still pools because it was stored before the

@@ -265,8 +265,12 @@ def evaluate(
 def _nothing_to_do(state: KeyState, payment: Payment, rules: Sequence[Rule]) -> bool:
     """Nothing pooled for the key and nothing to pool: no state, no alert, and no clock to
     keep (see the module's note on keys without state). Most payments end here."""
-    if state.rules:
-        return False
+    return not state.rules and pools_nowhere(payment, rules)
+
+
+def pools_nowhere(payment: Payment, rules: Sequence[Rule]) -> bool:
+    """No live rule of ``rules`` would pool the payment: on a key without state,
+    ``evaluate`` decides nothing and changes nothing."""
     # A loop, not any(genexpr): this runs for every payment, and the generator costs more.
     for rule in rules:  # noqa: SIM110
         if rule.status != "paused" and rule.qualifies(payment):

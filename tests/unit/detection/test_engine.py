@@ -278,7 +278,7 @@ def test_events_just_over_the_window_apart_do_not_alert() -> None:
         payment(2, "c1", "1000", BASE_MS + 300_001),
     ]
     assert run_engine(events).alerts == []
-    events[2] = replace(events[2], ts_ms=BASE_MS + 300_000)
+    events[2] = events[2]._replace(ts_ms=BASE_MS + 300_000)
     assert len(run_engine(events).alerts) == 1
 
 
