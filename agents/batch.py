@@ -51,10 +51,12 @@ from tables import WINDOW_S, card_state, current_event_time, group_state, high_v
 
 # A batch reads state, awaits its alerts' acknowledgements, then writes state. The
 # consumer decides the batches of one partition one after another, and those of different
-# partitions side by side (each partition's keys live in its own store); Faust's own
-# streams (a record that reaches an agent's stream) run beside them: a lock per partition
-# keeps any two batches of one partition from interleaving.
-state_locks: defaultdict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
+# partitions side by side; Faust's own streams (a record that reaches an agent's stream)
+# run beside them. A table keeps each partition's keys in a store of its own, shared by the
+# co-partitioned topics: a card's payments come from payments.raw and, re-keyed, from the
+# repartition topic, both to its partition. So one lock per partition number (not per
+# topic) keeps two batches that may touch the same state from interleaving.
+state_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
 
 
 def _flowing() -> bool:
@@ -372,7 +374,7 @@ async def decide_batch(
     event = app.create_event(first.key, first.value, first.headers, first)
     token = _current_event.set(weakref.ref(event))
     try:
-        async with state_locks[(first.topic, first.partition)]:
+        async with state_locks[first.partition]:
             for message in messages:
                 await guarded(agent, message, add(batch, message))
             sent = await batch.finish(generation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from app.detection.models import Payment
+from app.detection.models import Alert, Payment, alert_id_for
 from app.detection.rules import Rule
 
 
@@ -35,3 +35,34 @@ def oracle(events: Sequence[Payment], rule: Rule) -> set[tuple[str, tuple[str, .
                 found.add((card, tuple(b.txn_id for b in buffer)))
                 buffer = []
     return found
+
+
+def assert_properties(alerts: Sequence[Alert], accepted: Sequence[Payment], rule: Rule) -> None:
+    """The rule semantics for any arrival order: every alert of ``rule`` is sound, no event
+    is in two of them, and every burst among the ``accepted`` payments holds a used event."""
+    by_txn = {p.txn_id: p for p in accepted}
+    mine = [a for a in alerts if a.rule_id == rule.rule_id]
+    used: set[str] = set()
+    for alert in mine:
+        events = [by_txn[t] for t in alert.txn_ids]
+        # Sound.
+        assert all(rule.qualifies(e) for e in events)
+        assert {e.card_id for e in events} == {alert.group_key}
+        assert max(e.ts_ms for e in events) - min(e.ts_ms for e in events) <= rule.window_ms
+        assert meets(rule, aggregate(rule, events))
+        assert alert.alert_id == alert_id_for(
+            rule.rule_id, rule.version, alert.group_key, list(alert.txn_ids)
+        )
+        # Disjoint.
+        assert used.isdisjoint(alert.txn_ids), "an event triggered two alerts"
+        used.update(alert.txn_ids)
+    # Complete: any window [s, s + W] whose events meet the threshold holds a used event.
+    qualifying = [p for p in by_txn.values() if rule.qualifies(p)]
+    for start in qualifying:
+        inside = [
+            p
+            for p in qualifying
+            if p.card_id == start.card_id and start.ts_ms <= p.ts_ms <= start.ts_ms + rule.window_ms
+        ]
+        if meets(rule, aggregate(rule, inside)):
+            assert used & {p.txn_id for p in inside}, f"missed burst starting {start.ts}"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +143,13 @@ class Worker:
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
+
+    def stats(self) -> dict[str, Any]:
+        """The worker's ``/stats`` body."""
+        url = f"http://127.0.0.1:{self.web_port}/stats/"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body: dict[str, Any] = json.load(response)
+            return body
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

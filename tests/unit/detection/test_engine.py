@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.detection.engine import KeyState, evaluate
-from app.detection.models import Alert, Payment, alert_id_for, iso_from_ms
+from app.detection.models import Alert, Payment, iso_from_ms
 from app.detection.rules import SEED_RULE, Rule, parse_rule
 from tests import factories
-from tests.oracle import aggregate, meets, oracle
+from tests.oracle import assert_properties, oracle
 
 LATENESS_MS = 60_000
 BASE_MS = 1_795_000_000_000  # an arbitrary fixed epoch: the engine never reads the clock
@@ -127,32 +127,7 @@ def _json_roundtrip(body: object) -> dict[str, object]:
 
 
 def check_properties(run: Run, rule: Rule) -> None:
-    by_txn = {p.txn_id: p for p in run.accepted}
-    mine = [a for a in run.alerts if a.rule_id == rule.rule_id]
-    used: set[str] = set()
-    for alert in mine:
-        events = [by_txn[t] for t in alert.txn_ids]
-        # Sound.
-        assert all(rule.qualifies(e) for e in events)
-        assert {e.card_id for e in events} == {alert.group_key}
-        assert max(e.ts_ms for e in events) - min(e.ts_ms for e in events) <= rule.window_ms
-        assert meets(rule, aggregate(rule, events))
-        assert alert.alert_id == alert_id_for(
-            rule.rule_id, rule.version, alert.group_key, list(alert.txn_ids)
-        )
-        # Disjoint.
-        assert used.isdisjoint(alert.txn_ids), "an event triggered two alerts"
-        used.update(alert.txn_ids)
-    # Complete: any window [s, s + W] whose events meet the threshold holds a used event.
-    qualifying = [p for p in {p.txn_id: p for p in run.accepted}.values() if rule.qualifies(p)]
-    for start in qualifying:
-        inside = [
-            p
-            for p in qualifying
-            if p.card_id == start.card_id and start.ts_ms <= p.ts_ms <= start.ts_ms + rule.window_ms
-        ]
-        if meets(rule, aggregate(rule, inside)):
-            assert used & {p.txn_id for p in inside}, f"missed burst starting {start.ts}"
+    assert_properties(run.alerts, run.accepted, rule)
 
 
 AMOUNTS = ["1", "3.50", "250", "999.99", "1000", "1000.00", "1200", "4999"]
