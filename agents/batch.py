@@ -32,7 +32,8 @@ from faust.types import TP
 from agents.decisions import (
     LATENESS_MS,
     LIMITS,
-    forward_to_groups,
+    forward,
+    produce,
     publish_alerts,
     recent_alert_ids,
     rekey_by_card,
@@ -119,21 +120,13 @@ class _StateWrites:
         """Hand the RocksDB stores' writes to the producer; each with its acknowledgement."""
         if not self.raw:
             return []
-        producer = await app.maybe_start_producer()
-        return [
-            (
-                table,
-                await producer.send(
-                    table.changelog_topic.get_topic_name(),
-                    raw_key,
-                    raw_value,
-                    partition=partition,
-                    timestamp=None,
-                    headers=None,
-                ),
-            )
-            for table, partition, raw_key, raw_value in self.raw
-        ]
+        acknowledgements = await produce(
+            [
+                (table.changelog_topic.get_topic_name(), raw_key, raw_value, partition, None)
+                for table, partition, raw_key, raw_value in self.raw
+            ]
+        )
+        return [(table, ack) for (table, *_), ack in zip(self.raw, acknowledgements, strict=True)]
 
 
 async def _all_acknowledged(sent: list[tuple[Any, Awaitable[Any]]], others: list[Any]) -> None:
@@ -202,7 +195,7 @@ class Batch:
         # Another group-by's rule counts it: forward it (most payments have nowhere to go).
         record_keys = rulebook.regroup_keys(payment)
         if record_keys:
-            self.forwarded.extend(await forward_to_groups(message, record_keys))
+            self.forwarded.extend(await forward(message, record_keys))
         if message.key != payment.card_id.encode():
             self.forwarded.append(await rekey_by_card(message, payment))
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from agents.delivery import send_acknowledged
@@ -89,29 +89,36 @@ def remember_alerts(card_id: str, alerts: tuple[Alert, ...]) -> None:
         card_alerts[card_id] = [*card_alerts[card_id], *bodies][-RECENT_ALERTS_PER_CARD:]
 
 
-async def forward(message: Any, key: str, partition: int | None = None) -> Awaitable[Any]:
-    """Send the payment on through the repartition topic; its acknowledgement to await
-    before the source offset counts (the batch's offsets wait for it).
+# A record for ``produce``: topic, key, value, partition (None: the producer's
+# partitioner), timestamp in seconds (None: now).
+RawRecord = tuple[str, bytes, bytes | None, int | None, float | None]
 
-    Straight to the producer Faust's ``Topic.send`` would use (the transaction manager
-    under exactly-once), without its per-message FutureMessage, sensors and callbacks:
-    a fifth of the payments take this path with the default rules.
-    """
+
+async def produce(records: Sequence[RawRecord]) -> list[Awaitable[Any]]:
+    """Hand records straight to the producer Faust's ``Topic.send`` would use (the
+    transaction manager under exactly-once), without its per-message FutureMessage,
+    sensors and callbacks; each record's acknowledgement, to await before the source
+    offsets count (the batch's offsets wait for them)."""
     producer = await app.maybe_start_producer()
-    sent: Awaitable[Any] = await producer.send(
-        REGROUP_TOPIC,
-        key.encode(),
-        message.value,
-        partition=partition,
-        timestamp=message.timestamp,
-        headers=None,
+    return [
+        await producer.send(
+            topic, key, value, partition=partition, timestamp=timestamp, headers=None
+        )
+        for topic, key, value, partition, timestamp in records
+    ]
+
+
+async def forward(
+    message: Any, record_keys: Sequence[str], partition: int | None = None
+) -> list[Awaitable[Any]]:
+    """Send the payment on through the repartition topic under each of ``record_keys``
+    (``rulebook.regroup_keys``): a fifth of the payments with the default rules."""
+    return await produce(
+        [
+            (REGROUP_TOPIC, key.encode(), message.value, partition, message.timestamp)
+            for key in record_keys
+        ]
     )
-    return sent
-
-
-async def forward_to_groups(message: Any, record_keys: list[str]) -> list[Awaitable[Any]]:
-    """Forward the payment under each of ``record_keys`` (``rulebook.regroup_keys``)."""
-    return [await forward(message, record_key) for record_key in record_keys]
 
 
 async def rekey_by_card(message: Any, payment: Payment) -> Awaitable[Any]:
@@ -119,8 +126,9 @@ async def rekey_by_card(message: Any, payment: Payment) -> Awaitable[Any]:
     stats.rekeyed += 1
     # Settled at start-up from the topics (FraudApp.settle_partitions).
     partitions = int(app.conf.topic_partitions)
-    return await forward(
+    (sent,) = await forward(
         message,
-        group_record_key(CARD_GROUP, payment.card_id),
+        [group_record_key(CARD_GROUP, payment.card_id)],
         card_partition(payment.card_id, partitions),
     )
+    return sent

@@ -115,7 +115,7 @@ class PublishedAlerts(RecentIds):
         """Mark in ``state`` as used the events that published alerts of ``rules`` used for
         this key: those it forgot, and those it still pools because it was stored before the
         alert was published (see the module's note)."""
-        if group_key not in self._group_keys:
+        if not self.used_for(group_key):
             return
         for rule in rules:
             used = self._used.get((rule.rule_id, rule.version, group_key))

@@ -55,11 +55,12 @@ class RuleBook:
         for rule in sorted(self.rules.values(), key=lambda r: r.rule_id):
             by_group.setdefault(rule.group_by, []).append(rule)
         self._by_group = by_group
-        self._regroup = [
+        live_by_group = [
             (group, [rule for rule in rules if rule.status != "paused"])
             for group, rules in by_group.items()
-            if group != CARD_GROUP and any(rule.status != "paused" for rule in rules)
+            if group != CARD_GROUP
         ]
+        self._regroup = [(group, live) for group, live in live_by_group if live]
 
     def apply(self, key: bytes | None, value: bytes | None) -> str:
         """Apply one rules-topic record; returns what happened (for logs and tests).
