@@ -3,11 +3,13 @@ grouped agent's forwarded payments.
 
 Faust's per-message path costs more than the decision itself, so the consumer hands each
 partition's fetched records to these agents at once (``app.worker.transport``). Per batch:
-every payment is decoded (a bad one dead-lettered); a payment from ``payments.raw`` is
-forwarded to its other groups and, when its Kafka key is not its card, re-keyed by card
-(buffered sends); each key's state is read once and its payments evaluated in offset order;
-every alert of the batch is published and acknowledged together; then each changed state
-is written once, straight after the acknowledgements. An alert is thus acknowledged by
+every payment is decoded (a bad one dead-lettered); a payment from ``payments.raw`` that
+one of its other groups' rules counts is set aside to forward, and one whose Kafka key is
+not its card to re-key by card; each key's state is read once and its payments evaluated
+in offset order; every alert of the batch is published and acknowledged together; then
+each changed state is written once, straight after the acknowledgements, and sent to its
+changelog together with the forwarded payments (a few repartition records per batch,
+``app.detection.forwarding``), one produce batch per partition. An alert is thus acknowledged by
 Kafka before the state that consumed its events is written, and the batch's offsets are
 acknowledged (by the consumer) only once Kafka has also acknowledged the state's changelog
 sends and the forwarded payments: a crash replays the batch, repeats no alert already on
@@ -32,16 +34,24 @@ from faust.types import TP
 from agents.decisions import (
     LATENESS_MS,
     LIMITS,
-    forward,
+    RawRecord,
+    Sent,
+    forwarded_records,
+    partitions,
     produce,
     publish_alerts,
     recent_alert_ids,
-    rekey_by_card,
     remember_alerts,
 )
 from agents.delivery import dead_letter, guarded
 from app.detection.engine import KeyState, Verdict, evaluate, pools_nowhere
-from app.detection.keys import split_group_record_key
+from app.detection.forwarding import FORWARDED_BATCH_KEY, Forwarded, decode_forwarded
+from app.detection.keys import (
+    card_partition,
+    group_record_key,
+    key_partition,
+    split_group_record_key,
+)
 from app.detection.models import Alert, Payment
 from app.detection.rulebook import CARD_GROUP, rulebook
 from app.detection.rules import Rule
@@ -87,7 +97,7 @@ class _StateWrites:
     FutureMessage, the producer buffer's task and a RocksDB write per record.
     """
 
-    raw: list[tuple[Any, int | None, bytes, bytes | None]] = field(default_factory=list)
+    raw: list[tuple[Any, int, bytes, bytes | None]] = field(default_factory=list)
     sends: list[Awaitable[Any]] = field(default_factory=list)  # the in-memory store's
 
     def write(self, table: Any, key: str, value: Any) -> None:
@@ -108,6 +118,8 @@ class _StateWrites:
                 store[key] = value
                 self.sends.append(table.send_changelog(partition, key, value))
             return
+        if partition is None:  # only a table built with use_partitioner=True: none here
+            raise TypeError(f"table {table.name} picks changelog partitions by key")
         raw_key = _encode(key)
         raw_value = None if value is None else _encode(value)
         if raw_value is None:
@@ -116,30 +128,34 @@ class _StateWrites:
             store._set(raw_key, raw_value)
         self.raw.append((table, partition, raw_key, raw_value))
 
-    async def send(self) -> list[tuple[Any, Awaitable[Any]]]:
-        """Hand the RocksDB stores' writes to the producer; each with its acknowledgement."""
-        if not self.raw:
-            return []
-        acknowledgements = await produce(
-            [
-                (table.changelog_topic.get_topic_name(), raw_key, raw_value, partition, None)
-                for table, partition, raw_key, raw_value in self.raw
-            ]
-        )
-        return [(table, ack) for (table, *_), ack in zip(self.raw, acknowledgements, strict=True)]
+    async def send(self, others: list[RawRecord]) -> tuple[list[tuple[Any, Sent]], list[Sent]]:
+        """Hand the RocksDB stores' writes and ``others`` to the producer together: the
+        changelog batches with their tables, and the others' batches."""
+        tables: dict[str, Any] = {}
+        records: list[RawRecord] = []
+        for table, partition, raw_key, raw_value in self.raw:
+            topic = table.changelog_topic.get_topic_name()
+            tables[topic] = table
+            records.append((topic, raw_key, raw_value, partition))
+        if not records and not others:
+            return [], []
+        sent = await produce([*records, *others])
+        changelog = [(tables[batch.topic], batch) for batch in sent if batch.topic in tables]
+        return changelog, [batch for batch in sent if batch.topic not in tables]
 
 
-async def _all_acknowledged(sent: list[tuple[Any, Awaitable[Any]]], others: list[Any]) -> None:
+async def _all_acknowledged(sent: list[tuple[Any, Sent]], others: list[Awaitable[Any]]) -> None:
     """Wait for every send of a batch; then record, per store and partition, the newest
     changelog offset the store holds (what Faust's ``Table._on_changelog_sent`` records
     per record), so that a restart recovers only the changelog past it."""
-    results = await asyncio.gather(*(future for _, future in sent), *others)
+    results = await asyncio.gather(*(batch.acknowledged for _, batch in sent), *others)
     newest: dict[tuple[int, TP], tuple[Any, int]] = {}
-    for (table, _), metadata in zip(sent, results, strict=False):
-        tp = TP(metadata.topic, metadata.partition)
+    for (table, batch), metadata in zip(sent, results, strict=False):
+        tp = TP(batch.topic, batch.partition)
+        last = metadata.offset + batch.records - 1  # the batch's first record's offset + n - 1
         known = newest.get((id(table), tp))
-        if known is None or metadata.offset > known[1]:
-            newest[(id(table), tp)] = (table, metadata.offset)
+        if known is None or last > known[1]:
+            newest[(id(table), tp)] = (table, last)
     for (_, tp), (table, offset) in newest.items():
         if app.in_transaction:  # exactly-once: written when the partition commits
             app.tables.persist_offset_on_commit(table.data, tp, offset)
@@ -180,7 +196,9 @@ class Batch:
     high_value: dict[tuple[str, int], tuple[float, int]] = field(default_factory=dict)
     produced_ms: list[int] = field(default_factory=list)  # card decisions, for their latency
     grouped: int = 0  # decisions for rules grouped by other fields
-    forwarded: list[Awaitable[Any]] = field(default_factory=list)  # repartition sends
+    # Payments to forward through the repartition topic, by its partition, in batch order.
+    forwards: dict[int, list[Forwarded]] = field(default_factory=dict)
+    agent: str = ""
 
     def _parse(self, message: Any) -> Payment:
         return parse_payment(message.value, int(self.now_ms), LIMITS)
@@ -194,32 +212,61 @@ class Batch:
             return
         # Another group-by's rule counts it: forward it (most payments have nowhere to go).
         record_keys = rulebook.regroup_keys(payment)
-        if record_keys:
-            self.forwarded.extend(await forward(message, record_keys))
+        count = partitions()
+        for record_key in record_keys:
+            self._forward(record_key, key_partition(record_key, count), message, payment)
         if message.key != payment.card_id.encode():
-            self.forwarded.append(await rekey_by_card(message, payment))
+            stats.rekeyed += 1
+            card = payment.card_id
+            record_key = group_record_key(CARD_GROUP, card)
+            self._forward(record_key, card_partition(card, count), message, payment)
             return
         await self._decide_for_card(message, payment)
 
+    def _forward(self, record_key: str, partition: int, message: Any, payment: Payment) -> None:
+        forwarded = Forwarded(record_key, int(message.timestamp * 1000), payment)
+        self.forwards.setdefault(partition, []).append(forwarded)
+
     async def add_forwarded(self, message: Any) -> None:
-        """A record of the repartition topic: a payment keyed by group (or re-keyed by card)."""
+        """A record of the repartition topic: a batch of forwarded payments (or, from a
+        version before those, one payment keyed by group or re-keyed by card)."""
+        if message.key == FORWARDED_BATCH_KEY:
+            try:
+                items = decode_forwarded(message.value or b"")
+            except ValueError as exc:
+                await dead_letter(message, "bad_forwarded_record", str(exc))
+                return
+            for item in items:
+                payment_message = _ForwardedPayment(message, item)
+                await guarded(
+                    self.agent,
+                    payment_message,
+                    self._decide_forwarded(payment_message, item.record_key, item.payment),
+                )
+            return
         try:
-            group_by, key = split_group_record_key(message.key or b"")
+            split_group_record_key(message.key or b"")
         except ValueError:
             await dead_letter(message, "bad_group_key", "repartition record without a group key")
             return
-        rules = rulebook.rules_for(group_by)
-        if not rules and group_by != CARD_GROUP:
-            return  # every rule of this group was deleted since the payment was forwarded
         try:
             payment = self._parse(message)
         except InvalidPayment as exc:
             # Validated before forwarding; only the wall-clock age bound can have moved.
             await dead_letter(message, exc.reason, exc.detail)
             return
+        await self._decide_forwarded(message, message.key.decode(), payment)
+
+    async def _decide_forwarded(self, message: Any, record_key: str, payment: Payment) -> None:
+        """A forwarded payment, validated on ``payments.raw``: not validated again (a
+        payment accepted there is not dead-lettered for the age it gained on the way)."""
+        group_by, key = split_group_record_key(record_key.encode())
+        rules = rulebook.rules_for(group_by)
         if group_by == CARD_GROUP:
             await self._decide_for_card(message, payment)
-        elif await self._evaluate(group_state, message.key.decode(), key, rules, message, payment):
+        elif not rules:
+            return  # every rule of this group was deleted since the payment was forwarded
+        elif await self._evaluate(group_state, record_key, key, rules, message, payment):
             self.grouped += 1
 
     async def _decide_for_card(self, message: Any, payment: Payment) -> None:
@@ -340,8 +387,30 @@ class Batch:
         # send (ProducerBuffer.flush_atmost), so a commit could pass state still in the
         # buffer, and a SIGKILL then left the next owner a changelog without it. The
         # consumer acknowledges the batch's offsets once these sends are acknowledged.
-        sent = await writes.send()
-        return asyncio.ensure_future(_all_acknowledged(sent, [*writes.sends, *self.forwarded]))
+        changelog, forwarded = await writes.send(forwarded_records(self.forwards))
+        return asyncio.ensure_future(
+            _all_acknowledged(
+                changelog, [*writes.sends, *(batch.acknowledged for batch in forwarded)]
+            )
+        )
+
+
+class _ForwardedPayment:
+    """A payment of a forwarded batch record where the agents expect a Kafka message: its
+    dead letter names the batch record (topic, partition, offset) and holds the payment."""
+
+    __slots__ = ("headers", "key", "offset", "partition", "payment", "timestamp", "topic")
+
+    def __init__(self, record: Any, item: Forwarded) -> None:
+        self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
+        self.headers = record.headers
+        self.key = item.record_key.encode()
+        self.timestamp = item.produced_ms / 1000
+        self.payment = item.payment
+
+    @property
+    def value(self) -> bytes:
+        return self.payment.to_json()
 
 
 async def decide_batch(
@@ -360,7 +429,7 @@ async def decide_batch(
     stream acknowledges its event whatever happens: there the state is written anyway.
     """
     generation = app.consumer_generation_id if replayable else None
-    batch = Batch(time.time() * 1000)
+    batch = Batch(time.time() * 1000, agent=agent)
     first = messages[0]
     # Faust's tables pick the changelog partition (and the RocksDB column) from the
     # current event: one event of this partition stands for the whole batch.

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from agents.delivery import send_acknowledged
 from app.delivery.published import PublishedAlerts, load_tail
-from app.detection.keys import card_partition, group_record_key
-from app.detection.models import Alert, Payment
-from app.detection.rulebook import CARD_GROUP
+from app.detection.forwarding import FORWARDED_BATCH_KEY, Forwarded, encode_forwarded
+from app.detection.models import Alert
 from app.detection.validation import Limits
 from app.rules_admin.topic import bootstrap_servers
 from app.worker.faust_app import alerts_topic, app, regroup_topic, settings
@@ -89,46 +91,83 @@ def remember_alerts(card_id: str, alerts: tuple[Alert, ...]) -> None:
         card_alerts[card_id] = [*card_alerts[card_id], *bodies][-RECENT_ALERTS_PER_CARD:]
 
 
-# A record for ``produce``: topic, key, value, partition (None: the producer's
-# partitioner), timestamp in seconds (None: now).
-RawRecord = tuple[str, bytes, bytes | None, int | None, float | None]
+# A record for ``produce``: topic, key, value, partition.
+RawRecord = tuple[str, bytes, bytes | None, int]
+
+# A produce batch's size limit: larger than the producer's own (16 KiB) so that a decided
+# batch's records for one partition go out as one, and below Kafka's default message size
+# limit (1 MiB). A second builder for a partition waits until the first leaves for the
+# broker (aiokafka's add_batch), so builders should rarely fill.
+PRODUCE_BATCH_BYTES = 512 * 1024
 
 
-async def produce(records: Sequence[RawRecord]) -> list[Awaitable[Any]]:
-    """Hand records straight to the producer Faust's ``Topic.send`` would use (the
-    transaction manager under exactly-once), without its per-message FutureMessage,
-    sensors and callbacks; each record's acknowledgement, to await before the source
-    offsets count (the batch's offsets wait for them)."""
-    producer = await app.maybe_start_producer()
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Records handed to the producer for one partition; ``acknowledged`` resolves to the
+    first record's metadata (its offset) once Kafka has them all."""
+
+    topic: str
+    partition: int
+    records: int
+    acknowledged: Awaitable[Any]
+
+
+async def produce(records: Sequence[RawRecord]) -> list[Sent]:
+    """Hand records straight to the producer Faust's ``Topic.send`` would use, without its
+    per-message FutureMessage, sensors and callbacks: each partition's records as one
+    produce batch (aiokafka's ``send_batch``), since a send per record (a future, a
+    partitioner call and the accumulator's bookkeeping each) cost more than the rest of
+    a forwarded payment's path. Under exactly-once they go record by record through the
+    transaction manager. Await every ``Sent`` before the source offsets count."""
+    producer: Any = await app.maybe_start_producer()
+    if app.in_transaction:
+        return [
+            Sent(
+                topic,
+                partition,
+                1,
+                await producer.send(
+                    topic, key, value, partition=partition, timestamp=None, headers=None
+                ),
+            )
+            for topic, key, value, partition in records
+        ]
+    kafka = producer._ensure_producer()  # the aiokafka producer under Faust's
+    by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+    for topic, key, value, partition in records:
+        by_partition.setdefault((topic, partition), []).append((key, value))
+    sent: list[Sent] = []
+    for (topic, partition), pairs in by_partition.items():
+        builder, count = _new_builder(kafka), 0
+        for key, value in pairs:
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                ack = await kafka.send_batch(builder, topic, partition=partition)
+                sent.append(Sent(topic, partition, count, ack))
+                builder, count = _new_builder(kafka), 0
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a record of {len(value or b'')} bytes for {topic}")
+            count += 1
+        ack = await kafka.send_batch(builder, topic, partition=partition)
+        sent.append(Sent(topic, partition, count, ack))
+    return sent
+
+
+def _new_builder(kafka: Any) -> Any:
+    # What aiokafka's create_batch() builds (no transaction here), with a larger size limit.
+    accumulator = kafka._message_accumulator
+    return BatchBuilder(PRODUCE_BATCH_BYTES, accumulator._compression_type)
+
+
+def forwarded_records(forwards: dict[int, list[Forwarded]]) -> list[RawRecord]:
+    """The repartition topic's records for a batch's forwarded payments, by partition."""
     return [
-        await producer.send(
-            topic, key, value, partition=partition, timestamp=timestamp, headers=None
-        )
-        for topic, key, value, partition, timestamp in records
+        (REGROUP_TOPIC, FORWARDED_BATCH_KEY, value, partition)
+        for partition, items in forwards.items()
+        for value in encode_forwarded(items)
     ]
 
 
-async def forward(
-    message: Any, record_keys: Sequence[str], partition: int | None = None
-) -> list[Awaitable[Any]]:
-    """Send the payment on through the repartition topic under each of ``record_keys``
-    (``rulebook.regroup_keys``): a fifth of the payments with the default rules."""
-    return await produce(
-        [
-            (REGROUP_TOPIC, key.encode(), message.value, partition, message.timestamp)
-            for key in record_keys
-        ]
-    )
-
-
-async def rekey_by_card(message: Any, payment: Payment) -> Awaitable[Any]:
-    """Send a payment keyed by something else to its card's partition (agents.grouped)."""
-    stats.rekeyed += 1
-    # Settled at start-up from the topics (FraudApp.settle_partitions).
-    partitions = int(app.conf.topic_partitions)
-    (sent,) = await forward(
-        message,
-        [group_record_key(CARD_GROUP, payment.card_id)],
-        card_partition(payment.card_id, partitions),
-    )
-    return sent
+def partitions() -> int:
+    """The co-partitioned topics' partition count, settled at start-up from the topics
+    (FraudApp.settle_partitions)."""
+    return int(app.conf.topic_partitions)

@@ -2,7 +2,7 @@
 
 ``payments.raw`` is keyed by card, so card rules need no repartition. Payments
 that qualify for a rule grouped by another field (account, device, ip, ...)
-are forwarded, keyed by that group, to a repartition topic (agents.grouped).
+are forwarded under that group's key to a repartition topic (agents.grouped).
 A payment whose Kafka key is not its card id (null, a txn id, anything) sits in
 a partition that does not hold its card's state: it is forwarded through the
 same repartition topic to its card's partition and evaluated there, never

@@ -287,9 +287,15 @@ def run_capacity(stack: LocalStack, rules: Path, backlog: int, workdir: Path) ->
         first_at, first_done, first_cpu = time.time(), done, cpu_seconds(pid)
         sampler = profiler(pid, rules)
         deadline = first_at + 600
-        while done < backlog and time.time() < deadline:
+        # Done when every payment is decided for its card and the forwarded ones (the
+        # repartition topic's decisions, which trail) have stopped coming in.
+        grouped = -1
+        while time.time() < deadline:
             time.sleep(0.1)
-            done, _ = decided([port])
+            done, (snapshot,) = decided([port])
+            if done >= backlog and snapshot["grouped_processed"] == grouped:
+                break
+            grouped = snapshot["grouped_processed"]
         elapsed, cpu = time.time() - first_at, cpu_seconds(pid) - first_cpu
         if sampler is not None:
             sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT

@@ -12,13 +12,18 @@ from __future__ import annotations
 GROUP_SEPARATOR = "\x1f"
 
 
-def card_partition(card_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a record keyed by the card's bytes."""
+def key_partition(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a record keyed by ``key``'s bytes."""
     # Imported here: aiokafka.partitioner loads all of aiokafka (~35 ms), which the engine,
     # a backtest or a notebook that never computes a partition should not pay for.
     from aiokafka.partitioner import murmur2  # noqa: PLC0415
 
-    return int(murmur2(card_id.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def card_partition(card_id: str, partitions: int) -> int:
+    """The partition of a card's payments, state and re-keyed payments."""
+    return key_partition(card_id, partitions)
 
 
 def group_record_key(group_by: tuple[str, ...], key: str) -> str:

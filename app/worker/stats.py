@@ -217,6 +217,7 @@ class WorkerStats:
         return {
             "uptime_s": round(time.time() - self.started_at, 3),
             "processed": self.processed,
+            "grouped_processed": self.grouped_processed,
             "duplicates": self.duplicates,
             "late": self.late,
             "rekeyed": self.rekeyed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -12,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from app.detection.forwarding import FORWARDED_BATCH_KEY, Forwarded, encode_forwarded
+from app.detection.keys import group_record_key, key_partition
 from app.detection.models import Alert, Payment, iso_from_ms
 from app.detection.rules import SEED_RULE, parse_rule
 from app.rules_admin.topic import publish
@@ -63,6 +67,74 @@ def cli(pipeline: Pipeline, worker: Worker, *args: str) -> subprocess.CompletedP
     )
 
 
+def test_repartition_records_batched_or_of_an_earlier_version_are_decided(
+    pipeline: Pipeline,
+) -> None:
+    """The repartition topic carries a batch's forwarded payments in one record; records of
+    the version before that (one payment, keyed by group) are still decided; an unreadable
+    batch record and a late payment in a batch go to the DLQ with what they held."""
+    pipeline.put_rules([parse_rule({**DEVICE_RULE, "status": "active"})])
+    worker = pipeline.worker().start()
+    now = int(time.time() * 1000)
+
+    legacy_key = group_record_key(("device_id",), "dev-legacy")
+    batch_key = group_record_key(("device_id",), "dev-batch")
+    legacy = [
+        payment_of(f"old-{i}", f"tok_old_{i}", now + i, device="dev-legacy") for i in range(3)
+    ]
+    batched = [
+        payment_of(f"new-{i}", f"tok_new_{i}", now + i, device="dev-batch") for i in range(3)
+    ]
+    late = payment_of("new-late", "tok_new_9", now - 3_600_000, device="dev-batch")
+    (batch_value,) = encode_forwarded([Forwarded(batch_key, now, p) for p in [*batched, late]])
+    topic = f"fraud-{pipeline.uid}-payments-by-group"
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=pipeline.stack.bootstrap, acks="all")
+        await producer.start()
+        try:
+            legacy_partition = key_partition(legacy_key, pipeline.partitions)
+            for p in legacy:
+                await producer.send_and_wait(
+                    topic, p.to_json(), key=legacy_key.encode(), partition=legacy_partition
+                )
+            batch_partition = key_partition(batch_key, pipeline.partitions)
+            for value in (b"[[not json", batch_value):
+                await producer.send_and_wait(
+                    topic, value, key=FORWARDED_BATCH_KEY, partition=batch_partition
+                )
+        finally:
+            await producer.stop()
+
+    try:
+        run(send())
+        alerts = [
+            Alert.from_json(r.value)
+            for r in run(
+                read_all(pipeline.stack.bootstrap, pipeline.alerts, pipeline.partitions, until=2)
+            )
+        ]
+        dead = [
+            json.loads(r.value)
+            for r in run(
+                read_all(pipeline.stack.bootstrap, pipeline.dlq, pipeline.partitions, until=2)
+            )
+        ]
+    finally:
+        worker.stop()
+    assert sorted((a.group_key, sorted(a.txn_ids)) for a in alerts) == [
+        ("dev-batch", ["new-0", "new-1", "new-2"]),
+        ("dev-legacy", ["old-0", "old-1", "old-2"]),
+    ]
+    by_reason = {d["reason"]: d for d in dead}
+    assert sorted(by_reason) == ["bad_forwarded_record", "late_event"]
+    assert by_reason["bad_forwarded_record"]["source"]["topic"] == topic
+    assert base64.b64decode(by_reason["bad_forwarded_record"]["original_b64"]) == b"[[not json"
+    assert by_reason["late_event"]["source"]["topic"] == topic
+    assert base64.b64decode(by_reason["late_event"]["original_b64"]) == late.to_json()
+    assert base64.b64decode(by_reason["late_event"]["original_key_b64"]) == batch_key.encode()
+
+
 def cards_on_every_partition(partitions: int) -> list[str]:
     cards: dict[int, str] = {}
     index = 0
@@ -73,25 +145,50 @@ def cards_on_every_partition(partitions: int) -> list[str]:
     return list(cards.values())
 
 
+def payment_of(
+    txn_id: str,
+    card: str,
+    ts_ms: int,
+    *,
+    amount: str = "20",
+    country: str = "FR",
+    device: str = "d",
+) -> Payment:
+    return Payment(
+        txn_id=txn_id,
+        card_id=card,
+        account_id="acct",
+        amount=Decimal(amount),
+        currency="EUR",
+        merchant_id="m",
+        mcc="5411",
+        country=country,
+        device_id=device,
+        ip="198.51.100.7",
+        ts=iso_from_ms(ts_ms),
+        ts_ms=ts_ms,
+    )
+
+
+DEVICE_RULE = {
+    "rule_id": "shared-device",
+    "version": 1,
+    "status": "shadow",
+    "severity": "high",
+    "group_by": ["device_id"],
+    "aggregate": "distinct_count(card_id)",
+    "window": 600,
+    "filter": [{"field": "amount", "op": ">=", "value": "1"}],
+    "threshold": {"op": ">=", "value": 3},
+}
+
+
 def pairs(cards: list[str], country: str, start_ms: int, tag: str) -> list[tuple[bytes, bytes]]:
     records = []
     for card in cards:
         for i in range(2):
             ts = start_ms + i * 1000
-            payment = Payment(
-                txn_id=f"{tag}-{card}-{i}",
-                card_id=card,
-                account_id="acct",
-                amount=Decimal("150"),
-                currency="EUR",
-                merchant_id="m",
-                mcc="5411",
-                country=country,
-                device_id="d",
-                ip="198.51.100.7",
-                ts=iso_from_ms(ts),
-                ts_ms=ts,
-            )
+            payment = payment_of(f"{tag}-{card}-{i}", card, ts, amount="150", country=country)
             records.append((card.encode(), payment.to_json()))
     return records
 
@@ -207,38 +304,14 @@ def test_cli_refuses_a_bad_rule_and_bad_usage(pipeline: Pipeline, tmp_path: Path
 
 def test_rule_grouped_by_device_sees_cards_of_every_partition(pipeline: Pipeline) -> None:
     """A device rule needs the repartition: its cards live on different partitions."""
-    device_rule = {
-        "rule_id": "shared-device",
-        "version": 1,
-        "status": "shadow",
-        "severity": "high",
-        "group_by": ["device_id"],
-        "aggregate": "distinct_count(card_id)",
-        "window": 600,
-        "filter": [{"field": "amount", "op": ">=", "value": "1"}],
-        "threshold": {"op": ">=", "value": 3},
-    }
-    pipeline.put_rules([parse_rule(device_rule)])
+    pipeline.put_rules([parse_rule(DEVICE_RULE)])
     worker = pipeline.worker().start()
     cards = cards_on_every_partition(pipeline.partitions)
     now = int(time.time() * 1000)
-    records = []
-    for index, card in enumerate(cards):
-        payment = Payment(
-            txn_id=f"dev-{index}",
-            card_id=card,
-            account_id="acct",
-            amount=Decimal("20"),
-            currency="EUR",
-            merchant_id="m",
-            mcc="5411",
-            country="FR",
-            device_id="dev-shared",
-            ip="198.51.100.9",
-            ts=iso_from_ms(now + index * 1000),
-            ts_ms=now + index * 1000,
-        )
-        records.append((card.encode(), payment.to_json()))
+    records = [
+        (card.encode(), payment_of(f"dev-{i}", card, now + i * 1000, device="dev-shared").to_json())
+        for i, card in enumerate(cards)
+    ]
     try:
         run(produce(pipeline.stack.bootstrap, pipeline.payments, records))
         records_out = run(
