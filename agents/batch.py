@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+import rocksdict
 from faust.stores.base import SerializedStore
 from faust.streams import _current_event
 from faust.types import TP
@@ -37,7 +39,7 @@ from agents.decisions import (
     RawRecord,
     Sent,
     forwarded_records,
-    partitions,
+    partition_count,
     produce,
     publish_alerts,
     recent_alert_ids,
@@ -77,14 +79,20 @@ def _flowing() -> bool:
 
 
 # The tables' key and value serializer is Faust's "json" codec. A RocksDB store holds what
-# it encodes; for the str keys and plain JSON states written here the standard library's
-# encoder gives the same bytes without Faust's codec registry (which builds an encoder per
-# call), and each is encoded once for the store and the changelog instead of twice. The
-# in-memory store (FRAUD_STORE=memory://) holds objects: it goes through the table's API.
+# it encodes. A key must be the very bytes it encodes (stores look keys up by bytes): for
+# the str keys here the standard library's encoder gives them without Faust's codec
+# registry (which builds an encoder per call). A value need only be JSON the codec reads
+# back: msgspec writes and reads the plain JSON states ~4x faster (compact, UTF-8 rather
+# than \u escapes). Each is encoded once for the store and the changelog instead of twice.
+# The in-memory store (FRAUD_STORE=memory://) holds objects: it goes through the table's API.
 
 
-def _encode(value: Any) -> bytes:
-    return json.dumps(value).encode()
+def _encode_key(key: str) -> bytes:
+    return json.dumps(key).encode()
+
+
+_encode_value = msgspec.json.Encoder().encode
+_decode_value = msgspec.json.Decoder().decode
 
 
 @dataclass
@@ -99,9 +107,12 @@ class _StateWrites:
 
     raw: list[tuple[Any, int, bytes, bytes | None]] = field(default_factory=list)
     sends: list[Awaitable[Any]] = field(default_factory=list)  # the in-memory store's
+    # (id(store), partition) -> the store, the partition, the RocksDB puts not yet written
+    batches: dict[tuple[int, int], tuple[Any, int, Any]] = field(default_factory=dict)
 
     def write(self, table: Any, key: str, value: Any) -> None:
-        """``table[key] = value`` (None deletes it) in the local store; sent by ``send``.
+        """``table[key] = value`` (None deletes it) in the local store (a RocksDB put once
+        ``flush`` runs); sent to the changelog by ``send``.
 
         What Faust's ``Table.__setitem__`` does for a table without expiry (local store,
         then changelog to the current event's partition), minus its sensors.
@@ -120,13 +131,32 @@ class _StateWrites:
             return
         if partition is None:  # only a table built with use_partitioner=True: none here
             raise TypeError(f"table {table.name} picks changelog partitions by key")
-        raw_key = _encode(key)
-        raw_value = None if value is None else _encode(value)
+        raw_key = _encode_key(key)
+        raw_value = None if value is None else _encode_value(value)
         if raw_value is None:
             store._del(raw_key)
+        elif getattr(store, "use_rocksdict", False):
+            rocks: Any = store  # faust.stores.rocksdb.Store
+            # What Store._set does, into one RocksDB WriteBatch per store and partition
+            # (written by ``flush``): a put each costs ~3x more.
+            found = self.batches.get((id(rocks), partition))
+            if found is None:
+                found = self.batches[(id(rocks), partition)] = (
+                    rocks,
+                    partition,
+                    rocksdict.WriteBatch(raw_mode=True),
+                )
+            found[2].put(raw_key, raw_value)
+            rocks._key_index[raw_key] = partition
         else:
             store._set(raw_key, raw_value)
         self.raw.append((table, partition, raw_key, raw_value))
+
+    def flush(self) -> None:
+        """Write the batched puts to their stores."""
+        for store, partition, batch in self.batches.values():
+            store._db_for_partition(partition).write(batch)
+        self.batches.clear()
 
     async def send(self, others: list[RawRecord]) -> tuple[list[tuple[Any, Sent]], list[Sent]]:
         """Hand the RocksDB stores' writes and ``others`` to the producer together: the
@@ -169,8 +199,8 @@ def _stored(table: Any, key: str) -> Any:
     store = table.data
     if not isinstance(store, SerializedStore):
         return store.get(key)
-    raw = store._get(_encode(key))
-    return None if raw is None else json.loads(raw)
+    raw = store._get(_encode_key(key))
+    return None if raw is None else _decode_value(raw)
 
 
 @dataclass
@@ -199,6 +229,7 @@ class Batch:
     # Payments to forward through the repartition topic, by its partition, in batch order.
     forwards: dict[int, list[Forwarded]] = field(default_factory=dict)
     agent: str = ""
+    partitions: int = field(default_factory=partition_count)  # Faust's settings cost ~1 µs a read
 
     def _parse(self, message: Any) -> Payment:
         return parse_payment(message.value, int(self.now_ms), LIMITS)
@@ -211,15 +242,13 @@ class Batch:
             await dead_letter(message, exc.reason, exc.detail)
             return
         # Another group-by's rule counts it: forward it (most payments have nowhere to go).
-        record_keys = rulebook.regroup_keys(payment)
-        count = partitions()
-        for record_key in record_keys:
-            self._forward(record_key, key_partition(record_key, count), message, payment)
+        for record_key in rulebook.regroup_keys(payment):
+            self._forward(record_key, key_partition(record_key, self.partitions), message, payment)
         if message.key != payment.card_id.encode():
             stats.rekeyed += 1
             card = payment.card_id
             record_key = group_record_key(CARD_GROUP, card)
-            self._forward(record_key, card_partition(card, count), message, payment)
+            self._forward(record_key, card_partition(card, self.partitions), message, payment)
             return
         await self._decide_for_card(message, payment)
 
@@ -370,6 +399,7 @@ class Batch:
                 writes.write(entry.table, table_key, entry.state.to_json())
             elif entry.stored is not None and not entry.state.rules:
                 writes.write(entry.table, table_key, None)
+        writes.flush()
         for (card_id, _), (ts_s, count) in self.high_value.items():
             current_event_time.set(ts_s)
             high_value_counts[card_id] += count

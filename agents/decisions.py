@@ -167,7 +167,7 @@ def forwarded_records(forwards: dict[int, list[Forwarded]]) -> list[RawRecord]:
     ]
 
 
-def partitions() -> int:
+def partition_count() -> int:
     """The co-partitioned topics' partition count, settled at start-up from the topics
     (FraudApp.settle_partitions)."""
     return int(app.conf.topic_partitions)

@@ -9,9 +9,13 @@ repartition topic keyed ``"<group fields joined by +>\\x1f<group key>"``.
 
 from __future__ import annotations
 
+import functools
+
 GROUP_SEPARATOR = "\x1f"
 
 
+# aiokafka's murmur2 is pure Python (~4 µs for a short key); forwarded payments' keys repeat.
+@functools.lru_cache(maxsize=65_536)
 def key_partition(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a record keyed by ``key``'s bytes."""
     # Imported here: aiokafka.partitioner loads all of aiokafka (~35 ms), which the engine,
