@@ -141,15 +141,22 @@ async def produce(records: Sequence[RawRecord]) -> list[Sent]:
         builder, count = _new_builder(kafka), 0
         for key, value in pairs:
             if builder.append(key=key, value=value, timestamp=None) is None:
-                ack = await kafka.send_batch(builder, topic, partition=partition)
-                sent.append(Sent(topic, partition, count, ack))
+                sent.append(await _send_batch(kafka, builder, topic, partition, count))
                 builder, count = _new_builder(kafka), 0
                 if builder.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"a record of {len(value or b'')} bytes for {topic}")
             count += 1
-        ack = await kafka.send_batch(builder, topic, partition=partition)
-        sent.append(Sent(topic, partition, count, ack))
+        sent.append(await _send_batch(kafka, builder, topic, partition, count))
     return sent
+
+
+async def _send_batch(kafka: Any, builder: Any, topic: str, partition: int, count: int) -> Sent:
+    # Closed, the batch is complete: the sender takes it at once instead of lingering
+    # (linger_ms) for records that would only come from other sends.
+    builder.close()
+    return Sent(
+        topic, partition, count, await kafka.send_batch(builder, topic, partition=partition)
+    )
 
 
 def _new_builder(kafka: Any) -> Any:
