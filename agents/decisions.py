@@ -97,7 +97,9 @@ RawRecord = tuple[str, bytes, bytes | None, int]
 # A produce batch's size limit: larger than the producer's own (16 KiB) so that a decided
 # batch's records for one partition go out as one, and below Kafka's default message size
 # limit (1 MiB). A second builder for a partition waits until the first leaves for the
-# broker (aiokafka's add_batch), so builders should rarely fill.
+# broker (aiokafka's add_batch), so builders should rarely fill. A record larger than this
+# goes alone; one larger than the broker's limit is refused as it was record by record
+# (the batch fails, the consumer seeks back and /healthz sees the stall).
 PRODUCE_BATCH_BYTES = 512 * 1024
 
 
@@ -143,8 +145,8 @@ async def produce(records: Sequence[RawRecord]) -> list[Sent]:
             if builder.append(key=key, value=value, timestamp=None) is None:
                 sent.append(await _send_batch(kafka, builder, topic, partition, count))
                 builder, count = _new_builder(kafka), 0
-                if builder.append(key=key, value=value, timestamp=None) is None:
-                    raise ValueError(f"a record of {len(value or b'')} bytes for {topic}")
+                # A builder always takes its first record, whatever its size.
+                builder.append(key=key, value=value, timestamp=None)
             count += 1
         sent.append(await _send_batch(kafka, builder, topic, partition, count))
     return sent

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from app.detection.models import Alert, Payment
-from app.detection.rules import SEED_RULE
+from app.detection.rules import SEED_RULE, parse_rule
+from app.generator import PaymentGenerator
 from infra.local.stack import LocalStack
 from tests.integration.harness import Pipeline, Worker, alerts_on, keyed, produce, run, wait_until
 from tests.integration.test_pipeline import generated_stream
@@ -79,10 +80,11 @@ def workers(pipeline: Pipeline) -> Iterator[Callable[[str], Worker]]:
         worker.stop()
 
 
-def test_ten_sigkills_under_load_lose_and_repeat_no_alert(
-    pipeline: Pipeline, workers: Callable[[str], Worker]
-) -> None:
-    payments, expected = stream(120, seed=31)
+def fed_through_ten_sigkills(
+    pipeline: Pipeline, workers: Callable[[str], Worker], payments: list[Payment]
+) -> list[Worker]:
+    """Two workers; ``payments`` fed at ``RATE`` while one of them is SIGKILLed and
+    restarted every 3 s, ten times in turn; the pair once the feed is done."""
     pair = [workers("k1").start(), workers("k2").start()]
     feed = Feed(pipeline, payments)
     for kill in range(10):
@@ -91,8 +93,77 @@ def test_ten_sigkills_under_load_lose_and_repeat_no_alert(
         victim.kill()
         victim.start()
     feed.join()
+    return pair
+
+
+def test_ten_sigkills_under_load_lose_and_repeat_no_alert(
+    pipeline: Pipeline, workers: Callable[[str], Worker]
+) -> None:
+    payments, expected = stream(120, seed=31)
+    pair = fed_through_ten_sigkills(pipeline, workers, payments)
     alerts = alerts_on(pipeline, len(expected), idle_s=5.0, timeout_s=300.0)
     assert_exactly_the_oracle(alerts, expected)
+    assert all(w.process is not None and w.process.poll() is None for w in pair)
+
+
+DEVICE_RULE = parse_rule(
+    {
+        "rule_id": "shared-device",
+        "version": 1,
+        "status": "active",
+        "severity": "high",
+        "group_by": ["device_id"],
+        "aggregate": "distinct_count(card_id)",
+        "window": 10,
+        "filter": [{"field": "mcc", "op": "in", "value": ["7995"]}],
+        "threshold": {"op": ">=", "value": 3},
+    }
+)
+
+
+def device_stream(
+    seconds: float, seed: int
+) -> tuple[list[Payment], set[tuple[str, tuple[str, ...]]]]:
+    """The generator's stream (event time = produce time, so a killed worker's partitions
+    trail by seconds, far within the allowed lateness) with the device rule's traffic: a
+    fifth of the payments qualify on a device of their card's own (never 3 cards: forwarded,
+    pooled, written, never an alert), and every 250th payment starts a burst of 3 on a
+    shared device, the same device again only 50 s later (window 10 s). Whatever order the
+    burst's cards reach the device's partition in, its alert is those 3 payments."""
+    generator = PaymentGenerator(seed=seed, cards=300, fraud_ratio=0.02, high_value_share=0.02)
+    start_ms = int(time.time() * 1000)
+    payments = [
+        p._replace(
+            mcc="7995" if i % 5 == 0 else "5411",
+            device_id=f"solo-{p.card_id}",
+        )
+        for i, (p, _) in enumerate(generator.stream(int(RATE * seconds), start_ms, step_ms=1))
+    ]
+    bursts: set[tuple[str, tuple[str, ...]]] = set()
+    for index in range(0, len(payments) - 2, 250):
+        trio = payments[index : index + 3]
+        if len({p.card_id for p in trio}) < 3:
+            continue
+        device = f"shared-{len(bursts) % 200}"
+        for offset, payment in enumerate(trio):
+            payments[index + offset] = payment._replace(mcc="7995", device_id=device)
+        bursts.add((device, tuple(p.txn_id for p in trio)))
+    return payments, bursts
+
+
+def test_ten_sigkills_with_a_device_rule_lose_and_repeat_no_alert(
+    pipeline: Pipeline, workers: Callable[[str], Worker]
+) -> None:
+    """The repartition path under the same ten SIGKILLs: a fifth of the payments forwarded
+    by device, across partitions, in batch records."""
+    pipeline.put_rules([DEVICE_RULE])
+    payments, bursts = device_stream(120, seed=43)
+    card_bursts = oracle(payments, SEED_RULE)
+    assert len(bursts) > 400 and len(card_bursts) > 50
+    pair = fed_through_ten_sigkills(pipeline, workers, payments)
+    alerts = alerts_on(pipeline, len(bursts) + len(card_bursts), idle_s=5.0, timeout_s=300.0)
+    assert_exactly_the_oracle([a for a in alerts if a.rule_id == SEED_RULE.rule_id], card_bursts)
+    assert_exactly_the_oracle([a for a in alerts if a.rule_id == DEVICE_RULE.rule_id], bursts)
     assert all(w.process is not None and w.process.poll() is None for w in pair)
 
 
