@@ -267,16 +267,16 @@ class Batch:
                 return
             for item in items:
                 payment_message = _ForwardedPayment(message, item)
-                await guarded(
-                    self.agent,
-                    payment_message,
-                    self._decide_forwarded(payment_message, item.record_key, item.payment),
-                )
+                group = await self._group_of(payment_message, item.record_key)
+                if group is not None:
+                    await guarded(
+                        self.agent,
+                        payment_message,
+                        self._decide_forwarded(payment_message, *group, item.payment),
+                    )
             return
-        try:
-            split_group_record_key(message.key or b"")
-        except ValueError:
-            await dead_letter(message, "bad_group_key", "repartition record without a group key")
+        group = await self._group_of(message, message.key or b"")
+        if group is None:
             return
         try:
             payment = self._parse(message)
@@ -284,12 +284,32 @@ class Batch:
             # Validated before forwarding; only the wall-clock age bound can have moved.
             await dead_letter(message, exc.reason, exc.detail)
             return
-        await self._decide_forwarded(message, message.key.decode(), payment)
+        await self._decide_forwarded(message, *group, payment)
 
-    async def _decide_forwarded(self, message: Any, record_key: str, payment: Payment) -> None:
+    @staticmethod
+    async def _group_of(
+        message: Any, record_key: str | bytes
+    ) -> tuple[str, tuple[str, ...], str] | None:
+        """``(record key, group_by, key)`` of a forwarded payment, or None once the payment
+        is dead-lettered for a record key that names no group."""
+        try:
+            text = record_key.decode() if isinstance(record_key, bytes) else record_key
+            group_by, key = split_group_record_key(text)
+        except ValueError:  # UnicodeDecodeError too
+            await dead_letter(message, "bad_group_key", "repartition record without a group key")
+            return None
+        return text, group_by, key
+
+    async def _decide_forwarded(
+        self,
+        message: Any,
+        record_key: str,
+        group_by: tuple[str, ...],
+        key: str,
+        payment: Payment,
+    ) -> None:
         """A forwarded payment, validated on ``payments.raw``: not validated again (a
         payment accepted there is not dead-lettered for the age it gained on the way)."""
-        group_by, key = split_group_record_key(record_key.encode())
         rules = rulebook.rules_for(group_by)
         if group_by == CARD_GROUP:
             await self._decide_for_card(message, payment)
@@ -429,11 +449,10 @@ class _ForwardedPayment:
     """A payment of a forwarded batch record where the agents expect a Kafka message: its
     dead letter names the batch record (topic, partition, offset) and holds the payment."""
 
-    __slots__ = ("headers", "key", "offset", "partition", "payment", "timestamp", "topic")
+    __slots__ = ("key", "offset", "partition", "payment", "timestamp", "topic")
 
     def __init__(self, record: Any, item: Forwarded) -> None:
         self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
-        self.headers = record.headers
         self.key = item.record_key.encode()
         self.timestamp = item.produced_ms / 1000
         self.payment = item.payment

@@ -34,9 +34,9 @@ def group_record_key(group_by: tuple[str, ...], key: str) -> str:
     return "+".join(group_by) + GROUP_SEPARATOR + key
 
 
-def split_group_record_key(record_key: bytes) -> tuple[tuple[str, ...], str]:
+def split_group_record_key(record_key: bytes | str) -> tuple[tuple[str, ...], str]:
     """``(group_by, key)`` of a repartition-topic record key; ValueError if it is not one."""
-    text = record_key.decode()
+    text = record_key.decode() if isinstance(record_key, bytes) else record_key
     group_name, separator, key = text.partition(GROUP_SEPARATOR)
     if not separator or not group_name:
         raise ValueError("not a repartition-topic key")

@@ -23,6 +23,7 @@ def test_card_partition_is_kafkas_default_partitioner_over_the_raw_card_bytes() 
 def test_group_record_keys_round_trip_and_other_keys_are_refused() -> None:
     record_key = group_record_key(("device_id", "ip"), "d-1|198.51.100.4")
     assert split_group_record_key(record_key.encode()) == (("device_id", "ip"), "d-1|198.51.100.4")
+    assert split_group_record_key(record_key) == (("device_id", "ip"), "d-1|198.51.100.4")
     for not_a_group_key in (b"tok_1", b"\x1fno-group", b""):
         with pytest.raises(ValueError):
             split_group_record_key(not_a_group_key)
