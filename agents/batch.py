@@ -338,7 +338,8 @@ class Batch:
         message: Any,
         payment: Payment,
     ) -> bool:
-        """Apply the payment to its key's state; False when it is late (dead-lettered)."""
+        """Apply the payment to its key's state; False when it is dead-lettered (late, or its
+        txn_id reused with other content)."""
         where = (str(table.name), table_key)
         entry = self.keys.get(where)
         if entry is None:
@@ -366,6 +367,15 @@ class Batch:
                 f" than the newest seen for {rules[0].group_by_name} {key}",
             )
             return False
+        if verdict.conflict is not None:
+            held, this = verdict.conflict
+            await dead_letter(
+                message,
+                "conflicting_txn_id",
+                f"txn_id {payment.txn_id} was seen with other content on"
+                f" {rules[0].group_by_name} {key}: fingerprint {held} held, {this} here",
+            )
+            return False
         entry.applied.append((message, payment))
         return True
 
@@ -380,6 +390,7 @@ class Batch:
             LATENESS_MS,
             produced_at_ms=int(message.timestamp * 1000),
             detected_at_ms=int(self.now_ms),
+            max_key_events=settings.max_key_events,
         )
         # A duplicate rewrites the state too. A SIGKILL between the local RocksDB write and
         # its changelog send leaves the store ahead of the changelog; the replay that
@@ -389,6 +400,7 @@ class Batch:
         entry.changed = entry.changed or verdict.changed or verdict.duplicate
         if verdict.duplicate:
             stats.duplicates += 1
+        stats.key_events_evicted += verdict.evicted
         for alert in verdict.alerts:
             self.alerts[alert.alert_id] = alert
         return verdict

@@ -124,13 +124,13 @@ class PublishedAlerts(RecentIds):
             rule_state = state.rules.get(rule.rule_id)
             if rule_state is None or rule_state.version != rule.version:
                 rule_state = state.rules[rule.rule_id] = RuleState(version=rule.version)
-            fresh = {t: ts for t, ts in used.items() if t not in rule_state.used}
+            # The alert topic does not carry fingerprints: "" (any content is a redelivery).
+            fresh = {t: (ts, "") for t, ts in used.items() if t not in rule_state.used}
             if not fresh:
                 continue
             # An event still pooled in a state stored before the alert was published (a
             # rebalance between the alert and the state write) was used by it all the same.
-            rule_state.pool = [entry for entry in rule_state.pool if entry[1] not in fresh]
-            rule_state.used.update(fresh)
+            rule_state.mark_used(fresh)
 
 
 def _remember(into: RecentIds, key: bytes, value: bytes | None) -> None:

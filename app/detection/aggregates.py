@@ -1,7 +1,10 @@
 """What a rule counts over its window: one small type per aggregate.
 
 Each is monotone (adding an event never lowers it), which the engine's invariant needs.
-They read the engine's pool entries ``(ts_ms, txn_id, amount, country, distinct value)``.
+They read the engine's pool entries ``(ts_ms, txn_id, amount, country, distinct value,
+fingerprint)``. Each also hands out a *window*: a running value over a run of entries
+that takes an entry in or out in O(1), so the engine slides over a key's pool instead of
+summing every candidate run afresh (a hot key's pool would make that quadratic).
 """
 
 from __future__ import annotations
@@ -10,13 +13,77 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from app.detection.models import Payment
 
-Entry = tuple[int, str, str, str, str]  # (ts_ms, txn_id, amount, country, distinct value)
+# (ts_ms, txn_id, amount, country, distinct value, fingerprint of the payment's content)
+Entry = tuple[int, str, str, str, str, str]
 
 _TEXT = re.compile(r"^(count|sum\(amount\)|distinct_count\((\w+)\))$")
+
+
+class Window(Protocol):
+    """The aggregate's value over a run of entries, updated one entry at a time."""
+
+    def add(self, entry: Entry) -> None: ...
+
+    def remove(self, entry: Entry) -> None: ...
+
+    def value(self) -> Decimal: ...
+
+
+class _CountWindow:
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, entry: Entry) -> None:
+        self.n += 1
+
+    def remove(self, entry: Entry) -> None:
+        self.n -= 1
+
+    def value(self) -> Decimal:
+        return Decimal(self.n)
+
+
+class _SumWindow:
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        # Exact: amounts are bounded (validation), so Decimal's 28 digits never round.
+        self.total = Decimal(0)
+
+    def add(self, entry: Entry) -> None:
+        self.total += Decimal(entry[2])
+
+    def remove(self, entry: Entry) -> None:
+        self.total -= Decimal(entry[2])
+
+    def value(self) -> Decimal:
+        return self.total
+
+
+class _DistinctWindow:
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, entry: Entry) -> None:
+        self.counts[entry[4]] = self.counts.get(entry[4], 0) + 1
+
+    def remove(self, entry: Entry) -> None:
+        left = self.counts[entry[4]] - 1
+        if left:
+            self.counts[entry[4]] = left
+        else:
+            del self.counts[entry[4]]
+
+    def value(self) -> Decimal:
+        return Decimal(len(self.counts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +92,6 @@ class Count:
 
     name: ClassVar[str] = "count"
     whole: ClassVar[bool] = True  # its threshold is a whole number
-    one_per_event: ClassVar[bool] = True  # grows by exactly one per event
 
     @property
     def text(self) -> str:
@@ -37,6 +103,9 @@ class Count:
     def value(self, entries: Iterable[Entry]) -> Decimal:
         return Decimal(sum(1 for _ in entries))
 
+    def window(self) -> Window:
+        return _CountWindow()
+
 
 @dataclass(frozen=True, slots=True)
 class SumOfAmounts:
@@ -44,7 +113,6 @@ class SumOfAmounts:
 
     name: ClassVar[str] = "sum"
     whole: ClassVar[bool] = False
-    one_per_event: ClassVar[bool] = False
 
     @property
     def text(self) -> str:
@@ -56,6 +124,9 @@ class SumOfAmounts:
     def value(self, entries: Iterable[Entry]) -> Decimal:
         return sum((Decimal(e[2]) for e in entries), Decimal(0))
 
+    def window(self) -> Window:
+        return _SumWindow()
+
 
 @dataclass(frozen=True, slots=True)
 class DistinctCount:
@@ -64,7 +135,6 @@ class DistinctCount:
     field: str
     name: ClassVar[str] = "distinct_count"
     whole: ClassVar[bool] = True
-    one_per_event: ClassVar[bool] = False
 
     @property
     def text(self) -> str:
@@ -75,6 +145,9 @@ class DistinctCount:
 
     def value(self, entries: Iterable[Entry]) -> Decimal:
         return Decimal(len({e[4] for e in entries}))
+
+    def window(self) -> Window:
+        return _DistinctWindow()
 
 
 Aggregate = Count | SumOfAmounts | DistinctCount

@@ -51,6 +51,28 @@ class Payment(NamedTuple):
         value: str | Decimal = getattr(self, name)
         return value
 
+    def fingerprint(self) -> str:
+        """What the payment says, as 16 hex digits: a redelivery (the same ``txn_id`` with the
+        same content) has the same fingerprint, a reused ``txn_id`` with other content does
+        not. Equal amounts and instants in other spellings (``1000.00``, ``1E+3``; ``Z``,
+        ``+00:00``) count as the same content."""
+        material = "\x1f".join(
+            (
+                self.txn_id,
+                self.card_id,
+                self.account_id,
+                str(self.amount.normalize()),
+                self.currency,
+                self.merchant_id,
+                self.mcc,
+                self.country,
+                self.device_id,
+                self.ip,
+                str(self.ts_ms),
+            )
+        )
+        return hashlib.blake2b(material.encode(), digest_size=8).hexdigest()
+
     def to_json(self) -> bytes:
         body = {name: getattr(self, name) for name in PAYMENT_FIELDS}
         body["amount"] = str(self.amount)

@@ -39,6 +39,8 @@ STATUSES = ("active", "shadow", "paused")
 SEVERITIES = ("low", "medium", "high", "critical")
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_WINDOW_S = 7 * 24 * 3600
+# The most events a count or distinct count may need; a key keeps at least this many.
+MAX_COUNT_THRESHOLD = 1000
 RULE_KEYS = frozenset(
     {
         "rule_id",
@@ -256,6 +258,9 @@ def _threshold(raw: Mapping[str, Any], aggregate: Aggregate) -> tuple[str, Decim
         raise RuleError("threshold.value", "must be positive (a rule must need at least one event)")
     if aggregate.whole and threshold != threshold.to_integral_value():
         raise RuleError("threshold.value", f"must be a whole number for {aggregate.text}")
+    if aggregate.whole and threshold > MAX_COUNT_THRESHOLD:
+        # A key keeps at least this many events (FRAUD_MAX_KEY_EVENTS): more could never meet.
+        raise RuleError("threshold.value", f"must be at most {MAX_COUNT_THRESHOLD}")
     return op, threshold
 
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from app.detection.engine import KeyState, evaluate
+from app.detection.engine import MAX_KEY_EVENTS, KeyState, evaluate
 from app.detection.models import Alert, Payment, iso_from_ms
 from app.detection.rules import Rule
 from app.history.files import Archive, ArchiveError
@@ -222,6 +222,7 @@ def backtest(
     until: datetime,
     allowed_lateness_ms: int,
     arrived_since: datetime | None = None,
+    max_key_events: int = MAX_KEY_EVENTS,
 ) -> Report:
     """``arrived_since``: replay only payments that reached Kafka from then on (what a
     rule published then has seen live)."""
@@ -241,7 +242,9 @@ def backtest(
             if not rule.qualifies(payment):
                 continue
             state = states[key] = KeyState()
-        verdict = evaluate(state, payment, key, rules, allowed_lateness_ms, kafka_ts, kafka_ts)
+        verdict = evaluate(
+            state, payment, key, rules, allowed_lateness_ms, kafka_ts, kafka_ts, max_key_events
+        )
         if verdict.late:
             report.late += 1
         report.alerts.extend(verdict.alerts)

@@ -31,7 +31,15 @@ def run_backtest(settings: Settings, rule: Rule, since: str, until: str) -> dict
     start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
     check_range(start, end)
     lateness_ms = int(settings.allowed_lateness_s * 1000)
-    return backtest(open_archive(settings), rule, start, end, lateness_ms).to_json()
+    report = backtest(
+        open_archive(settings),
+        rule,
+        start,
+        end,
+        lateness_ms,
+        max_key_events=settings.max_key_events,
+    )
+    return report.to_json()
 
 
 def live_alert_count(archive: Archive, rule: Rule, since: datetime, arrived: datetime) -> int:
@@ -72,7 +80,15 @@ def shadow_evidence(
     )
     archive = open_archive(settings)
     lateness_ms = int(settings.allowed_lateness_s * 1000)
-    report = backtest(archive, rule, since, until, lateness_ms, arrived_since=published)
+    report = backtest(
+        archive,
+        rule,
+        since,
+        until,
+        lateness_ms,
+        arrived_since=published,
+        max_key_events=settings.max_key_events,
+    )
     return {
         "rule_id": rule.rule_id,
         "rule_version": rule.version,

@@ -149,6 +149,12 @@ class WorkerCollector:
         )
 
         yield _counter(
+            "fraud_key_events_evicted",
+            "Events forgotten by keys at their bound (FRAUD_MAX_KEY_EVENTS); a key that"
+            " reaches it may miss a burst among what it forgot.",
+            stats.key_events_evicted,
+        )
+        yield _counter(
             "fraud_payments_rekeyed",
             "Payments whose Kafka key was not their card id, re-keyed by card.",
             stats.rekeyed,

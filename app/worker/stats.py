@@ -151,6 +151,8 @@ class WorkerStats:
     archive_failing_since: float | None = None  # monotonic; None while it archives
     duplicates: int = 0
     late: int = 0
+    # Events keys forgot at FRAUD_MAX_KEY_EVENTS (app.detection.engine._bound).
+    key_events_evicted: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule_id, status)
     decision_latency: HdrHistogram = field(default_factory=new_histogram)
@@ -220,6 +222,7 @@ class WorkerStats:
             "grouped_processed": self.grouped_processed,
             "duplicates": self.duplicates,
             "late": self.late,
+            "key_events_evicted": self.key_events_evicted,
             "rekeyed": self.rekeyed,
             "dlq": dict(self.dlq),
             "dlq_total": sum(self.dlq.values()),

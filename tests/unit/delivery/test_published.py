@@ -77,4 +77,4 @@ def test_the_events_of_evicted_alerts_are_forgotten_with_them() -> None:
     recent.mark_used(state, "k", [SEED_RULE])
     assert state.rules == {}
     recent.mark_used(state, "other4", [dataclasses.replace(SEED_RULE, rule_id="r")])
-    assert state.rules["r"].used == {"t4": 1000}
+    assert state.rules["r"].used == {"t4": (1000, "")}

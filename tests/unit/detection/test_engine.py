@@ -115,6 +115,7 @@ def run_engine(
         if roundtrip:  # what the RocksDB table and its changelog do between events
             state = KeyState.from_json(_json_roundtrip(state.to_json()))
         verdict = evaluate(state, p, p.card_id, rules, LATENESS_MS, 0, 0)
+        assert_derived_state_matches_the_pool(state, rules)
         states[p.card_id] = state
         (run.late if verdict.late else run.accepted).append(p)
         run.alerts.extend(verdict.alerts)
@@ -352,3 +353,125 @@ def test_payments_that_qualify_for_nothing_write_no_state() -> None:
     later = payment(2, "c1", "12", BASE_MS + 10 * 60_000)
     verdict = evaluate(state, later, "c1", [SEED_RULE], LATENESS_MS, 0, 0)
     assert state.rules == {} and not verdict.changed
+
+
+def test_reused_txn_id_with_other_content_is_a_conflict_and_changes_nothing() -> None:
+    state = KeyState()
+    first = payment(1, "c1", "1500", BASE_MS)
+    evaluate(state, first, "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    before = json.dumps(state.to_json())
+    reused = factories.payment("c1", "t0001", "1600", BASE_MS + 1_000)
+    verdict = evaluate(state, reused, "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    assert verdict.conflict == (first.fingerprint(), reused.fingerprint())
+    assert verdict.alerts == () and not verdict.changed and not verdict.duplicate
+    assert json.dumps(state.to_json()) == before
+
+
+def test_same_txn_id_with_the_same_content_in_another_spelling_is_a_redelivery() -> None:
+    state = KeyState()
+    evaluate(state, payment(1, "c1", "1500", BASE_MS), "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    again = payment(1, "c1", "1500.00", BASE_MS)
+    verdict = evaluate(state, again, "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    assert verdict.duplicate and verdict.conflict is None
+
+
+def test_three_payments_sharing_one_txn_id_are_two_conflicts_not_silence() -> None:
+    amounts = ["1500", "1600", "1700"]
+    events = [factories.payment("c1", "t-same", a, BASE_MS + i) for i, a in enumerate(amounts)]
+    state = KeyState()
+    verdicts = [evaluate(state, p, "c1", [SEED_RULE], LATENESS_MS, 0, 0) for p in events]
+    assert [v.conflict is not None for v in verdicts] == [False, True, True]
+
+
+def test_a_state_stored_before_fingerprints_still_recognises_redeliveries() -> None:
+    old = {
+        "t": BASE_MS,
+        "r": {SEED_RULE.rule_id: {"v": 1, "p": [[BASE_MS, "t0001", "1500", "US", ""]], "u": {}}},
+    }
+    state = KeyState.from_json(old)
+    other_content = factories.payment("c1", "t0001", "1999", BASE_MS)
+    verdict = evaluate(state, other_content, "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    assert verdict.duplicate and verdict.conflict is None
+    for i in (2, 3):
+        last = evaluate(state, payment(i, "c1", "1500", BASE_MS + i), "c1", [SEED_RULE], 0, 0, 0)
+    assert last.alerts[0].txn_ids == ("t0001", "t0002", "t0003")
+
+
+HOT_DEVICE_RULE = parse_rule(
+    {
+        "rule_id": "device-many-cards",
+        "version": 1,
+        "group_by": "device_id",
+        "aggregate": "distinct_count(card_id)",
+        "filter": [{"field": "mcc", "op": "in", "value": ["7995"]}],
+        "window": 3600,
+        "threshold": {"op": ">=", "value": 3},
+    }
+)
+
+
+def test_a_hot_key_stays_within_its_bound_whatever_the_arrival_order() -> None:
+    # 20 000 payments of one card at one device within the hour: the rules never fire
+    # (one distinct card, tiny sums), so without a bound the key's pools would hold them
+    # all, and each payment would cost as much as the pools hold.
+    state = KeyState()
+    rules = [HOT_DEVICE_RULE, replace(SUM_RULE, group_by=("device_id",))]
+    rng = random.Random(7)
+    evicted = 0
+    for i in range(20_000):
+        jitter = rng.randint(0, LATENESS_MS) if i % 2 else 0  # half from the past
+        p = factories.payment("c1", f"h{i}", "0.01", BASE_MS + i * 150 - jitter)
+        verdict = evaluate(state, p._replace(mcc="7995"), "dev", rules, LATENESS_MS, 0, 0, 500)
+        assert not verdict.alerts and not verdict.late
+        evicted += verdict.evicted
+        assert sum(s.size() for s in state.rules.values()) <= 500
+    assert evicted > 19_000
+
+
+def test_a_key_at_its_bound_still_alerts_on_a_new_burst() -> None:
+    state = KeyState()
+    rules = [HOT_DEVICE_RULE]
+    for i in range(3_000):
+        p = factories.payment("c1", f"h{i}", "20", BASE_MS + i * 1_000)._replace(mcc="7995")
+        evaluate(state, p, "dev", rules, LATENESS_MS, 0, 0, 1000)
+    burst = [
+        factories.payment(card, f"b{card}", "20", BASE_MS + 3_000_000)._replace(mcc="7995")
+        for card in ("c2", "c3")
+    ]
+    verdicts = [evaluate(state, p, "dev", rules, LATENESS_MS, 0, 0, 1000) for p in burst]
+    assert [len(v.alerts) for v in verdicts] == [0, 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.integers(min_value=0, max_value=2**32), st.integers(2, 12))
+def test_a_small_bound_keeps_alerts_sound_and_disjoint(
+    events: list[Payment], seed: int, bound: int
+) -> None:
+    states: dict[str, KeyState] = {}
+    alerts: list[Alert] = []
+    accepted: list[Payment] = []
+    for p in shuffle_within_lateness(events, seed):
+        state = states.setdefault(p.card_id, KeyState())
+        verdict = evaluate(state, p, p.card_id, ALL_RULES, LATENESS_MS, 0, 0, bound)
+        assert sum(s.size() for s in state.rules.values()) <= bound
+        assert_derived_state_matches_the_pool(state, ALL_RULES)
+        alerts.extend(verdict.alerts)
+        accepted.append(p)
+    for rule in ALL_RULES:
+        assert_properties(alerts, accepted, rule, complete=False)
+
+
+def assert_derived_state_matches_the_pool(state: KeyState, rules: Sequence[Rule]) -> None:
+    """What the engine keeps beside the stored state (ids, running aggregates) is always
+    what it would compute from the pool afresh."""
+    by_id = {rule.rule_id: rule for rule in rules}
+    for rule_id, rule_state in state.rules.items():
+        aggregate = by_id[rule_id].aggregate
+        pool = rule_state.pool
+        assert pool == sorted(pool)
+        if rule_state.pooled is not None:
+            assert rule_state.pooled == {e[1]: e[5] for e in pool}
+        if rule_state.whole is not None:
+            assert rule_state.whole.value() == aggregate.value(pool)
+        if rule_state.window is not None:
+            assert rule_state.window.value.value() == aggregate.value(pool[rule_state.window.lo :])

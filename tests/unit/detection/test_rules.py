@@ -65,3 +65,9 @@ def test_bad_rules_are_refused_naming_the_field(body: Any, field: str, problem: 
 
 def test_rule_round_trips_through_json() -> None:
     assert parse_rule(json.loads(SEED_RULE.to_bytes())) == SEED_RULE
+
+
+def test_a_count_beyond_what_a_key_keeps_is_refused_naming_the_threshold() -> None:
+    raw = {**SEED_RULE.to_json(), "threshold": {"op": ">=", "value": 1001}}
+    with pytest.raises(RuleError, match=r"threshold.value: must be at most 1000"):
+        parse_rule(raw)
