@@ -12,7 +12,7 @@ import json
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
@@ -20,7 +20,7 @@ from typing import IO, Any
 from aiokafka import AIOKafkaProducer
 from faker import Faker
 
-from app.detection.models import Payment, iso_from_ms
+from app.detection.models import Payment, iso_from_ms, ms_from_iso
 from app.worker.kafka_security import kafka_options
 
 CURRENCY_BY_COUNTRY = {
@@ -180,6 +180,34 @@ class PaymentGenerator:
             produced += len(batch)
             # Keep every card's events in event-time order: the next payment follows the burst.
             ts_ms = max(ts_ms, batch[-1].ts_ms) + step_ms
+
+    def history(
+        self, count: int, end_ms: int, step_ms: int = 10
+    ) -> list[tuple[Payment, Burst | None]]:
+        """``stream`` moved back in event time so that its newest payment is at ``end_ms``:
+        a backlog that ends now, none of it ahead of the workers' clocks (which refuse a
+        payment dated ahead: FRAUD_MAX_FUTURE_SKEW)."""
+        items = list(self.stream(count, 0, step_ms))
+        if not items:
+            return []
+        shift = end_ms - max(p.ts_ms for p, _ in items)
+        return [
+            (_shifted(p, shift), None if b is None else _shifted_burst(b, shift)) for p, b in items
+        ]
+
+
+def _shifted(payment: Payment, shift_ms: int) -> Payment:
+    ts_ms = payment.ts_ms + shift_ms
+    return payment._replace(ts=iso_from_ms(ts_ms), ts_ms=ts_ms)
+
+
+def _shifted_burst(burst: Burst, shift_ms: int) -> Burst:
+    first, last = ms_from_iso(burst.first_ts), ms_from_iso(burst.last_ts)
+    if first is None or last is None:
+        raise ValueError(f"a burst's times are not ISO 8601: {burst}")
+    return replace(
+        burst, first_ts=iso_from_ms(first + shift_ms), last_ts=iso_from_ms(last + shift_ms)
+    )
 
 
 async def produce(

@@ -76,7 +76,7 @@ def cpu_seconds(pid: int) -> float:
 def payloads_for(count: int) -> list[tuple[bytes, bytes]]:
     generator = PaymentGenerator(seed=3, cards=20_000, fraud_ratio=0.005)
     now = int(time.time() * 1000)
-    return [(p.card_id.encode(), p.to_json()) for p, _ in generator.stream(count, now, 1)]
+    return [(p.card_id.encode(), p.to_json()) for p, _ in generator.history(count, now, 1)]
 
 
 async def offer(

@@ -37,7 +37,7 @@ class InvalidPayment(ValueError):
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_bytes: int = 16 * 1024
-    max_future_skew_ms: int = 24 * 3600 * 1000
+    max_future_skew_ms: int = 30 * 1000
     max_event_age_ms: int = 30 * 24 * 3600 * 1000
     max_amount: Decimal = Decimal("1000000000000")
     max_amount_decimals: int = 6
@@ -186,7 +186,12 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
     currency, country, mcc = _codes(body)
     ts_ms = parse_event_time(body["ts"])
     if ts_ms > now_ms + limits.max_future_skew_ms:
-        raise InvalidPayment("timestamp_out_of_range", "field 'ts' is too far in the future")
+        # It would move its key's clock ahead of ours (see Settings.max_future_skew_s).
+        raise InvalidPayment(
+            "ts_in_future",
+            f"field 'ts' is {(ts_ms - now_ms) / 1000:.3f} s ahead of the worker's clock,"
+            f" more than the {limits.max_future_skew_ms / 1000:g} s allowed",
+        )
     if ts_ms < now_ms - limits.max_event_age_ms:
         raise InvalidPayment("timestamp_out_of_range", "field 'ts' is too far in the past")
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from app.detection.engine import MAX_KEY_EVENTS
+from app.detection.rules import MAX_COUNT_THRESHOLD
+
 PREFIX = "FRAUD_"
 
 
@@ -42,7 +45,12 @@ class Settings:
     dynamodb_table: str = "fraud_alerts"
     aws_region: str = "us-east-1"
     max_payment_bytes: int = 16 * 1024
-    max_future_skew_s: float = 24 * 3600.0
+    # How far ahead of this worker's clock a payment's ts may be. A payment moves its key's
+    # clock, and lateness is judged against that clock: were the bound larger than the
+    # allowed lateness, one payment dated ahead would make the honest payments after it
+    # late. 30 s leaves producers' clocks 30 s of drift and their payments 30 s in flight
+    # within the default lateness of 60 s.
+    max_future_skew_s: float = 30.0
     max_event_age_s: float = 30 * 24 * 3600.0
     processing_guarantee: str = "at_least_once"
     stall_timeout_s: float = 60.0
@@ -56,6 +64,9 @@ class Settings:
     max_amount: Decimal = Decimal("1000000000000")
     max_amount_decimals: int = 6
     max_rules: int = 100
+    # Events one key keeps at most, all rules together (app.detection.engine): the cost and
+    # the state record of a busy key are bounded by it.
+    max_key_events: int = MAX_KEY_EVENTS
     max_rule_bytes: int = 16 * 1024
     # /healthz fails while more records than this are dead-lettered as internal_error
     # within a minute.
@@ -83,6 +94,22 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be a positive integer")
+    return value
+
+
+# A key's record must fit Kafka's default message size limit (1 MiB) whatever its events
+# hold: an event's entry encodes to at most ~330 bytes (validation bounds its fields), and
+# a count rule may need up to MAX_COUNT_THRESHOLD events of one key.
+_MIN_KEY_EVENTS, _MAX_KEY_EVENTS = MAX_COUNT_THRESHOLD, 2500
+
+
+def _key_events(text: str) -> int:
+    value = int(text)
+    if not _MIN_KEY_EVENTS <= value <= _MAX_KEY_EVENTS:
+        raise ValueError(
+            f"must be a whole number from {_MIN_KEY_EVENTS} (the largest count a rule may"
+            f" need) to {_MAX_KEY_EVENTS} (a key's record must fit Kafka's 1 MiB limit)"
+        )
     return value
 
 
@@ -263,6 +290,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MAX_AMOUNT", "max_amount", _amount_bound),
     ("MAX_AMOUNT_DECIMALS", "max_amount_decimals", _decimal_places),
     ("MAX_RULES", "max_rules", _positive_int),
+    ("MAX_KEY_EVENTS", "max_key_events", _key_events),
     ("MAX_RULE_BYTES", "max_rule_bytes", _positive_int),
     ("MAX_INTERNAL_ERRORS_PER_MINUTE", "max_internal_errors_per_minute", _positive_int),
     ("ARCHIVE_ENABLED", "archive_enabled", _bool),
@@ -299,7 +327,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"{PREFIX}{name}={shown}: {reason}") from None
     loaded = replace(Settings(), **values)  # type: ignore[arg-type]
     _check_kafka_security(loaded)
+    _check_clock_bounds(loaded)
     return loaded
+
+
+def _check_clock_bounds(settings: Settings) -> None:
+    """A payment dated ahead moves its key's clock by up to the skew it is allowed; past the
+    allowed lateness, that would make every honest payment behind it late."""
+    if settings.max_future_skew_s > settings.allowed_lateness_s:
+        raise SettingsError(
+            f"{PREFIX}MAX_FUTURE_SKEW={settings.max_future_skew_s:g}: must not exceed"
+            f" {PREFIX}ALLOWED_LATENESS={settings.allowed_lateness_s:g}, or one payment dated"
+            " ahead could make the honest payments after it late"
+        )
 
 
 def _check_kafka_security(settings: Settings) -> None:

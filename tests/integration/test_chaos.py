@@ -52,9 +52,7 @@ class Feed:
 
 
 def stream(seconds: float, seed: int) -> tuple[list[Payment], set[tuple[str, tuple[str, ...]]]]:
-    payments, _ = generated_stream(
-        int(RATE * seconds), seed=seed, start_ms=int(time.time() * 1000) - 900_000
-    )
+    payments, _ = generated_stream(int(RATE * seconds), seed=seed)
     return payments, oracle(payments, SEED_RULE)
 
 
@@ -131,13 +129,13 @@ def device_stream(
     shared device, the same device again only 50 s later (window 10 s). Whatever order the
     burst's cards reach the device's partition in, its alert is those 3 payments."""
     generator = PaymentGenerator(seed=seed, cards=300, fraud_ratio=0.02, high_value_share=0.02)
-    start_ms = int(time.time() * 1000)
+    now_ms = int(time.time() * 1000)
     payments = [
         p._replace(
             mcc="7995" if i % 5 == 0 else "5411",
             device_id=f"solo-{p.card_id}",
         )
-        for i, (p, _) in enumerate(generator.stream(int(RATE * seconds), start_ms, step_ms=1))
+        for i, (p, _) in enumerate(generator.history(int(RATE * seconds), now_ms, step_ms=1))
     ]
     bursts: set[tuple[str, tuple[str, ...]]] = set()
     for index in range(0, len(payments) - 2, 250):

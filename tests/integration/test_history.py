@@ -72,7 +72,7 @@ def test_the_archive_holds_every_payment_and_alert_and_a_backtest_repeats_the_li
 ) -> None:
     root = archiving(pipeline)
     start_ms = int(time.time() * 1000) - 600_000
-    payments, _ = generated_stream(3000, seed=41, start_ms=start_ms)
+    payments, _ = generated_stream(3000, seed=41)
     expected = oracle(payments, SEED_RULE)
     pipeline.extra_env["FRAUD_API_TOKEN"] = TOKEN
     shadow = replace(SEED_RULE, rule_id="burst-shadow", status="shadow")
@@ -140,7 +140,7 @@ def test_the_archive_holds_every_payment_and_alert_and_a_backtest_repeats_the_li
 
 def test_a_sigkilled_archiver_loses_and_repeats_no_row(pipeline: Pipeline) -> None:
     root = archiving(pipeline)
-    payments, _ = generated_stream(4000, seed=43, start_ms=int(time.time() * 1000) - 600_000)
+    payments, _ = generated_stream(4000, seed=43)
     worker = pipeline.worker().start()
     try:
         run(produce(pipeline.stack.bootstrap, pipeline.payments, keyed(payments[:2000])))

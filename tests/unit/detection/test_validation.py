@@ -70,11 +70,7 @@ def test_good_payment_parses_with_exact_amount() -> None:
         (encode(good(mcc="54")), "bad_value", "mcc"),
         (encode(good(ts="yesterday")), "bad_timestamp", "ts"),
         (encode(good(ts="2026-11-28T14:03:07")), "bad_timestamp", "time zone"),
-        (
-            encode(good(ts=iso_from_ms(NOW_MS + 2 * 24 * 3600 * 1000))),
-            "timestamp_out_of_range",
-            "future",
-        ),
+        (encode(good(ts=iso_from_ms(NOW_MS + 31_000))), "ts_in_future", "ahead"),
         (encode(good(ts="1999-01-01T00:00:00Z")), "timestamp_out_of_range", "past"),
         (encode(good(txn_id=7)), "bad_type", "txn_id"),
         (encode(good(card_id="4111111111111111")), "pan_in_card_id", "card_id"),

@@ -146,3 +146,16 @@ def test_sink_enabled_setting(raw: str, value: bool) -> None:
 def test_bad_sink_enabled_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="FRAUD_SINK_ENABLED='maybe'"):
         load_settings({"FRAUD_SINK_ENABLED": "maybe"})
+
+
+def test_a_future_skew_beyond_the_allowed_lateness_stops_the_worker_naming_both() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"FRAUD_MAX_FUTURE_SKEW": "120", "FRAUD_ALLOWED_LATENESS": "60"})
+    assert "FRAUD_MAX_FUTURE_SKEW=120" in str(info.value)
+    assert "FRAUD_ALLOWED_LATENESS=60" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["999", "2501", "many"])
+def test_a_key_bound_outside_its_range_stops_the_worker(value: str) -> None:
+    with pytest.raises(SettingsError, match="FRAUD_MAX_KEY_EVENTS"):
+        load_settings({"FRAUD_MAX_KEY_EVENTS": value})
