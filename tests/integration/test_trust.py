@@ -434,3 +434,35 @@ def test_the_rules_cli_refuses_a_rule_past_the_limits(pipeline: Pipeline, tmp_pa
     assert too_big.returncode != 0 and "FRAUD_MAX_RULE_BYTES" in too_big.stderr
     fits = put(second, FRAUD_MAX_RULES="2")
     assert fits.returncode == 0, fits.stderr
+
+
+def test_a_payment_dated_ahead_cannot_blind_its_card_and_a_reused_txn_id_is_no_duplicate(
+    pipeline: Pipeline,
+) -> None:
+    # One payment 23 h ahead, then an honest burst on the same card: before the clock
+    # bound, the burst went to the DLQ as late and never alerted.
+    now = now_ms()
+    ahead = payment("tok_blind", "ahead-1", now + 23 * 3600 * 1000)
+    honest = burst("tok_blind", "honest", now - 5_000)
+    # Three payments sharing one txn_id with other amounts: two of them are no
+    # redelivery. And a true redelivery (same content) of the first.
+    reused = [
+        payment("tok_reuse", "same-id", now - 3_000 + i, amount=a)
+        for i, a in enumerate(("1500", "1600", "1700"))
+    ]
+    records = [(p.card_id.encode(), p.to_json()) for p in [ahead, *honest, *reused, reused[0]]]
+    worker = pipeline.worker("clock").start()
+    try:
+        run(produce(pipeline.stack.bootstrap, pipeline.payments, records))
+        alerts = alerts_on(pipeline, 1, idle_s=2.0, timeout_s=120.0)
+        letters = dead_letters(pipeline, 3)
+    finally:
+        worker.stop()
+    assert [(a.group_key, a.txn_ids) for a in alerts] == [
+        ("tok_blind", tuple(p.txn_id for p in honest))
+    ]
+    reasons = Counter(letter["reason"] for letter in letters)
+    assert reasons == {"ts_in_future": 1, "conflicting_txn_id": 2}
+    conflict = next(letter for letter in letters if letter["reason"] == "conflicting_txn_id")
+    assert reused[0].fingerprint() in conflict["detail"]
+    assert "same-id" in conflict["detail"]
