@@ -29,11 +29,14 @@ def bootstrap_servers(broker_url: str) -> str:
 
 def load_rule_file(path: str | Path) -> list[Rule]:
     """Rules from a JSON or YAML file holding one rule or a list; RuleError names the field."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RuleError("file", f"{path} is not UTF-8 text (byte {exc.start})") from None
     try:
         body = yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as exc:
-        raise RuleError("file", f"{path} is neither JSON nor YAML: {exc}") from None
+        raise RuleError("file", f"{path} is neither JSON nor YAML: {yaml_problem(exc)}") from None
     except RecursionError:
         raise RuleError("file", f"{path} is nested too deeply") from None
     items = body if isinstance(body, list) else [body]
@@ -45,6 +48,16 @@ def load_rule_file(path: str | Path) -> list[Rule]:
             where = f"rule[{index}]." if len(items) > 1 else ""
             raise RuleError(where + exc.field, exc.problem) from None
     return rules
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's complaint on one line: what it found and where (its own text quotes the
+    offending line under it)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
 
 
 async def publish(bootstrap: str, topic: str, records: list[tuple[str, bytes | None]]) -> None:
