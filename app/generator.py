@@ -199,9 +199,7 @@ async def produce(
         max_batch_size=256 * 1024,
         **kafka_options(),
     )
-    await producer.start()
     sent, bursts = 0, 0
-    started = time.monotonic()
     tick = 0.01
     # A burst's later payments wait here until their event time comes round, so the
     # stream stays (nearly) in event-time order, as real traffic is.
@@ -211,6 +209,8 @@ async def produce(
         await producer.send(topic, payment.to_json(), key=payment.card_id.encode())
 
     try:
+        await producer.start()  # inside: a start that fails leaves connections to close
+        started = time.monotonic()
         while True:
             elapsed = time.monotonic() - started
             if elapsed >= duration:

@@ -63,8 +63,8 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 async def publish(bootstrap: str, topic: str, records: list[tuple[str, bytes | None]]) -> None:
     """Publish (rule_id, value) records and wait until Kafka has them all."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **kafka_options())
-    await producer.start()
     try:
+        await producer.start()  # inside: a start that fails leaves connections to close
         for rule_id, value in records:
             await (await producer.send(topic, value, key=rule_id.encode()))
     finally:
@@ -89,8 +89,8 @@ async def follow(
         auto_offset_reset="earliest",
         **kafka_options(),
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails leaves connections to close
         partitions = await topic_partitions(bootstrap, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
