@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import IO, Any
 
 from aiokafka import AIOKafkaProducer
@@ -239,7 +238,3 @@ async def produce(
             truth_file.flush()
     log(f"generated {sent} payments ({bursts} fraud bursts) in {time.monotonic() - started:.1f} s")
     return sent
-
-
-def open_truth(path: str | None) -> IO[str] | None:
-    return None if not path else Path(path).open("w", encoding="utf-8")

@@ -23,6 +23,11 @@ from app.worker.kafka_security import kafka_options
 log = logging.getLogger(__name__)
 
 
+class TopicUnreadable(RuntimeError):
+    """A topic that does not exist, or could not be read to its end in time; the message
+    names it."""
+
+
 def bootstrap_servers(broker_url: str) -> str:
     return ",".join(url.split("://", 1)[1] for url in broker_url.split(";"))
 
@@ -132,7 +137,7 @@ async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     finally:
         await admin.close()
     if described.get("error_code") or not described.get("partitions"):
-        raise RuntimeError(f"topic {topic!r} does not exist")
+        raise TopicUnreadable(f"topic {topic!r} does not exist")
     return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
 
 
@@ -146,7 +151,7 @@ async def read_all(bootstrap: str, topic: str) -> RuleBook:
     stop.set()
     await task  # re-raises a failure to read the topic
     if waiter not in done:
-        raise TimeoutError(f"could not read rules topic {topic!r} within 30 s")
+        raise TopicUnreadable(f"could not read rules topic {topic!r} within 30 s")
     return book
 
 
