@@ -1,19 +1,130 @@
-"""Faust CLI commands of the app (``faust -A app --help`` lists them)."""
+"""Faust CLI commands of the app (``faust -A app --help`` lists them).
+
+A mistake the user can fix (a bad flag or value, a missing argument or option, a file that
+cannot be read, a rule that is refused, an unreachable broker) prints one line on stderr,
+``Error: <the problem>``, and exits 2 for usage or 1 for a refusal: see :class:`FraudCommand`.
+Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import IO, Any, ClassVar, NoReturn
 
 import click
-from faust.cli import argument, option
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from faust.cli import AppCommand, argument, option
+from faust.cli.base import cli
+from mode.worker import exiting
 
 from app.detection.rulebook import RuleBook
 from app.detection.rules import Rule, RuleError, parse_rule
-from app.generator import PaymentGenerator, open_truth, produce
+from app.generator import PaymentGenerator, produce
 from app.history.evidence import run_backtest, shadow_evidence
-from app.rules_admin.topic import bootstrap_servers, load_rule_file, publish, read_all, with_status
+from app.rules_admin.topic import (
+    TopicUnreadable,
+    bootstrap_servers,
+    load_rule_file,
+    publish,
+    read_all,
+    with_status,
+)
 from app.worker.faust_app import app, settings
+
+
+def one_line(text: str) -> str:
+    """``text`` with its lines joined by spaces (click lists a choice's values one a line)."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+class UsageLine(click.ClickException):
+    """A usage error shown as ``Error: <problem>`` alone; it exits 2, as click's do."""
+
+    exit_code = 2
+
+
+class OneLineUsage(click.Command):
+    """A click command whose usage errors (unknown flag, bad value, missing argument) print
+    one line and exit 2, without click's usage text and help hint."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise UsageLine(one_line(exc.format_message())) from None
+
+
+def user_error(exc: BaseException) -> click.ClickException | None:
+    """The one-line error to report ``exc`` as, or None when it is a bug (the traceback
+    stays). Usage errors keep click's exit code 2; the others exit 1."""
+    if isinstance(exc, click.ClickException):
+        return exc
+    bootstrap = bootstrap_servers(settings.broker)
+    if isinstance(exc, KafkaConnectionError):
+        return click.ClickException(f"cannot reach Kafka at {bootstrap} (FRAUD_BROKER)")
+    if isinstance(exc, KafkaError):  # its text starts with its class name
+        return click.ClickException(f"Kafka at {bootstrap}: {exc}")
+    if isinstance(exc, TopicUnreadable):
+        return click.ClickException(f"{exc} (Kafka at {bootstrap})")
+    return None
+
+
+class FraudCommand(AppCommand):
+    """Faust's AppCommand, reporting a mistake the user can fix in one line.
+
+    Faust runs a command's coroutine inside a :class:`mode.Worker`, which logs whatever it
+    raises with two tracebacks before exiting 1. Here :meth:`execute` keeps an error
+    :func:`user_error` knows instead of raising it, so the worker stops cleanly, and
+    :meth:`__call__` then prints ``Error: <message>`` and exits with its code. Errors click
+    finds while parsing the command line are shortened by :class:`OneLineUsage`.
+    """
+
+    abstract: ClassVar[bool] = True
+    failure: click.ClickException | None = None
+
+    @classmethod
+    def as_click_command(cls) -> Callable[..., Any]:
+        """What Faust's ``Command.as_click_command`` registers, with :class:`OneLineUsage`
+        as the click command class."""
+
+        @click.pass_context
+        @wraps(cls)
+        def command(ctx: click.Context, *args: Any, **kwargs: Any) -> None:
+            with exiting(print_exception=True, file=sys.stderr):
+                cls(ctx, *args, **kwargs)()
+
+        registered: click.Command = cli.command(cls=OneLineUsage, help=cls.__doc__)(command)
+        for decorate in cls.options or ():
+            registered = decorate(registered)
+        return registered
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        if self.loglevel.upper() not in ("INFO", "DEBUG"):
+            # The Kafka client logs each failed connection at ERROR; the one line below
+            # reports it. ``-l info`` shows them.
+            logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        try:
+            return await super().execute(*args, **kwargs)
+        except Exception as exc:
+            self.failure = user_error(exc)
+            if self.failure is None:
+                raise
+            return None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        try:
+            self.run_using_worker(*args, **kwargs)
+        except SystemExit:
+            failure = self.failure
+            if failure is None:
+                raise
+            click.echo(f"Error: {one_line(failure.format_message())}", err=True)
+            raise SystemExit(failure.exit_code) from None
 
 
 @app.command(
@@ -48,10 +159,13 @@ from app.worker.faust_app import app, settings
     ),
     option(
         "--truth",
-        type=click.Path(dir_okay=False, writable=True),
+        # Opened while the command line is parsed: a path that cannot be written is a usage
+        # error before anything is produced.
+        type=click.File("w", encoding="utf-8", lazy=False),
         default=None,
         help="Write the injected bursts (JSON lines) to this file.",
     ),
+    base=FraudCommand,
 )
 async def generate(
     self: object,
@@ -60,11 +174,10 @@ async def generate(
     fraud_ratio: float,
     seed: int,
     cards: int,
-    truth: str | None,
+    truth: IO[str] | None,
 ) -> None:
     """Produce synthetic payments (with fraud bursts) to the payments topic."""
     generator = PaymentGenerator(seed=seed, cards=cards, fraud_ratio=fraud_ratio)
-    truth_file = open_truth(truth)
     try:
         await produce(
             bootstrap_servers(settings.broker),
@@ -72,11 +185,11 @@ async def generate(
             rate,
             duration,
             generator,
-            truth_file,
+            truth,
         )
     finally:
-        if truth_file is not None:
-            truth_file.close()
+        if truth is not None:
+            truth.close()
     await asyncio.sleep(0)
 
 
@@ -102,11 +215,12 @@ def over_limits(new_rules: list[Rule], book: RuleBook) -> str | None:
 
 
 def rules_from_file(path: str) -> list[Rule]:
-    """The rules of a JSON or YAML file; exit 1 naming the file or the field."""
+    """The rules of a JSON or YAML file; exit 2 naming a file that cannot be read, 1 naming
+    the field of a rule that is refused."""
     try:
         return load_rule_file(path)
     except OSError as exc:
-        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+        raise click.UsageError(f"cannot read {path}: {exc.strerror}") from None
     except RuleError as exc:
         raise click.ClickException(f"rule refused: {exc}") from None
 
@@ -146,10 +260,11 @@ def print_evidence(rule: Rule, published_ms: int | None) -> None:
 
 
 @app.command(
-    argument("action", type=click.Choice(RULE_ACTIONS)),
+    argument("action", type=click.Choice(RULE_ACTIONS), metavar="ACTION"),
     argument("target", required=False),
     option("--since", default=None, help="backtest: first event time (2026-11-20 or ISO time)."),
     option("--until", default=None, help="backtest: end of the range, exclusive."),
+    base=FraudCommand,
 )
 async def rules(
     self: object, action: str, target: str | None, since: str | None, until: str | None

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from pathlib import Path
 from typing import IO, Any
 
 from aiokafka import AIOKafkaProducer
@@ -227,9 +226,7 @@ async def produce(
         max_batch_size=256 * 1024,
         **kafka_options(),
     )
-    await producer.start()
     sent, bursts = 0, 0
-    started = time.monotonic()
     tick = 0.01
     # A burst's later payments wait here until their event time comes round, so the
     # stream stays (nearly) in event-time order, as real traffic is.
@@ -239,6 +236,8 @@ async def produce(
         await producer.send(topic, payment.to_json(), key=payment.card_id.encode())
 
     try:
+        await producer.start()  # inside: a start that fails leaves connections to close
+        started = time.monotonic()
         while True:
             elapsed = time.monotonic() - started
             if elapsed >= duration:
@@ -267,7 +266,3 @@ async def produce(
             truth_file.flush()
     log(f"generated {sent} payments ({bursts} fraud bursts) in {time.monotonic() - started:.1f} s")
     return sent
-
-
-def open_truth(path: str | None) -> IO[str] | None:
-    return None if not path else Path(path).open("w", encoding="utf-8")

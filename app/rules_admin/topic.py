@@ -23,17 +23,25 @@ from app.worker.kafka_security import kafka_options
 log = logging.getLogger(__name__)
 
 
+class TopicUnreadable(RuntimeError):
+    """A topic that does not exist, or could not be read to its end in time; the message
+    names it."""
+
+
 def bootstrap_servers(broker_url: str) -> str:
     return ",".join(url.split("://", 1)[1] for url in broker_url.split(";"))
 
 
 def load_rule_file(path: str | Path) -> list[Rule]:
     """Rules from a JSON or YAML file holding one rule or a list; RuleError names the field."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RuleError("file", f"{path} is not UTF-8 text (byte {exc.start})") from None
     try:
         body = yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as exc:
-        raise RuleError("file", f"{path} is neither JSON nor YAML: {exc}") from None
+        raise RuleError("file", f"{path} is neither JSON nor YAML: {yaml_problem(exc)}") from None
     except RecursionError:
         raise RuleError("file", f"{path} is nested too deeply") from None
     items = body if isinstance(body, list) else [body]
@@ -47,11 +55,21 @@ def load_rule_file(path: str | Path) -> list[Rule]:
     return rules
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's complaint on one line: what it found and where (its own text quotes the
+    offending line under it)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
 async def publish(bootstrap: str, topic: str, records: list[tuple[str, bytes | None]]) -> None:
     """Publish (rule_id, value) records and wait until Kafka has them all."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **kafka_options())
-    await producer.start()
     try:
+        await producer.start()  # inside: a start that fails leaves connections to close
         for rule_id, value in records:
             await (await producer.send(topic, value, key=rule_id.encode()))
     finally:
@@ -76,8 +94,8 @@ async def follow(
         auto_offset_reset="earliest",
         **kafka_options(),
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails leaves connections to close
         partitions = await topic_partitions(bootstrap, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -119,7 +137,7 @@ async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     finally:
         await admin.close()
     if described.get("error_code") or not described.get("partitions"):
-        raise RuntimeError(f"topic {topic!r} does not exist")
+        raise TopicUnreadable(f"topic {topic!r} does not exist")
     return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
 
 
@@ -133,7 +151,7 @@ async def read_all(bootstrap: str, topic: str) -> RuleBook:
     stop.set()
     await task  # re-raises a failure to read the topic
     if waiter not in done:
-        raise TimeoutError(f"could not read rules topic {topic!r} within 30 s")
+        raise TopicUnreadable(f"could not read rules topic {topic!r} within 30 s")
     return book
 
 

@@ -21,6 +21,7 @@ from app.detection.keys import group_record_key, key_partition
 from app.detection.models import Alert, Payment, iso_from_ms
 from app.detection.rules import SEED_RULE, parse_rule
 from app.rules_admin.topic import publish
+from tests.cli import assert_one_error_line, run_cli
 from tests.integration.harness import FAUST, REPO, Pipeline, Worker, produce, read_all, run
 
 pytestmark = pytest.mark.integration
@@ -290,16 +291,27 @@ def pipeline_publish(pipeline: Pipeline, records: list[tuple[str, bytes | None]]
     run(publish(pipeline.stack.bootstrap, pipeline.rules, records))
 
 
-def test_cli_refuses_a_bad_rule_and_bad_usage(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_cli_refuses_a_bad_rule_an_unknown_id_a_missing_topic_and_bad_usage_in_one_line(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """The refusals that need a broker to answer (tests/unit/test_cli.py has the others):
+    one line on stderr naming the problem, exit 1 (refused) or 2 (usage)."""
     worker = pipeline.worker("cli")  # only its environment; no process needed
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**country_pair_rule("x", "GB"), "aggregate": "median(amount)"}))
-    refused = cli(pipeline, worker, "put", str(bad))
-    assert refused.returncode != 0
-    assert "aggregate" in refused.stderr
-    usage = cli(pipeline, worker, "frobnicate")
-    assert usage.returncode == 2
-    assert "Usage" in usage.stderr
+    assert_one_error_line(cli(pipeline, worker, "put", str(bad)), 1, "aggregate")
+    assert_one_error_line(cli(pipeline, worker, "frobnicate"), 2, "'frobnicate'")
+    for action in ("show", "pause", "activate", "delete"):
+        unknown = cli(pipeline, worker, action, "no-such-rule")
+        assert_one_error_line(unknown, 1, "no rule 'no-such-rule'", SEED_RULE.rule_id)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(country_pair_rule("gb-pair", "GB")))
+    for args in (["list"], ["put", str(good)], ["show", SEED_RULE.rule_id]):
+        # A topic of its own each time: asking for one may have the broker create it.
+        no_topic = f"fraud.rules.missing-{args[0]}-{pipeline.uid}"
+        missing = run_cli(["rules", *args], {**worker.env, "FRAUD_TOPIC_RULES": no_topic})
+        assert_one_error_line(missing, 1, f"topic {no_topic!r} does not exist")
+    assert cli(pipeline, worker, "list").stdout.split("\t")[0] == SEED_RULE.rule_id
 
 
 def test_rule_grouped_by_device_sees_cards_of_every_partition(pipeline: Pipeline) -> None:

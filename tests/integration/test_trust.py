@@ -28,6 +28,7 @@ from app.detection.rules import SEED_RULE, parse_rule
 from app.rules_admin.topic import publish
 from infra.local.stack import LocalStack
 from tests import factories
+from tests.cli import assert_one_error_line
 from tests.integration.harness import (
     FAUST,
     REPO,
@@ -429,9 +430,9 @@ def test_the_rules_cli_refuses_a_rule_past_the_limits(pipeline: Pipeline, tmp_pa
         )
 
     too_many = put(second, FRAUD_MAX_RULES="1")  # the seed rule is in force already
-    assert too_many.returncode != 0 and "FRAUD_MAX_RULES" in too_many.stderr
+    assert_one_error_line(too_many, 1, "rule refused", "FRAUD_MAX_RULES")
     too_big = put(big, FRAUD_MAX_RULE_BYTES="300")
-    assert too_big.returncode != 0 and "FRAUD_MAX_RULE_BYTES" in too_big.stderr
+    assert_one_error_line(too_big, 1, "rule refused", SEED_RULE.rule_id, "FRAUD_MAX_RULE_BYTES")
     fits = put(second, FRAUD_MAX_RULES="2")
     assert fits.returncode == 0, fits.stderr
 

@@ -29,6 +29,25 @@ def test_rule_files_hold_one_rule_or_a_list_in_json_or_yaml(tmp_path: Path) -> N
     assert info.value.field == "rule[1].version"
 
 
+def test_an_unparsable_or_undecodable_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    garbled = tmp_path / "garbled.yaml"
+    garbled.write_text("rule_id: a\nversion: [1\n")
+    with pytest.raises(RuleError) as info:
+        load_rule_file(garbled)
+    assert info.value.field == "file"
+    assert "\n" not in str(info.value)
+    assert f"{garbled} is neither JSON nor YAML" in str(info.value)
+    assert "(line 3, column 1)" in str(info.value)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("description: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(RuleError) as info:
+        load_rule_file(latin1)
+    assert (info.value.field, info.value.problem) == (
+        "file",
+        f"{latin1} is not UTF-8 text (byte 16)",
+    )
+
+
 def test_pause_publishes_the_next_version() -> None:
     body = with_status(SEED_RULE, "paused")
     assert (body["version"], body["status"]) == (2, "paused")
