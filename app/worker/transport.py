@@ -26,8 +26,10 @@ Acknowledgements stay in offset order per partition, at most ``MAX_IN_FLIGHT`` b
 behind. A handler that returns None or raises, a send that fails, a rebalance or a paused
 partition: the partition is sought back to the batch's first offset (a rebalance leaves
 that to Faust's seek to the committed offsets), so records are fetched again, never
-skipped. Faust still commits the acknowledged offsets, rebalances, recovers tables and
-serves the web views.
+skipped; until that batch has come again, no later batch of the partition is decided (a
+fetch the consumer thread made before the seek is dropped), and every later batch waits
+for its acknowledgement, so no acknowledgement can cover its offsets. Faust still commits
+the acknowledged offsets, rebalances, recovers tables and serves the web views.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -54,6 +57,16 @@ BatchHandler = Callable[[TP, Sequence[Any]], Awaitable[Awaitable[Any] | None]]
 MAX_IN_FLIGHT = 4
 
 
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A decided batch of offsets ``first``..``last``; ``acknowledged`` resolves to whether
+    its offsets were acknowledged."""
+
+    first: int
+    last: int
+    acknowledged: asyncio.Task[bool]
+
+
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -69,13 +82,16 @@ class Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Per partition, the batches decided but not yet acknowledged, oldest first.
-        self._in_flight: defaultdict[TP, deque[asyncio.Task[bool]]] = defaultdict(deque)
+        self._in_flight: defaultdict[TP, deque[_InFlight]] = defaultdict(deque)
+        # Per partition, the first offset of the earliest batch that must be decided again
+        # (its state is not in Kafka): no batch past it counts until it comes again.
+        self._refetch_from: dict[TP, int] = {}
         # The generation whose seek to the committed offsets is done (see _hand_over).
         self._sought_generation: int | None = None
 
     async def on_stop(self) -> None:
         # A clean stop commits what Kafka already holds: let batches in flight finish first.
-        in_flight = [task for tasks in self._in_flight.values() for task in tasks]
+        in_flight = [b.acknowledged for batches in self._in_flight.values() for b in batches]
         if in_flight:
             await asyncio.wait(in_flight, timeout=10)
         await super().on_stop()
@@ -83,7 +99,15 @@ class Consumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         generation = self.app.consumer_generation_id
         await super().perform_seek()
+        self._start_generation(generation)
+
+    def _start_generation(self, generation: int) -> None:
+        """Faust has sought every assigned partition to its committed offset: what was in
+        flight before counts for nothing now, and nothing of the new generation waits for
+        it (its acknowledgements are refused as another generation's)."""
         self._sought_generation = generation
+        self._in_flight = defaultdict(deque)
+        self._refetch_from = {}
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -117,6 +141,18 @@ class Consumer(faust_aiokafka.Consumer):
         generation = self.app.consumer_generation_id
         first, last = batch[0].offset, batch[-1].offset
         sent: Awaitable[Any] | None = None
+        refetch = self._refetch_from.get(tp)
+        if refetch is not None and self._sought_generation == generation:
+            if first > refetch:
+                # An earlier batch must come again first: this one was fetched before the
+                # seek back took hold (the consumer thread fetches ahead). Deciding it would
+                # let its acknowledgement cover the earlier batch's offsets.
+                await self._seek_back(tp, refetch)
+                return
+            if last >= refetch:
+                # The failed batch comes again; what follows waits for it (in flight), and
+                # a second failure sets this again.
+                del self._refetch_from[tp]
         if self._sought_generation != generation:
             # Faust resumes the partitions a moment before it seeks them to their committed
             # offsets (Recovery._resume_streams). A batch fetched in between would be
@@ -140,17 +176,21 @@ class Consumer(faust_aiokafka.Consumer):
             # resumes (Recovery._resume_streams), so this batch comes again if still ours.
             return
         if sent is None:
-            await self._seek_back(tp, first)
+            await self._fetch_again(tp, first)
             return
         in_flight = self._in_flight[tp]
-        previous = in_flight[-1] if in_flight else None
+        # It waits for the newest batch in flight that ends before it. One that does not
+        # (a batch past a failure, still in flight) is superseded by this batch, which is
+        # the failed one come again: waiting for it would chain each replay to the last.
+        previous = next((b.acknowledged for b in reversed(in_flight) if b.last < first), None)
         task = asyncio.ensure_future(
             self._acknowledge_when_sent(tp, first, last, sent, previous, generation)
         )
-        in_flight.append(task)
-        task.add_done_callback(in_flight.remove)
+        entry = _InFlight(first, last, task)
+        in_flight.append(entry)
+        task.add_done_callback(lambda _: in_flight.remove(entry))
         while len(in_flight) > MAX_IN_FLIGHT:
-            await asyncio.wait({in_flight[0]})
+            await asyncio.wait({in_flight[0].acknowledged})
 
     async def _acknowledge_when_sent(
         self,
@@ -168,18 +208,33 @@ class Consumer(faust_aiokafka.Consumer):
             await sent
         except Exception:
             log.exception("state of %s[%d] %d..%d not written to its changelog", *tp, first, last)
-            if earlier_done and self._same_generation(generation):
-                # The earliest batch that failed decides where the partition starts again.
-                await self._seek_back(tp, first)
+            if self._same_generation(generation):
+                await self._fetch_again(tp, first)
             return False
+        # An earlier batch that failed has sought the partition back to itself or before:
+        # this one comes again with it.
         if not earlier_done or not self._same_generation(generation):
             return False
         self._acknowledge_range(tp, first, last)
         return True
 
+    async def _fetch_again(self, tp: TP, first: int) -> None:
+        """The batch from ``first`` must be decided again: no later batch may count before
+        it, and the partition is sought back to the earliest such batch."""
+        refetch = min(first, self._refetch_from.get(tp, first))
+        self._refetch_from[tp] = refetch
+        await self._seek_back(tp, refetch)
+
     def _same_generation(self, generation: int) -> bool:
-        """No rebalance since ``generation``: the partition's acknowledgements still count."""
-        return generation == self.app.consumer_generation_id and self.flow_active
+        """No rebalance since ``generation``: the partition's acknowledgements still count.
+
+        Faust stops the flow both when a rebalance begins (before the new generation is
+        known) and when the worker stops; only the first makes acknowledgements unsafe. On
+        a graceful stop the batches in flight still count, so a deploy does not replay them.
+        """
+        if generation != self.app.consumer_generation_id:
+            return False
+        return bool(self.flow_active or self.app.should_stop)
 
     async def _seek_back(self, tp: TP, offset: int) -> None:
         try:

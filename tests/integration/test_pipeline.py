@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from app.detection.models import Payment, iso_from_ms
 from app.detection.rules import SEED_RULE
@@ -226,3 +227,41 @@ def alerts_on_now(pipeline: Pipeline) -> list[Any]:
             )
         )
     )
+
+
+def committed_offsets(pipeline: Pipeline, group: str) -> int:
+    """The payments topic's committed offsets of ``group``, summed over partitions."""
+
+    async def read() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.stack.bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        return sum(meta.offset for tp, meta in offsets.items() if tp.topic == pipeline.payments)
+
+    return int(run(read()))
+
+
+def test_a_graceful_stop_under_load_commits_everything_it_decided(pipeline: Pipeline) -> None:
+    # Stopped mid-stream with batches in flight, a worker must still acknowledge what Kafka
+    # holds the state of: otherwise every deploy replays thousands of records a partition.
+    payments, _ = generated_stream(30_000, seed=13)
+    worker = pipeline.worker().start()
+    producer = threading.Thread(
+        target=lambda: run(
+            produce(pipeline.stack.bootstrap, pipeline.payments, keyed(payments), rate=5000)
+        )
+    )
+    producer.start()
+    decided = 0
+    try:
+        while decided < 10_000:
+            decided = worker.stats()["processed"]
+            time.sleep(0.02)
+        worker.stop()  # SIGTERM while payments keep coming
+    finally:
+        producer.join(60)
+        worker.stop()
+    assert committed_offsets(pipeline, worker.env["FRAUD_APP_ID"]) >= decided

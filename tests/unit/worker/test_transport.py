@@ -84,6 +84,8 @@ class PipelinedConsumer:
     _acknowledge_range: Any = Consumer._acknowledge_range
     _same_generation: Any = Consumer._same_generation
     _seek_back: Any = Consumer._seek_back
+    _fetch_again: Any = Consumer._fetch_again
+    _start_generation: Any = Consumer._start_generation
     app: Any
 
     def __init__(self, tp: TP) -> None:
@@ -92,6 +94,8 @@ class PipelinedConsumer:
         self.flow_active, self.should_stop = True, False
         self._buffered_partitions: set[TP] = set()
         self._in_flight: defaultdict[TP, Any] = defaultdict(deque)
+        self._refetch_from: dict[TP, int] = {}
+        self.app.should_stop = False
         self.sought: list[int] = []
 
     def _to_message(self, tp: TP, record: Any) -> Any:
@@ -198,3 +202,116 @@ def test_a_batch_fetched_before_faust_seeks_to_the_committed_offsets_waits_for_t
         return handled, consumer.committable(tp), consumer.sought
 
     assert asyncio.run(scenario()) == (0, None, [0])  # fetched again from its first offset
+
+
+def refusing_handler(sends: list[Any], handled: list[int]) -> Any:
+    """A handler whose n-th batch's changelog sends end as ``sends[n]`` (a future)."""
+
+    async def handler(tp: TP, messages: Any) -> Any:
+        handled.append(messages[0].offset)
+        return sends[len(handled) - 1]
+
+    return handler
+
+
+def test_a_replayed_batch_that_fails_again_is_never_committed_past() -> None:
+    # 0..9 fails while 10..19 is in flight; the replay of 0..9 fails again behind it. No
+    # later batch may then acknowledge 0..9 (the hole before it), whatever comes next.
+    tp = TP("payments.raw", 1)
+
+    async def scenario() -> tuple[int | None, list[int], list[int]]:
+        consumer = PipelinedConsumer(tp)
+        loop = asyncio.get_running_loop()
+        sends = [loop.create_future() for _ in range(4)]
+        handled: list[int] = []
+        handler = refusing_handler(sends, handled)
+        await consumer._hand_over(handler, tp, records(0, 9), None)
+        await consumer._hand_over(handler, tp, records(10, 19), None)
+        sends[0].set_exception(RuntimeError("record too large"))
+        await asyncio.sleep(0.01)
+        await consumer._hand_over(handler, tp, records(0, 9), None)  # fetched again
+        sends[1].set_result(None)
+        sends[2].set_exception(RuntimeError("record too large"))
+        await asyncio.sleep(0.01)
+        # A fetch the consumer thread held before the seek: past the failure.
+        await consumer._hand_over(handler, tp, records(20, 29), None)
+        for send in sends[3:]:
+            if not send.done():
+                send.set_result(None)
+        await asyncio.sleep(0.01)
+        return consumer.committable(tp), consumer.sought, handled
+
+    committable, sought, handled = asyncio.run(scenario())
+    assert committable is None, "nothing past the batch Kafka refused twice"
+    assert sought[-1] == 0
+    assert 20 not in handled, "a batch past an unwritten one is not decided"
+
+
+def test_a_failed_batch_comes_again_and_is_acknowledged_once_it_is_written() -> None:
+    tp = TP("payments.raw", 2)
+
+    async def scenario() -> tuple[int | None, list[int]]:
+        consumer = PipelinedConsumer(tp)
+        loop = asyncio.get_running_loop()
+        sends = [loop.create_future() for _ in range(4)]
+        handled: list[int] = []
+        handler = refusing_handler(sends, handled)
+        await consumer._hand_over(handler, tp, records(0, 9), None)
+        await consumer._hand_over(handler, tp, records(10, 19), None)
+        sends[0].set_exception(RuntimeError("no leader"))
+        await asyncio.sleep(0.01)
+        # The replay, while 10..19 (which waited for 0..9) may still be in flight.
+        await consumer._hand_over(handler, tp, records(0, 9), None)
+        await consumer._hand_over(handler, tp, records(10, 19), None)
+        for send in sends:
+            if not send.done():
+                send.set_result(None)
+        await asyncio.sleep(0.01)
+        return consumer.committable(tp), handled
+
+    assert asyncio.run(scenario()) == (20, [0, 10, 0, 10])
+
+
+def test_batches_in_flight_from_before_a_rebalance_do_not_hold_up_the_new_generation() -> None:
+    tp = TP("payments.raw", 0)
+
+    async def scenario() -> int | None:
+        consumer = PipelinedConsumer(tp)
+        loop = asyncio.get_running_loop()
+        old, new = loop.create_future(), loop.create_future()
+        sends = iter([old, new])
+
+        async def handler(tp: TP, messages: Any) -> Any:
+            return next(sends)
+
+        await consumer._hand_over(handler, tp, records(0, 9), None)
+        # A rebalance keeps the partition; Faust seeks it to the committed offset (0).
+        consumer.app.consumer_generation_id = 8
+        consumer._start_generation(8)
+        await consumer._hand_over(handler, tp, records(0, 9), None)
+        new.set_result(None)  # the old generation's send never completes
+        await asyncio.sleep(0.01)
+        return consumer.committable(tp)
+
+    assert asyncio.run(scenario()) == 10
+
+
+def test_a_graceful_stop_acknowledges_the_batches_kafka_holds() -> None:
+    # Faust stops the flow when the worker stops, as it does when a rebalance begins; but
+    # the generation stays, and what Kafka holds must count, or every deploy replays it.
+    tp = TP("payments.raw", 3)
+
+    async def scenario() -> int | None:
+        consumer = PipelinedConsumer(tp)
+        sent = asyncio.get_running_loop().create_future()
+
+        async def handler(tp: TP, messages: Any) -> Any:
+            return sent
+
+        await consumer._hand_over(handler, tp, records(0, 9), None)
+        consumer.flow_active, consumer.app.should_stop = False, True
+        sent.set_result(None)
+        await asyncio.sleep(0.01)
+        return consumer.committable(tp)
+
+    assert asyncio.run(scenario()) == 10
