@@ -36,7 +36,12 @@ async def existing_partition_counts(bootstrap: str, topics: Iterable[str]) -> di
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
-        described = await admin.describe_topics(list(topics))
+        # Only topics that exist are described: a metadata request naming a missing topic
+        # makes a broker with auto-creation on create it, with its default cleanup policy
+        # (delete), before Faust can create a changelog compacted.
+        existing = set(await admin.list_topics())
+        wanted = [topic for topic in topics if topic in existing]
+        described = await admin.describe_topics(wanted) if wanted else []
     finally:
         await admin.close()
     return {
