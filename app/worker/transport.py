@@ -238,7 +238,10 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def _seek_back(self, tp: TP, offset: int) -> None:
         try:
-            await self.seek(tp, offset)
+            # In the consumer's own thread: Faust's ``seek`` calls aiokafka from this one,
+            # racing the fetcher, which then crashed the worker on a KeyError of its
+            # fetched records (seen with changelog writes refused under load).
+            await self.seek_wait({tp: offset})
         except Exception:
             log.warning("could not seek %s[%d] back to %d", *tp, offset, exc_info=True)
 

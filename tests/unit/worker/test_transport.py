@@ -101,8 +101,8 @@ class PipelinedConsumer:
     def _to_message(self, tp: TP, record: Any) -> Any:
         return record
 
-    async def seek(self, tp: TP, offset: int) -> None:
-        self.sought.append(offset)
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        self.sought.extend(partitions.values())
 
     def committable(self, tp: TP) -> int | None:
         return FaustConsumer._new_offset(self, tp)  # type: ignore[arg-type]
