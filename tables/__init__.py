@@ -8,14 +8,25 @@ from typing import Any, cast
 
 import faust
 
-from app.worker.faust_app import PARTITIONS, app
+from app.detection.rules import MAX_WINDOW_S
+from app.worker.faust_app import PARTITIONS, app, settings
 
 JSON_SCHEMA: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
+
+# A key's changelog record outlives what any rule could still use of it: the longest
+# window a rule may have, the allowed lateness and a day's margin, counted from the
+# record's last write. A key seen once and never again (random card tokens) then leaves
+# the changelog, so a restore (a new or moved worker) does not carry it forever: compacted
+# *and* deleted by age. Faust applies this when it creates the topic; an existing
+# deployment's changelogs need it set once (README: upgrades).
+STATE_RETENTION_MS = int((MAX_WINDOW_S + settings.allowed_lateness_s + 24 * 3600) * 1000)
+STATE_TOPIC_CONFIGS = {"cleanup.policy": "compact,delete", "retention.ms": str(STATE_RETENTION_MS)}
 
 # The state of each card: newest event time and every card-keyed rule's pool of
 # unused qualifying events (see app.detection.engine). One read and one write per payment.
 card_state = app.Table(
     "card-state",
+    extra_topic_configs=STATE_TOPIC_CONFIGS,
     default=None,
     partitions=PARTITIONS,
     schema=JSON_SCHEMA,
@@ -25,6 +36,7 @@ card_state = app.Table(
 # The same per group key for rules grouped by other fields; keys are "group\x1fkey".
 group_state = app.Table(
     "group-state",
+    extra_topic_configs=STATE_TOPIC_CONFIGS,
     default=None,
     partitions=PARTITIONS,
     schema=JSON_SCHEMA,
@@ -34,6 +46,7 @@ group_state = app.Table(
 # The most recent alerts per card (newest last), for the inspection endpoints.
 card_alerts = app.Table(
     "card-alerts",
+    extra_topic_configs=STATE_TOPIC_CONFIGS,
     default=list,
     partitions=PARTITIONS,
     schema=JSON_SCHEMA,

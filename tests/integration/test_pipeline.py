@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from app.detection.models import Payment, iso_from_ms
 from app.detection.rules import SEED_RULE
@@ -265,3 +266,35 @@ def test_a_graceful_stop_under_load_commits_everything_it_decided(pipeline: Pipe
         producer.join(60)
         worker.stop()
     assert committed_offsets(pipeline, worker.env["FRAUD_APP_ID"]) >= decided
+    # The state changelogs forget keys idle past any rule's reach (tables.STATE_RETENTION_MS).
+    for topic, config in changelog_configs(pipeline).items():
+        assert config["cleanup.policy"] == "compact,delete", topic
+        assert int(config["retention.ms"]) >= (7 * 24 + 24) * 3600 * 1000, topic
+
+
+def changelog_configs(pipeline: Pipeline) -> dict[str, dict[str, str]]:
+    """cleanup.policy and retention.ms of the deployment's state changelogs."""
+
+    async def describe() -> dict[str, dict[str, str]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.stack.bootstrap)
+        await admin.start()
+        try:
+            names = [
+                n
+                for n in await admin.list_topics()
+                if pipeline.uid in n and n.endswith("-changelog") and "state" in n
+            ]
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+            )
+        finally:
+            await admin.close()
+        found: dict[str, dict[str, str]] = {}
+        for response in responses:
+            for _, _, _, name, entries in response.resources:
+                found[name] = {entry[0]: entry[1] for entry in entries}
+        return found
+
+    configs: dict[str, dict[str, str]] = run(describe())
+    assert len(configs) == 2, configs.keys()
+    return configs
