@@ -7,13 +7,17 @@ brute-force oracle: every burst alerted, no alert invented, no alert id twice.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from app.detection.models import Alert, Payment
 from app.detection.rules import SEED_RULE, parse_rule
@@ -64,22 +68,31 @@ def assert_exactly_the_oracle(alerts: list[Alert], expected: set[Any]) -> None:
     assert repeated == [], "no alert id twice"
 
 
-@pytest.fixture
-def workers(pipeline: Pipeline) -> Iterator[Callable[[str], Worker]]:
-    started: list[Worker] = []
+class Workers:
+    """Makes the test's workers and stops them all at the end."""
 
-    def make(name: str) -> Worker:
-        worker = pipeline.worker(name)
-        started.append(worker)
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.started: list[Worker] = []
+
+    def __call__(self, name: str) -> Worker:
+        worker = self.pipeline.worker(name)
+        self.started.append(worker)
         return worker
 
-    yield make
-    for worker in started:
+
+@pytest.fixture
+def workers(pipeline: Pipeline) -> Iterator[Workers]:
+    made = Workers(pipeline)
+    yield made
+    for worker in made.started:
+        if worker.process is not None and worker.process.poll() is None:
+            os.killpg(worker.process.pid, signal.SIGCONT)  # a frozen one cannot stop
         worker.stop()
 
 
 def fed_through_ten_sigkills(
-    pipeline: Pipeline, workers: Callable[[str], Worker], payments: list[Payment]
+    pipeline: Pipeline, workers: Workers, payments: list[Payment]
 ) -> list[Worker]:
     """Two workers; ``payments`` fed at ``RATE`` while one of them is SIGKILLed and
     restarted every 3 s, ten times in turn; the pair once the feed is done."""
@@ -95,7 +108,7 @@ def fed_through_ten_sigkills(
 
 
 def test_ten_sigkills_under_load_lose_and_repeat_no_alert(
-    pipeline: Pipeline, workers: Callable[[str], Worker]
+    pipeline: Pipeline, workers: Workers
 ) -> None:
     payments, expected = stream(120, seed=31)
     pair = fed_through_ten_sigkills(pipeline, workers, payments)
@@ -150,7 +163,7 @@ def device_stream(
 
 
 def test_ten_sigkills_with_a_device_rule_lose_and_repeat_no_alert(
-    pipeline: Pipeline, workers: Callable[[str], Worker]
+    pipeline: Pipeline, workers: Workers
 ) -> None:
     """The repartition path under the same ten SIGKILLs: a fifth of the payments forwarded
     by device, across partitions, in batch records."""
@@ -165,9 +178,7 @@ def test_ten_sigkills_with_a_device_rule_lose_and_repeat_no_alert(
     assert all(w.process is not None and w.process.poll() is None for w in pair)
 
 
-def test_rebalance_one_two_one_two_workers_under_load(
-    pipeline: Pipeline, workers: Callable[[str], Worker]
-) -> None:
+def test_rebalance_one_two_one_two_workers_under_load(pipeline: Pipeline, workers: Workers) -> None:
     payments, expected = stream(60, seed=37)
     first = workers("r1").start()
     feed = Feed(pipeline, payments)
@@ -184,9 +195,7 @@ def test_rebalance_one_two_one_two_workers_under_load(
     assert first.process is not None and first.process.poll() is None
 
 
-def test_broker_restart_mid_stream_loses_no_alert(
-    pipeline: Pipeline, workers: Callable[[str], Worker]
-) -> None:
+def test_broker_restart_mid_stream_loses_no_alert(pipeline: Pipeline, workers: Workers) -> None:
     payments, expected = stream(30, seed=23)
     worker = workers("b1").start()
     feed = Feed(pipeline, payments)
@@ -201,7 +210,7 @@ def test_broker_restart_mid_stream_loses_no_alert(
 
 
 def test_dynamodb_frozen_for_20_s_loses_and_duplicates_no_row(
-    pipeline: Pipeline, stack: LocalStack, workers: Callable[[str], Worker]
+    pipeline: Pipeline, stack: LocalStack, workers: Workers
 ) -> None:
     table = f"alerts_{pipeline.uid}"
     stack.create_alerts_table(table)
@@ -232,3 +241,96 @@ def test_dynamodb_frozen_for_20_s_loses_and_duplicates_no_row(
     wait_until(lambda: len(rows()) >= len(expected), 120, "every alert in the table")
     assert set(rows()) == {a.alert_id for a in alerts}
     assert worker.process is not None and worker.process.poll() is None
+
+
+def restored_from_changelogs(
+    pipeline: Pipeline, workers: Workers, rest: list[Payment], name: str
+) -> None:
+    """Every worker stopped, then one with an empty data directory (its tables restored
+    from the changelogs alone) decides ``rest``: a stale or missing changelog write shows
+    as a burst missed or an event paired twice."""
+    for worker in workers.started:
+        worker.stop()
+    workers(name).start()
+    feed = Feed(pipeline, rest)
+    feed.join()
+
+
+def changelog_topics(pipeline: Pipeline) -> list[str]:
+    async def names() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.stack.bootstrap)
+        await admin.start()
+        try:
+            return [n for n in await admin.list_topics() if pipeline.uid in n and "changelog" in n]
+        finally:
+            await admin.close()
+
+    found: list[str] = run(names())
+    return found
+
+
+def set_max_message_bytes(pipeline: Pipeline, topics: list[str], value: int | None) -> None:
+    async def alter() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.stack.bootstrap)
+        await admin.start()
+        try:
+            configs = {"max.message.bytes": str(value if value is not None else 1048588)}
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, t, configs=configs) for t in topics]
+            )
+        finally:
+            await admin.close()
+
+    run(alter())
+
+
+def assert_no_event_paired_twice(alerts: list[Alert]) -> None:
+    unique = {a.alert_id: a for a in alerts}.values()
+    by_txn = Counter(t for alert in unique for t in alert.txn_ids)
+    assert [t for t, n in by_txn.items() if n > 1] == [], "no two alert ids share a txn id"
+
+
+def test_a_worker_frozen_past_its_session_writes_no_stale_state_after_its_successor(
+    pipeline: Pipeline, workers: Workers
+) -> None:
+    """SIGSTOP one of two workers for 10 s under 1 000/s (its partitions move to the other),
+    then SIGCONT: whatever it was deciding must not land in the changelogs after its
+    successor's writes. A worker restored from the changelogs alone then decides the rest."""
+    payments, expected = stream(60, seed=47)
+    half = len(payments) // 2
+    pair = [workers("s1").start(), workers("s2").start()]
+    feed = Feed(pipeline, payments[:half])
+    time.sleep(8)
+    assert pair[0].process is not None
+    os.killpg(pair[0].process.pid, signal.SIGSTOP)
+    time.sleep(10)
+    os.killpg(pair[0].process.pid, signal.SIGCONT)
+    feed.join()
+    time.sleep(10)  # the thawed worker rejoins; its stale batch (if any) lands now
+    restored_from_changelogs(pipeline, workers, payments[half:], "s3")
+    alerts = alerts_on(pipeline, len(expected), idle_s=5.0, timeout_s=300.0)
+    assert_exactly_the_oracle(alerts, expected)
+    assert_no_event_paired_twice(alerts)
+
+
+def test_changelog_writes_refused_for_a_while_lose_nothing_after_a_restore(
+    pipeline: Pipeline, workers: Workers
+) -> None:
+    """The changelogs refuse every write for 20 s under load (max.message.bytes lowered),
+    then take them again; a worker restored from the changelogs alone decides the rest."""
+    payments, expected = stream(60, seed=53)
+    half = len(payments) // 2
+    worker = workers("c1").start()
+    feed = Feed(pipeline, payments[:half])
+    wait_until(lambda: bool(changelog_topics(pipeline)), 30, "the changelog topics")
+    time.sleep(5)
+    topics = changelog_topics(pipeline)
+    set_max_message_bytes(pipeline, topics, 64)
+    time.sleep(20)
+    set_max_message_bytes(pipeline, topics, None)
+    feed.join()
+    wait_until(lambda: worker.stats()["processed"] >= half, 120, "the first half decided")
+    restored_from_changelogs(pipeline, workers, payments[half:], "c2")
+    alerts = alerts_on(pipeline, len(expected), idle_s=5.0, timeout_s=300.0)
+    assert_exactly_the_oracle(alerts, expected)
+    assert_no_event_paired_twice(alerts)
