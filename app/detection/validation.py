@@ -227,3 +227,16 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
         ts=body["ts"],
         ts_ms=ts_ms,
     )
+
+
+def parse_keyed_payment(
+    key: bytes | None, raw: bytes | None, now_ms: int, limits: Limits = Limits()
+) -> tuple[Payment, bool]:
+    """A record of ``payments.raw`` with its Kafka key: the payment, and whether it must be
+    re-keyed (its key is not its card id). Refused as :func:`parse_payment` refuses, and
+    as ``pan_in_key`` when the key holds a card number."""
+    payment = parse_payment(raw, now_ms, limits)
+    rekeyed = key != payment.card_id.encode()
+    if rekeyed:
+        refuse_pan_in_key(key)
+    return payment, rekeyed

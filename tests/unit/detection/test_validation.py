@@ -17,6 +17,7 @@ from app.detection.validation import (
     _STRINGS_DECODER,
     InvalidPayment,
     Limits,
+    parse_keyed_payment,
     parse_payment,
     refuse_pan_in_key,
 )
@@ -220,6 +221,20 @@ def test_a_kafka_key_holding_a_card_number_is_refused(literal: str) -> None:
 def test_keys_that_are_tokens_or_ids_are_accepted() -> None:
     for key in (None, b"", b"tok_7567273142341000", b"txn-1_000000001", b'"tok_1"', b"\xff"):
         refuse_pan_in_key(key)
+
+
+def test_a_record_is_re_keyed_unless_its_key_is_the_card_id_and_refused_if_it_holds_a_pan() -> None:
+    raw = encode(good(card_id="tok_abc"))
+    assert parse_keyed_payment(b"tok_abc", raw, NOW_MS)[1] is False
+    assert parse_keyed_payment(None, raw, NOW_MS)[1] is True
+    assert parse_keyed_payment(b"t1", raw, NOW_MS)[1] is True
+    with pytest.raises(InvalidPayment) as caught:
+        parse_keyed_payment(grouped(PAN, " ").encode(), raw, NOW_MS)
+    assert caught.value.reason == "pan_in_key"
+    # A bad value is refused for itself first, whatever the key.
+    with pytest.raises(InvalidPayment) as caught:
+        parse_keyed_payment(PAN.encode(), encode(good(card_id=PAN)), NOW_MS)
+    assert caught.value.reason == "pan_in_card_id"
 
 
 @settings(max_examples=300, deadline=None)
