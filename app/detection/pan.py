@@ -93,22 +93,28 @@ _ISSUER_RANGES: tuple[tuple[str, str, tuple[int, ...]], ...] = (
 )
 
 
-def _prefixes_by_length() -> dict[int, tuple[int, frozenset[str]]]:
-    """For each length, the IIN prefixes issued at it (every IIN of a range spelt out, so a
-    lookup is a few set probes), and the longest prefix to probe."""
-    found: dict[int, set[str]] = {length: set() for length in range(MIN_LENGTH, MAX_LENGTH + 1)}
+def _lengths_by_prefix() -> dict[str, frozenset[int]]:
+    """Every IIN of every range spelt out, with the lengths issued under it: a number's
+    lengths are then a few dict probes of its leading digits."""
+    found: dict[str, set[int]] = {}
     for first, last, lengths in _ISSUER_RANGES:
-        width = len(first)
-        spelt = {str(n).zfill(width) for n in range(int(first), int(last) + 1)}
-        for length in lengths:
-            found[length] |= spelt
-    return {
-        length: (max(map(len, prefixes), default=0), frozenset(prefixes))
-        for length, prefixes in found.items()
-    }
+        for iin in range(int(first), int(last) + 1):
+            found.setdefault(str(iin).zfill(len(first)), set()).update(lengths)
+    return {prefix: frozenset(lengths) for prefix, lengths in found.items()}
 
 
-_PREFIXES = _prefixes_by_length()
+_LENGTHS_BY_PREFIX = _lengths_by_prefix()
+_PREFIX_WIDTHS = tuple(sorted({len(prefix) for prefix in _LENGTHS_BY_PREFIX}))
+
+
+def issued_lengths(digits: str, start: int = 0) -> frozenset[int]:
+    """The lengths some network issues for the ranges ``digits[start:]`` (ASCII) begins in."""
+    found: frozenset[int] = frozenset()
+    for width in _PREFIX_WIDTHS:
+        lengths = _LENGTHS_BY_PREFIX.get(digits[start : start + width])
+        if lengths is not None:
+            found |= lengths
+    return found
 
 
 def luhn_valid(digits: str) -> bool:
@@ -126,11 +132,7 @@ def luhn_valid(digits: str) -> bool:
 
 def in_issuer_range(digits: str) -> bool:
     """``digits`` (ASCII) have a length some network issues for the range they start in."""
-    found = _PREFIXES.get(len(digits))
-    if found is None:
-        return False
-    longest, prefixes = found
-    return any(digits[:width] in prefixes for width in range(1, longest + 1))
+    return len(digits) in issued_lengths(digits)
 
 
 def is_card_number(digits: str) -> bool:
@@ -223,6 +225,11 @@ class _Reading:
 
     def masked(self, indexes: list[int]) -> str:
         """``source`` with the characters at ``indexes`` of :attr:`text` replaced by ``*``."""
+        if not self._escapes:
+            chars = list(self.source)
+            for index in indexes:
+                chars[index] = "*"
+            return "".join(chars)
         pieces: list[str] = []
         taken = 0
         for index in sorted(indexes):
@@ -233,33 +240,97 @@ class _Reading:
         return "".join(pieces)
 
 
-def _ascii_digit(char: str) -> str:
-    return char if char < "\x80" else str(int(char))
+class _AsciiDigits(dict[int, int]):
+    """A ``str.translate`` table of every decimal digit of Unicode to its ASCII digit,
+    filled as digits are met (spelling all 660 out would cost a scan of Unicode)."""
+
+    def __missing__(self, code: int) -> int:
+        char = chr(code)
+        self[code] = ord(str(int(char))) if char.isdecimal() else code
+        return self[code]
 
 
-def _card_numbers(text: str) -> Iterator[list[int]]:
-    """The indexes in ``text`` of each card number's digits (see the module's docstring)."""
-    for chain in _CHAIN.finditer(text):
-        if chain.end() - chain.start() < MIN_LENGTH:
+_TO_ASCII = _AsciiDigits()
+_DIGIT_RUN = re.compile(r"\d+")
+_DIGIT = re.compile(r"\d")
+# Group starts examined per text. Past it, a chain of 13 digits or more with more groups
+# than are left to examine counts as one card number, masked whole: a record of a million
+# separated digits costs milliseconds, not minutes. No field a payment keeps (128
+# characters at most) comes near it.
+_CHECK_BUDGET = 4096
+# Masking passes over one text before the rest is masked whole (see redact_text).
+_PRECISE_PASSES = 4
+
+
+class _Chain:
+    """One chain of ``text``: its digits in ASCII, where each group starts among them, and
+    where each run of digits (a group, or part of one between invisible characters) is."""
+
+    __slots__ = ("digits", "group_starts", "run_digits", "run_starts")
+
+    def __init__(self, text: str, start: int, end: int) -> None:
+        pieces: list[str] = []
+        self.run_starts: list[int] = []  # index in text of each run
+        self.run_digits: list[int] = []  # index in digits of each run
+        self.group_starts: list[int] = []  # index in digits of each group
+        count, previous_end = 0, start
+        for run in _DIGIT_RUN.finditer(text, start, end):
+            gap = text[previous_end : run.start()]
+            if not self.run_starts or any(char not in _INVISIBLE for char in gap):
+                self.group_starts.append(count)
+            self.run_starts.append(run.start())
+            self.run_digits.append(count)
+            pieces.append(run.group())
+            count += run.end() - run.start()
+            previous_end = run.end()
+        self.group_starts.append(count)  # where the last group ends
+        digits = "".join(pieces)
+        self.digits = digits if digits.isascii() else digits.translate(_TO_ASCII)
+
+    def card_numbers(self) -> Iterator[tuple[int, int]]:
+        """``(start, end)`` in :attr:`digits` of each run of whole groups that is one."""
+        digits, bounds = self.digits, self.group_starts
+        for index, start in enumerate(bounds[:-1]):
+            first = bisect.bisect_left(bounds, start + MIN_LENGTH, index + 1)
+            last = bisect.bisect_right(bounds, start + MAX_LENGTH, first)
+            if first == last:
+                continue
+            lengths = issued_lengths(digits, start)
+            for end in bounds[first:last]:
+                if end - start in lengths and luhn_valid(digits[start:end]):
+                    yield start, end
+
+    def positions(self, start: int, end: int) -> list[int]:
+        """The indexes in ``text`` of ``digits[start:end]``."""
+        found: list[int] = []
+        run = bisect.bisect_right(self.run_digits, start) - 1
+        while start < end:
+            next_run = self.run_digits[run + 1] if run + 1 < len(self.run_digits) else end
+            stop = min(end, next_run)
+            offset = self.run_starts[run] - self.run_digits[run]
+            found.extend(range(start + offset, stop + offset))
+            start, run = stop, run + 1
+        return found
+
+
+def _card_numbers(text: str, budget: int = _CHECK_BUDGET) -> Iterator[list[int]]:
+    """The indexes in ``text`` of each card number's digits (see the module's docstring),
+    examining at most ``budget`` group starts."""
+    for match in _CHAIN.finditer(text):
+        if match.end() - match.start() < MIN_LENGTH:
             continue
-        groups: list[list[int]] = [[]]
-        for offset, char in enumerate(chain.group(), chain.start()):
-            if char.isdecimal():
-                groups[-1].append(offset)
-            elif char not in _INVISIBLE:
-                groups.append([])
-        if sum(map(len, groups)) < MIN_LENGTH:
+        groups = 1 + len(_IS_SEPARATOR.findall(text, match.start(), match.end()))
+        if groups > budget:
+            every = [digit.start() for digit in _DIGIT.finditer(text, match.start(), match.end())]
+            if len(every) >= MIN_LENGTH:
+                yield every
             continue
-        for first in range(len(groups)):
-            indexes: list[int] = []
-            for group in groups[first:]:
-                indexes += group
-                if len(indexes) > MAX_LENGTH:
-                    break
-                if len(indexes) >= MIN_LENGTH:
-                    digits = "".join(_ascii_digit(text[i]) for i in indexes)
-                    if is_card_number(digits):
-                        yield list(indexes)
+        budget -= groups
+        chain = _Chain(text, match.start(), match.end())
+        if len(chain.digits) < MIN_LENGTH:
+            continue
+        for start, end in chain.card_numbers():
+            yield chain.positions(start, end)
 
 
 def contains_pan(text: str) -> bool:
@@ -271,16 +342,20 @@ def contains_pan(text: str) -> bool:
 def redact_text(text: str) -> str:
     """``text`` with every card number masked (all its digits but the last four become
     ``*``): details, log lines and keys shown to people, and the decoded record."""
+    passes = 0
     while True:
         reading = _Reading(text)
         masked: set[int] = set()
-        for indexes in _card_numbers(reading.text):
+        # Masking can leave a number's last four digits starting a new group of a longer
+        # chain: read again until no card number is left. A text crafted to go on doing
+        # that has each of its chains of 13 digits masked whole after a few passes.
+        budget = _CHECK_BUDGET if passes < _PRECISE_PASSES else 0
+        for indexes in _card_numbers(reading.text, budget):
             masked.update(indexes[:-4])
         if not masked:
             return text
-        # Masking can leave a number's last four digits starting a new group of a longer
-        # chain: read again until no card number is left.
         text = reading.masked(sorted(masked))
+        passes += 1
 
 
 # The prefilter's view of ASCII bytes: every digit a "0", every separator and NUL deleted, so

@@ -186,6 +186,13 @@ def test_numbers_and_timestamps_are_checked_as_their_text(field: str, literal: s
     assert caught.value.reason == "pan_in_field" and repr(field) in caught.value.detail
 
 
+def test_a_long_field_is_refused_for_its_length_before_its_digits_are_read() -> None:
+    # 16 KiB of separated digits in ts: refused at once, not read group by group.
+    with pytest.raises(InvalidPayment) as caught:
+        parse_payment(encode(good(ts="1 " * 8000)), NOW_MS)
+    assert caught.value.reason == "bad_value" and "'ts'" in caught.value.detail
+
+
 def test_a_payment_in_utf16_with_a_card_number_is_refused() -> None:
     raw = json.dumps(good(card_id=spellings(PAN)["arabic-indic digits"])).encode("utf-16")
     with pytest.raises(InvalidPayment) as caught:
