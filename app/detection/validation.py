@@ -21,6 +21,7 @@ from app.detection.pan import bytes_hold_pan, contains_pan, may_hold_pan
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
 _STRING_FIELDS = ("txn_id", "card_id", "account_id", "merchant_id", "device_id", "ip")
+_OTHER_FIELDS = tuple(name for name in PAYMENT_FIELDS if name not in _STRING_FIELDS)
 _MAX_ID_LENGTH = 128
 _MCC = re.compile(r"\d{4}")
 
@@ -170,20 +171,20 @@ def refuse_pan_in_key(key: bytes | None) -> None:
         raise InvalidPayment("pan_in_key", "the record's Kafka key holds a card number")
 
 
-def _check_lengths(body: dict[str, Any]) -> None:
-    """No text field is longer than any real one can be. First, so the card-number check
-    only ever reads short fields (its cost grows with the digits it reads)."""
-    for name in PAYMENT_FIELDS:
-        value = body[name]
-        if isinstance(value, str) and len(value) > _MAX_ID_LENGTH:
-            raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
-
-
 def _check_identifiers(body: dict[str, Any]) -> None:
+    """Identifiers are non-empty strings, and no text field is longer than any real one can
+    be: the card-number check, next, then reads short text only (its cost grows with the
+    digits it reads). No detail here quotes a value."""
     for name in _STRING_FIELDS:
         value = body[name]
         if not isinstance(value, str) or not value.strip():
             raise InvalidPayment("bad_type", f"field {name!r} must be a non-empty string")
+        if len(value) > _MAX_ID_LENGTH:
+            raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
+    for name in _OTHER_FIELDS:
+        value = body[name]
+        if isinstance(value, str) and len(value) > _MAX_ID_LENGTH:
+            raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
 
 
 def _codes(body: dict[str, Any]) -> tuple[str, str, str]:
@@ -210,9 +211,8 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
     ``now_ms`` bounds only absurd timestamps; windows never look at the wall clock.
     """
     body = _decode(raw, limits)
-    _check_lengths(body)
-    _refuse_card_numbers(body, raw)
     _check_identifiers(body)
+    _refuse_card_numbers(body, raw)
     amount = parse_amount(body["amount"], limits)
     currency, country, mcc = _codes(body)
     ts_ms = parse_event_time(body["ts"])
