@@ -49,7 +49,9 @@ def archive_kinds() -> dict[str, str]:
 
 def row_of(kind: str, record: Any) -> Row | None:
     if kind == "payments":
-        return payment_row(record.value, record.partition, record.offset, record.timestamp, LIMITS)
+        return payment_row(
+            record.value, record.partition, record.offset, record.timestamp, LIMITS, record.key
+        )
     if kind == "alerts":
         return alert_row(record.value, record.partition, record.offset, record.timestamp)
     return dead_letter_row(record.value, record.partition, record.offset, record.timestamp)

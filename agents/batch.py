@@ -57,7 +57,7 @@ from app.detection.keys import (
 from app.detection.models import Alert, Payment
 from app.detection.rulebook import CARD_GROUP, rulebook
 from app.detection.rules import Rule
-from app.detection.validation import InvalidPayment, parse_payment
+from app.detection.validation import InvalidPayment, parse_keyed_payment, parse_payment
 from app.worker.faust_app import app, settings
 from app.worker.stats import stats
 from tables import WINDOW_S, card_state, current_event_time, group_state, high_value_counts
@@ -237,14 +237,16 @@ class Batch:
     async def add_payment(self, message: Any) -> None:
         """A record of ``payments.raw``."""
         try:
-            payment = self._parse(message)
+            payment, rekeyed = parse_keyed_payment(
+                message.key, message.value, int(self.now_ms), LIMITS
+            )
         except InvalidPayment as exc:
             await dead_letter(message, exc.reason, exc.detail)
             return
         # Another group-by's rule counts it: forward it (most payments have nowhere to go).
         for record_key in rulebook.regroup_keys(payment):
             self._forward(record_key, key_partition(record_key, self.partitions), message, payment)
-        if message.key != payment.card_id.encode():
+        if rekeyed:
             stats.rekeyed += 1
             card = payment.card_id
             record_key = group_record_key(CARD_GROUP, card)

@@ -21,7 +21,7 @@ from decimal import Decimal
 
 from app.detection.keys import group_record_key
 from app.detection.models import Payment
-from app.detection.pan import redact_text
+from app.detection.pan import redact_text_cut
 from app.detection.rules import DEFAULT_MAX_RULE_BYTES, Rule, RuleError, parse_rule_bytes
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class RuleBook:
             return self._apply(key, value)
         except Exception as exc:
             self.poison_records += 1
-            log.exception("ignored rules record %r: %s", redact_text(repr(key))[:80], exc)
+            log.exception("ignored rules record %r: %s", redact_text_cut(repr(key), slice(80)), exc)
             return f"poison: internal error {type(exc).__name__}"
 
     def _apply(self, key: bytes | None, value: bytes | None) -> str:

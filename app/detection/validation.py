@@ -16,11 +16,12 @@ import msgspec
 import pycountry
 
 from app.detection.models import PAYMENT_FIELDS, Payment
-from app.detection.pan import contains_pan, may_hold_pan
+from app.detection.pan import bytes_hold_pan, contains_pan, may_hold_pan
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
 _STRING_FIELDS = ("txn_id", "card_id", "account_id", "merchant_id", "device_id", "ip")
+_OTHER_FIELDS = tuple(name for name in PAYMENT_FIELDS if name not in _STRING_FIELDS)
 _MAX_ID_LENGTH = 128
 _MCC = re.compile(r"\d{4}")
 
@@ -140,21 +141,50 @@ def _decode_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _check_identifiers(body: dict[str, Any], raw: bytes | None) -> None:
+def _holds_pan(value: object) -> bool:
+    if isinstance(value, str):
+        return contains_pan(value)
+    # A JSON number's digits (an amount, an mcc) are text on every topic they reach.
+    return isinstance(value, int | Decimal) and contains_pan(str(value))
+
+
+def _refuse_card_numbers(body: dict[str, Any], raw: bytes | None) -> None:
+    """A card number in any field of the payment (the ones it keeps: others are dropped) is
+    refused before any check whose detail quotes a value. The common record, ASCII
+    without a long digit chain, is cleared by one scan of its bytes."""
+    if raw is not None and not may_hold_pan(raw):
+        return
+    if _holds_pan(body["card_id"]):
+        raise InvalidPayment("pan_in_card_id", "field 'card_id' holds a card number, not a token")
+    for name in PAYMENT_FIELDS:
+        # A PAN in any other field would flow into topics, state and alerts in clear.
+        if name != "card_id" and _holds_pan(body[name]):
+            raise InvalidPayment("pan_in_field", f"field {name!r} holds a card number")
+
+
+def refuse_pan_in_key(key: bytes | None) -> None:
+    """A Kafka key holding a card number (in any spelling, see ``app.detection.pan``) means
+    its producer puts card numbers on the topic: refused, so it shows as a DLQ reason
+    rather than being quietly re-keyed, and masked in the DLQ copy. A key equal to the
+    payment's card id needs no check: the card id had it."""
+    if key is not None and bytes_hold_pan(key):
+        raise InvalidPayment("pan_in_key", "the record's Kafka key holds a card number")
+
+
+def _check_identifiers(body: dict[str, Any]) -> None:
+    """Identifiers are non-empty strings, and no text field is longer than any real one can
+    be: the card-number check, next, then reads short text only (its cost grows with the
+    digits it reads). No detail here quotes a value."""
     for name in _STRING_FIELDS:
         value = body[name]
         if not isinstance(value, str) or not value.strip():
             raise InvalidPayment("bad_type", f"field {name!r} must be a non-empty string")
         if len(value) > _MAX_ID_LENGTH:
             raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
-    if raw is not None and not may_hold_pan(raw):
-        return
-    if contains_pan(body["card_id"]):
-        raise InvalidPayment("pan_in_card_id", "field 'card_id' holds a card number, not a token")
-    for name in _STRING_FIELDS:
-        # A PAN in any other field would flow into topics, state and alerts in clear.
-        if contains_pan(body[name]):
-            raise InvalidPayment("pan_in_field", f"field {name!r} holds a card number")
+    for name in _OTHER_FIELDS:
+        value = body[name]
+        if isinstance(value, str) and len(value) > _MAX_ID_LENGTH:
+            raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
 
 
 def _codes(body: dict[str, Any]) -> tuple[str, str, str]:
@@ -181,7 +211,8 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
     ``now_ms`` bounds only absurd timestamps; windows never look at the wall clock.
     """
     body = _decode(raw, limits)
-    _check_identifiers(body, raw)
+    _check_identifiers(body)
+    _refuse_card_numbers(body, raw)
     amount = parse_amount(body["amount"], limits)
     currency, country, mcc = _codes(body)
     ts_ms = parse_event_time(body["ts"])
@@ -209,3 +240,16 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
         ts=body["ts"],
         ts_ms=ts_ms,
     )
+
+
+def parse_keyed_payment(
+    key: bytes | None, raw: bytes | None, now_ms: int, limits: Limits = Limits()
+) -> tuple[Payment, bool]:
+    """A record of ``payments.raw`` with its Kafka key: the payment, and whether it must be
+    re-keyed (its key is not its card id). Refused as :func:`parse_payment` refuses, and
+    as ``pan_in_key`` when the key holds a card number."""
+    payment = parse_payment(raw, now_ms, limits)
+    rekeyed = key != payment.card_id.encode()
+    if rekeyed:
+        refuse_pan_in_key(key)
+    return payment, rekeyed

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from app.detection.models import Alert, ms_from_iso
-from app.detection.validation import InvalidPayment, Limits, parse_payment
+from app.detection.validation import InvalidPayment, Limits, parse_keyed_payment
 
 AMOUNT = pa.decimal128(38, 12)
 TIME = pa.timestamp("ms", tz="UTC")
@@ -113,12 +113,18 @@ def _source(partition: int, offset: int, timestamp_ms: int | None) -> dict[str, 
 
 
 def payment_row(
-    value: bytes | None, partition: int, offset: int, timestamp_ms: int, limits: Limits
+    value: bytes | None,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    limits: Limits,
+    key: bytes | None = None,
 ) -> Row | None:
-    """The row of a ``payments.raw`` record; None if it is not a valid payment (the
-    worker dead-letters it, so it is archived with its reason under ``dlq``)."""
+    """The row of a ``payments.raw`` record; None if it is not a valid payment, or its
+    Kafka ``key`` holds a card number (the worker dead-letters it, so it is archived with
+    its reason under ``dlq``)."""
     try:
-        payment = parse_payment(value, timestamp_ms, limits)
+        payment, _ = parse_keyed_payment(key, value, timestamp_ms, limits)
     except InvalidPayment:
         return None
     values = {

@@ -22,7 +22,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.detection.pan import redact_text
+from app.detection.pan import redact_text_cut
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Failures:
                 kind,
                 where,
                 sum(n for (_, k), n in self.internal_errors.items() if k == kind),
-                redact_text(text)[-4000:],
+                redact_text_cut(text, slice(-4000, None)),
             )
 
     def internal_errors_too_many(self) -> bool:

@@ -20,11 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.detection.models import Payment, iso_from_ms
+from app.detection.models import PAYMENT_FIELDS, Payment, iso_from_ms
 from app.detection.rules import SEED_RULE, parse_rule
+from app.generator import card_token
 from app.rules_admin.topic import publish
 from infra.local.stack import LocalStack
 from tests import factories
@@ -42,10 +44,17 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.oracle import oracle
+from tests.pan_variants import (
+    CARD_NUMBERS,
+    PAN,
+    field_variants,
+    readable_digits,
+    readings,
+    spellings,
+)
 
 pytestmark = pytest.mark.integration
 
-PAN = "4111111111111111"  # Luhn-valid: a card number, never to be seen in clear
 TOKEN = "trust-token"
 
 
@@ -300,50 +309,116 @@ def _visible_bytes(record: Any) -> bytes:
     return b"\n".join(parts)
 
 
-def test_no_card_number_reaches_any_topic_state_log_or_table(
+def _archived_rows(root: Path) -> list[dict[str, Any]]:
+    """Every row of every Parquet file of the archive."""
+    return [
+        row for path in sorted(root.rglob("*.parquet")) for row in pq.read_table(path).to_pylist()
+    ]
+
+
+def _holding_card_numbers(text: str, numbers: list[str]) -> list[str]:
+    """The card numbers whose digits can be read in ``text`` (escaped, separated, ...)."""
+    readable = readable_digits(text)
+    return [digits for digits in numbers if digits in readable]
+
+
+def test_no_card_number_reaches_any_topic_state_log_table_or_archive(
     pipeline: Pipeline, stack: LocalStack
 ) -> None:
     table = f"alerts_{pipeline.uid}"
     stack.create_alerts_table(table)
-    pipeline.extra_env.update({"FRAUD_DYNAMODB_TABLE": table, "FRAUD_SINK_ENABLED": "true"})
+    archive = pipeline.tmp / "archive"
+    pipeline.extra_env.update(
+        {
+            "FRAUD_DYNAMODB_TABLE": table,
+            "FRAUD_SINK_ENABLED": "true",
+            "FRAUD_ARCHIVE_ENABLED": "true",
+            "FRAUD_ARCHIVE_URL": str(archive),
+            "FRAUD_ARCHIVE_ROLL_SECONDS": "1",
+        }
+    )
+    # A rule grouped by device, so payments also travel the repartition topic by group.
+    pipeline.put_rules(
+        [parse_rule({**SEED_RULE.to_json(), "rule_id": "device-burst", "group_by": ["device_id"]})]
+    )
+    numbers = [CARD_NUMBERS[n] for n in ("visa", "amex", "visa-19")]
+    variants = [literal for digits in numbers for literal in field_variants(digits).values()]
+    refused: list[tuple[bytes | None, bytes | None]] = []
+    reasons: Counter[str] = Counter()
+    # Every spelling in every field, the key being the card id (only the value is wrong)...
+    for name in PAYMENT_FIELDS:
+        for literal in variants:
+            refused.append((b"tok_raw", raw_payment(**{name: literal})))
+            reasons["pan_in_card_id" if name == "card_id" else "pan_in_field"] += 1
+    # ...and as the Kafka key of a good payment: as text (escapes as written), and in UTF-16.
+    for literal in variants:
+        text = json.loads(literal) if "\\u" not in literal else literal.strip('"')
+        for key in (text.encode(), text.encode("utf-16-le")):
+            refused.append((key, raw_payment()))
+            reasons["pan_in_key"] += 1
+    # A whole payment in UTF-16 (JSON decoders read it) with the number in non-ASCII digits.
+    body = json.loads(raw_payment())
+    body["card_id"] = spellings(PAN)["arabic-indic digits"]
+    refused.append((b"tok_raw", json.dumps(body, ensure_ascii=False).encode("utf-16")))
+    reasons["pan_in_card_id"] += 1
+
+    # Tokens that hold digits are accepted and detected: a 16-digit run in no network's
+    # range, well keyed; a generator token, keyed by txn id (re-keyed through the
+    # repartition topic).
     start = now_ms() - 30_000
-    records: list[tuple[bytes | None, bytes | None]] = []
-    # The card number in each field in turn, and as the Kafka key.
-    for name in ("txn_id", "card_id", "account_id", "merchant_id", "device_id", "ip"):
-        records.append((PAN.encode(), raw_payment(**{name: json.dumps(PAN)})))
-    for name in ("amount", "currency", "country", "mcc", "ts"):
-        records.append((PAN.encode(), raw_payment(**{name: json.dumps(PAN)})))
-        records.append((PAN.encode(), raw_payment(**{name: PAN})))
-    # A real burst keyed by the card number: re-keyed by its token, detected, written.
-    keyed_by_pan = burst("tok_pan", "pan", start)
-    records += [(PAN.encode(), p.to_json()) for p in keyed_by_pan]
+    digit_token = burst("tok_7567273142341000", "digits", start)
+    txn_keyed = burst(card_token(random.Random(5)), "rekeyed", start)
+    accepted = [(p.card_id.encode(), p.to_json()) for p in digit_token]
+    accepted += [(p.txn_id.encode(), p.to_json()) for p in txn_keyed]
 
     worker = pipeline.worker("pan").start()
     try:
-        run(produce(pipeline.stack.bootstrap, pipeline.payments, records))
-        alerts = alerts_on(pipeline, 1, idle_s=2.0, timeout_s=120.0)
+        run(produce(pipeline.stack.bootstrap, pipeline.payments, [*refused, *accepted]))
+        alerts = alerts_on(pipeline, 4, idle_s=2.0, timeout_s=120.0)
+        dlq = dead_letters(pipeline, len(refused))
         wait_until(
-            lambda: stack.client().scan(TableName=table, Select="COUNT")["Count"] >= 1,
+            lambda: stack.client().scan(TableName=table, Select="COUNT")["Count"] >= 4,
             60,
-            "the alert row",
+            "the alert rows",
+        )
+        wait_until(
+            lambda: sum(1 for r in _archived_rows(archive) if "reason" in r) >= len(refused),
+            60,
+            "the archived dead letters",
         )
     finally:
         worker.stop()
-    assert [a.group_key for a in alerts] == ["tok_pan"]
+    assert sorted((a.rule_id, a.group_key) for a in alerts) == sorted(
+        [
+            ("device-burst", digit_token[0].device_id),
+            ("device-burst", txn_keyed[0].device_id),
+            ("high-value-burst", digit_token[0].card_id),
+            ("high-value-burst", txn_keyed[0].card_id),
+        ]
+    )
+    assert Counter(d["reason"] for d in dlq) == reasons
 
-    # Every topic of this deployment but the source itself: DLQ, alerts, changelogs,
-    # the repartition topic.
-    topics = {**_topics_of(stack, pipeline.uid)}
+    # Every topic of this deployment but the source itself: DLQ, alerts, changelogs, the
+    # repartition topic; their raw bytes, and a DLQ copy's decoded original and key.
+    topics = _topics_of(stack, pipeline.uid)
     topics.pop(pipeline.payments)
     assert any("changelog" in t for t in topics) and any("by-group" in t for t in topics)
     for topic, partitions in topics.items():
         for record in run(read_all(stack.bootstrap, topic, partitions, idle_s=1.0)):
-            assert PAN.encode() not in _visible_bytes(record), f"card number in {topic}"
-    dlq = run(read_all(stack.bootstrap, pipeline.dlq, pipeline.partitions, idle_s=1.0))
-    assert len(dlq) == len(records) - len(keyed_by_pan)
-    assert PAN not in worker.log_path.read_text(errors="replace")
+            seen = _holding_card_numbers(readings(_visible_bytes(record)), numbers)
+            assert not seen, f"card number {seen} in {topic}: {record}"
+    assert not _holding_card_numbers(worker.log_path.read_text(errors="replace"), numbers)
     rows = stack.client().scan(TableName=table)["Items"]
-    assert rows and PAN not in json.dumps(rows)
+    assert len(rows) == 4 and not _holding_card_numbers(json.dumps(rows), numbers)
+    archived = _archived_rows(archive)
+    assert not _holding_card_numbers(json.dumps(archived, default=str), numbers)
+    for row in archived:
+        if row.get("original_b64"):
+            original = base64.b64decode(row["original_b64"])
+            assert not _holding_card_numbers(readings(original), numbers)
+    assert {r["txn_id"] for r in archived if "txn_id" in r} >= {
+        p.txn_id for p in [*digit_token, *txn_keyed]
+    }
     stack.client().delete_table(TableName=table)
 
 

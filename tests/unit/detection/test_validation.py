@@ -5,14 +5,30 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from typing import Any
+from unittest.mock import patch
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.detection.models import iso_from_ms
-from app.detection.validation import _STRINGS_DECODER, InvalidPayment, Limits, parse_payment
+from app.detection.models import PAYMENT_FIELDS, iso_from_ms
+from app.detection.validation import (
+    _STRINGS_DECODER,
+    InvalidPayment,
+    Limits,
+    parse_keyed_payment,
+    parse_payment,
+    refuse_pan_in_key,
+)
+from tests.pan_variants import (
+    CARD_NUMBERS,
+    PAN,
+    field_variants,
+    grouped,
+    luhn_complete,
+    spellings,
+)
 
 NOW_MS = 1_795_000_000_000
 
@@ -74,6 +90,7 @@ def test_good_payment_parses_with_exact_amount() -> None:
         (encode(good(ts="1999-01-01T00:00:00Z")), "timestamp_out_of_range", "past"),
         (encode(good(txn_id=7)), "bad_type", "txn_id"),
         (encode(good(card_id="4111111111111111")), "pan_in_card_id", "card_id"),
+        (encode(good(card_id="4111 1111 1111 1111")), "pan_in_card_id", "card_id"),
         (encode(good(merchant_id="x" * 200)), "bad_value", "merchant_id"),
     ],
 )
@@ -123,21 +140,130 @@ def test_amount_bounds_are_settings() -> None:
     assert parse_payment(encode(good(amount="1E+2")), NOW_MS, strict).amount == 100
 
 
-@pytest.mark.parametrize("field", ["txn_id", "account_id", "merchant_id", "device_id", "ip"])
-@pytest.mark.parametrize(
-    "value", ["4111111111111111", "txn-4111111111111111", "ab4111111111111111"]
-)
-def test_a_card_number_in_any_identifier_is_refused(field: str, value: str) -> None:
+def with_raw_field(name: str, literal: str) -> bytes:
+    """A good payment whose field ``name`` is the JSON text ``literal``."""
+    encoded = {k: json.dumps(v) for k, v in good().items()}
+    encoded[name] = literal
+    return ("{" + ",".join(f'"{k}":{v}' for k, v in encoded.items()) + "}").encode()
+
+
+# Three lengths and groupings (4-4-4-4, Amex's 4-6-5, 4-4-4-4-3), every spelling of each.
+VARIANTS = [
+    pytest.param(literal, id=f"{network}-{name}")
+    for network in ("visa", "amex", "visa-19")
+    for name, literal in field_variants(CARD_NUMBERS[network]).items()
+]
+
+
+@pytest.mark.parametrize("field", PAYMENT_FIELDS)
+@pytest.mark.parametrize("literal", VARIANTS)
+def test_a_card_number_in_any_field_and_any_spelling_is_refused(field: str, literal: str) -> None:
     with pytest.raises(InvalidPayment) as caught:
-        parse_payment(encode(good(**{field: value})), NOW_MS)
-    assert caught.value.reason == "pan_in_field" and field in caught.value.detail
-    assert "4111111111111111" not in caught.value.detail
+        parse_payment(with_raw_field(field, literal), NOW_MS)
+    expected = "pan_in_card_id" if field == "card_id" else "pan_in_field"
+    assert caught.value.reason == expected and repr(field) in caught.value.detail
+    # Refused before any check that quotes a value: the detail holds no digit of it.
+    assert not any(c.isdecimal() for c in caught.value.detail)
 
 
-def test_long_digit_runs_that_are_not_card_numbers_pass() -> None:
-    # 17 digits, and a millisecond timestamp failing Luhn: not card numbers to a scanner.
-    for value in ("txn-14111111111111111", "1795000000001"):
-        assert parse_payment(encode(good(txn_id=value)), NOW_MS).txn_id == value
+@pytest.mark.parametrize(
+    ("field", "literal"),
+    [
+        ("amount", PAN),  # a JSON number
+        ("amount", "411111111111.1111"),  # an amount in range whose digits read as one
+        ("mcc", PAN),
+        ("ts", json.dumps(f"2026-11-28T14:03:07.250Z {grouped(PAN, ' ')}")),
+        ("ts", json.dumps(grouped(PAN, "-"))),
+    ],
+)
+def test_numbers_and_timestamps_are_checked_as_their_text(field: str, literal: str) -> None:
+    with pytest.raises(InvalidPayment) as caught:
+        parse_payment(with_raw_field(field, literal), NOW_MS)
+    assert caught.value.reason == "pan_in_field" and repr(field) in caught.value.detail
+
+
+def test_a_long_field_is_refused_for_its_length_before_its_digits_are_read() -> None:
+    # 16 KiB of separated digits in ts: refused at once, not read group by group.
+    with pytest.raises(InvalidPayment) as caught:
+        parse_payment(encode(good(ts="1 " * 8000)), NOW_MS)
+    assert caught.value.reason == "bad_value" and "'ts'" in caught.value.detail
+
+
+def test_a_payment_in_utf16_with_a_card_number_is_refused() -> None:
+    raw = json.dumps(good(card_id=spellings(PAN)["arabic-indic digits"])).encode("utf-16")
+    with pytest.raises(InvalidPayment) as caught:
+        parse_payment(raw, NOW_MS)
+    assert caught.value.reason == "pan_in_card_id"
+
+
+def test_tokens_that_hold_digits_are_accepted() -> None:
+    # A 16-digit run in no network's range; 17 digits; a millisecond timestamp failing Luhn;
+    # a card number in a field the payment does not keep (it is dropped, never copied).
+    for field, value in [
+        ("card_id", "tok_7567273142341000"),
+        ("txn_id", "txn-14111111111111111"),
+        ("txn_id", "1795000000001"),
+        ("device_id", "dev-" + luhn_complete("999999999999999")),
+        ("note", PAN),
+    ]:
+        payment = parse_payment(encode(good(**{field: value})), NOW_MS)
+        assert field == "note" or payment.field(field) == value
+
+
+@pytest.mark.parametrize("literal", VARIANTS)
+def test_a_kafka_key_holding_a_card_number_is_refused(literal: str) -> None:
+    # The key's bytes as a producer would send the text (escapes left as written).
+    text = json.loads(literal) if "\\u" not in literal else literal.strip('"')
+    for key in (text.encode(), text.encode("utf-16-le"), literal.encode()):
+        with pytest.raises(InvalidPayment) as caught:
+            refuse_pan_in_key(key)
+        assert caught.value.reason == "pan_in_key"
+        assert not any(c.isdecimal() for c in caught.value.detail)
+
+
+def test_keys_that_are_tokens_or_ids_are_accepted() -> None:
+    for key in (None, b"", b"tok_7567273142341000", b"txn-1_000000001", b'"tok_1"', b"\xff"):
+        refuse_pan_in_key(key)
+
+
+def test_a_record_is_re_keyed_unless_its_key_is_the_card_id_and_refused_if_it_holds_a_pan() -> None:
+    raw = encode(good(card_id="tok_abc"))
+    assert parse_keyed_payment(b"tok_abc", raw, NOW_MS)[1] is False
+    assert parse_keyed_payment(None, raw, NOW_MS)[1] is True
+    assert parse_keyed_payment(b"t1", raw, NOW_MS)[1] is True
+    with pytest.raises(InvalidPayment) as caught:
+        parse_keyed_payment(grouped(PAN, " ").encode(), raw, NOW_MS)
+    assert caught.value.reason == "pan_in_key"
+    # A bad value is refused for itself first, whatever the key.
+    with pytest.raises(InvalidPayment) as caught:
+        parse_keyed_payment(PAN.encode(), encode(good(card_id=PAN)), NOW_MS)
+    assert caught.value.reason == "pan_in_card_id"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.dictionaries(
+        st.sampled_from(PAYMENT_FIELDS),
+        st.lists(st.sampled_from([*"0123456789", *" -._x", "4111", "\\u0034"]), max_size=30).map(
+            "".join
+        ),
+        max_size=3,
+    )
+)
+def test_the_prefilter_changes_no_outcome(values: dict[str, str]) -> None:
+    # Whatever the fields hold, skipping the per-field check on the prefilter's word gives
+    # the same answer as checking every record.
+    raw = b"{" + b",".join(f'"{k}":"{values.get(k, v)}"'.encode() for k, v in good().items()) + b"}"
+
+    def outcome() -> str:
+        try:
+            return repr(parse_payment(raw, NOW_MS))
+        except InvalidPayment as exc:
+            return exc.reason
+
+    fast = outcome()
+    with patch("app.detection.validation.may_hold_pan", return_value=True):
+        assert outcome() == fast
 
 
 @settings(max_examples=300, deadline=None)

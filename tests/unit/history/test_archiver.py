@@ -62,3 +62,13 @@ def test_an_unreadable_alert_record_is_skipped_not_a_crash() -> None:
     bad = alert(amounts=("not-a-number",)).to_json()
     assert alert_row(bad, 0, 7, 1795940000000) is None
     assert alert_row(alert().to_json(), 0, 8, 1795940000000) is not None
+
+
+def test_a_payment_whose_key_holds_a_card_number_is_not_archived_as_a_payment() -> None:
+    # The worker dead-letters it (pan_in_key): the archive agrees, and keeps its DLQ record.
+    p = payment(card_id="tok_1", ts_ms=1795940000000)
+    raw = p.to_json()
+    for key in (None, b"tok_1", b"t1"):
+        assert payment_row(raw, 0, 0, p.ts_ms, Limits(), key) is not None
+    for key in (b"4111111111111111", b"4111 1111 1111 1111", b"\\u0034111111111111111"):
+        assert payment_row(raw, 0, 0, p.ts_ms, Limits(), key) is None

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from app.worker.failures import Failures
+from tests.pan_variants import PAN, readable_digits
 
 
 def test_internal_errors_log_once_per_class_per_minute_and_never_the_card_number(
@@ -52,3 +53,19 @@ def test_a_crash_is_remembered_for_a_minute() -> None:
     assert failures.crashed_recently() and failures.last_crash == "detect: RuntimeError"
     clock[0] = 60.5
     assert not failures.crashed_recently() and failures.crashes["detect"] == 1
+
+
+def test_a_separated_or_escaped_card_number_in_a_traceback_is_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = [0.0]
+    failures = Failures(max_internal_errors_per_minute=100, clock=lambda: clock[0])
+    with caplog.at_level(logging.ERROR, logger="app.worker.failures"):
+        failures.internal_error("detect", KeyError("4111 1111 1111 1111"), "p[0]@1")
+        clock[0] = 61.0  # past the once-a-minute limit of a class
+        # A KeyError's message is the repr of its key: the zero-width space as \u200b.
+        failures.internal_error("detect", KeyError("4\u200b111111111111111"), "p[0]@2")
+        failures.internal_error("detect", ValueError("4\u200b111111111111111"), "p[0]@3")
+    assert len(caplog.records) == 3
+    assert caplog.text.count("**** **** **** 1111") == 1
+    assert PAN not in readable_digits(caplog.text)
