@@ -138,9 +138,6 @@ class Archive:
                 )
         return found
 
-    def delete(self, path: str) -> None:
-        self.filesystem.delete_file(path)
-
 
 @dataclass(frozen=True, slots=True)
 class ArchivedFile:
