@@ -70,15 +70,13 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         self.kinds = archive_kinds()
         self.buffers: dict[TopicPartition, PartitionBuffer] = {}
         # The partitions this archiver owns, each with the rows its files already hold.
-        # Records of a partition not in here (fetched before it was revoked, or assigned
-        # while the archive could not be listed) are not archived.
+        # Records of a partition not in here (revoked, or assigned while the archive could
+        # not be listed) are not archived.
         self.covered: dict[TopicPartition, Covered] = {}
-        # Held while records are added and rolled, and by a revocation: the partitions'
-        # next owner lists the files once this one has written and committed them.
+        # Held while records are added and rolled, and by the rebalance callbacks: the
+        # partitions' next owner lists the files once this one has written and committed
+        # them, and no batch is added while the partitions change hands.
         self.busy = asyncio.Lock()
-        # Counts revocations: a batch fetched before one is dropped, as the partitions'
-        # positions were set again (the records come again from there).
-        self.epoch = 0
         # aiokafka logs and swallows a listener's exception; the loop raises it instead.
         self.failure: Exception | None = None
 
@@ -96,7 +94,6 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Uncommitted rows are read again by the partition's next owner.
         async with self.busy:
-            self.epoch += 1
             for tp in revoked:
                 self.buffers.pop(tp, None)
                 self.covered.pop(tp, None)
@@ -105,14 +102,20 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         tps = list(assigned)
         if not tps:
             return
-        try:
-            committed = {tp: await self.consumer.committed(tp) for tp in tps}
-            listed = await asyncio.to_thread(self.archived, tps)
-            for tp in tps:
-                self.resume(tp, resume(listed[tp], committed[tp]), committed[tp])
-        except Exception as exc:
-            self.failure = exc
-            raise
+        # aiokafka starts fetching from the committed offsets while this runs: paused, the
+        # partitions return no record until they are at their resume points. (Paused for
+        # good if the archive cannot be listed; the loop then restarts the consumer.)
+        self.consumer.pause(*tps)
+        async with self.busy:
+            try:
+                committed = {tp: await self.consumer.committed(tp) for tp in tps}
+                listed = await asyncio.to_thread(self.archived, tps)
+                for tp in tps:
+                    self.resume(tp, resume(listed[tp], committed[tp]), committed[tp])
+            except Exception as exc:
+                self.failure = exc
+                raise
+        self.consumer.resume(*tps)
 
     def archived(self, tps: list[TopicPartition]) -> dict[TopicPartition, list[ArchivedFile]]:
         """The files of each partition in ``tps``: one listing of each kind's whole tree,
@@ -188,14 +191,13 @@ async def _final_roll(archiver: Archiver) -> None:
 
 
 async def archive_once(archiver: Archiver) -> None:
-    epoch = archiver.epoch
     records = await archiver.consumer.getmany(timeout_ms=1000, max_records=MAX_FETCH_RECORDS)
     async with archiver.busy:
         if archiver.failure is not None:
             # The partitions could not be resumed (the archive could not be listed): start
             # over, with backoff, rather than archive from the committed offsets alone.
             raise archiver.failure
-        if records and archiver.epoch == epoch:
+        if records:
             # Decoding rows is ~20 µs a record: off the event loop, as above.
             await asyncio.to_thread(archiver.add, records)
         await archiver.roll_due()

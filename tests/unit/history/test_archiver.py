@@ -62,6 +62,13 @@ class Consumer:
     def __init__(self, committed: dict[TopicPartition, int]) -> None:
         self.offsets = dict(committed)
         self.positions: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused.difference_update(tps)
 
     async def committed(self, tp: TopicPartition) -> int | None:
         return self.offsets.get(tp)
@@ -101,6 +108,7 @@ def test_files_past_the_committed_offset_are_kept_and_their_rows_not_archived_ag
 
     asyncio.run(archiver.on_partitions_assigned([tp]))
     assert consumer.positions == {tp: 100}
+    assert consumer.paused == set(), "fetching again, from there"
     replay(archiver, tp, 200)
 
     paths = {f.path for f in archive.files("payments")}
@@ -151,6 +159,7 @@ def test_an_archive_that_cannot_be_listed_stops_the_archiver_instead_of_guessing
     # aiokafka swallows the listener's exception; the archiver's loop raises it.
     assert isinstance(archiver.failure, ArchiveError)
     assert consumer.positions == {}
+    assert consumer.paused == {tp}, "no record from the committed offset alone"
     assert tp not in archiver.covered
 
 
