@@ -4,10 +4,18 @@ A consumer of its own (group ``<app id>-archive``), beside Faust's, so the archi
 holds detection back and detection never holds the archive back: each of them commits
 its own offsets. Per partition, records gather in a buffer (``app.history.rolling``) that
 rolls into files by size or time; the files are written whole (``app.history.files``),
-and only then is the partition's offset committed. A crash or a rebalance before the
-commit replays the records; the files they had produced are deleted when the partition is
-assigned again (their first offset is at or past the committed one), so the replay writes
-them afresh: no row is lost or archived twice.
+and only then is the partition's offset committed.
+
+The archive never deletes a file. It once deleted, on assignment, every file at or past the
+group's committed offset so that a replay could write it afresh; but a group without
+offsets (expired after a week with the archive off, a new app id on the same archive, an
+operator's reset) then cost every file, and history older than the topic's retention cannot
+be written again. The files are now the source of truth and the committed offset a hint: on
+assignment a partition resumes at the higher of its committed offset and the highest first
+offset among its own files, and the replay drops every record a file already holds
+(``app.history.resume``). A crash between a write and its commit, a deleted group and a
+rewound one thus neither lose nor repeat a row; offsets that retention removed meanwhile
+are skipped by the consumer's ``auto_offset_reset`` (earliest), and the files stay.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from aiokafka.structs import OffsetAndMetadata
 from agents.decisions import LIMITS
 from app.delivery.backoff import backoff_delay
 from app.history.evidence import open_archive
-from app.history.files import Archive
+from app.history.files import Archive, ArchivedFile
+from app.history.resume import Covered, Resume, resume
 from app.history.rolling import PartitionBuffer
 from app.history.schema import Row, alert_row, dead_letter_row, payment_row
 from app.rules_admin.topic import bootstrap_servers
@@ -62,6 +71,16 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         self.archive, self.consumer = archive, consumer
         self.kinds = archive_kinds()
         self.buffers: dict[TopicPartition, PartitionBuffer] = {}
+        # The partitions this archiver owns, each with the rows its files already hold.
+        # Records of a partition not in here (revoked, or assigned while the archive could
+        # not be listed) are not archived.
+        self.covered: dict[TopicPartition, Covered] = {}
+        # Held while records are added and rolled, and by the rebalance callbacks: the
+        # partitions' next owner lists the files once this one has written and committed
+        # them, and no batch is added while the partitions change hands.
+        self.busy = asyncio.Lock()
+        # aiokafka logs and swallows a listener's exception; the loop raises it instead.
+        self.failure: Exception | None = None
 
     def buffer(self, tp: TopicPartition) -> PartitionBuffer:
         found = self.buffers.get(tp)
@@ -76,35 +95,66 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Uncommitted rows are read again by the partition's next owner.
-        for tp in revoked:
-            self.buffers.pop(tp, None)
+        async with self.busy:
+            for tp in revoked:
+                self.buffers.pop(tp, None)
+                self.covered.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         tps = list(assigned)
-        if tps:
-            await asyncio.to_thread(self.drop_uncommitted, tps, await self.committed(tps))
+        if not tps:
+            return
+        # aiokafka starts fetching from the committed offsets while this runs: paused, the
+        # partitions return no record until they are at their resume points. (Paused for
+        # good if the archive cannot be listed; the loop then restarts the consumer.)
+        self.consumer.pause(*tps)
+        async with self.busy:
+            try:
+                committed = {tp: await self.consumer.committed(tp) for tp in tps}
+                listed = await asyncio.to_thread(self.archived, tps)
+                for tp in tps:
+                    self.resume(tp, resume(listed[tp], committed[tp]), committed[tp])
+            except Exception as exc:
+                self.failure = exc
+                raise
+        self.consumer.resume(*tps)
 
-    async def committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: (await self.consumer.committed(tp)) or 0 for tp in tps}
-
-    def drop_uncommitted(
-        self, tps: list[TopicPartition], committed: dict[TopicPartition, int]
-    ) -> None:
-        """Delete files written for records the group has not committed: a crash came
-        between their write and the commit, and the replay writes them again."""
+    def archived(self, tps: list[TopicPartition]) -> dict[TopicPartition, list[ArchivedFile]]:
+        """The files of each partition in ``tps``: one listing of each kind's whole tree,
+        as a partition's files are spread over its event hours."""
+        found: dict[TopicPartition, list[ArchivedFile]] = {tp: [] for tp in tps}
         for kind in {self.kinds[tp.topic] for tp in tps}:
             for archived in self.archive.files(kind):
-                tp = TopicPartition(archived.topic, archived.partition)
-                if tp in committed and archived.first >= committed[tp]:
-                    log.info("archive: removing uncommitted %s", archived.path)
-                    self.archive.delete(archived.path)
+                files = found.get(TopicPartition(archived.topic, archived.partition))
+                if files is not None:
+                    files.append(archived)
+        return found
+
+    def resume(self, tp: TopicPartition, point: Resume, committed: int | None) -> None:
+        if point.offset is not None:
+            self.consumer.seek(tp, point.offset)
+        if point.offset != committed:
+            log.info(
+                "archive: %s-%d resumes at offset %s from its files (committed: %s)",
+                tp.topic,
+                tp.partition,
+                point.offset,
+                committed,
+            )
+        self.covered[tp] = point.covered
 
     def add(self, records: dict[TopicPartition, list[Any]]) -> None:
         for tp, batch in records.items():
+            covered = self.covered.get(tp)
+            if covered is None:
+                continue  # not this archiver's partition (any more)
             buffer = self.buffer(tp)
             for record in batch:
                 size = len(record.value or b"") + len(record.key or b"")
-                buffer.add(record.offset, record.timestamp, size, row_of(buffer.kind, record))
+                row = row_of(buffer.kind, record)
+                if row is not None and covered.covers(row.date, row.hour, record.offset):
+                    row = None  # a file holds it already: read again after a crash or reset
+                buffer.add(record.offset, record.timestamp, size, row)
 
     async def roll_due(self, *, everything: bool = False) -> None:
         for tp, buffer in list(self.buffers.items()):
@@ -113,8 +163,8 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
             # Building the Arrow tables and writing them is seconds of work for a big roll:
             # in a thread, so the worker's event loop (detection) keeps its turns.
             files, commit = await asyncio.to_thread(buffer.roll)
-            # On a failure the task restarts its consumer from the last commit, and what was
-            # written is rewritten under the same names.
+            # On a failure the task restarts its consumer, which resumes past what was
+            # written (app.history.resume).
             await asyncio.to_thread(self.write, tp, files)
             await self.consumer.commit({tp: OffsetAndMetadata(commit, "")})
             stats.archived_rows += sum(f.table.num_rows for f in files)
@@ -136,17 +186,23 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
 
 async def _final_roll(archiver: Archiver) -> None:
     try:
-        await asyncio.wait_for(archiver.roll_due(everything=True), timeout=10)
+        async with archiver.busy:
+            await asyncio.wait_for(archiver.roll_due(everything=True), timeout=10)
     except Exception:
         log.warning("archive: rows not archived at stop are archived at the next start")
 
 
 async def archive_once(archiver: Archiver) -> None:
     records = await archiver.consumer.getmany(timeout_ms=1000, max_records=MAX_FETCH_RECORDS)
-    if records:
-        # Decoding rows is ~20 µs a record: off the event loop, as above.
-        await asyncio.to_thread(archiver.add, records)
-    await archiver.roll_due()
+    async with archiver.busy:
+        if archiver.failure is not None:
+            # The partitions could not be resumed (the archive could not be listed): start
+            # over, with backoff, rather than archive from the committed offsets alone.
+            raise archiver.failure
+        if records:
+            # Decoding rows is ~20 µs a record: off the event loop, as above.
+            await asyncio.to_thread(archiver.add, records)
+        await archiver.roll_due()
 
 
 @app.task  # type: ignore[untyped-decorator]

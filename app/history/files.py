@@ -6,10 +6,11 @@ same way (pyarrow, DuckDB, Spark, Athena) wherever it is. Layout, Hive-style::
 
     <root>/payments/event_date=2026-11-29/event_hour=14/payments.raw-3-00000000000000120000-00000000000000124999.parquet
 
-A file is named by its topic, partition and the offsets of its first and last row, so a
-replay of the same records writes the same name. It is written whole before it is visible:
-locally to a hidden temporary name then renamed (a rename is atomic on POSIX); on S3 an
-object only appears once its upload completes.
+A file is named by its topic, partition and the offsets of its first and last row; with its
+event hour, that says which rows it holds, so the archive's consumer can tell from the names
+alone where a partition resumes (``app.history.resume``). It is written whole before it is
+visible: locally to a hidden temporary name then renamed (a rename is atomic on POSIX); on
+S3 an object only appears once its upload completes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import pyarrow.parquet as pq
 _NAME = re.compile(
     r"^(?P<topic>.+)-(?P<partition>\d+)-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$"
 )
+# The two directories above a file: its event hour, which says which rows its range holds.
+_HOUR = re.compile(r"/event_date=(?P<date>\d{4}-\d{2}-\d{2})/event_hour=(?P<hour>\d{2})/[^/]+$")
 
 
 class ArchiveError(ValueError):
@@ -118,7 +121,10 @@ class Archive:
         found = []
         for info in infos:
             match = _NAME.match(info.base_name) if info.type == pafs.FileType.File else None
-            if match is not None:
+            hour = _HOUR.search(info.path) if match is not None else None
+            # The archive writes every file under its event hour; a file elsewhere is not
+            # one of its own and says nothing about which rows a replay may skip.
+            if match is not None and hour is not None:
                 found.append(
                     ArchivedFile(
                         path=info.path,
@@ -126,12 +132,11 @@ class Archive:
                         partition=int(match["partition"]),
                         first=int(match["first"]),
                         last=int(match["last"]),
+                        date=hour["date"],
+                        hour=int(hour["hour"]),
                     )
                 )
         return found
-
-    def delete(self, path: str) -> None:
-        self.filesystem.delete_file(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +146,5 @@ class ArchivedFile:
     partition: int
     first: int  # offset of its first row
     last: int  # offset of its last row
+    date: str  # its event date (2026-11-29) and hour, from its directories
+    hour: int

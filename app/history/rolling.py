@@ -5,6 +5,10 @@ the Parquet files are several times smaller) or span ``roll_s`` seconds of Kafka
 when its first record has waited ``roll_s`` seconds of wall-clock time (a quiet partition
 still reaches the archive). Rolling gives one file per event date and hour present, named
 by the offsets of its first and last row, and the offset to commit once they are durable.
+The files come in the order of their first offsets and are written in that order: a roll
+cut short by a crash then leaves no row unwritten below the highest first offset in the
+archive, which is where a partition without a committed offset resumes
+(``app.history.resume``).
 """
 
 from __future__ import annotations
@@ -72,8 +76,8 @@ class PartitionBuffer:
         return self.clock() - self.first_seen >= self.roll_s
 
     def roll(self) -> tuple[list[PendingFile], int]:
-        """The files to write and the offset to commit once they are durable; empties
-        the buffer."""
+        """The files to write, in this order (by first offset), and the offset to commit
+        once they are durable; empties the buffer."""
         assert self.last_offset is not None, "roll() of an empty buffer"
         schema = KINDS[self.kind]
         files = [
@@ -85,7 +89,9 @@ class PartitionBuffer:
                 offsets[-1],
                 pa.Table.from_pylist(values, schema=schema),
             )
-            for (date, hour), (offsets, values) in sorted(self._hours.items())
+            for (date, hour), (offsets, values) in sorted(
+                self._hours.items(), key=lambda item: item[1][0][0]
+            )
         ]
         commit = self.last_offset + 1
         self.first_offset = self.last_offset = None

@@ -16,6 +16,7 @@ import pytest
 from app.detection.rules import SEED_RULE
 from app.history.backtest import backtest
 from app.history.files import Archive, ArchivedFile, ArchiveError
+from app.history.resume import resume
 from infra.local.objectstore import LocalS3
 from tests.unit.history.test_backtest import LATENESS_MS, stream, write_payments
 
@@ -84,6 +85,10 @@ def test_a_backtest_on_s3_equals_the_same_backtest_on_a_local_directory(
         count = sum(1 for p in payments if hash(p.card_id) % PARTITIONS == partition)
         covered = [n for first, last in ranges for n in range(first, last + 1)]
         assert sorted(covered) == list(range(count))
+        # Where the archive's consumer would resume reads the same off S3 as off a directory.
+        from_s3 = resume([f for f in files if f.partition == partition], None)
+        from_disk = resume([f for f in local.files("payments") if f.partition == partition], None)
+        assert from_s3 == from_disk and from_s3.offset == max(first for first, _ in ranges)
     # They are objects on the server, not something cached on the client.
     stored = s3_objects(aws, f"{PREFIX}/payments")
     assert sorted(stored) == sorted(f.path.removeprefix(f"{BUCKET}/") for f in files), (

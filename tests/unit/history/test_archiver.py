@@ -1,17 +1,23 @@
 """agents.archive: what a restarted archiver does with files whose offsets were never
-committed (a crash between the write and the commit)."""
+committed (a crash between the write and the commit) or whose group is gone: it keeps
+them and archives only what they lack."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import pyarrow.parquet as pq
+import pytest
 from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from agents.archive import Archiver
 from app.detection.validation import Limits
-from app.history.files import Archive
+from app.history.files import Archive, ArchiveError
 from app.history.rolling import PartitionBuffer
 from app.history.schema import alert_row, payment_row
 from app.worker.faust_app import settings
@@ -34,20 +40,127 @@ def write_file(archive: Archive, partition: int, first: int, last: int) -> str:
     return path
 
 
-def test_files_past_the_committed_offset_are_removed_and_the_others_kept(tmp_path: Path) -> None:
+@dataclass
+class Record:
+    """What the archiver reads of an aiokafka ConsumerRecord."""
+
+    offset: int
+    value: bytes
+    partition: int = 0
+    key: bytes | None = None
+    timestamp: int = 1795940000000
+
+
+def record(partition: int, offset: int) -> Record:
+    p = payment(txn_id=f"t{partition}-{offset}", ts_ms=1795940000000 + offset)
+    return Record(offset, p.to_json(), partition, p.card_id.encode(), p.ts_ms)
+
+
+class Consumer:
+    """The part of AIOKafkaConsumer the archiver uses, with a group's committed offsets."""
+
+    def __init__(self, committed: dict[TopicPartition, int]) -> None:
+        self.offsets = dict(committed)
+        self.positions: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused.difference_update(tps)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.offsets.get(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self.offsets.update({tp: meta.offset for tp, meta in offsets.items()})
+
+
+def archived_offsets(archive: Archive, partition: int) -> list[int]:
+    found: list[int] = []
+    for f in archive.files("payments"):
+        if f.partition == partition:
+            found += pq.read_table(f.path).column("kafka_offset").to_pylist()
+    return sorted(found)
+
+
+def replay(archiver: Archiver, tp: TopicPartition, end: int) -> None:
+    """What the consumer reads after the assignment: from its position to ``end``."""
+    start = archiver.consumer.positions[tp]
+    archiver.add({tp: [record(tp.partition, n) for n in range(start, end)]})
+    asyncio.run(archiver.roll_due(everything=True))
+
+
+def test_files_past_the_committed_offset_are_kept_and_their_rows_not_archived_again(
+    tmp_path: Path,
+) -> None:
     archive = Archive.at(str(tmp_path))
     committed_0 = write_file(archive, 0, 0, 99)
     uncommitted_0 = write_file(archive, 0, 100, 149)  # written, then the worker died
     other_partition = write_file(archive, 1, 100, 149)  # not this worker's partition
-    consumer: Any = None
-    archiver = Archiver(archive, consumer)
     tp = TopicPartition(settings.topic_payments, 0)
+    consumer = Consumer({tp: 100})
+    archiver = Archiver(archive, cast(Any, consumer))
 
-    archiver.drop_uncommitted([tp], {tp: 100})
+    asyncio.run(archiver.on_partitions_assigned([tp]))
+    assert consumer.positions == {tp: 100}
+    assert consumer.paused == set(), "fetching again, from there"
+    replay(archiver, tp, 200)
 
-    left = {f.path for f in archive.files("payments")}
-    assert left == {committed_0, other_partition}
-    assert uncommitted_0 not in left
+    paths = {f.path for f in archive.files("payments")}
+    assert {committed_0, uncommitted_0, other_partition} <= paths, "no file is deleted"
+    assert archived_offsets(archive, 0) == list(range(200)), "each row once"
+    assert consumer.offsets[tp] == 200
+
+
+def test_a_group_without_offsets_resumes_from_the_archive_not_from_the_beginning(
+    tmp_path: Path,
+) -> None:
+    archive = Archive.at(str(tmp_path))
+    kept = [write_file(archive, 0, 0, 99), write_file(archive, 0, 100, 149)]
+    tp = TopicPartition(settings.topic_payments, 0)
+    consumer = Consumer({})  # the group was deleted, or its offsets expired
+    archiver = Archiver(archive, cast(Any, consumer))
+
+    asyncio.run(archiver.on_partitions_assigned([tp]))
+    assert consumer.positions == {tp: 100}
+    replay(archiver, tp, 180)
+
+    assert set(kept) <= {f.path for f in archive.files("payments")}
+    assert archived_offsets(archive, 0) == list(range(180))
+
+
+def test_records_of_a_revoked_partition_are_not_archived(tmp_path: Path) -> None:
+    archive = Archive.at(str(tmp_path))
+    tp = TopicPartition(settings.topic_payments, 0)
+    archiver = Archiver(archive, cast(Any, Consumer({})))
+    asyncio.run(archiver.on_partitions_assigned([tp]))
+    asyncio.run(archiver.on_partitions_revoked([tp]))
+    # Fetched before the revocation, handed over after it: the next owner archives them.
+    archiver.add({tp: [record(0, n) for n in range(10)]})
+    asyncio.run(archiver.roll_due(everything=True))
+    assert archive.files("payments") == []
+
+
+def test_an_archive_that_cannot_be_listed_stops_the_archiver_instead_of_guessing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "payments").write_text("a file where the payments' directory should be")
+    tp = TopicPartition(settings.topic_payments, 0)
+    consumer = Consumer({tp: 100})
+    archiver = Archiver(Archive.at(str(tmp_path)), cast(Any, consumer))
+
+    with pytest.raises(ArchiveError):
+        asyncio.run(archiver.on_partitions_assigned([tp]))
+    # aiokafka swallows the listener's exception; the archiver's loop raises it.
+    assert isinstance(archiver.failure, ArchiveError)
+    assert consumer.positions == {}
+    assert consumer.paused == {tp}, "no record from the committed offset alone"
+    assert tp not in archiver.covered
 
 
 def test_a_file_appears_whole_or_not_at_all(tmp_path: Path) -> None:
