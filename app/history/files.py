@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 _NAME = re.compile(
     r"^(?P<topic>.+)-(?P<partition>\d+)-(?P<first>\d{20})-(?P<last>\d{20})\.parquet$"
 )
+_PLACE = re.compile(r"/event_date=(?P<date>[0-9-]{10})/event_hour=(?P<hour>\d{1,2})/[^/]+$")
 
 
 class ArchiveError(ValueError):
@@ -103,22 +105,35 @@ class Archive:
             os.close(descriptor)
         self.filesystem.move(temporary, path)
 
-    def files(self, kind: str) -> list[ArchivedFile]:
-        """Every archived file of ``kind`` (payments, alerts, dlq), in no particular order."""
-        selector = pafs.FileSelector(self.path(kind), allow_not_found=True, recursive=True)
+    def files(self, kind: str, dates: Iterable[str] | None = None) -> list[ArchivedFile]:
+        """Every archived file of ``kind`` (payments, alerts, dlq), in no particular order;
+        with ``dates`` (``2026-11-20``), only those dates' directories are listed, so a
+        reader of a week does not list the whole archive."""
+        roots = (
+            [self.path(kind)]
+            if dates is None
+            else [self.path(kind, f"event_date={date}") for date in dates]
+        )
         try:
             if not self.local:
                 # allow_not_found also hides a missing bucket: say so instead of "no files".
                 bucket = self.root.split("/", 1)[0]
                 if self.filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
                     raise ArchiveError(f"cannot list {self.url}: bucket {bucket!r} does not exist")
-            infos = self.filesystem.get_file_info(selector)
+            infos = [
+                info
+                for root in roots
+                for info in self.filesystem.get_file_info(
+                    pafs.FileSelector(root, allow_not_found=True, recursive=True)
+                )
+            ]
         except OSError as exc:
             raise ArchiveError(f"cannot list {self.url}/{kind}: {exc}") from None
         found = []
         for info in infos:
             match = _NAME.match(info.base_name) if info.type == pafs.FileType.File else None
             if match is not None:
+                place = _PLACE.search(info.path)
                 found.append(
                     ArchivedFile(
                         path=info.path,
@@ -126,6 +141,8 @@ class Archive:
                         partition=int(match["partition"]),
                         first=int(match["first"]),
                         last=int(match["last"]),
+                        date=place["date"] if place else None,
+                        hour=int(place["hour"]) if place else None,
                     )
                 )
         return found
@@ -141,3 +158,6 @@ class ArchivedFile:
     partition: int
     first: int  # offset of its first row
     last: int  # offset of its last row
+    # The event date and hour its directories say it holds (None: a file placed elsewhere).
+    date: str | None = None
+    hour: int | None = None
