@@ -1,5 +1,6 @@
-"""Backtests over HTTP: ``POST /rules/{id}/backtest`` (bearer token) and the shadow-rule
-evidence the dashboard shows (``GET /rules/{id}/evidence``).
+"""Backtests over HTTP: ``POST /rules/{id}/backtest`` and the shadow-rule evidence the
+dashboard shows (``GET /rules/{id}/evidence``). Both read the archive (a week of payments
+for the evidence), so both need the bearer token (``FRAUD_API_TOKEN``), like rule writes.
 
 A backtest is seconds of pure Python: run in the worker's own process it would hold the
 GIL and stall detection, so it runs in one child process. The child takes one computation
@@ -34,6 +35,8 @@ _BODY_LIMIT = 64 * 1024
 EVIDENCE_TTL_S = 60.0
 # What a client is told to wait before the first computation has shown how long one takes.
 FIRST_RETRY_AFTER_S = 5.0
+# What a token-less caller is told is off.
+_GUARDED = "backtests and evidence"
 
 T = TypeVar("T")
 
@@ -114,7 +117,7 @@ class ArchiveView(RulesApiView):
 class BacktestView(ArchiveView):
     async def post(self, request: Request, rule_id: str) -> Response:
         if not token_ok(request):
-            return self.unauthorized()
+            return self.unauthorized(_GUARDED)
         raw = await cast(web.Request, request).content.read(_BODY_LIMIT + 1)
         if len(raw) > _BODY_LIMIT:
             return self.problem(413, f"body: larger than {_BODY_LIMIT} bytes", field="body")
@@ -184,6 +187,8 @@ async def evidence_for(rule: Rule) -> dict[str, Any]:
 
 class EvidenceView(ArchiveView):
     async def get(self, request: Request, rule_id: str) -> Response:
+        if not token_ok(request):
+            return self.unauthorized(_GUARDED)
         rule = rulebook.rules.get(rule_id)
         if rule is None:
             return self.problem(404, f"no rule {rule_id!r}")

@@ -49,6 +49,7 @@ CHROMIUM_INSTALL = (
 )
 WIDTH, HEIGHT = 1280, 800
 SHADOW_RULE_ID = "burst-shadow"
+TOKEN = "dashboard-test-token"
 
 
 def chromium_binary() -> str:
@@ -258,6 +259,24 @@ async def wait_state(devtools: DevTools, what: str, within_s: float, check: Any)
     return state
 
 
+async def wait_true(devtools: DevTools, what: str, within_s: float, expression: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not await devtools.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"dashboard: no {what} within {within_s} s")
+        await asyncio.sleep(0.3)
+
+
+async def enter_token(devtools: DevTools, token: str) -> None:
+    """Click the shadow rule's evidence button and give the token in the dialog."""
+    await devtools.evaluate(
+        "document.querySelector('#rules [data-action=token]').click();"
+        f"document.getElementById('token-input').value = {json.dumps(token)};"
+        "document.querySelector('#token-form button[value=use]').click(); true"
+    )
+    assert await devtools.evaluate("document.getElementById('token-dialog').open") is False
+
+
 async def wait_card_result(devtools: DevTools, within_s: float) -> dict[str, str]:
     deadline = time.monotonic() + within_s
     while True:
@@ -287,6 +306,8 @@ def test_dashboard_shows_live_alerts_and_charts(pipeline: Pipeline, tmp_path: Pa
     pipeline.put_rules([replace(SEED_RULE, rule_id=SHADOW_RULE_ID, status="shadow")])
     pipeline.extra_env["FRAUD_ARCHIVE_ENABLED"] = "true"
     pipeline.extra_env["FRAUD_ARCHIVE_ROLL_SECONDS"] = "1"
+    # Evidence reads the archive: the worker asks for its API token, the page for it once.
+    pipeline.extra_env["FRAUD_API_TOKEN"] = TOKEN
     worker = pipeline.worker("w1").start()
     try:
         wait_until(lambda: get_json(worker, "/readyz")[0] == 200, 60, "worker ready")
@@ -347,6 +368,20 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
             assert second["latencyPoints"] > 0 and second["throughputMax"] > 0
             # Rules panel, status pills, and a page that fits 1280x800 without scrolling.
             assert SEED_RULE.rule_id in second["rules"] and "v1" in second["rules"]
+            # The shadow rule's evidence needs the token: without one the page asks for it
+            # (and has fetched nothing); a wrong one is refused and asked for again.
+            assert "evidence…" in second["rules"] and "backtest" not in second["rules"]
+            button = "document.querySelector('#rules [data-action=token]')"
+            await enter_token(devtools, "not-the-token")
+            await wait_true(
+                devtools,
+                "the wrong token refused",
+                30,
+                f"!!{button} && {button}.title.includes('refused')",
+            )
+            assert await devtools.evaluate("sessionStorage.getItem('fraud.apiToken')") is None
+            await enter_token(devtools, TOKEN)
+            assert await devtools.evaluate("sessionStorage.getItem('fraud.apiToken')") == TOKEN
             evidence = await wait_state(
                 devtools,
                 "the shadow rule's evidence",
@@ -354,6 +389,7 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
                 lambda s: re.search(r"live \d+ · backtest \d+", s["rules"]) is not None,
             )
             assert SHADOW_RULE_ID in evidence["rules"]
+            assert evidence["errors"] == 0 and devtools.errors() == []
             assert second["health"] == "ok" and second["ready"] == "ok"
             assert second["scrollWidth"] <= WIDTH and second["scrollHeight"] <= HEIGHT
             assert second["faults"] == []

@@ -91,7 +91,8 @@ def test_the_archive_holds_every_payment_and_alert_and_a_backtest_repeats_the_li
         bad_range, problem = http("POST", url, {**asked, "since": "yesterday"}, TOKEN)
         status, over_http = http("POST", url, asked, TOKEN)
         evidence_url = f"http://127.0.0.1:{worker.web_port}/rules/burst-shadow/evidence"
-        evidence_status, evidence = http("GET", evidence_url)
+        evidence_denied, _ = http("GET", evidence_url)
+        evidence_status, evidence = http("GET", evidence_url, token=TOKEN)
         _, health = http("GET", f"http://127.0.0.1:{worker.web_port}/healthz")
     finally:
         worker.stop()
@@ -102,7 +103,9 @@ def test_the_archive_holds_every_payment_and_alert_and_a_backtest_repeats_the_li
     assert bad_range == 400 and "--since" in problem["error"]
     assert status == 200
     assert sorted(over_http["alert_ids"]) == sorted(a.alert_id for a in alerts)
-    # The shadow rule's live alerts equal its backtest on the same payments.
+    # The shadow rule's live alerts equal its backtest on the same payments; reading them
+    # off the archive needs the token, as a backtest does.
+    assert evidence_denied == 401
     assert evidence_status == 200
     assert evidence["live_alerts"] == evidence["backtest_alerts"] == len(alerts)
 

@@ -87,6 +87,33 @@ def run(check: Any) -> None:
     asyncio.run(main())
 
 
+def test_evidence_and_backtests_need_the_bearer_token(
+    computation: FakeComputation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computation.go.set()
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        for method, path in (("GET", "evidence"), ("POST", "backtest")):
+            url = f"{base}/rules/{SHADOW.rule_id}/{path}"
+            # Missing or wrong: 401, as for rule writes.
+            status, headers, body = await call(session, method, url, token=None)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+            assert body == {"error": "missing or wrong bearer token"}
+            status, _, _ = await call(session, method, url, token="not-" + TOKEN)
+            assert status == 401
+        assert computation.calls == []  # nothing was read for them
+
+        status, _, body = await call(session, "GET", f"{base}/rules/{SHADOW.rule_id}/evidence")
+        assert status == 200 and body["live_alerts"] == 3
+
+        # No token set on the worker: the routes are off (403), whatever the caller sends.
+        monkeypatch.setattr(rules_http, "settings", Settings())
+        status, _, body = await call(session, "GET", f"{base}/rules/{SHADOW.rule_id}/evidence")
+        assert status == 403 and "FRAUD_API_TOKEN is not set" in body["error"]
+
+    run(check)
+
+
 def test_a_second_computation_while_one_runs_is_429_with_retry_after(
     computation: FakeComputation,
 ) -> None:
