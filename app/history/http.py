@@ -18,6 +18,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -52,6 +53,15 @@ def _executor() -> ProcessPoolExecutor:
         # spawn: a forked child would inherit the worker's threads and sockets.
         _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     return _pool
+
+
+def _drop_pool() -> None:
+    """Forget a pool whose child died (killed for memory, say): a broken pool refuses
+    every later call, so the next computation starts a new child instead."""
+    global _pool  # noqa: PLW0603 - see _executor
+    if _pool is not None:
+        _pool.shutdown(wait=False)
+        _pool = None
 
 
 class Busy(Exception):
@@ -96,8 +106,9 @@ class OneAtATime:
     def _finished(self, future: asyncio.Future[Any]) -> None:
         self.running = None
         self.last_s = time.monotonic() - self.started
-        if not future.cancelled():
-            future.exception()  # retrieved, so an abandoned failure is not logged as lost
+        # The exception is retrieved here, so an abandoned failure is not logged as lost.
+        if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+            _drop_pool()
 
 
 work = OneAtATime()
@@ -111,6 +122,13 @@ class ArchiveView(RulesApiView):
             retry_after_s=busy.retry_after_s,
         )
         response.headers["Retry-After"] = str(busy.retry_after_s)
+        return response
+
+    def child_died(self) -> Response:
+        response = self.problem(
+            503, "the backtest process ended before its answer (out of memory?); try again"
+        )
+        response.headers["Retry-After"] = "1"
         return response
 
 
@@ -133,6 +151,8 @@ class BacktestView(ArchiveView):
             report = await asyncio.shield(running)
         except ValueError as exc:  # a bad range or an unreadable archive
             return self.problem(400, str(exc))
+        except BrokenProcessPool:
+            return self.child_died()
         return self.json(report)
 
     def read_request(self, raw: bytes, rule_id: str) -> tuple[Rule, str, str] | Response:
@@ -198,6 +218,8 @@ class EvidenceView(ArchiveView):
             return self.busy(busy)
         except ValueError as exc:
             return self.problem(503, f"no evidence: {exc}")
+        except BrokenProcessPool:
+            return self.child_died()
 
 
 for _path in ("/rules/{rule_id}/backtest", "/rules/{rule_id}/backtest/"):

@@ -4,10 +4,14 @@ archive computation faked (a thread that waits until the test lets it finish).""
 from __future__ import annotations
 
 import asyncio
+import operator
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -187,5 +191,39 @@ def test_evidence_is_kept_per_rule_version_for_a_while(
         assert computation.calls == [(SHADOW.rule_id, 1), (SHADOW.rule_id, 2), (SHADOW.rule_id, 2)]
         # Expired entries are dropped as new ones come: version 1's is gone.
         assert set(history_http._evidence) == {(SHADOW.rule_id, 2)}
+
+    run(check)
+
+
+def test_a_child_that_dies_is_replaced_by_a_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(history_http, "_pool", None)
+    work = history_http.OneAtATime()  # the real child process
+
+    async def main() -> None:
+        with pytest.raises(BrokenProcessPool):
+            await work.start(partial(os._exit, 9))  # as the kernel's OOM killer would
+        assert work.running is None and history_http._pool is None
+        assert await work.start(partial(operator.add, 2, 3)) == 5
+
+    try:
+        asyncio.run(main())
+    finally:
+        history_http._drop_pool()
+
+
+def test_a_computation_whose_child_died_is_a_503_to_retry(
+    computation: FakeComputation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def dies(*args: Any) -> dict[str, Any]:
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+    monkeypatch.setattr(history_http, "shadow_evidence", dies)
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        status, headers, body = await call(
+            session, "GET", f"{base}/rules/{SHADOW.rule_id}/evidence"
+        )
+        assert status == 503 and headers["Retry-After"] == "1"
+        assert "try again" in body["error"]
 
     run(check)
