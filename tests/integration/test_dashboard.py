@@ -37,7 +37,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from app.detection.models import Payment
-from app.detection.rules import SEED_RULE
+from app.detection.rules import SEED_RULE, parse_rule
 from tests import factories
 from tests.integration.harness import Pipeline, Worker, wait_until
 
@@ -49,6 +49,16 @@ CHROMIUM_INSTALL = (
 )
 WIDTH, HEIGHT = 1280, 800
 SHADOW_RULE_ID = "burst-shadow"
+# A second shadow rule that never fires (50 high-value payments): its evidence is asked for
+# while the first one's is computed, gets 429, and comes after the Retry-After.
+QUIET_RULE = parse_rule(
+    {
+        **SEED_RULE.to_json(),
+        "rule_id": "big-burst-shadow",
+        "status": "shadow",
+        "threshold": {"op": ">=", "value": 50},
+    }
+)
 TOKEN = "dashboard-test-token"
 
 
@@ -301,9 +311,9 @@ def test_dashboard_shows_live_alerts_and_charts(pipeline: Pipeline, tmp_path: Pa
     chromium_binary()  # fail first, before starting anything, when there is no browser
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
-    # A shadow rule beside the seed rule: the rules panel shows its evidence (live alerts
+    # Shadow rules beside the seed rule: the rules panel shows their evidence (live alerts
     # beside a backtest on the archive).
-    pipeline.put_rules([replace(SEED_RULE, rule_id=SHADOW_RULE_ID, status="shadow")])
+    pipeline.put_rules([replace(SEED_RULE, rule_id=SHADOW_RULE_ID, status="shadow"), QUIET_RULE])
     pipeline.extra_env["FRAUD_ARCHIVE_ENABLED"] = "true"
     pipeline.extra_env["FRAUD_ARCHIVE_ROLL_SECONDS"] = "1"
     # Evidence reads the archive: the worker asks for its API token, the page for it once.
@@ -331,6 +341,7 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
         async with devtools_session(port) as devtools:
             await devtools.call("Runtime.enable")
             await devtools.call("Page.enable")
+            await devtools.call("Network.enable")  # to see the evidence requests' statuses
             await devtools.call(
                 "Emulation.setDeviceMetricsOverride",
                 width=WIDTH,
@@ -384,11 +395,22 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
             assert await devtools.evaluate("sessionStorage.getItem('fraud.apiToken')") == TOKEN
             evidence = await wait_state(
                 devtools,
-                "the shadow rule's evidence",
+                "both shadow rules' evidence",
                 60,
-                lambda s: re.search(r"live \d+ · backtest \d+", s["rules"]) is not None,
+                lambda s: len(re.findall(r"live \d+ · backtest \d+", s["rules"])) == 2,
             )
-            assert SHADOW_RULE_ID in evidence["rules"]
+            assert SHADOW_RULE_ID in evidence["rules"] and QUIET_RULE.rule_id in evidence["rules"]
+            assert "live 0 · backtest 0" in evidence["rules"]  # the quiet one
+            asked = [
+                (e["params"]["response"]["url"].split("/")[-2], e["params"]["response"]["status"])
+                for e in devtools.events
+                if e.get("method") == "Network.responseReceived"
+                and "/evidence" in e["params"]["response"]["url"]
+            ]
+            # The wrong token was refused for both; one computation at a time: one of the two
+            # waited its turn (429, more than once on a slow machine), then came back.
+            statuses = [status for _, status in asked]
+            assert set(statuses) == {200, 401, 429} and statuses.count(401) == 2, asked
             assert evidence["errors"] == 0 and devtools.errors() == []
             assert second["health"] == "ok" and second["ready"] == "ok"
             assert second["scrollWidth"] <= WIDTH and second["scrollHeight"] <= HEIGHT
