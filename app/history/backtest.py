@@ -10,6 +10,9 @@ payments all live in one partition, so the replay keeps each partition's offset 
 exactly (partitions are merged by Kafka timestamp). For a card rule that reproduces the
 live alerts, ids included. State starts empty at ``since``: a burst that began before it
 is seen only in part, as a worker started at ``since`` would have seen it.
+
+Memory: the payments are streamed, a batch of rows at a time per open file (``BATCH_ROWS``),
+from the files of the range's dates and hours only; a week is never held in memory.
 """
 
 from __future__ import annotations
@@ -17,23 +20,22 @@ from __future__ import annotations
 import heapq
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from app.detection.engine import MAX_KEY_EVENTS, KeyState, evaluate
 from app.detection.models import Alert, Payment, iso_from_ms
 from app.detection.rules import Rule
-from app.history.files import Archive, ArchiveError
+from app.history.files import Archive, ArchivedFile, ArchiveError
 from app.history.schema import ALERTS, PAYMENTS, TIME
-
-_PAYMENT_COLUMNS = [f.name for f in PAYMENTS if f.name not in {"kafka_timestamp"}]
 
 
 class BacktestError(ValueError):
@@ -98,45 +100,96 @@ class Report:
         }
 
 
+# Rows decoded at a time from one file. Memory follows what is open, never the range:
+# per open file one batch as Python objects and pyarrow's read of the row group it comes
+# from. Each partition has one file open (more only where a roll's event hours overlap in
+# offsets), so a week costs what an hour does.
+BATCH_ROWS = 4096
+# Batches pyarrow may decode ahead of the one in use, per file; more buys no speed here
+# (the replay is pure Python) and costs a batch of memory each.
+_READAHEAD = 1
+_READ_COLUMNS = [
+    "txn_id",
+    "card_id",
+    "account_id",
+    "amount",
+    "currency",
+    "merchant_id",
+    "mcc",
+    "country",
+    "device_id",
+    "ip",
+    "ts",
+    "kafka_offset",
+    "kafka_timestamp",
+]
+_HOUR = timedelta(hours=1)
+
+# (Kafka offset, Kafka timestamp in ms, payment)
+_Row = tuple[int, int, Payment]
+
+
 def _days(since: datetime, until: datetime) -> list[str]:
-    first, last = since.date(), (until - timedelta(milliseconds=1)).date()
+    # The directories are UTC dates; a range given in another zone is converted first.
+    first = since.astimezone(UTC).date()
+    last = (until - timedelta(milliseconds=1)).astimezone(UTC).date()
     return [str(first + timedelta(days=n)) for n in range((last - first).days + 1)]
 
 
-def _read(
-    archive: Archive,
-    kind: str,
-    schema: pa.Schema,
-    since: datetime,
-    until: datetime,
-    columns: list[str],
-    time_column: str,
-    arrived_since: datetime | None = None,
-) -> pa.Table:
-    """Rows of ``kind`` whose ``time_column`` is in [since, until), from the date
-    directories that can hold them (Hive partition pruning)."""
-    days: list[date] = [date.fromisoformat(d) for d in _days(since, until)]
-    directories = pa.schema([("event_date", pa.string()), ("event_hour", pa.int32())])
+def _meets(file: ArchivedFile, since: datetime, until: datetime) -> bool:
+    """Whether the file's event hour overlaps [since, until)."""
+    start = datetime.fromisoformat(file.date).replace(hour=file.hour, tzinfo=UTC)
+    return start < until and since < start + _HOUR
+
+
+def files_in_range(
+    archive: Archive, kind: str, since: datetime, until: datetime, *, missing_ok: bool = False
+) -> list[ArchivedFile]:
+    """The files of ``kind`` that can hold rows of [since, until): only the range's date
+    directories are listed, and only the hours that meet it are kept. No ``kind``
+    directory at all is an ArchiveError, or no files with ``missing_ok``."""
     try:
-        dataset = ds.dataset(
-            archive.path(kind),
-            filesystem=archive.filesystem,
-            format="parquet",
-            schema=pa.unify_schemas([schema, directories]),
-            partitioning=ds.partitioning(directories, flavor="hive"),
-            exclude_invalid_files=False,
+        missing = archive.filesystem.get_file_info(archive.path(kind)).type == (
+            pafs.FileType.NotFound
         )
-    except (FileNotFoundError, OSError) as exc:
+        if missing and not missing_ok:
+            raise ArchiveError(f"no {kind} directory")
+        listed = [] if missing else archive.files(kind, _days(since, until))
+    except (OSError, ArchiveError) as exc:
         raise ArchiveError(f"cannot read the archive at {archive.url}: {exc}") from None
-    wanted = (
-        (ds.field("event_date").isin([str(d) for d in days]))
-        & (ds.field(time_column) >= pa.scalar(since, type=schema.field(time_column).type))
-        & (ds.field(time_column) < pa.scalar(until, type=schema.field(time_column).type))
+    return [f for f in listed if _meets(f, since, until)]
+
+
+def in_range(schema: pa.Schema, column: str, since: datetime, until: datetime) -> ds.Expression:
+    kind = schema.field(column).type
+    return (ds.field(column) >= pa.scalar(since, type=kind)) & (
+        ds.field(column) < pa.scalar(until, type=kind)
     )
-    if arrived_since is not None:
-        wanted = wanted & (ds.field("kafka_timestamp") >= pa.scalar(arrived_since, type=TIME))
+
+
+def scan(
+    archive: Archive,
+    paths: list[str],
+    schema: pa.Schema,
+    columns: list[str],
+    wanted: ds.Expression,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[pa.RecordBatch]:
+    """The rows of the files at ``paths`` that match ``wanted``, at most ``batch_rows`` at
+    a time, file after file and each file in its row order (one thread: the order is the
+    replay's, and the caller is a child process with one core's worth of work)."""
+    dataset = ds.FileSystemDataset.from_paths(
+        paths, schema=schema, format=ds.ParquetFileFormat(), filesystem=archive.filesystem
+    )
     try:
-        return dataset.to_table(columns=columns, filter=wanted)
+        yield from dataset.to_batches(
+            columns=columns,
+            filter=wanted,
+            batch_size=batch_rows,
+            batch_readahead=_READAHEAD,
+            fragment_readahead=1,
+            use_threads=False,
+        )
     except OSError as exc:
         raise ArchiveError(f"cannot read the archive at {archive.url}: {exc}") from None
 
@@ -148,71 +201,150 @@ def _plain(amount: Decimal) -> Decimal:
     return Decimal(text.rstrip("0").rstrip(".") if "." in text else text)
 
 
+def _file_rows(
+    archive: Archive, file: ArchivedFile, wanted: ds.Expression, batch_rows: int
+) -> Iterator[_Row]:
+    """One file's payments that match ``wanted``, in the file's (offset) order."""
+    for batch in scan(archive, [file.path], PAYMENTS, _READ_COLUMNS, wanted, batch_rows):
+        column = {name: batch.column(name).to_pylist() for name in _READ_COLUMNS[:10]}
+        # Times as integer ms straight from Arrow: exact, where datetime.timestamp() is a
+        # float.
+        ts_ms = batch.column("ts").cast(pa.int64()).to_pylist()
+        kafka_ms = batch.column("kafka_timestamp").cast(pa.int64()).to_pylist()
+        offsets = batch.column("kafka_offset").to_pylist()
+        for i, ts in enumerate(ts_ms):
+            payment = Payment(
+                txn_id=column["txn_id"][i],
+                card_id=column["card_id"][i],
+                account_id=column["account_id"][i],
+                amount=_plain(column["amount"][i]),
+                currency=column["currency"][i],
+                merchant_id=column["merchant_id"][i],
+                mcc=column["mcc"][i],
+                country=column["country"][i],
+                device_id=column["device_id"][i],
+                ip=column["ip"][i],
+                ts=iso_from_ms(ts),
+                ts_ms=ts,
+            )
+            yield offsets[i], ts if kafka_ms[i] is None else kafka_ms[i], payment
+
+
+def _in_offset_order(
+    files: list[ArchivedFile], rows_of: Callable[[ArchivedFile], Iterator[_Row]]
+) -> Iterator[_Row]:
+    """One partition's rows in offset order. Each file is in offset order, and a file's
+    first offset bounds all of its rows, so a file is opened only once the merge reaches
+    that offset: files overlap only where one roll spans several event hours, and those
+    few are merged; the others are read one after another."""
+    waiting = sorted(files, key=lambda f: f.first)
+    heap: list[tuple[int, int, _Row, Iterator[_Row]]] = []
+    opened = 0
+
+    def advance(rows: Iterator[_Row], order: int) -> None:
+        row = next(rows, None)
+        if row is not None:
+            heapq.heappush(heap, (row[0], order, row, rows))
+
+    while heap or opened < len(waiting):
+        while opened < len(waiting) and (not heap or waiting[opened].first <= heap[0][0]):
+            advance(rows_of(waiting[opened]), opened)
+            opened += 1
+        if heap:
+            _, order, row, rows = heapq.heappop(heap)
+            yield row
+            advance(rows, order)
+
+
 def archived_payments(
-    archive: Archive, since: datetime, until: datetime, arrived_since: datetime | None = None
+    archive: Archive,
+    since: datetime,
+    until: datetime,
+    arrived_since: datetime | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> Iterator[tuple[int, Payment]]:
     """(Kafka timestamp in ms, payment) in replay order: each partition in offset order,
-    partitions merged by Kafka timestamp."""
-    table = _read(
-        archive,
-        "payments",
-        PAYMENTS,
-        since,
-        until,
-        [*_PAYMENT_COLUMNS, "kafka_timestamp"],
-        "ts",
-        arrived_since,
-    )
-    table = table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
-    columns = {name: table.column(name).to_pylist() for name in table.column_names}
-    partitions = columns["kafka_partition"]
-    runs: list[range] = []
-    start = 0
-    for index in range(1, len(partitions) + 1):
-        if index == len(partitions) or partitions[index] != partitions[start]:
-            runs.append(range(start, index))
-            start = index
+    partitions merged by Kafka timestamp. Streamed: see BATCH_ROWS."""
+    wanted = in_range(PAYMENTS, "ts", since, until)
+    if arrived_since is not None:
+        wanted = wanted & (ds.field("kafka_timestamp") >= pa.scalar(arrived_since, type=TIME))
+    partitions: dict[tuple[str, int], list[ArchivedFile]] = {}
+    for file in files_in_range(archive, "payments", since, until):
+        partitions.setdefault((file.topic, file.partition), []).append(file)
 
-    def payment(i: int) -> tuple[int, Payment]:
-        ts: datetime = columns["ts"][i]
-        ts_ms = int(ts.timestamp() * 1000)
-        kafka_ts = columns["kafka_timestamp"][i]
-        return (
-            int(kafka_ts.timestamp() * 1000) if kafka_ts is not None else ts_ms,
-            Payment(
-                txn_id=columns["txn_id"][i],
-                card_id=columns["card_id"][i],
-                account_id=columns["account_id"][i],
-                amount=_plain(columns["amount"][i]),
-                currency=columns["currency"][i],
-                merchant_id=columns["merchant_id"][i],
-                mcc=columns["mcc"][i],
-                country=columns["country"][i],
-                device_id=columns["device_id"][i],
-                ip=columns["ip"][i],
-                ts=iso_from_ms(ts_ms),
-                ts_ms=ts_ms,
-            ),
-        )
+    def rows_of(file: ArchivedFile) -> Iterator[_Row]:
+        return _file_rows(archive, file, wanted, batch_rows)
 
-    yield from heapq.merge(*((payment(i) for i in run) for run in runs), key=lambda p: p[0])
+    streams = [_in_offset_order(partitions[key], rows_of) for key in sorted(partitions)]
+    for _, kafka_ts, payment in heapq.merge(*streams, key=lambda row: row[1]):
+        yield kafka_ts, payment
 
 
-def live_alerts(archive: Archive, since: datetime, until: datetime) -> list[dict[str, Any]]:
+@dataclass
+class LiveAlerts:
+    """What the overlap counts need of the active rules' alerts in a range."""
+
+    rows: int = 0
+    ids: set[str] = field(default_factory=set)
+    txn_ids: set[str] = field(default_factory=set)
+
+
+def live_alerts(archive: Archive, since: datetime, until: datetime) -> LiveAlerts:
     """Alerts the active rules raised on payments of the range (by their last event);
-    none when no alert has been archived yet."""
-    if archive.filesystem.get_file_info(archive.path("alerts")).type == pafs.FileType.NotFound:
-        return []
-    table = _read(
-        archive,
-        "alerts",
-        ALERTS,
-        since,
-        until,
-        ["alert_id", "rule_id", "status", "txn_ids"],
-        "last_event_ts",
-    )
-    return [row for row in table.to_pylist() if row["status"] == "active"]
+    none when no alert has been archived yet. Read a batch at a time: only their ids and
+    payment ids are kept."""
+    found = LiveAlerts()
+    files = files_in_range(archive, "alerts", since, until, missing_ok=True)
+    wanted = in_range(ALERTS, "last_event_ts", since, until) & (ds.field("status") == "active")
+    for batch in scan(archive, [f.path for f in files], ALERTS, ["alert_id", "txn_ids"], wanted):
+        found.rows += batch.num_rows
+        found.ids.update(batch.column("alert_id").to_pylist())
+        found.txn_ids.update(pc.list_flatten(batch.column("txn_ids")).to_pylist())
+    return found
+
+
+@dataclass
+class Replay:
+    """A rule run over payments in replay order, as a worker runs it: its alerts as they
+    are raised, so a caller can count them without keeping them."""
+
+    rule: Rule
+    allowed_lateness_ms: int
+    max_key_events: int = MAX_KEY_EVENTS  # the workers' FRAUD_MAX_KEY_EVENTS
+    payments: int = 0
+    late: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rule.status == "paused":
+            # The engine skips paused rules; a backtest asks what the rule would catch.
+            self.rule = replace(self.rule, status="shadow")
+
+    def alerts(self, payments: Iterable[tuple[int, Payment]]) -> Iterator[Alert]:
+        rule, rules = self.rule, [self.rule]
+        states: dict[str, KeyState] = {}
+        for kafka_ts, payment in payments:
+            self.payments += 1
+            key = rule.group_key(payment)
+            state = states.get(key)
+            if state is None:
+                if not rule.qualifies(payment):
+                    continue
+                state = states[key] = KeyState()
+            verdict = evaluate(
+                state,
+                payment,
+                key,
+                rules,
+                self.allowed_lateness_ms,
+                kafka_ts,
+                kafka_ts,
+                self.max_key_events,
+            )
+            if verdict.late:
+                self.late += 1
+            yield from verdict.alerts
+            if not state.rules:
+                del states[key]
 
 
 def backtest(
@@ -229,32 +361,12 @@ def backtest(
     check_range(since, until)
     started = time.perf_counter()
     report = Report(rule.rule_id, rule.version, since.isoformat(), until.isoformat())
-    if rule.status == "paused":
-        # The engine skips paused rules; a backtest asks what the rule would catch.
-        rule = replace(rule, status="shadow")
-    states: dict[str, KeyState] = {}
-    rules = [rule]
-    for kafka_ts, payment in archived_payments(archive, since, until, arrived_since):
-        report.payments += 1
-        key = rule.group_key(payment)
-        state = states.get(key)
-        if state is None:
-            if not rule.qualifies(payment):
-                continue
-            state = states[key] = KeyState()
-        verdict = evaluate(
-            state, payment, key, rules, allowed_lateness_ms, kafka_ts, kafka_ts, max_key_events
-        )
-        if verdict.late:
-            report.late += 1
-        report.alerts.extend(verdict.alerts)
-        if not state.rules:
-            del states[key]
+    replay = Replay(rule, allowed_lateness_ms, max_key_events)
+    report.alerts = list(replay.alerts(archived_payments(archive, since, until, arrived_since)))
+    report.payments, report.late = replay.payments, replay.late
     live = live_alerts(archive, since, until)
-    report.live_alerts = len(live)
-    live_txns = {t for row in live for t in row["txn_ids"]}
-    live_ids = {row["alert_id"] for row in live}
-    report.overlapping = sum(1 for a in report.alerts if live_txns.intersection(a.txn_ids))
-    report.same_ids = sum(1 for a in report.alerts if a.alert_id in live_ids)
+    report.live_alerts = live.rows
+    report.overlapping = sum(1 for a in report.alerts if live.txn_ids.intersection(a.txn_ids))
+    report.same_ids = sum(1 for a in report.alerts if a.alert_id in live.ids)
     report.seconds = time.perf_counter() - started
     return report

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -106,16 +107,28 @@ class Archive:
             os.close(descriptor)
         self.filesystem.move(temporary, path)
 
-    def files(self, kind: str) -> list[ArchivedFile]:
-        """Every archived file of ``kind`` (payments, alerts, dlq), in no particular order."""
-        selector = pafs.FileSelector(self.path(kind), allow_not_found=True, recursive=True)
+    def files(self, kind: str, dates: Iterable[str] | None = None) -> list[ArchivedFile]:
+        """Every archived file of ``kind`` (payments, alerts, dlq), in no particular order;
+        with ``dates`` (``2026-11-20``), only those dates' directories are listed, so a
+        reader of a week does not list the whole archive."""
+        roots = (
+            [self.path(kind)]
+            if dates is None
+            else [self.path(kind, f"event_date={date}") for date in dates]
+        )
         try:
             if not self.local:
                 # allow_not_found also hides a missing bucket: say so instead of "no files".
                 bucket = self.root.split("/", 1)[0]
                 if self.filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
                     raise ArchiveError(f"cannot list {self.url}: bucket {bucket!r} does not exist")
-            infos = self.filesystem.get_file_info(selector)
+            infos = [
+                info
+                for root in roots
+                for info in self.filesystem.get_file_info(
+                    pafs.FileSelector(root, allow_not_found=True, recursive=True)
+                )
+            ]
         except OSError as exc:
             raise ArchiveError(f"cannot list {self.url}/{kind}: {exc}") from None
         found = []

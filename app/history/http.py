@@ -1,20 +1,26 @@
-"""Backtests over HTTP: ``POST /rules/{id}/backtest`` (bearer token) and the shadow-rule
-evidence the dashboard shows (``GET /rules/{id}/evidence``).
+"""Backtests over HTTP: ``POST /rules/{id}/backtest`` and the shadow-rule evidence the
+dashboard shows (``GET /rules/{id}/evidence``). Both read the archive (a week of payments
+for the evidence), so both need the bearer token (``FRAUD_API_TOKEN``), like rule writes.
 
 A backtest is seconds of pure Python: run in the worker's own process it would hold the
-GIL and stall detection, so it runs in one child process, one at a time; a second request
-while one runs gets 429 rather than a queue.
+GIL and stall detection, so it runs in one child process. The child takes one computation
+at a time, backtest or evidence alike; a request while one runs gets 429 with
+Retry-After rather than a queue. Evidence is kept per rule version for a minute, so a
+dashboard polling it does not recompute it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from faust.web import Request, Response
@@ -28,10 +34,16 @@ from app.worker.faust_app import app, settings
 _BODY_LIMIT = 64 * 1024
 # Evidence is recomputed at most this often per rule version (the dashboard polls it).
 EVIDENCE_TTL_S = 60.0
+# What a client is told to wait before the first computation has shown how long one takes.
+FIRST_RETRY_AFTER_S = 5.0
+# What a token-less caller is told is off.
+_GUARDED = "backtests and evidence"
+
+T = TypeVar("T")
 
 # Shut down by concurrent.futures at interpreter exit, with the worker.
 _pool: ProcessPoolExecutor | None = None
-_busy = asyncio.Lock()
+# (rule id, version) -> (monotonic time computed, evidence)
 _evidence: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
 
 
@@ -43,14 +55,87 @@ def _executor() -> ProcessPoolExecutor:
     return _pool
 
 
-async def _in_child(call: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(_executor(), call)
+def _drop_pool() -> None:
+    """Forget a pool whose child died (killed for memory, say): a broken pool refuses
+    every later call, so the next computation starts a new child instead."""
+    global _pool  # noqa: PLW0603 - see _executor
+    if _pool is not None:
+        _pool.shutdown(wait=False)
+        _pool = None
 
 
-class BacktestView(RulesApiView):
+class Busy(Exception):
+    """The child is computing; try again in ``retry_after_s`` seconds."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"busy for about {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class OneAtATime:
+    """The worker's one archive computation, in its child process.
+
+    The slot is held by the computation, not by the request that asked for it: a client
+    that gives up does not stop the child, so letting the next request in then would
+    queue work in the pool behind it, without bound.
+    """
+
+    def __init__(self, executor: Callable[[], Executor] = _executor) -> None:
+        self.executor = executor
+        self.running: asyncio.Future[Any] | None = None
+        self.started = 0.0
+        self.last_s = FIRST_RETRY_AFTER_S
+
+    def retry_after_s(self) -> int:
+        """When the running computation is likely done: as long as the last one took,
+        less what this one has run; at least a second."""
+        return max(1, math.ceil(self.last_s - (time.monotonic() - self.started)))
+
+    def start(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """``call`` running in the child; Busy while another runs. Await it through
+        ``asyncio.shield`` so a request that goes away leaves it running."""
+        if self.running is not None:
+            raise Busy(self.retry_after_s())
+        future: asyncio.Future[T] = asyncio.get_running_loop().run_in_executor(
+            self.executor(), call
+        )
+        self.running, self.started = future, time.monotonic()
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, future: asyncio.Future[Any]) -> None:
+        self.running = None
+        self.last_s = time.monotonic() - self.started
+        # The exception is retrieved here, so an abandoned failure is not logged as lost.
+        if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+            _drop_pool()
+
+
+work = OneAtATime()
+
+
+class ArchiveView(RulesApiView):
+    def busy(self, busy: Busy) -> Response:
+        response = self.problem(
+            429,
+            "a backtest or evidence is being computed; try again later",
+            retry_after_s=busy.retry_after_s,
+        )
+        response.headers["Retry-After"] = str(busy.retry_after_s)
+        return response
+
+    def child_died(self) -> Response:
+        response = self.problem(
+            503, "the backtest process ended before its answer (out of memory?); try again"
+        )
+        response.headers["Retry-After"] = "1"
+        return response
+
+
+class BacktestView(ArchiveView):
     async def post(self, request: Request, rule_id: str) -> Response:
         if not token_ok(request):
-            return self.unauthorized()
+            return self.unauthorized(_GUARDED)
         raw = await cast(web.Request, request).content.read(_BODY_LIMIT + 1)
         if len(raw) > _BODY_LIMIT:
             return self.problem(413, f"body: larger than {_BODY_LIMIT} bytes", field="body")
@@ -58,13 +143,16 @@ class BacktestView(RulesApiView):
         if isinstance(asked, Response):
             return asked
         rule, since, until = asked
-        if _busy.locked():
-            return self.problem(429, "a backtest is running; try again when it is done")
-        async with _busy:
-            try:
-                report = await _in_child(partial(run_backtest, settings, rule, since, until))
-            except ValueError as exc:  # a bad range or an unreadable archive
-                return self.problem(400, str(exc))
+        try:
+            running = work.start(partial(run_backtest, settings, rule, since, until))
+        except Busy as busy:
+            return self.busy(busy)
+        try:
+            report = await asyncio.shield(running)
+        except ValueError as exc:  # a bad range or an unreadable archive
+            return self.problem(400, str(exc))
+        except BrokenProcessPool:
+            return self.child_died()
         return self.json(report)
 
     def read_request(self, raw: bytes, rule_id: str) -> tuple[Rule, str, str] | Response:
@@ -92,28 +180,46 @@ class BacktestView(RulesApiView):
         return rule, body["since"], body["until"]
 
 
+def _remember(key: tuple[str, int], future: asyncio.Future[dict[str, Any]]) -> None:
+    """Keep computed evidence, also when the request that asked has gone; forget what is
+    past its time, so the cache holds no more than a minute's computations."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    now = time.monotonic()
+    for old in [k for k, (at, _) in _evidence.items() if now - at >= EVIDENCE_TTL_S]:
+        del _evidence[old]
+    _evidence[key] = (now, future.result())
+
+
 async def evidence_for(rule: Rule) -> dict[str, Any]:
+    """The rule version's evidence, computed at most once a minute; Busy while the child
+    computes something else."""
     key = (rule.rule_id, rule.version)
     cached = _evidence.get(key)
     if cached is not None and time.monotonic() - cached[0] < EVIDENCE_TTL_S:
         return cached[1]
-    async with _busy:
-        found = await _in_child(
-            partial(shadow_evidence, settings, rule, rulebook.published_ms.get(rule.rule_id))
-        )
-    _evidence[key] = (time.monotonic(), found)
-    return cast(dict[str, Any], found)
+    running = work.start(
+        partial(shadow_evidence, settings, rule, rulebook.published_ms.get(rule.rule_id))
+    )
+    running.add_done_callback(partial(_remember, key))
+    return await asyncio.shield(running)
 
 
-class EvidenceView(RulesApiView):
+class EvidenceView(ArchiveView):
     async def get(self, request: Request, rule_id: str) -> Response:
+        if not token_ok(request):
+            return self.unauthorized(_GUARDED)
         rule = rulebook.rules.get(rule_id)
         if rule is None:
             return self.problem(404, f"no rule {rule_id!r}")
         try:
             return self.json(await evidence_for(rule))
+        except Busy as busy:
+            return self.busy(busy)
         except ValueError as exc:
             return self.problem(503, f"no evidence: {exc}")
+        except BrokenProcessPool:
+            return self.child_died()
 
 
 for _path in ("/rules/{rule_id}/backtest", "/rules/{rule_id}/backtest/"):

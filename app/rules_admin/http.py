@@ -1,4 +1,5 @@
-"""Rules over HTTP: read freely, write with ``Authorization: Bearer $FRAUD_API_TOKEN``.
+"""Rules over HTTP: read freely, write with ``Authorization: Bearer $FRAUD_API_TOKEN``
+(the same token guards the archive's routes, app.history.http).
 
 Writes are validated here and then published to the rules topic, exactly like
 the CLI: the worker's own rules change only when it reads the topic back.
@@ -31,9 +32,11 @@ class RulesApiView(View):
     def problem(self, status: int, message: str, **extra: Any) -> Response:
         return self.json({"error": message, **extra}, status=status)
 
-    def unauthorized(self) -> Response:
+    def unauthorized(self, guarded: str = "rule writes") -> Response:
+        """401 for a missing or wrong token; 403 when no token is set: ``guarded`` (what
+        the token guards, plural) is off."""
         if not settings.api_token:
-            return self.problem(403, "rule writes are disabled: FRAUD_API_TOKEN is not set")
+            return self.problem(403, f"{guarded} are disabled: FRAUD_API_TOKEN is not set")
         response = self.problem(401, "missing or wrong bearer token")
         response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-rules"'
         return response

@@ -37,7 +37,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from app.detection.models import Payment
-from app.detection.rules import SEED_RULE
+from app.detection.rules import SEED_RULE, parse_rule
 from tests import factories
 from tests.integration.harness import Pipeline, Worker, wait_until
 
@@ -49,6 +49,17 @@ CHROMIUM_INSTALL = (
 )
 WIDTH, HEIGHT = 1280, 800
 SHADOW_RULE_ID = "burst-shadow"
+# A second shadow rule that never fires (50 high-value payments): its evidence is asked for
+# while the first one's is computed, gets 429, and comes after the Retry-After.
+QUIET_RULE = parse_rule(
+    {
+        **SEED_RULE.to_json(),
+        "rule_id": "big-burst-shadow",
+        "status": "shadow",
+        "threshold": {"op": ">=", "value": 50},
+    }
+)
+TOKEN = "dashboard-test-token"
 
 
 def chromium_binary() -> str:
@@ -258,6 +269,24 @@ async def wait_state(devtools: DevTools, what: str, within_s: float, check: Any)
     return state
 
 
+async def wait_true(devtools: DevTools, what: str, within_s: float, expression: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not await devtools.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"dashboard: no {what} within {within_s} s")
+        await asyncio.sleep(0.3)
+
+
+async def enter_token(devtools: DevTools, token: str) -> None:
+    """Click the shadow rule's evidence button and give the token in the dialog."""
+    await devtools.evaluate(
+        "document.querySelector('#rules [data-action=token]').click();"
+        f"document.getElementById('token-input').value = {json.dumps(token)};"
+        "document.querySelector('#token-form button[value=use]').click(); true"
+    )
+    assert await devtools.evaluate("document.getElementById('token-dialog').open") is False
+
+
 async def wait_card_result(devtools: DevTools, within_s: float) -> dict[str, str]:
     deadline = time.monotonic() + within_s
     while True:
@@ -282,11 +311,13 @@ def test_dashboard_shows_live_alerts_and_charts(pipeline: Pipeline, tmp_path: Pa
     chromium_binary()  # fail first, before starting anything, when there is no browser
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
-    # A shadow rule beside the seed rule: the rules panel shows its evidence (live alerts
+    # Shadow rules beside the seed rule: the rules panel shows their evidence (live alerts
     # beside a backtest on the archive).
-    pipeline.put_rules([replace(SEED_RULE, rule_id=SHADOW_RULE_ID, status="shadow")])
+    pipeline.put_rules([replace(SEED_RULE, rule_id=SHADOW_RULE_ID, status="shadow"), QUIET_RULE])
     pipeline.extra_env["FRAUD_ARCHIVE_ENABLED"] = "true"
     pipeline.extra_env["FRAUD_ARCHIVE_ROLL_SECONDS"] = "1"
+    # Evidence reads the archive: the worker asks for its API token, the page for it once.
+    pipeline.extra_env["FRAUD_API_TOKEN"] = TOKEN
     worker = pipeline.worker("w1").start()
     try:
         wait_until(lambda: get_json(worker, "/readyz")[0] == 200, 60, "worker ready")
@@ -310,6 +341,7 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
         async with devtools_session(port) as devtools:
             await devtools.call("Runtime.enable")
             await devtools.call("Page.enable")
+            await devtools.call("Network.enable")  # to see the evidence requests' statuses
             await devtools.call(
                 "Emulation.setDeviceMetricsOverride",
                 width=WIDTH,
@@ -347,13 +379,39 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
             assert second["latencyPoints"] > 0 and second["throughputMax"] > 0
             # Rules panel, status pills, and a page that fits 1280x800 without scrolling.
             assert SEED_RULE.rule_id in second["rules"] and "v1" in second["rules"]
+            # The shadow rule's evidence needs the token: without one the page asks for it
+            # (and has fetched nothing); a wrong one is refused and asked for again.
+            assert "evidence…" in second["rules"] and "backtest" not in second["rules"]
+            button = "document.querySelector('#rules [data-action=token]')"
+            await enter_token(devtools, "not-the-token")
+            await wait_true(
+                devtools,
+                "the wrong token refused",
+                30,
+                f"!!{button} && {button}.title.includes('refused')",
+            )
+            assert await devtools.evaluate("sessionStorage.getItem('fraud.apiToken')") is None
+            await enter_token(devtools, TOKEN)
+            assert await devtools.evaluate("sessionStorage.getItem('fraud.apiToken')") == TOKEN
             evidence = await wait_state(
                 devtools,
-                "the shadow rule's evidence",
+                "both shadow rules' evidence",
                 60,
-                lambda s: re.search(r"live \d+ · backtest \d+", s["rules"]) is not None,
+                lambda s: len(re.findall(r"live \d+ · backtest \d+", s["rules"])) == 2,
             )
-            assert SHADOW_RULE_ID in evidence["rules"]
+            assert SHADOW_RULE_ID in evidence["rules"] and QUIET_RULE.rule_id in evidence["rules"]
+            assert "live 0 · backtest 0" in evidence["rules"]  # the quiet one
+            asked = [
+                (e["params"]["response"]["url"].split("/")[-2], e["params"]["response"]["status"])
+                for e in devtools.events
+                if e.get("method") == "Network.responseReceived"
+                and "/evidence" in e["params"]["response"]["url"]
+            ]
+            # The wrong token was refused for both; one computation at a time: one of the two
+            # waited its turn (429, more than once on a slow machine), then came back.
+            statuses = [status for _, status in asked]
+            assert set(statuses) == {200, 401, 429} and statuses.count(401) == 2, asked
+            assert evidence["errors"] == 0 and devtools.errors() == []
             assert second["health"] == "ok" and second["ready"] == "ok"
             assert second["scrollWidth"] <= WIDTH and second["scrollHeight"] <= HEIGHT
             assert second["faults"] == []

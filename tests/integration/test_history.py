@@ -105,7 +105,8 @@ def test_the_archive_holds_every_payment_and_alert_and_a_backtest_repeats_the_li
         bad_range, problem = http("POST", url, {**asked, "since": "yesterday"}, TOKEN)
         status, over_http = http("POST", url, asked, TOKEN)
         evidence_url = f"http://127.0.0.1:{worker.web_port}/rules/burst-shadow/evidence"
-        evidence_status, evidence = http("GET", evidence_url)
+        evidence_denied, _ = http("GET", evidence_url)
+        evidence_status, evidence = http("GET", evidence_url, token=TOKEN)
         _, health = http("GET", f"http://127.0.0.1:{worker.web_port}/healthz")
     finally:
         worker.stop()
@@ -116,7 +117,9 @@ def test_the_archive_holds_every_payment_and_alert_and_a_backtest_repeats_the_li
     assert bad_range == 400 and "--since" in problem["error"]
     assert status == 200
     assert sorted(over_http["alert_ids"]) == sorted(a.alert_id for a in alerts)
-    # The shadow rule's live alerts equal its backtest on the same payments.
+    # The shadow rule's live alerts equal its backtest on the same payments; reading them
+    # off the archive needs the token, as a backtest does.
+    assert evidence_denied == 401
     assert evidence_status == 200
     assert evidence["live_alerts"] == evidence["backtest_alerts"] == len(alerts)
 
@@ -266,7 +269,7 @@ def test_a_deleted_archive_group_costs_no_file_and_repeats_no_row(pipeline: Pipe
     # it), and meanwhile retention removed the payments the archive holds. The archive used to
     # delete every file on the next start: its old payments were then gone for good.
     root = archiving(pipeline)
-    payments, _ = generated_stream(3000, seed=47, start_ms=int(time.time() * 1000) - 600_000)
+    payments, _ = generated_stream(3000, seed=47)
     worker = pipeline.worker().start()
     try:
         first = produced(pipeline, payments[:2000], batches=4)
@@ -305,7 +308,7 @@ def test_an_archive_group_rewound_behind_its_files_loses_and_repeats_no_row(
     # (partitions 0 and 1: the group committed up to the start of the last file), and what
     # an operator's reset by time leaves (2 and 3: a committed offset inside a file).
     root = archiving(pipeline)
-    payments, _ = generated_stream(3000, seed=53, start_ms=int(time.time() * 1000) - 600_000)
+    payments, _ = generated_stream(3000, seed=53)
     worker = pipeline.worker().start()
     try:
         first = produced(pipeline, payments[:2000], batches=3)

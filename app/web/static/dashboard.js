@@ -185,28 +185,106 @@ function drawCharts() {
 
 // A shadow rule's live alerts beside its backtest on the same archived payments (the
 // evidence for promoting it), fetched at most once a minute per rule version.
+//
+// Evidence reads the archive, so the worker asks for its API token (FRAUD_API_TOKEN) as it
+// does for backtests; everything else on this page needs none. The page asks for the token
+// once, when the user opens the evidence, and keeps it in sessionStorage: this tab only,
+// gone with it, never in a URL. Without it the rules table shows a button instead.
 const EVIDENCE_MS = 60000;
+const TOKEN_KEY = "fraud.apiToken";
 const evidence = new Map();
+let tokenRefused = ""; // why the worker refused the last token, shown on the button
+
+function apiToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    return ""; // storage blocked: no evidence, the rest of the page is unaffected
+  }
+}
+
+function setApiToken(token) {
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch { /* storage blocked: asked again next time */ }
+  evidence.clear(); // fetch again with (or without) it
+}
+
+// What a reply means for the evidence cell: its text and title, and how long to wait
+// before asking again (a refused token is forgotten: the cell becomes the button again).
+function evidenceReply(status, body, retryAfter) {
+  if (status === 200) {
+    return { text: `live ${fmtInt(body.live_alerts)} · backtest ${fmtInt(body.backtest_alerts)}`, wait: EVIDENCE_MS };
+  }
+  if (status === 401) {
+    // Wrong, or changed on the worker: forget it, and the button asks again.
+    tokenRefused = `The worker refused the token (${body.error}); enter it again`;
+    setApiToken("");
+    return {};
+  }
+  if (status === 403) return { text: "evidence off", title: body.error, wait: EVIDENCE_MS };
+  if (status === 429) {
+    // The worker computes one backtest at a time: come back when it says.
+    const seconds = Number(retryAfter);
+    return { busy: true, wait: 1000 * (seconds > 0 ? seconds : 5) };
+  }
+  return { text: "no archive", title: body.error, wait: EVIDENCE_MS };
+}
 
 function shadowEvidence(rule) {
+  const token = apiToken();
+  if (!token) {
+    return el("button", { class: "evidence token", type: "button", "data-action": "token",
+      title: tokenRefused || "Show this shadow rule's evidence: needs the worker's API token" },
+    "evidence…");
+  }
   const key = `${rule.rule_id}@${rule.version}`;
   const known = evidence.get(key);
-  if (!known || Date.now() - known.at > EVIDENCE_MS) {
-    evidence.set(key, { at: Date.now(), text: known ? known.text : "backtest…" });
-    getJson(`/rules/${encodeURIComponent(rule.rule_id)}/evidence`)
-      .then(({ status, body }) => {
+  if (!known || Date.now() >= known.due) {
+    evidence.set(key, { due: Infinity, text: known ? known.text : "backtest…", title: known && known.title });
+    fetch(`/rules/${encodeURIComponent(rule.rule_id)}/evidence`, {
+      cache: "no-store",
+      headers: { Accept: "application/json", Authorization: `Bearer ${token}` },
+    })
+      .then(async (response) => evidenceReply(response.status, await response.json(), response.headers.get("Retry-After")))
+      .catch(() => ({ text: "no archive", wait: EVIDENCE_MS }))
+      .then((reply) => {
+        if (apiToken() !== token) return; // a reply for a token since replaced or refused
+        const before = evidence.get(key) || {};
         evidence.set(key, {
-          at: Date.now(),
-          text: status === 200
-            ? `live ${fmtInt(body.live_alerts)} · backtest ${fmtInt(body.backtest_alerts)}`
-            : "no archive",
+          due: Date.now() + (reply.wait || 0),
+          text: reply.busy ? before.text : reply.text,
+          title: reply.title,
         });
-      })
-      .catch(() => evidence.set(key, { at: Date.now(), text: "no archive" }));
+      });
   }
-  return el("div", { class: "evidence", title: "live alerts of this version since it was published, beside a backtest of the same archived payments" },
-    evidence.get(key).text);
+  const shown = evidence.get(key);
+  return el("div", { class: "evidence", title: shown.title || "live alerts of this version since it was published, beside a backtest of the same archived payments" },
+    shown.text);
 }
+
+function askToken() {
+  $("token-input").value = "";
+  $("token-dialog").showModal();
+}
+
+$("rules").addEventListener("click", (event) => {
+  if (event.target.closest("[data-action=token]")) askToken();
+});
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("token-input").value.trim();
+  if (event.submitter && event.submitter.value === "cancel") {
+    $("token-dialog").close();
+    return;
+  }
+  if (!token) return;
+  tokenRefused = "";
+  setApiToken(token);
+  $("token-dialog").close();
+});
 
 function renderStats(stats) {
   $("worker").textContent = stats.worker ? stats.worker.url : "";

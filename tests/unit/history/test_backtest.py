@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import heapq
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from app.detection.engine import KeyState, evaluate
-from app.detection.models import Payment
+from app.detection.models import Payment, iso_from_ms
 from app.detection.rules import SEED_RULE
 from app.detection.validation import Limits
 from app.generator import PaymentGenerator
-from app.history.backtest import BacktestError, backtest, parse_moment
+from app.history import backtest as history_backtest
+from app.history.backtest import (
+    BacktestError,
+    archived_payments,
+    backtest,
+    files_in_range,
+    parse_moment,
+)
 from app.history.files import Archive, ArchiveError
 from app.history.rolling import PartitionBuffer
 from app.history.schema import payment_row
@@ -132,3 +143,85 @@ def test_bad_ranges_and_a_missing_archive_are_refused_by_name(tmp_path: Path) ->
             since + timedelta(days=1),
             LATENESS_MS,
         )
+
+
+def late_stream(count: int = 3000) -> list[Payment]:
+    """Payments in arrival order where every third one happened 40 minutes before it
+    arrived: a roll then holds two event hours whose offsets interleave."""
+    late = []
+    for n, p in enumerate(stream(count)):
+        ts_ms = p.ts_ms - 2_400_000 if n % 3 == 0 else p.ts_ms
+        late.append(p._replace(ts_ms=ts_ms, ts=iso_from_ms(ts_ms)))
+    return late
+
+
+class Recorder:
+    """``scan`` of app.history.backtest, counting the batches it gives and the readers
+    open at once."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[int] = []  # rows of each batch, in reading order
+        self.open = self.most_open = 0
+        self.real = history_backtest.scan
+        monkeypatch.setattr(history_backtest, "scan", self.scan)
+
+    def scan(self, *args: Any, **kwargs: Any) -> Iterator[pa.RecordBatch]:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            for batch in self.real(*args, **kwargs):
+                self.batches.append(batch.num_rows)
+                yield batch
+        finally:
+            self.open -= 1
+
+
+def test_archived_payments_are_read_a_batch_at_a_time_in_offset_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payments = late_stream()
+    partitions = 3
+    archive = archive_of(payments, tmp_path / "archive", partitions)
+    files = archive.files("payments")
+    assert len(files) >= 6  # several rolls, each of two event hours
+    since = datetime(2026, 11, 20, tzinfo=UTC)
+    recorder = Recorder(monkeypatch)
+
+    replay = archived_payments(archive, since, since + timedelta(days=7), batch_rows=100)
+    next(replay)
+    # The first payment comes out after a batch or so per partition, not after the range.
+    assert 0 < len(recorder.batches) <= 2 * partitions
+    rest = list(replay)
+    assert len(rest) + 1 == len(payments)
+    assert len(recorder.batches) >= len(payments) // 100
+    assert max(recorder.batches) <= 100
+    # One reader per partition, two where a roll's hours overlap in offsets: what is held
+    # at once is a batch for each of those, whatever the range.
+    assert recorder.most_open <= 2 * partitions
+
+    # The order is the old one: each partition in offset order (here: arrival order),
+    # partitions merged by Kafka timestamp (written as event time + 5 ms).
+    by_partition: dict[int, list[Payment]] = {}
+    for p in payments:
+        by_partition.setdefault(hash(p.card_id) % partitions, []).append(p)
+    expected = heapq.merge(
+        *(by_partition[n] for n in sorted(by_partition)), key=lambda p: p.ts_ms + 5
+    )
+    replayed = archived_payments(archive, since, since + timedelta(days=7), batch_rows=100)
+    assert [p.txn_id for _, p in replayed] == [p.txn_id for p in expected]
+
+
+def test_only_the_files_of_the_range_s_hours_are_listed(tmp_path: Path) -> None:
+    archive = archive_of(stream(), tmp_path / "archive")
+    since = datetime(2026, 11, 20, 22, 30, tzinfo=UTC)
+    files = files_in_range(archive, "payments", since, since + timedelta(hours=1))
+    assert {(f.date, f.hour) for f in files} == {("2026-11-20", 22), ("2026-11-20", 23)}
+    assert len(files) < len(archive.files("payments"))
+
+
+def test_a_range_in_another_zone_lists_the_utc_dates_it_covers(tmp_path: Path) -> None:
+    archive = archive_of(stream(), tmp_path / "archive")
+    # 00:30 on the 21st in Paris is 23:30 on the 20th in UTC.
+    since = datetime.fromisoformat("2026-11-21T00:30:00+01:00")
+    files = files_in_range(archive, "payments", since, since + timedelta(minutes=20))
+    assert {(f.date, f.hour) for f in files} == {("2026-11-20", 23)}
