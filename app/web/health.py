@@ -133,6 +133,11 @@ class ReadyView(View):
                 "tables_recovered": recovered,
                 "rules_topic_read": rules_read,
                 "rules_loaded": len(rulebook.all()),
+                # What the rules topic's read at start waits for, per partition.
+                "rules_topic_unread": {
+                    str(partition): {"position": position, "end_offset": end}
+                    for partition, (position, end) in sorted(rulebook.unread.items())
+                },
                 "rebalancing": bool(getattr(app, "rebalancing", False)),
             },
         }

@@ -62,9 +62,12 @@ def test_readyz_needs_recovered_tables_and_the_rules_topic_read_but_no_rule(
         status, body = await get(session, f"{base}/readyz/")
         assert status == 200 and body["checks"]["rules_loaded"] == 0
         # Rules in force but the topic not read to its end yet: not ready.
-        patch_web(monkeypatch, "rulebook", fake_rulebook([SEED_RULE], loaded_at_start=False))
+        book = fake_rulebook([SEED_RULE], loaded_at_start=False, unread={1: (3, 7)})
+        patch_web(monkeypatch, "rulebook", book)
         status, body = await get(session, f"{base}/readyz")
         assert status == 503 and body["checks"]["rules_topic_read"] is False
+        # ... and says where it waits.
+        assert body["checks"]["rules_topic_unread"] == {"1": {"position": 3, "end_offset": 7}}
 
     run(check)
 
