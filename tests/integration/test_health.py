@@ -2,7 +2,8 @@
 
 Real Kafka: a rules topic whose partitions were emptied by retention or ``DeleteRecords``
 (log start offset == end offset > 0), or hold nothing a consumer is handed (a transaction
-marker), must not keep a worker from loading its rules.
+marker), must not keep a worker from loading its rules; and a worker whose batch cannot
+finish while payments wait fails ``/healthz`` within ``FRAUD_STALL_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from app.detection.rules import SEED_RULE, parse_rule
 from app.rules_admin.topic import read_all as read_rules
@@ -142,3 +144,72 @@ def test_rules_partitions_emptied_or_holding_only_a_marker_still_load(
         worker.stop()
     assert [(a.rule_id, a.group_key) for a in alerts] == [(SEED_RULE.rule_id, "tok_emptied")]
     assert body["checks"]["rules_loaded"] == 1 and body["checks"]["rules_topic_unread"] == {}
+
+
+async def set_topic_config(bootstrap: str, topic: str, config: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
+    finally:
+        await admin.close()
+
+
+def seconds_until_failing(worker: Worker, limit: float) -> tuple[float, dict[str, Any]]:
+    """Seconds until /healthz answers 503 (fails past ``limit``), and that answer's body."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        status, body = http_json(worker, "/healthz")
+        if status == 503:
+            return time.monotonic() - started, body
+        assert status == 200, body
+        time.sleep(0.25)
+    raise AssertionError(f"/healthz still 200 after {limit} s: {http_json(worker, '/healthz')}")
+
+
+STALL_TIMEOUT_S = 5.0
+# What the stall watch adds to the timeout: end offsets are read from the broker every 2 s and
+# the watch samples every second; a second on top for a loaded machine.
+SAMPLING_S = 4.0
+
+
+def test_healthz_fails_within_the_stall_timeout_while_a_batch_waits_for_its_alerts(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    deployment = Pipeline(stack, tmp_path, extra_env={"FRAUD_STALL_TIMEOUT": f"{STALL_TIMEOUT_S}"})
+    # Records above 200 bytes refused on the alerts topic (a misconfigured topic, or one
+    # Kafka refuses for any reason): every alert is refused and sent again with backoff, so
+    # the batch that decided it waits for its acknowledgement and is never committed.
+    stack.create_topics(
+        [Topic(deployment.alerts, deployment.partitions, {"max.message.bytes": "200"})]
+    )
+    deployment.create_topics()
+    deployment.put_rules([SEED_RULE])
+    worker = deployment.worker().start()
+    try:
+        wait_until(lambda: http_json(worker, "/readyz")[0] == 200, 30, "ready")
+        assert http_json(worker, "/healthz")[0] == 200, "nothing waits: healthy"
+        # A brand-new consumer group: the partition has never committed an offset.
+        burst = [
+            factories.payment("tok_stuck", f"stuck-{i}", "1500", now_ms() - 3000 + i)
+            for i in range(3)
+        ]
+        run(
+            produce(
+                stack.bootstrap, deployment.payments, [(b"tok_stuck", p.to_json()) for p in burst]
+            )
+        )
+        elapsed, body = seconds_until_failing(worker, STALL_TIMEOUT_S + SAMPLING_S + 10)
+        consumer = body["checks"]["consumer"]
+
+        # The topic is fixed: the alert goes out, the offsets are committed, /healthz recovers.
+        run(set_topic_config(stack.bootstrap, deployment.alerts, {"max.message.bytes": "1048588"}))
+        alerts = alerts_on(deployment, 1, idle_s=1.0, timeout_s=60.0)
+        wait_until(lambda: http_json(worker, "/healthz")[0] == 200, 30, "healthy again")
+    finally:
+        worker.stop()
+    assert elapsed <= STALL_TIMEOUT_S + SAMPLING_S, f"failing after {elapsed:.1f} s"
+    assert consumer["ok"] is False and consumer["stalled_s"] > consumer["limit_s"]
+    (stalled,) = consumer["stalled_partitions"]
+    assert stalled["topic"] == deployment.payments and stalled["lag"] == 3
+    assert [a.group_key for a in alerts] == ["tok_stuck"]
