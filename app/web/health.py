@@ -4,8 +4,9 @@ A worker that is not detecting must not look healthy: /healthz fails while an ag
 not running or crashed within the last minute, while an assigned partition has records
 waiting and nothing decided for longer than FRAUD_STALL_TIMEOUT (whatever holds it up: a
 batch waiting for its alerts or the rules, a recovery, a rebalance), while internal errors
-pass FRAUD_MAX_INTERNAL_ERRORS_PER_MINUTE, and while the rules follower keeps failing.
-/readyz waits for recovered tables and the rules topic read to its end offsets.
+pass FRAUD_MAX_INTERNAL_ERRORS_PER_MINUTE, for a minute after a refused DLQ send, and while
+the rules follower keeps failing. /readyz waits for recovered tables and the rules topic read
+to its end offsets.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from app.rules_admin.topic import bootstrap_servers
 from app.web.cluster import tables_recovered
 from app.web.consumer import BrokerOffsets, ConsumerWatch, PartitionLag, consumer_lag
 from app.web.metrics import sink_snapshot
-from app.worker.failures import CRASH_MEMORY_S, failures
+from app.worker.failures import CRASH_MEMORY_S, DLQ_FAILURE_MEMORY_S, failures
 from app.worker.faust_app import app, settings
 from app.worker.stats import stats
 
@@ -66,6 +67,16 @@ def consumer_check() -> dict[str, Any]:
     }
 
 
+def dlq_check() -> dict[str, Any]:
+    at = failures.last_dlq_send_failure_at
+    return {
+        "ok": not failures.dlq_sends_failing(),
+        "send_failures": failures.dlq_send_failures,
+        "last_failure_s_ago": None if at is None else round(failures.clock() - at, 1),
+        "fails_for_s": DLQ_FAILURE_MEMORY_S,
+    }
+
+
 def rules_follower_failing_s(now: float | None = None) -> float:
     since = stats.rules_follower_failing_since
     if since is None:
@@ -91,10 +102,11 @@ def health_body() -> dict[str, Any]:
     agents_ok = bool(agents) and all(state == "running" for state in agents.values())
     crashed = failures.crashed_recently()
     errors_ok = not failures.internal_errors_too_many()
+    dlq = dlq_check()
     follower_s = rules_follower_failing_s()
     follower_ok = follower_s <= RULES_FOLLOWER_LIMIT_S
     sink = sink_snapshot()
-    ok = agents_ok and not crashed and consumer["ok"] and errors_ok and follower_ok
+    ok = agents_ok and not crashed and consumer["ok"] and errors_ok and dlq["ok"] and follower_ok
     return {
         "status": "ok" if ok else "failing",
         "checks": {
@@ -113,6 +125,8 @@ def health_body() -> dict[str, Any]:
                 "limit_per_minute": failures.max_internal_errors_per_minute,
                 "total": sum(failures.internal_errors.values()),
             },
+            # A refused dead letter is a record lost: its source offset is committed anyway.
+            "dlq_sends": dlq,
             "rules_follower": {
                 "ok": follower_ok,
                 "failing_s": round(follower_s, 1),

@@ -213,3 +213,26 @@ def test_healthz_fails_within_the_stall_timeout_while_a_batch_waits_for_its_aler
     (stalled,) = consumer["stalled_partitions"]
     assert stalled["topic"] == deployment.payments and stalled["lag"] == 3
     assert [a.group_key for a in alerts] == ["tok_stuck"]
+
+
+def test_healthz_fails_while_dead_letters_are_refused(stack: LocalStack, tmp_path: Path) -> None:
+    deployment = Pipeline(stack, tmp_path)
+    # A DLQ topic that refuses records above 200 bytes: every dead letter (the original bytes
+    # with their reason and source) is refused after the producer has taken it, and its
+    # source offset is committed all the same: the dead letter is lost.
+    stack.create_topics(
+        [Topic(deployment.dlq, deployment.partitions, {"max.message.bytes": "200"})]
+    )
+    deployment.create_topics()
+    worker = deployment.worker().start()
+    try:
+        wait_until(lambda: http_json(worker, "/readyz")[0] == 200, 30, "ready")
+        assert http_json(worker, "/healthz")[0] == 200
+        run(produce(stack.bootstrap, deployment.payments, [(b"tok_bad", b"not a payment")]))
+        _, body = seconds_until_failing(worker, 30.0)
+    finally:
+        worker.stop()
+    dlq = body["checks"]["dlq_sends"]
+    assert dlq["ok"] is False and dlq["send_failures"] == 1, body
+    assert body["checks"]["consumer"]["ok"] is True, "the payment itself was handled"
+    assert "was not written to the DLQ" in worker.log_text()

@@ -97,6 +97,29 @@ def test_healthz_is_503_while_batches_wait_for_rules_and_payments_wait(
     run(check)
 
 
+def test_healthz_is_503_for_a_minute_after_a_dlq_send_is_refused(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    lost = Failures(clock=lambda: clock[0])
+    patch_web(monkeypatch, "failures", lost)
+    patch_web(monkeypatch, "agent_states", lambda: {"detect": "running"})
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        status, body = await get(session, f"{base}/healthz")
+        assert status == 200 and body["checks"]["dlq_sends"]["send_failures"] == 0
+        lost.dlq_send_failed("dead letter (unparseable) for payments.raw[0]@7", TimeoutError())
+        clock[0] += 30
+        status, body = await get(session, f"{base}/healthz")
+        assert status == 503 and body["checks"]["dlq_sends"]["ok"] is False
+        assert body["checks"]["dlq_sends"]["last_failure_s_ago"] == 30.0
+        clock[0] += 31
+        status, body = await get(session, f"{base}/healthz")
+        assert status == 200 and body["checks"]["dlq_sends"]["send_failures"] == 1
+
+    run(check)
+
+
 def test_readyz_needs_recovered_tables_and_the_rules_topic_read_but_no_rule(
     worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,3 +52,17 @@ def test_a_crash_is_remembered_for_a_minute() -> None:
     assert failures.crashed_recently() and failures.last_crash == "detect: RuntimeError"
     clock[0] = 60.5
     assert not failures.crashed_recently() and failures.crashes["detect"] == 1
+
+
+def test_a_refused_dlq_send_fails_health_for_a_minute() -> None:
+    clock = [0.0]
+    failures = Failures(clock=lambda: clock[0])
+    assert not failures.dlq_sends_failing()
+    failures.dlq_send_failed("dead letter (unparseable) for p[0]@1", TimeoutError())
+    clock[0] = 59.0
+    assert failures.dlq_sends_failing()
+    failures.dlq_send_failed("dead letter (unparseable) for p[0]@2", TimeoutError())
+    clock[0] = 118.0
+    assert failures.dlq_sends_failing(), "a minute from the latest"
+    clock[0] = 119.5
+    assert not failures.dlq_sends_failing() and failures.dlq_send_failures == 2
