@@ -62,9 +62,10 @@ async def send_acknowledged(topic: Any, key: bytes | None, value: bytes, what: s
 
 def _count_lost(what: str) -> Callable[[Any], None]:
     def check(future: Any) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            stats.dlq_send_failures += 1
-            log.error("%s was not written to the DLQ: %r", what, future.exception())
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            # Lost: the source offset is committed anyway. /healthz fails for a while.
+            failures.dlq_send_failed(what, error)
 
     return check
 

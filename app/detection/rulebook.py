@@ -40,6 +40,9 @@ class RuleBook:
     max_rules: int = 100
     max_rule_bytes: int = DEFAULT_MAX_RULE_BYTES
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    # Until ``loaded``: per rules-topic partition not yet read to the end offset it had at
+    # start, (consumer position, that end offset); what /readyz shows while it waits.
+    unread: dict[int, tuple[int, int]] = field(default_factory=dict)
     # When the version in force of each rule was published (the rules record's Kafka
     # timestamp, epoch ms): a shadow rule's live alerts count from then.
     published_ms: dict[str, int] = field(default_factory=dict)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from app.detection.rules import Rule, RuleError, parse_rule
 from app.worker.kafka_security import kafka_options
 
 log = logging.getLogger(__name__)
+
+# While the rules topic is read at start, where it stands is logged this often.
+LOADING_REPORT_S = 10.0
 
 
 class TopicUnreadable(RuntimeError):
@@ -85,7 +89,8 @@ async def follow(
 ) -> None:
     """Fold the whole rules topic into ``book``, then keep following it.
 
-    ``book.loaded`` is set once the records present at start have been applied.
+    ``book.loaded`` is set once the records present at start have been applied: once the
+    consumer's position in every partition has reached the end offset it had at start.
     Without ``stop`` it runs until cancelled.
     """
     consumer = AIOKafkaConsumer(
@@ -100,16 +105,32 @@ async def follow(
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
-        pending = {tp for tp in partitions if end[tp] > 0}
         if on_change is not None:
             result = on_change("connected")
             if result is not None:
                 await result
-        if not pending:
-            book.loaded.set()
+        # A reconnect reads the topic again but the rules in force stay loaded meanwhile.
+        unread = {} if book.loaded.is_set() else dict(end)
+        reported_at = time.monotonic()
         while stop is None or not stop.is_set():
+            if unread:
+                await _forget_read(consumer, unread, book)
+                if not unread:
+                    book.loaded.set()
+                    names = ", ".join(r.rule_id for r in book.all()) or "none"
+                    log.info("rules loaded: %s", names)
+                elif time.monotonic() - reported_at >= LOADING_REPORT_S:
+                    reported_at = time.monotonic()
+                    # Detection waits for this (/readyz too): say where it is stuck.
+                    log.warning(
+                        "rules topic %s not read to its end offsets yet; detection waits: %s",
+                        topic,
+                        ", ".join(
+                            f"partition {p} at {at} of {e}" for p, (at, e) in book.unread.items()
+                        ),
+                    )
             batch = await consumer.getmany(timeout_ms=100)
-            for tp, messages in batch.items():
+            for messages in batch.values():
                 for message in messages:
                     outcome = book.apply(message.key, message.value)
                     if outcome.startswith("applied ") and message.key:
@@ -119,13 +140,27 @@ async def follow(
                         result = on_change(outcome)
                         if result is not None:
                             await result
-                if tp in pending and await consumer.position(tp) >= end[tp]:
-                    pending.discard(tp)
-            if not pending and not book.loaded.is_set():
-                book.loaded.set()
-                log.info("rules loaded: %s", ", ".join(r.rule_id for r in book.all()) or "none")
     finally:
         await consumer.stop()
+
+
+async def _forget_read(
+    consumer: AIOKafkaConsumer, unread: dict[TopicPartition, int], book: RuleBook
+) -> None:
+    """Drop from ``unread`` the partitions read to their end offset at start.
+
+    The position, not the last record seen, says so: a partition whose records were all
+    deleted (log start == end > 0) is handed no record at all, and one that ends in offsets
+    no consumer is handed (a transaction marker, a batch's records compacted away) has no
+    record at end - 1; the consumer's position starts at, or moves past, those all the same.
+    """
+    for tp in list(unread):
+        position = await consumer.position(tp)
+        if position >= unread[tp]:
+            del unread[tp]
+            book.unread.pop(tp.partition, None)
+        else:
+            book.unread[tp.partition] = (position, unread[tp])
 
 
 async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:

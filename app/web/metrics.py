@@ -162,7 +162,7 @@ class WorkerCollector:
         yield _counter(
             "fraud_dlq_send_failures",
             "Dead letters Kafka refused after the producer's own retries (logged).",
-            stats.dlq_send_failures,
+            self.sources.failures.dlq_send_failures,
         )
         internal = CounterMetricFamily(
             "fraud_internal_errors",

@@ -11,7 +11,7 @@ from faust.web import Request, Response, View
 from app.detection.rulebook import rulebook
 from app.web.cluster import my_url
 from app.web.consumer import consumer_lag
-from app.web.health import end_offsets
+from app.web.health import broker_offsets
 from app.web.metrics import CONTENT_TYPE, Sources, exposition, new_registry, sink_snapshot
 from app.web.params import BadParameter, bad_request, only, parse_int
 from app.worker.faust_app import alerts_topic, app
@@ -64,7 +64,7 @@ def stats_body(history: int) -> dict[str, Any]:
     by_rule: dict[str, dict[str, int]] = {}
     for (rule_id, status), n in sorted(stats.alerts.items()):
         by_rule.setdefault(rule_id, {})[status] = n
-    lags = consumer_lag(app, end_offsets.offsets)
+    lags = consumer_lag(app, broker_offsets.latest)
     uptime = max(time.time() - stats.started_at, 1e-6)
     body.update(
         {
@@ -106,7 +106,7 @@ registry = new_registry(
     Sources(
         stats=stats,
         rules=rulebook.all,
-        lag=lambda: consumer_lag(app, end_offsets.offsets),
+        lag=lambda: consumer_lag(app, broker_offsets.latest),
         sink_topic=alerts_topic.get_topic_name(),
     )
 )

@@ -18,7 +18,7 @@ from faust.web import View
 from app.web.alerts import AlertsView
 from app.web.cards import CardView
 from app.web.dashboard import DashboardView, StaticView
-from app.web.health import HealthView, ReadyView, refresh_end_offsets, sample_every_second
+from app.web.health import HealthView, ReadyView, refresh_broker_offsets, sample_every_second
 from app.web.observability import MetricsView, StatsView
 from app.worker.faust_app import app
 
@@ -39,4 +39,4 @@ _register(HealthView, "/healthz", "/healthz/")
 _register(ReadyView, "/readyz", "/readyz/")
 _register(MetricsView, "/metrics", "/metrics/")
 app.timer(1.0, name="web.sample_every_second")(sample_every_second)
-app.timer(2.0, name="web.refresh_end_offsets")(refresh_end_offsets)
+app.timer(2.0, name="web.refresh_broker_offsets")(refresh_broker_offsets)

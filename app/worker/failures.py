@@ -9,6 +9,9 @@ Two kinds, both of which make ``/healthz`` fail for a while:
   allowed number happened within the last minute.
 * *agent crashes*: an exception that escaped an agent anyway. Faust then restarts the
   agent past the record it was on; that must never look healthy.
+* *refused DLQ sends*: a buffered dead letter Kafka refused after the producer's own
+  retries. Its source offset is committed all the same, so each one is a record lost,
+  like a crash: no threshold, one keeps ``/healthz`` failing for a minute.
 
 Pure bookkeeping: no Faust, no settings; the clock is injectable for tests.
 """
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 60.0
 CRASH_MEMORY_S = 60.0  # an agent crash keeps /healthz failing this long
+DLQ_FAILURE_MEMORY_S = 60.0  # so does a refused DLQ send
 
 
 @dataclass
@@ -38,6 +42,8 @@ class Failures:
     crashes: Counter[str] = field(default_factory=Counter)
     last_crash_at: float | None = None
     last_crash: str | None = None
+    dlq_send_failures: int = 0
+    last_dlq_send_failure_at: float | None = None
     # The newest internal errors' times: enough to tell whether the limit was passed.
     _recent: deque[float] = field(default_factory=deque)
     _logged_at: dict[str, float] = field(default_factory=dict)
@@ -88,6 +94,16 @@ class Failures:
         return self.last_crash_at is not None and self.clock() - self.last_crash_at < (
             CRASH_MEMORY_S
         )
+
+    def dlq_send_failed(self, what: str, exc: BaseException) -> None:
+        self.dlq_send_failures += 1
+        self.last_dlq_send_failure_at = self.clock()
+        log.error("%s was not written to the DLQ: %r", what, exc)
+
+    def dlq_sends_failing(self) -> bool:
+        """A DLQ send was refused within the last minute."""
+        at = self.last_dlq_send_failure_at
+        return at is not None and self.clock() - at < DLQ_FAILURE_MEMORY_S
 
 
 failures = Failures()

@@ -144,7 +144,6 @@ class WorkerStats:
     alerts_already_published: int = 0  # replayed alerts found on the topic, not re-sent
     # Payments whose Kafka key was not their card id, re-keyed through the repartition topic.
     rekeyed: int = 0
-    dlq_send_failures: int = 0  # buffered DLQ sends Kafka finally refused (logged at ERROR)
     rules_follower_failing_since: float | None = None  # monotonic; None while it follows
     archived_rows: int = 0  # rows written to the Parquet archive (agents.archive)
     archived_files: int = 0

@@ -22,6 +22,7 @@ class FakeTopic:
     def __init__(self, refuse: int = 0) -> None:
         self.sent: list[tuple[bytes | None, bytes]] = []
         self.refuse = refuse
+        self.lose = 0  # deliveries Kafka takes, then refuses after the producer's retries
 
     async def send(self, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
         if self.refuse:
@@ -29,7 +30,11 @@ class FakeTopic:
             raise ConnectionError("broker down")
         self.sent.append((key, value))
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        if self.lose:
+            self.lose -= 1
+            done.set_exception(TimeoutError("delivery timed out"))
+        else:
+            done.set_result(None)
         return done
 
 
@@ -93,3 +98,17 @@ def test_a_refused_dead_letter_is_retried_not_dropped(
     dlq.refuse = 2
     asyncio.run(delivery.dead_letter(Message(), "alert_undecodable", "x", wait=True))
     assert len(dlq.sent) == 2 and len(slept) == 5
+
+
+def test_a_dead_letter_lost_after_the_producer_took_it_is_counted_for_health(
+    dlq: FakeTopic, counters: Counters
+) -> None:
+    dlq.lose = 1
+
+    async def main() -> None:
+        await delivery.dead_letter(Message(), "unparseable", "not JSON")
+        await asyncio.sleep(0)  # the delivery's done-callbacks run
+
+    asyncio.run(main())
+    assert counters.failures.dlq_send_failures == 1
+    assert counters.failures.dlq_sends_failing()

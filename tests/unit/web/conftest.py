@@ -17,7 +17,7 @@ def worker(monkeypatch: pytest.MonkeyPatch) -> WorkerStats:
     """A fresh WorkerStats and a runtime where this worker owns every card."""
     fresh = WorkerStats()
     patch_web(monkeypatch, "stats", fresh)
-    patch_web(monkeypatch, "consumer_lag", lambda app, ends=None: [])
+    patch_web(monkeypatch, "consumer_lag", lambda app, broker=None: [])
     patch_web(monkeypatch, "watch", ConsumerWatch())
     patch_web(monkeypatch, "locate_card", lambda card: cluster.CardOwner(2, cluster.my_url(), True))
     patch_web(monkeypatch, "owns_partition", lambda partition: True)

@@ -95,11 +95,18 @@ def alert(card: str, rule: str = "high-value-burst", n: int = 1, status: str = "
     )
 
 
-def fake_rulebook(rules: list[Any], loaded_at_start: bool = True) -> Any:
+def fake_rulebook(
+    rules: list[Any], loaded_at_start: bool = True, unread: dict[int, tuple[int, int]] | None = None
+) -> Any:
     loaded = asyncio.Event()
     if loaded_at_start:
         loaded.set()
-    return SimpleNamespace(all=lambda: list(rules), loaded=loaded, high_value_amount=Decimal(1000))
+    return SimpleNamespace(
+        all=lambda: list(rules),
+        loaded=loaded,
+        unread=unread or {},
+        high_value_amount=Decimal(1000),
+    )
 
 
 class FakeWindowedTable(dict[Any, int]):

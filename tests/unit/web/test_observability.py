@@ -24,7 +24,7 @@ def test_stats_has_the_old_fields_and_the_new_ones(
         worker.decision_latency.record_value(latency_us)
     worker.tick(now=time.time())
     lag = PartitionLag("payments.raw", 0, highwater=20, committed=15, read=17, lag=5)
-    patch_web(monkeypatch, "consumer_lag", lambda app, ends=None: [lag])
+    patch_web(monkeypatch, "consumer_lag", lambda app, broker=None: [lag])
 
     async def check(session: aiohttp.ClientSession, base: str) -> None:
         status, body = await get(session, f"{base}/stats?history=5")

@@ -69,3 +69,17 @@ def test_a_separated_or_escaped_card_number_in_a_traceback_is_masked(
     assert len(caplog.records) == 3
     assert caplog.text.count("**** **** **** 1111") == 1
     assert PAN not in readable_digits(caplog.text)
+
+
+def test_a_refused_dlq_send_fails_health_for_a_minute() -> None:
+    clock = [0.0]
+    failures = Failures(clock=lambda: clock[0])
+    assert not failures.dlq_sends_failing()
+    failures.dlq_send_failed("dead letter (unparseable) for p[0]@1", TimeoutError())
+    clock[0] = 59.0
+    assert failures.dlq_sends_failing()
+    failures.dlq_send_failed("dead letter (unparseable) for p[0]@2", TimeoutError())
+    clock[0] = 118.0
+    assert failures.dlq_sends_failing(), "a minute from the latest"
+    clock[0] = 119.5
+    assert not failures.dlq_sends_failing() and failures.dlq_send_failures == 2
