@@ -59,8 +59,9 @@ class RecentIds:
         return len(self._ids)
 
 
-# (rule id, rule version, group key)
-UsedKey = tuple[str, int, str]
+# (rule id, group key): a rule's alerts of every version. Events an alert of version 1
+# used must not be paired again by version 2 when a batch is replayed across the bump.
+UsedKey = tuple[str, str]
 
 
 class PublishedAlerts(RecentIds):
@@ -77,7 +78,7 @@ class PublishedAlerts(RecentIds):
     def add_alert(self, alert: Alert) -> None:
         self.record(
             alert.alert_id,
-            (alert.rule_id, alert.rule_version, alert.group_key),
+            (alert.rule_id, alert.group_key),
             alert.txn_ids,
             ms_from_iso(alert.last_event_ts) or 0,
         )
@@ -89,7 +90,7 @@ class PublishedAlerts(RecentIds):
         used = self._used.get(key)
         if used is None:
             used = self._used[key] = {}
-            self._group_keys[key[2]] += 1
+            self._group_keys[key[1]] += 1
         for txn_id in txn_ids:
             used[txn_id] = ts_ms
         self._by_id[alert_id] = (key, txn_ids)
@@ -99,13 +100,14 @@ class PublishedAlerts(RecentIds):
             for txn_id in old_txns:
                 old_used.pop(txn_id, None)
             if not old_used and self._used.pop(old_key, None) is not None:
-                self._group_keys[old_key[2]] -= 1
-                if not self._group_keys[old_key[2]]:
-                    del self._group_keys[old_key[2]]
+                self._group_keys[old_key[1]] -= 1
+                if not self._group_keys[old_key[1]]:
+                    del self._group_keys[old_key[1]]
 
-    def used(self, rule_id: str, version: int, group_key: str) -> dict[str, int]:
-        """txn id -> event time (the alert's last event's) of events published alerts used."""
-        return self._used.get((rule_id, version, group_key), {})
+    def used(self, rule_id: str, group_key: str) -> dict[str, int]:
+        """txn id -> event time (the alert's last event's) of events published alerts of
+        any version of the rule used."""
+        return self._used.get((rule_id, group_key), {})
 
     def used_for(self, group_key: str) -> bool:
         """Whether a recent alert used events of this key (``mark_used`` has work to do)."""
@@ -118,7 +120,7 @@ class PublishedAlerts(RecentIds):
         if not self.used_for(group_key):
             return
         for rule in rules:
-            used = self._used.get((rule.rule_id, rule.version, group_key))
+            used = self._used.get((rule.rule_id, group_key))
             if not used:
                 continue
             rule_state = state.rules.get(rule.rule_id)
