@@ -25,7 +25,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import rocksdict
@@ -59,7 +59,9 @@ from app.detection.rulebook import CARD_GROUP, rulebook
 from app.detection.rules import Rule
 from app.detection.validation import InvalidPayment, parse_keyed_payment, parse_payment
 from app.worker.faust_app import app, settings
+from app.worker.liveness import liveness
 from app.worker.stats import stats
+from app.worker.transport import Consumer
 from tables import WINDOW_S, card_state, current_event_time, group_state, high_value_counts
 
 # A batch reads state, awaits its alerts' acknowledgements, then writes state. The
@@ -70,6 +72,13 @@ from tables import WINDOW_S, card_state, current_event_time, group_state, high_v
 # repartition topic, both to its partition. So one lock per partition number (not per
 # topic) keeps two batches that may touch the same state from interleaving.
 state_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
+async def _tick_liveness() -> None:
+    liveness.tick()
+
+
+app.timer(0.5, name="worker.liveness_tick")(_tick_liveness)
 
 
 def _flowing() -> bool:
@@ -424,6 +433,12 @@ class Batch:
         whatever happens, so write anyway)."""
         alerts = tuple(self.alerts.values())
         await publish_alerts(alerts)
+        if generation is not None and liveness.paused():
+            # Frozen past the group session, the partition may be another worker's now:
+            # write nothing until the group confirms it is still ours (app.worker.liveness).
+            if not await cast(Consumer, app.consumer).still_a_member():
+                return None
+            liveness.confirmed()
         if generation is not None and (generation != app.consumer_generation_id or not _flowing()):
             return None  # a rebalance: the partition may move, its next owner replays it
         # No await until the writes are made: they land together, right after the acks.

@@ -42,6 +42,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -68,6 +70,26 @@ class _InFlight:
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def still_a_member(self, offsets: dict[TP, int]) -> bool:
+        """Commit ``offsets`` (what the group has committed already: a no-op) in the
+        consumer's thread; the coordinator refuses it from a member it has expelled."""
+        result: bool = await self.call_thread(self._commit_unchanged, offsets)
+        return result
+
+    async def _commit_unchanged(self, offsets: dict[TP, int]) -> bool:
+        consumer = self._ensure_consumer()
+        try:
+            await consumer.commit(
+                {
+                    faust_aiokafka.ensure_aiokafka_TP(tp): OffsetAndMetadata(offset, "")
+                    for tp, offset in offsets.items()
+                }
+            )
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            log.warning("the group did not confirm this worker's generation: %r", exc)
+            return False
+        return True
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         if not hasattr(consumer, "_fetch_max_wait_ms"):
@@ -108,6 +130,22 @@ class Consumer(faust_aiokafka.Consumer):
         self._sought_generation = generation
         self._in_flight = defaultdict(deque)
         self._refetch_from = {}
+
+    async def still_a_member(self) -> bool:
+        """Whether the group still counts this worker in its generation, asked of the
+        coordinator (after a pause: ``app.worker.liveness``). With no committed offset to
+        re-commit (a group that never committed) it cannot be asked: then True."""
+        assigned = self.assignment()
+        offsets = {
+            tp: offset
+            for tp, offset in self._committed_offset.items()
+            if offset is not None and tp in assigned
+        }
+        if not offsets:
+            log.warning("no committed offset to confirm this worker's generation with")
+            return True
+        thread = cast(ConsumerThread, self._thread)
+        return await thread.still_a_member(offsets)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)

@@ -7,12 +7,16 @@ brute-force oracle: every burst alerted, no alert invented, no alert id twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -294,17 +298,19 @@ def test_a_worker_frozen_past_its_session_writes_no_stale_state_after_its_succes
     pipeline: Pipeline, workers: Workers
 ) -> None:
     """SIGSTOP one of two workers for 10 s under 1 000/s (its partitions move to the other),
-    then SIGCONT: whatever it was deciding must not land in the changelogs after its
-    successor's writes. A worker restored from the changelogs alone then decides the rest."""
+    then SIGCONT, three times in turn: whatever it was deciding must not land in the
+    changelogs after its successor's writes. A worker restored from the changelogs alone
+    then decides the rest."""
     payments, expected = stream(60, seed=47)
     half = len(payments) // 2
     pair = [workers("s1").start(), workers("s2").start()]
     feed = Feed(pipeline, payments[:half])
-    time.sleep(8)
-    assert pair[0].process is not None
-    os.killpg(pair[0].process.pid, signal.SIGSTOP)
-    time.sleep(10)
-    os.killpg(pair[0].process.pid, signal.SIGCONT)
+    for frozen in (pair[0], pair[1], pair[0]):
+        time.sleep(5)
+        assert frozen.process is not None
+        os.killpg(frozen.process.pid, signal.SIGSTOP)
+        time.sleep(10)
+        os.killpg(frozen.process.pid, signal.SIGCONT)
     feed.join()
     time.sleep(10)  # the thawed worker rejoins; its stale batch (if any) lands now
     restored_from_changelogs(pipeline, workers, payments[half:], "s3")
@@ -334,3 +340,69 @@ def test_changelog_writes_refused_for_a_while_lose_nothing_after_a_restore(
     alerts = alerts_on(pipeline, len(expected), idle_s=5.0, timeout_s=300.0)
     assert_exactly_the_oracle(alerts, expected)
     assert_no_event_paired_twice(alerts)
+
+
+HOT_DEVICE_RULE = parse_rule(
+    {
+        "rule_id": "device-many-cards",
+        "version": 1,
+        "status": "active",
+        "severity": "high",
+        "group_by": ["device_id"],
+        "aggregate": "distinct_count(card_id)",
+        "window": 3600,
+        "filter": [{"field": "mcc", "op": "in", "value": ["7995"]}],
+        "threshold": {"op": ">=", "value": 3},
+    }
+)
+
+
+def test_a_hot_device_under_load_blinds_and_stalls_nothing(
+    pipeline: Pipeline, workers: Workers
+) -> None:
+    """One device (a terminal's placeholder id) sees 20 000 payments of one card within the
+    device rule's hour while the generator's stream flows at 1 000/s: the hot key stays at
+    its bound, the card alerts equal the oracle, and /healthz answers every second."""
+    pipeline.put_rules([SEED_RULE, HOT_DEVICE_RULE])
+    payments, expected = stream(40, seed=59)
+    hot = [
+        p._replace(txn_id=f"hot_{i}", card_id="tok_hot", device_id="unknown", mcc="7995")
+        for i, p in enumerate(
+            payments[i % len(payments)]._replace(amount=Decimal("20.00")) for i in range(20_000)
+        )
+    ]
+    # Spread through the stream, each at the event time of the payment it follows.
+    mixed: list[Payment] = []
+    every = len(payments) // 2_000
+    for index, p in enumerate(payments):
+        mixed.append(p)
+        if index % every == 0:
+            mixed.extend(h._replace(ts=p.ts, ts_ms=p.ts_ms) for h in hot[:10])
+            hot = hot[10:]
+    worker = workers("h1").start()
+    slowest = [0.0]
+    stop = threading.Event()
+
+    def probe() -> None:
+        url = f"http://127.0.0.1:{worker.web_port}/healthz"
+        while not stop.is_set():
+            started = time.monotonic()
+            # Red is an answer too; only how long it takes counts here.
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(url, timeout=10).read()
+            slowest[0] = max(slowest[0], time.monotonic() - started)
+            stop.wait(0.5)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        Feed(pipeline, mixed).join()
+        alerts = alerts_on(pipeline, len(expected), idle_s=5.0, timeout_s=300.0)
+    finally:
+        stop.set()
+        prober.join(20)
+    card_alerts = [a for a in alerts if a.rule_id == SEED_RULE.rule_id]
+    assert_exactly_the_oracle(card_alerts, expected)
+    assert [a for a in alerts if a.rule_id == HOT_DEVICE_RULE.rule_id] == []
+    assert worker.stats()["key_events_evicted"] > 0, "the hot key reached its bound"
+    assert slowest[0] < 5.0, f"/healthz took {slowest[0]:.1f} s to answer"
