@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import weakref
 from collections import defaultdict
@@ -71,6 +72,8 @@ from tables import WINDOW_S, card_state, current_event_time, group_state, high_v
 # co-partitioned topics: a card's payments come from payments.raw and, re-keyed, from the
 # repartition topic, both to its partition. So one lock per partition number (not per
 # topic) keeps two batches that may touch the same state from interleaving.
+log = logging.getLogger(__name__)
+
 state_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
 
 
@@ -439,6 +442,7 @@ class Batch:
             if not await cast(Consumer, app.consumer).still_a_member():
                 return None
             liveness.confirmed()
+            log.info("the group confirmed this worker's generation after a pause")
         if generation is not None and (generation != app.consumer_generation_id or not _flowing()):
             return None  # a rebalance: the partition may move, its next owner replays it
         # No await until the writes are made: they land together, right after the acks.

@@ -11,6 +11,7 @@ until the group coordinator has confirmed that this worker still holds its gener
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 # A tick every half second: a gap of this much means the process did not run. Well below
 # the group session (6 s), above the longest pause the event loop takes by itself.
 PAUSE_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,8 +36,13 @@ class Liveness:
 
     def tick(self) -> None:
         now = self.clock()
-        if now - self.last_tick > self.pause_s:
+        if now - self.last_tick > self.pause_s and not self.suspect:
             self.suspect = True
+            log.warning(
+                "this process did not run for %.1f s: state is written again once the group"
+                " confirms this worker still holds its partitions",
+                now - self.last_tick,
+            )
         self.last_tick = now
 
     def paused(self) -> bool:
