@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv deps browser lint format test test-slow demo bench bench-takeover lambda-zip clean
+.PHONY: venv deps browser lint format docs docs-check test test-slow demo bench bench-takeover lambda-zip clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,16 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint deps browser
+# The docs site (mkdocs.yml, docs/): served on http://127.0.0.1:8008 while you edit, and built
+# strict by `make test` (a broken link, anchor, include or nav entry fails it) into build/site.
+# Material's start-up banner (its end-of-life notice) is silenced: it is no build problem.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
+
+docs-check: venv
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+test: lint docs-check deps browser
 	$(PY) -m pytest -m "not slow"
 
 test-slow: venv deps browser

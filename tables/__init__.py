@@ -18,7 +18,7 @@ JSON_SCHEMA: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_
 # record's last write. A key seen once and never again (random card tokens) then leaves
 # the changelog, so a restore (a new or moved worker) does not carry it forever: compacted
 # *and* deleted by age. Faust applies this when it creates the topic; an existing
-# deployment's changelogs need it set once (README: upgrades).
+# deployment's changelogs need it set once (docs/how-to/upgrade.md).
 STATE_RETENTION_MS = int((MAX_WINDOW_S + settings.allowed_lateness_s + 24 * 3600) * 1000)
 STATE_TOPIC_CONFIGS = {"cleanup.policy": "compact,delete", "retention.ms": str(STATE_RETENTION_MS)}
 

@@ -259,51 +259,261 @@ def _app_id(text: str) -> str:
     return text
 
 
-# Every FRAUD_* variable: its name (without the prefix), the Settings field it sets and
-# the parser that checks it. The README's settings table lists exactly these (a unit test
-# compares them), so a new setting is declared here once.
-VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
-    ("APP_ID", "app_id", _app_id),
-    ("BROKER", "broker", _broker_url),
-    ("STORE", "store", _store_url),
-    ("DATADIR", "datadir", Path),
-    ("WEB_BIND", "web_bind", _bind_address),
-    ("WEB_PORT", "web_port", _port),
-    ("WEB_HOST", "web_host", _bind_address),
-    ("PARTITIONS", "partitions", _positive_int),
-    ("ALLOWED_LATENESS", "allowed_lateness_s", _non_negative_seconds),
-    ("TOPIC_PAYMENTS", "topic_payments", _topic),
-    ("TOPIC_ALERTS", "topic_alerts", _topic),
-    ("TOPIC_DLQ", "topic_dlq", _topic),
-    ("TOPIC_RULES", "topic_rules", _topic),
-    ("DYNAMODB_ENDPOINT", "dynamodb_endpoint", _http_url),
-    ("DYNAMODB_TABLE", "dynamodb_table", _dynamodb_table),
-    ("AWS_REGION", "aws_region", _aws_region),
-    ("MAX_PAYMENT_BYTES", "max_payment_bytes", _positive_int),
-    ("MAX_FUTURE_SKEW", "max_future_skew_s", _non_negative_seconds),
-    ("MAX_EVENT_AGE", "max_event_age_s", _non_negative_seconds),
-    ("PROCESSING_GUARANTEE", "processing_guarantee", _guarantee),
-    ("STALL_TIMEOUT", "stall_timeout_s", _non_negative_seconds),
-    ("FETCH_MAX_WAIT_MS", "fetch_max_wait_ms", _fetch_wait_ms),
-    ("TOPIC_REPLICATION", "topic_replication", _positive_int),
-    ("SINK_ENABLED", "sink_enabled", _bool),
-    ("MAX_AMOUNT", "max_amount", _amount_bound),
-    ("MAX_AMOUNT_DECIMALS", "max_amount_decimals", _decimal_places),
-    ("MAX_RULES", "max_rules", _positive_int),
-    ("MAX_KEY_EVENTS", "max_key_events", _key_events),
-    ("MAX_RULE_BYTES", "max_rule_bytes", _positive_int),
-    ("MAX_INTERNAL_ERRORS_PER_MINUTE", "max_internal_errors_per_minute", _positive_int),
-    ("ARCHIVE_ENABLED", "archive_enabled", _bool),
-    ("ARCHIVE_URL", "archive_url", _archive_url),
-    ("ARCHIVE_S3_ENDPOINT", "archive_s3_endpoint", _http_url),
-    ("ARCHIVE_ROLL_BYTES", "archive_roll_bytes", _positive_int),
-    ("ARCHIVE_ROLL_SECONDS", "archive_roll_s", _positive_seconds),
-    ("KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol", _security_protocol),
-    ("KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism", _sasl_mechanism),
-    ("KAFKA_SASL_USERNAME", "kafka_sasl_username", _secret),
-    ("KAFKA_SASL_PASSWORD", "kafka_sasl_password", _secret),
-    ("KAFKA_CA_FILE", "kafka_ca_file", _readable_file),
-    ("API_TOKEN", "api_token", _secret),
+@dataclass(frozen=True)
+class Variable:
+    """One ``FRAUD_*`` variable: its name (without the prefix), the :class:`Settings` field
+    it sets, the parser that checks it and what it means. ``docs/reference/settings.md`` is
+    generated from these and the fields' defaults (``infra/docs/hooks.py``)."""
+
+    name: str
+    attr: str
+    parse: Callable[[str], object]
+    description: str
+
+
+# Every FRAUD_* variable, declared here once: the worker reads these and no other, and the
+# settings page lists exactly these (a unit test holds the generator to it).
+DECLARED: tuple[Variable, ...] = (
+    Variable(
+        "APP_ID",
+        "app_id",
+        _app_id,
+        "The Faust app id: the consumer group, and the prefix of the changelog and"
+        " repartition topics. Two deployments must never share one.",
+    ),
+    Variable(
+        "BROKER",
+        "broker",
+        _broker_url,
+        "Kafka bootstrap servers as `kafka://host:port`; `;` separates several.",
+    ),
+    Variable(
+        "STORE",
+        "store",
+        _store_url,
+        "The table store: `rocksdb://` (rocksdict) or `memory://`.",
+    ),
+    Variable("DATADIR", "datadir", Path, "Where RocksDB and Faust keep their state."),
+    Variable(
+        "WEB_BIND",
+        "web_bind",
+        _bind_address,
+        "The address the worker's web server listens on; never `0.0.0.0` unless you say so.",
+    ),
+    Variable("WEB_PORT", "web_port", _port, "The port of the worker's web server."),
+    Variable(
+        "WEB_HOST",
+        "web_host",
+        _bind_address,
+        "The name other workers reach this one at (a card lookup goes to the partition's"
+        " owner); set it per container, e.g. the service name. Unset: the bind address"
+        " (127.0.0.1 when bound to `0.0.0.0`).",
+    ),
+    Variable(
+        "PARTITIONS",
+        "partitions",
+        _positive_int,
+        "Partitions of the topics and tables. Unset: the existing payments topic's count"
+        " (8 when it does not exist yet). A value that disagrees with the payments topic, or"
+        " a changelog or repartition topic whose count disagrees, stops the worker at start-up"
+        " with one line naming both numbers.",
+    ),
+    Variable(
+        "ALLOWED_LATENESS",
+        "allowed_lateness_s",
+        _non_negative_seconds,
+        "Seconds of event-time disorder accepted per key; a payment later than that behind"
+        " its key's newest goes to the DLQ as `late_event`.",
+    ),
+    Variable("TOPIC_PAYMENTS", "topic_payments", _topic, "The payments topic."),
+    Variable("TOPIC_ALERTS", "topic_alerts", _topic, "The alerts topic."),
+    Variable("TOPIC_DLQ", "topic_dlq", _topic, "The dead-letter topic."),
+    Variable(
+        "TOPIC_RULES", "topic_rules", _topic, "The rules topic (compacted, keyed by rule id)."
+    ),
+    Variable(
+        "DYNAMODB_ENDPOINT",
+        "dynamodb_endpoint",
+        _http_url,
+        "Another DynamoDB endpoint, e.g. `http://127.0.0.1:8000` for DynamoDB Local. Unset: AWS.",
+    ),
+    Variable("DYNAMODB_TABLE", "dynamodb_table", _dynamodb_table, "The alerts table."),
+    Variable("AWS_REGION", "aws_region", _aws_region, "The AWS region, e.g. `eu-west-1`."),
+    Variable(
+        "MAX_PAYMENT_BYTES",
+        "max_payment_bytes",
+        _positive_int,
+        "A larger record goes to the DLQ as `oversize`.",
+    ),
+    Variable(
+        "MAX_FUTURE_SKEW",
+        "max_future_skew_s",
+        _non_negative_seconds,
+        "Seconds a payment's `ts` may be ahead of the worker's clock; more goes to the DLQ as"
+        " `ts_in_future`. At most `FRAUD_ALLOWED_LATENESS` (checked at start-up): a payment"
+        " dated ahead moves its key's clock, and must not make the honest payments after it"
+        " late.",
+    ),
+    Variable(
+        "MAX_EVENT_AGE",
+        "max_event_age_s",
+        _non_negative_seconds,
+        "Seconds a payment's `ts` may be behind the worker's clock; older goes to the DLQ.",
+    ),
+    Variable(
+        "PROCESSING_GUARANTEE",
+        "processing_guarantee",
+        _guarantee,
+        "`at_least_once` (the supported mode) or `exactly_once` (kept for experiments: after"
+        " a crash its local store can hold writes of an aborted transaction).",
+    ),
+    Variable(
+        "STALL_TIMEOUT",
+        "stall_timeout_s",
+        _non_negative_seconds,
+        "Seconds an assigned partition may hold records waiting without a commit before"
+        " `/healthz` fails, whatever holds it up (a recovery or a rebalance included: set it"
+        " above the longest recovery you expect).",
+    ),
+    Variable(
+        "FETCH_MAX_WAIT_MS",
+        "fetch_max_wait_ms",
+        _fetch_wait_ms,
+        "Milliseconds (0-10000) the broker may hold the worker's fetch when none of its"
+        " partitions has new records. Faust hard-codes 1500, which made runs settle into a"
+        " 1.15 s median latency at random.",
+    ),
+    Variable(
+        "TOPIC_REPLICATION",
+        "topic_replication",
+        _positive_int,
+        "Replication factor of the topics the app creates.",
+    ),
+    Variable(
+        "SINK_ENABLED",
+        "sink_enabled",
+        _bool,
+        "Run the DynamoDB sink agent in this worker (`true`/`false`, `1`/`0`, `yes`/`no`).",
+    ),
+    Variable(
+        "MAX_AMOUNT",
+        "max_amount",
+        _amount_bound,
+        "A larger amount goes to the DLQ as `amount_out_of_range` (above 0, at most 1e15);"
+        " within these bounds no rule arithmetic can overflow or round.",
+    ),
+    Variable(
+        "MAX_AMOUNT_DECIMALS",
+        "max_amount_decimals",
+        _decimal_places,
+        "An amount with more decimal places (0-12) goes to the DLQ as `amount_out_of_range`.",
+    ),
+    Variable(
+        "MAX_RULES",
+        "max_rules",
+        _positive_int,
+        "Rules in force at most; more is refused by the CLI (exit 1), the API (409) and the"
+        " workers (a poison record).",
+    ),
+    Variable(
+        "MAX_KEY_EVENTS",
+        "max_key_events",
+        _key_events,
+        f"Events one key keeps at most, all its rules together ({_MIN_KEY_EVENTS}-"
+        f"{_MAX_KEY_EVENTS}): bounds a busy key's cost and its changelog record. Past it the"
+        " oldest are forgotten and counted in `fraud_key_events_evicted_total`.",
+    ),
+    Variable(
+        "MAX_RULE_BYTES",
+        "max_rule_bytes",
+        _positive_int,
+        "The size of one rule's JSON at most; more is refused by the CLI (exit 1), the API"
+        " (413) and the workers (a poison record).",
+    ),
+    Variable(
+        "MAX_INTERNAL_ERRORS_PER_MINUTE",
+        "max_internal_errors_per_minute",
+        _positive_int,
+        "`/healthz` fails while more records than this were dead-lettered as"
+        " `internal_error` within the last minute.",
+    ),
+    Variable(
+        "ARCHIVE_ENABLED",
+        "archive_enabled",
+        _bool,
+        "Run the Parquet archive's consumer (`agents/archive.py`) in this worker.",
+    ),
+    Variable(
+        "ARCHIVE_URL",
+        "archive_url",
+        _archive_url,
+        "Where the archive goes: a directory, `file:///path` or `s3://bucket/prefix`"
+        " (credentials from the usual AWS chain).",
+    ),
+    Variable(
+        "ARCHIVE_S3_ENDPOINT",
+        "archive_s3_endpoint",
+        _http_url,
+        "An S3-compatible server instead of AWS, e.g. `http://127.0.0.1:7070`. Unset: AWS.",
+    ),
+    Variable(
+        "ARCHIVE_ROLL_BYTES",
+        "archive_roll_bytes",
+        _positive_int,
+        "A partition's buffer rolls into files at this many bytes of records as received"
+        " (the Parquet files are several times smaller).",
+    ),
+    Variable(
+        "ARCHIVE_ROLL_SECONDS",
+        "archive_roll_s",
+        _positive_seconds,
+        "A partition's buffer rolls into files after this many seconds at the latest.",
+    ),
+    Variable(
+        "KAFKA_SECURITY_PROTOCOL",
+        "kafka_security_protocol",
+        _security_protocol,
+        "`PLAINTEXT`, `SSL` or `SASL_SSL` (Amazon MSK: `SASL_SSL`); used by Faust's consumer"
+        " and producer and by every Kafka client the app opens itself.",
+    ),
+    Variable(
+        "KAFKA_SASL_MECHANISM",
+        "kafka_sasl_mechanism",
+        _sasl_mechanism,
+        "Required with `SASL_SSL`, refused without it: `AWS_MSK_IAM` (tokens signed with the"
+        " AWS credential chain, e.g. the ECS task role), `SCRAM-SHA-512`, `SCRAM-SHA-256` or"
+        " `PLAIN`.",
+    ),
+    Variable(
+        "KAFKA_SASL_USERNAME",
+        "kafka_sasl_username",
+        _secret,
+        "The user for SCRAM and PLAIN (required with them).",
+    ),
+    Variable(
+        "KAFKA_SASL_PASSWORD",
+        "kafka_sasl_password",
+        _secret,
+        "The password for SCRAM and PLAIN (required with them).",
+    ),
+    Variable(
+        "KAFKA_CA_FILE",
+        "kafka_ca_file",
+        _readable_file,
+        "A PEM bundle to trust instead of the system's CAs (MSK's certificates chain to"
+        " public roots).",
+    ),
+    Variable(
+        "API_TOKEN",
+        "api_token",
+        _secret,
+        "The bearer token for rule writes, backtests and shadow-rule evidence over HTTP."
+        " Unset: those are refused (403).",
+    ),
+)
+# (name, attr, parser) of each variable: the shape tests/infra/test_terraform.py unpacks.
+VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = tuple(
+    (v.name, v.attr, v.parse) for v in DECLARED
 )
 # Never printed, not even in the message about a bad value.
 HIDDEN = frozenset({"api_token", "kafka_sasl_password"})
@@ -313,7 +523,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the FRAUD_* variables of ``env`` (default: the process environment)."""
     source = os.environ if env is None else env
     values: dict[str, object] = {}
-    for name, attr, parse in VARIABLES:
+    for variable in DECLARED:
+        name, attr, parse = variable.name, variable.attr, variable.parse
         raw = source.get(PREFIX + name)
         if raw is None or raw == "":
             continue

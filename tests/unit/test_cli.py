@@ -18,8 +18,9 @@ import pytest
 import yaml
 from faust.cli.base import cli
 
-from app.cli import FraudCommand, OneLineUsage, generate, rules
+from app.cli import RULE_ACTIONS, FraudCommand, OneLineUsage, generate, rules
 from tests.cli import assert_one_error_line, free_port, run_cli
+from tests.docs import first_column, page, section
 from tests.factories import rule_body
 
 USAGE, REFUSED = 2, 1
@@ -181,3 +182,20 @@ def test_faust_registers_the_commands_through_fraud_command() -> None:
         assert isinstance(registered, OneLineUsage)
         assert [p.name for p in registered.params] == params
         assert registered.help == command.__doc__
+
+
+def test_the_cli_page_lists_every_rules_action_and_every_option() -> None:
+    cli_page = page("reference/cli.md")
+    rules_section = section(cli_page, "`faust -A app rules`")
+    actions = [cell.split()[0] for cell in first_column(rules_section) if not cell.startswith("-")]
+    assert actions == list(RULE_ACTIONS)
+    documented = {cell for cell in first_column(cli_page) if cell.startswith("--")}
+    declared = {
+        name
+        for command in (generate, rules)
+        for option in command.options or ()
+        for name in getattr(option, "args", ())
+        if name.startswith("--")
+    }
+    assert declared <= documented
+    assert "| 1 | refused" in cli_page and "| 2 | usage" in cli_page

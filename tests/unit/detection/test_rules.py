@@ -7,7 +7,21 @@ from typing import Any
 
 import pytest
 
-from app.detection.rules import SEED_RULE, RuleError, parse_rule
+from app.detection.rules import (
+    FILTER_FIELDS,
+    FILTER_OPS,
+    GROUP_FIELDS,
+    RULE_KEYS,
+    SEED_RULE,
+    SEVERITIES,
+    STATUSES,
+    STRING_FIELDS,
+    THRESHOLD_OPS,
+    RuleError,
+    parse_rule,
+)
+from app.rules_admin.topic import load_rule_file
+from tests.docs import REPO, SNIPPETS, first_column, page, section
 from tests.factories import rule_body
 
 
@@ -71,3 +85,49 @@ def test_a_count_beyond_what_a_key_keeps_is_refused_naming_the_threshold() -> No
     raw = {**SEED_RULE.to_json(), "threshold": {"op": ">=", "value": 1001}}
     with pytest.raises(RuleError, match=r"threshold.value: must be at most 1000"):
         parse_rule(raw)
+
+
+# ------------------------------------------------------------- the rule format's page
+
+
+def rule_format(heading: str) -> list[str]:
+    return first_column(section(page("reference/rule-format.md"), heading))
+
+
+def test_the_rule_format_page_lists_every_field_filter_field_and_operator() -> None:
+    assert sorted(rule_format("Fields")) == sorted(RULE_KEYS)
+    assert rule_format("Group-by fields") == list(GROUP_FIELDS)
+    assert rule_format("Filter") == [*FILTER_FIELDS, *FILTER_OPS]
+    assert rule_format("Statuses") == list(STATUSES)
+    aggregates = rule_format("Aggregates")
+    assert aggregates == ["count", "sum(amount)", "distinct_count(<field>)"]
+    for text in aggregates:
+        field = STRING_FIELDS[0] if "<field>" in text else None
+        assert parse_rule(rule_body(aggregate=text.replace("<field>", str(field))))
+    threshold = section(page("reference/rule-format.md"), "Threshold")
+    assert all(f"`{op}`" in threshold for op in THRESHOLD_OPS)
+    assert all(f"`{severity}`" in page("reference/rule-format.md") for severity in SEVERITIES)
+
+
+def test_every_filter_field_and_operator_the_page_allows_validates() -> None:
+    """What the operators table says of the fields: numbers take every operator, text only
+    equality and membership."""
+    for field in FILTER_FIELDS:
+        value: Any = "100" if field == "amount" else "GB"
+        for op in FILTER_OPS:
+            condition = {"field": field, "op": op, "value": [value] if "in" in op else value}
+            if field == "amount" or op in ("==", "!=", "in", "not in"):
+                assert parse_rule(rule_body(filter=[condition]))
+            else:
+                with pytest.raises(RuleError, match="is a string"):
+                    parse_rule(rule_body(filter=[condition]))
+
+
+def test_the_rule_examples_the_docs_include_are_valid_rules() -> None:
+    (example,) = load_rule_file(SNIPPETS / "gb-pair.yaml")
+    assert example.rule_id == "gb-pair"
+    shipped = load_rule_file(REPO / "app/rules_admin/default_rules.yaml")
+    format_page = page("reference/rule-format.md")
+    assert '--8<-- "docs/snippets/gb-pair.yaml"' in format_page
+    assert '--8<-- "app/rules_admin/default_rules.yaml"' in format_page
+    assert rule_format("The shipped rules") == [rule.rule_id for rule in shipped]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.detection.models import PAYMENT_FIELDS, iso_from_ms
+from app.detection.models import PAYMENT_FIELDS, iso_from_ms, ms_from_iso
 from app.detection.validation import (
     _STRINGS_DECODER,
     InvalidPayment,
@@ -21,6 +21,7 @@ from app.detection.validation import (
     parse_payment,
     refuse_pan_in_key,
 )
+from tests.docs import SNIPPETS
 from tests.pan_variants import (
     CARD_NUMBERS,
     PAN,
@@ -333,3 +334,13 @@ def test_a_payment_json_reads_but_the_fast_decoder_does_not_is_still_a_payment()
     with pytest.raises(InvalidPayment) as missing:
         parse_payment(encode({k: v for k, v in good().items() if k != "ip"}), NOW_MS)
     assert missing.value.reason == "missing_field" and "'ip'" in missing.value.detail
+
+
+def test_the_payment_the_docs_show_is_valid_and_has_every_field() -> None:
+    raw = (SNIPPETS / "payment.json").read_bytes()
+    body = json.loads(raw)
+    assert list(body) == list(PAYMENT_FIELDS)
+    sent_at = ms_from_iso(body["ts"])
+    assert sent_at is not None
+    payment = parse_payment(raw, now_ms=sent_at)
+    assert payment.amount == Decimal("1250") and payment.country == "GB"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import re
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +16,9 @@ from app.web import (
 )
 from app.web.consumer import PartitionLag
 from app.web.metrics import Sources, hdr_buckets, new_registry
+from app.worker.failures import Failures
 from app.worker.stats import WorkerStats, new_histogram
+from tests.docs import page
 from tests.unit.web.fakes import FakeSink, families, recorded_stats, samples
 
 
@@ -109,3 +113,49 @@ def test_hdr_buckets_are_cumulative_and_end_with_the_total() -> None:
     for le, count in buckets[:-1]:
         exact = sum(1 for v in values if v <= float(le) * 1_000_000)
         assert abs(count - exact) <= max(2, exact * 0.002), le  # 3 significant digits
+
+
+def catalogue_rows() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The metrics page's rows: exposed name -> (type, label names)."""
+    rows: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for line in page("operations/metrics.md").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 4:
+            (name,) = re.findall(r"`([^`]+)`", cells[0])
+            assert name not in rows, f"{name} is listed twice"
+            rows[name] = (cells[1], tuple(re.findall(r"`([^`]+)`", cells[2])))
+    return rows
+
+
+def test_the_metrics_page_lists_every_metric_the_worker_exposes() -> None:
+    """Every family a fully busy worker yields (sink, rules, lag, failures, process), under
+    the name a query uses, with its type and labels: the page cannot drift from the code."""
+    failures = Failures(
+        internal_errors=Counter({("detect", "KeyError"): 1}), crashes=Counter({"detect": 1})
+    )
+    snapshot = {key: 1 for key in metrics._SINK_COUNTERS} | {"failing_for_s": 0, "healthy": True}
+    sink = SimpleNamespace(snapshot=lambda: snapshot, alert_latency=new_histogram())
+    registry = new_registry(
+        Sources(
+            stats=recorded_stats(),
+            rules=lambda: [SEED_RULE],
+            lag=lambda: [PartitionLag("fraud.alerts", 0, 9, 6, 7, 3)],
+            sink_topic="fraud.alerts",
+            sink=lambda: sink,
+            failures=failures,
+        )
+    )
+    exposed: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for family in registry.collect():
+        labels = {
+            name
+            for sample in family.samples
+            for name in sample.labels
+            if name != "le"  # a histogram's bucket bound, not a label of its own
+        }
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        exposed[name] = (family.type, tuple(sorted(labels)))
+    listed = {
+        name: (kind, tuple(sorted(labels))) for name, (kind, labels) in catalogue_rows().items()
+    }
+    assert listed == exposed

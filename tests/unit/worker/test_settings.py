@@ -3,18 +3,27 @@ naming the variable."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
 import sys
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
+from mkdocs.exceptions import PluginError
 
-from app.worker.settings import VARIABLES, SettingsError, load_settings
-
-REPO = Path(__file__).resolve().parents[3]
+from app.worker.settings import DECLARED, PREFIX, Settings, SettingsError, load_settings
+from infra.docs.hooks import (
+    NOTIFIER_MARKER,
+    SETTINGS_PAGE,
+    WORKER_MARKER,
+    expand,
+    notifier_variables_table,
+    worker_settings_table,
+)
+from lambdas.notifier.models.env import VARIABLES as NOTIFIER_VARIABLES
+from tests.docs import DOCS, REPO, first_column, page
 
 
 def test_defaults_bind_loopback_and_use_rocksdb() -> None:
@@ -96,11 +105,62 @@ def test_partitions_are_unset_by_default_so_the_topic_decides() -> None:
     assert load_settings({"FRAUD_MAX_AMOUNT": "5000.50"}).max_amount == Decimal("5000.50")
 
 
-def test_the_readme_table_lists_exactly_the_declared_settings() -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Settings", 1)[1].split("\n### ", 1)[0]
-    listed = set(re.findall(r"`FRAUD_([A-Z0-9_]+)`", section))
-    assert listed == {name for name, _, _ in VARIABLES}
+def test_each_settings_field_is_set_by_one_declared_variable_that_says_what_it_means() -> None:
+    attrs = [variable.attr for variable in DECLARED]
+    assert sorted(attrs) == sorted(f.name for f in dataclasses.fields(Settings))
+    assert len({variable.name for variable in DECLARED}) == len(DECLARED)
+    assert all(variable.description.endswith(".") for variable in DECLARED)
+
+
+def test_the_settings_page_is_generated_from_the_declaration_with_each_default() -> None:
+    table = worker_settings_table()
+    assert first_column(table) == [PREFIX + variable.name for variable in DECLARED]
+    rows = table.splitlines()
+    assert "| `FRAUD_ALLOWED_LATENESS` | `60` | Seconds of event-time disorder" in table
+    assert "| `FRAUD_MAX_EVENT_AGE` | `2592000` |" in table
+    assert "| `FRAUD_SINK_ENABLED` | `true` |" in table
+    assert "| `FRAUD_MAX_AMOUNT` | `1000000000000` |" in table
+    assert "| `FRAUD_PARTITIONS` | unset |" in table
+    secret = [row for row in rows if "`FRAUD_API_TOKEN`" in row]
+    assert len(secret) == 1 and "Never printed" in secret[0]
+
+
+def test_the_settings_page_holds_the_generated_tables_in_place_of_its_markers() -> None:
+    source = page(SETTINGS_PAGE)
+    built = expand(source, SETTINGS_PAGE)
+    assert WORKER_MARKER not in built and NOTIFIER_MARKER not in built
+    assert worker_settings_table() in built and notifier_variables_table() in built
+    # Only the generated tables list variables: nothing written by hand to drift.
+    assert "| `FRAUD_" not in source
+    with pytest.raises(PluginError, match="exactly once"):
+        expand(source.replace(WORKER_MARKER, ""), SETTINGS_PAGE)
+    assert expand(source, "reference/cli.md") == source
+
+
+def test_the_notifier_table_lists_each_variable_the_lambda_reads() -> None:
+    table = notifier_variables_table()
+    assert first_column(table) == [
+        name
+        for variable in NOTIFIER_VARIABLES
+        for name in (variable.name, variable.fallback)
+        if name is not None
+    ]
+    assert "| `IDEMPOTENCY_TABLE` | required |" in table
+
+
+def test_every_setting_the_readme_and_the_docs_name_is_one_that_is_read() -> None:
+    read = {PREFIX + variable.name for variable in DECLARED}
+    read |= {variable.name for variable in NOTIFIER_VARIABLES}
+    texts = [REPO / "README.md", *DOCS.rglob("*.md")]
+    named = {
+        (path.name, name)
+        for path in texts
+        # A family such as FRAUD_KAFKA_* is no name of its own.
+        for name in re.findall(
+            r"\bFRAUD_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*\*)", path.read_text(encoding="utf-8")
+        )
+    }
+    assert {(where, name) for where, name in named if name not in read} == set()
 
 
 def test_the_api_token_is_a_setting_and_never_shown() -> None:

@@ -1,8 +1,8 @@
-"""The README's DuckDB queries run on an archive as the archive agent writes it."""
+"""The archive how-to's DuckDB queries (docs/snippets/archive/, included into the page)
+run on an archive as the archive agent writes it."""
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,14 +14,14 @@ from app.detection.rules import SEED_RULE
 from app.history.backtest import backtest
 from app.history.rolling import PartitionBuffer
 from app.history.schema import alert_row
+from tests.docs import SNIPPETS, page
 from tests.unit.history.test_backtest import LATENESS_MS, archive_of, stream
 
-REPO = Path(__file__).resolve().parents[3]
+QUERIES = ("payments-per-hour", "alerts-per-rule", "training-set")
 
 
-def readme_queries() -> list[str]:
-    section = (REPO / "README.md").read_text().split("### History", 1)[1].split("\n### ", 1)[0]
-    return re.findall(r"```sql\n(.*?)```", section, re.S)
+def archive_query(name: str) -> str:
+    return (SNIPPETS / "archive" / f"{name}.sql").read_text(encoding="utf-8")
 
 
 @pytest.fixture
@@ -45,23 +45,24 @@ def run(query: str, archive_dir: Path) -> list[tuple[object, ...]]:
     return duckdb.sql(query.replace("'.cache/archive/", f"'{archive_dir}/")).fetchall()
 
 
-def test_the_readme_shows_three_queries() -> None:
-    assert len(readme_queries()) == 3
+def test_the_how_to_shows_each_query_from_its_file() -> None:
+    how_to = page("how-to/archive-and-backtest.md")
+    shown = [f'--8<-- "docs/snippets/archive/{name}.sql"' for name in QUERIES]
+    assert all(line in how_to for line in shown)
+    assert sorted(p.stem for p in (SNIPPETS / "archive").glob("*.sql")) == sorted(QUERIES)
 
 
 def test_payments_per_hour_add_up_to_every_payment(archive_dir: Path) -> None:
-    per_hour, _, _ = readme_queries()
-    rows = run(per_hour, archive_dir)
+    rows = run(archive_query("payments-per-hour"), archive_dir)
     assert sum(int(str(r[2])) for r in rows) == 4000
     assert len(rows) > 1  # the stream spans hours
 
 
 def test_alerts_per_rule_and_the_labelled_training_set(archive_dir: Path) -> None:
-    _, per_rule, training = readme_queries()
-    ((rule_id, version, status, alerts, keys),) = run(per_rule, archive_dir)
+    ((rule_id, version, status, alerts, keys),) = run(archive_query("alerts-per-rule"), archive_dir)
     assert (rule_id, version, status) == (SEED_RULE.rule_id, SEED_RULE.version, "active")
     assert int(str(alerts)) > 5 and 0 < int(str(keys)) <= int(str(alerts))
-    rows = run(training, archive_dir)
+    rows = run(archive_query("training-set"), archive_dir)
     flagged = [r for r in rows if r[-2]]
     assert len(flagged) == 3 * int(str(alerts))  # three payments per alert, each once
     assert all(r[-1] == [SEED_RULE.rule_id] for r in flagged)

@@ -1,0 +1,1 @@
+"""The docs site's build-time code: the MkDocs hooks named in mkdocs.yml."""
