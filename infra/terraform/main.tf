@@ -9,6 +9,11 @@
 # Not validated on this machine: it reaches no Terraform registry. `terraform init &&
 # terraform validate && terraform plan` before the first apply; README "Deploy to AWS".
 
+# The region is set here, once: var.region (terraform.tfvars). Everything else, the zones
+# below, every module's ARNs, endpoints and log settings, the workers' FRAUD_AWS_REGION and
+# AWS_REGION and the `--region` of every command in outputs.tf, reads it back from the
+# provider (data.aws_region.current), and modules/workers refuses, at plan, a worker_image
+# pushed to another region's ECR (the VPC reaches ECR only through this region's endpoints).
 provider "aws" {
   region = var.region
   default_tags {
@@ -16,8 +21,11 @@ provider "aws" {
   }
 }
 
+data "aws_region" "current" {}
+
 locals {
-  availability_zones = [for letter in var.availability_zone_letters : "${var.region}${letter}"]
+  region             = data.aws_region.current.name
+  availability_zones = [for letter in var.availability_zone_letters : "${local.region}${letter}"]
   topics = {
     payments = var.topic_payments
     alerts   = var.topic_alerts

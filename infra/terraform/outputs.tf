@@ -1,3 +1,8 @@
+output "region" {
+  description = "The stack's region (var.region, as the provider reports it): every command below names it; `export AWS_REGION=$(terraform output -raw region)` for your own."
+  value       = local.region
+}
+
 output "bootstrap_brokers" {
   description = "MSK's IAM-authenticated TLS listener, host:port,host:port (the workers get it as FRAUD_BROKER)."
   value       = module.kafka.bootstrap_brokers

@@ -1,7 +1,7 @@
 # --- the stack -----------------------------------------------------------------------------
 
 variable "region" {
-  description = "AWS region of the whole stack."
+  description = "AWS region of the whole stack: the one place it is set (the provider's; everything else reads it back, and worker_image must be in this region's ECR)."
   type        = string
   default     = "eu-west-1"
 }

@@ -19,7 +19,7 @@ import pytest
 
 from app.worker.settings import PREFIX, VARIABLES
 from infra.checks import checkov
-from infra.checks.terraform_refs import check_tree
+from infra.checks.terraform_refs import check_tree, load_module
 from lambdas.notifier.models.env import VARIABLES as NOTIFIER_VARIABLES
 
 TERRAFORM = Path(__file__).resolve().parents[2] / "infra" / "terraform"
@@ -73,6 +73,14 @@ def block(relative: str, kind: str, type_: str, name: str) -> dict[str, Any]:
     found = dict(blocks(relative, kind, type_))
     assert name in found, f"{kind} {type_}.{name} not in {relative}"
     return found[name]
+
+
+def blocks_of(relative: str, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(name, body)`` of every ``kind "name"`` block of a file (output, variable)."""
+    for found in parsed(relative).get(kind, []):
+        for name, body in found.items():
+            if not name.startswith("__"):
+                yield unquote(name), body
 
 
 def only(body: dict[str, Any], key: str) -> dict[str, Any]:
@@ -341,3 +349,59 @@ def test_the_log_metric_filters_match_what_the_workers_log() -> None:
         assert phrases, f"{name}: no quoted phrase in {pattern!r}"
         for phrase in phrases:
             assert phrase in source, f"{name}: {phrase!r} is no longer logged"
+
+
+# --- the region: set once, read back everywhere -----------------------------------------
+
+
+def test_the_region_is_set_only_in_the_provider() -> None:
+    root = load_module(TERRAFORM)
+    assert {ref.where for ref in root.references if ref.address() == "var.region"} == {"provider"}
+    (provider,) = parsed("main.tf")["provider"]
+    assert provider['"aws"']["region"] == "${var.region}"
+    # Every module reads the provider's region back; none takes one as a variable.
+    for path in sorted(TERRAFORM.glob("modules/*")):
+        module = load_module(path)
+        assert not {"region", "aws_region"} & set(module.variables), path.name
+        for local in parsed(f"modules/{path.name}/main.tf").get("locals", []):
+            if "region" in local:
+                assert local["region"] == "${data.aws_region.current.name}", path.name
+    assert parsed("main.tf")["locals"][0]["region"] == "${data.aws_region.current.name}"
+
+
+def test_the_workers_region_settings_and_commands_are_the_providers() -> None:
+    workers = parsed("modules/workers/main.tf")
+    local = workers["locals"][0]
+    assert local["kafka_environment"]["FRAUD_AWS_REGION"] == "${local.region}"
+    assert local["kafka_environment"]["AWS_REGION"] == "${local.region}"
+    assert local["log_configuration"]["options"]["awslogs-region"] == "${local.region}"
+    # Every AWS CLI command the stack prints names the region, so the shell's does not count:
+    # the root forwards the modules' commands, which name it or are built on run_admin_task.
+    (run_admin_task,) = (lc["run_admin_task"] for lc in workers["locals"] if "run_admin_task" in lc)
+    assert '"--region ${local.region}"' in run_admin_task
+    commands = {
+        f"{path}:{name}": str(body["value"])
+        for path in [str(p.relative_to(TERRAFORM)) for p in TF_FILES if p.name == "outputs.tf"]
+        for name, body in blocks_of(path, "output")
+        if name.endswith("_command")
+    }
+    assert len(commands) >= 6, commands
+    for where, value in commands.items():
+        if where.startswith("outputs.tf:"):
+            assert re.fullmatch(r"\$\{module\.\w+\.\w+_command\}", value), where
+        else:
+            assert "--region ${local.region}" in value or "local.run_admin_task" in value, where
+
+
+def test_a_worker_image_of_another_region_is_refused_at_plan() -> None:
+    task = block("modules/workers/main.tf", "resource", "aws_ecs_task_definition", "worker")
+    (lifecycle,) = task["lifecycle"]
+    conditions = [p["condition"] for p in lifecycle["precondition"]]
+    assert "${local.ecr[1] == local.region}" in conditions
+    # local.ecr[1] is the region part of the image URI.
+    ecr = parsed("modules/workers/main.tf")["locals"][0]["ecr"]
+    pattern = re.search(r'regex\("(.+?)", var\.image\)', ecr)
+    assert pattern is not None
+    uri = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/fraud-detection:0.1.0"
+    match = re.match(pattern[1].replace("\\\\", "\\"), uri)
+    assert match is not None and match[2] == "eu-central-1"

@@ -308,6 +308,14 @@ resource "aws_ecs_task_definition" "worker" {
       logConfiguration = local.log_configuration
     },
   ])
+
+  lifecycle {
+    # The VPC has no internet route: tasks pull through this region's ECR endpoints only.
+    precondition {
+      condition     = local.ecr[1] == local.region
+      error_message = "worker_image is in ECR of ${local.ecr[1]} but the stack is in ${local.region}: push the image to ${local.region} (the VPC reaches ECR only through its own region's endpoints), or set region to ${local.ecr[1]}."
+    }
+  }
 }
 
 resource "aws_ecs_service" "workers" {
