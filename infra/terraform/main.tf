@@ -117,12 +117,15 @@ module "workers" {
   archive_bucket_arn      = module.archive.bucket_arn
   archive_prefix          = var.archive_prefix
   archive_url             = module.archive.url
+  archive_bucket          = module.archive.bucket
+  rules_prefix            = var.rules_prefix
   kms_key_arn             = module.kms.key_arn
   log_retention_days      = var.log_retention_days
   lag_scale_out_threshold = var.lag_scale_out_threshold
   lag_scale_in_threshold  = var.lag_scale_in_threshold
   scale_in_cpu_percent    = var.scale_in_cpu_percent
   create_topics_script    = file("${path.module}/topics.py")
+  put_rules_script        = file("${path.module}/put_rules.py")
 }
 
 module "notifier" {

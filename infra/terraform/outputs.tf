@@ -63,6 +63,16 @@ output "put_default_rules_command" {
   value       = module.workers.put_default_rules_command
 }
 
+output "rules_s3_prefix" {
+  description = "Where your rule files go (aws s3 cp my-rule.yaml <this>my-rule.yaml) for put_rules_from_s3_command."
+  value       = module.workers.rules_s3_prefix
+}
+
+output "put_rules_from_s3_command" {
+  description = "Publishes the rule file $RULES_FILE (a name under rules_s3_prefix) with `faust -A app rules put`: set RULES_FILE in the shell, then eval this."
+  value       = module.workers.put_rules_from_s3_command
+}
+
 output "slack_webhook_secret_arn" {
   description = "Fill it: aws secretsmanager put-secret-value --secret-id <this> --secret-string <webhook URL>."
   value       = module.notifier.slack_webhook_secret_arn

@@ -263,6 +263,16 @@ variable "archive_prefix" {
   }
 }
 
+variable "rules_prefix" {
+  description = "Key prefix, in the archive bucket, of the rule files the put-rules task publishes (s3://<bucket>/<prefix>/<file>): the only objects its role may read; the workers may not read it."
+  type        = string
+  default     = "rules"
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", var.rules_prefix)) && !startswith("${var.rules_prefix}/", "${var.archive_prefix}/") && !startswith("${var.archive_prefix}/", "${var.rules_prefix}/")
+    error_message = "rules_prefix must be a key prefix without leading or trailing '/', apart from archive_prefix (neither inside the other)."
+  }
+}
+
 variable "archive_ia_days" {
   description = "Days after which archive files move to S3 Standard-IA (at least 30)."
   type        = number

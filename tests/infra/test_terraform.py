@@ -8,7 +8,10 @@ expect (table key, TTL and stream, handler, settings, Kafka security).
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -405,3 +408,116 @@ def test_a_worker_image_of_another_region_is_refused_at_plan() -> None:
     uri = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/fraud-detection:0.1.0"
     match = re.match(pattern[1].replace("\\\\", "\\"), uri)
     assert match is not None and match[2] == "eu-central-1"
+
+
+# --- rules of your own on AWS: a file from S3 --------------------------------------------
+
+
+def policy_document(relative: str, name: str) -> dict[str, dict[str, Any]]:
+    """The statements of one aws_iam_policy_document, by sid."""
+    body = block(relative, "data", "aws_iam_policy_document", name)
+    return {unquote(s["sid"]): s for s in body.get("statement", [])}
+
+
+def test_the_put_rules_task_may_read_the_rules_prefix_and_nothing_else_of_s3() -> None:
+    admin = policy_document("modules/workers/main.tf", "admin")
+    s3 = {sid: s for sid, s in admin.items() if any(a.startswith('"s3:') for a in s["actions"])}
+    assert list(s3) == ["ReadRuleFiles"]
+    assert s3["ReadRuleFiles"]["actions"] == ['"s3:GetObject"']
+    assert s3["ReadRuleFiles"]["resources"] == ['"${var.archive_bucket_arn}/${var.rules_prefix}/*"']
+    decrypt = admin["DecryptRuleFilesThroughS3"]
+    assert decrypt["actions"] == ['"kms:Decrypt"']
+    (condition,) = decrypt["condition"]
+    assert condition["values"] == ['"s3.${local.region}.amazonaws.com"']
+    # The workers read and write the archive's prefix only, and the two prefixes are apart.
+    task = policy_document("modules/workers/main.tf", "task")
+    objects = [
+        unquote(r)
+        for s in task.values()
+        if any(a.startswith('"s3:') for a in s["actions"])
+        for r in s["resources"]
+        if "/" in unquote(r)
+    ]
+    assert objects == ["${var.archive_bucket_arn}/${var.archive_prefix}/*"]
+    rules_prefix = next(
+        b for name, b in blocks_of("variables.tf", "variable") if name == "rules_prefix"
+    )
+    (validation,) = rules_prefix["validation"]
+    assert (
+        '!startswith("${var.rules_prefix}/", "${var.archive_prefix}/")' in validation["condition"]
+    )
+    assert (
+        '!startswith("${var.archive_prefix}/", "${var.rules_prefix}/")' in validation["condition"]
+    )
+
+
+def test_the_put_rules_task_runs_put_rules_py_with_the_prefix() -> None:
+    workers = parsed("modules/workers/main.tf")
+    (containers,) = (lc["admin_containers"] for lc in workers["locals"] if "admin_containers" in lc)
+    put_rules = containers["put-rules"]
+    assert 'name = "put-rules"' in put_rules
+    assert 'entryPoint = ["python", "-c"]' in put_rules
+    assert "command = [var.put_rules_script]" in put_rules
+    assert "RULES_S3_PREFIX = local.rules_s3_prefix" in put_rules
+    (prefix,) = (lc["rules_s3_prefix"] for lc in workers["locals"] if "rules_s3_prefix" in lc)
+    assert unquote(prefix) == "s3://${var.archive_bucket}/${var.rules_prefix}/"
+    call = next(b['"workers"'] for b in parsed("main.tf")["module"] if '"workers"' in b)
+    assert call["put_rules_script"] == '${file("${path.module}/put_rules.py")}'
+    assert (TERRAFORM / "put_rules.py").is_file()
+    assert call["rules_prefix"] == "${var.rules_prefix}"
+    assert call["archive_bucket"] == "${module.archive.bucket}"
+
+
+def test_the_put_rules_command_splices_the_shells_rules_file_into_valid_json(
+    tmp_path: Path,
+) -> None:
+    outputs = dict(blocks_of("modules/workers/outputs.tf", "output"))
+    value = outputs["put_rules_from_s3_command"]["value"]
+    assert value.startswith('"${local.run_admin_task["put-rules"]} --overrides \'${replace(')
+    assert '[{name = "RULES_FILE", value = local.rules_file_placeholder}]' in value
+    assert value.endswith("local.rules_file_placeholder, local.rules_file_from_the_shell)}'\"")
+    workers = {k: v for lc in parsed("modules/workers/main.tf")["locals"] for k, v in lc.items()}
+    placeholder = unquote(workers["rules_file_placeholder"])
+    # HCL's "'\\"$RULES_FILE\\"'" is the text '"$RULES_FILE"'.
+    spliced = unquote(workers["rules_file_from_the_shell"]).replace('\\"', '"')
+    assert spliced == "'\"$RULES_FILE\"'"
+    root = dict(blocks_of("outputs.tf", "output"))
+    assert (
+        root["put_rules_from_s3_command"]["value"] == "${module.workers.put_rules_from_s3_command}"
+    )
+    assert root["rules_s3_prefix"]["value"] == "${module.workers.rules_s3_prefix}"
+    # What Terraform renders (jsonencode sorts keys, no spaces), run as the docs say:
+    # RULES_FILE set in the shell, then eval.
+    overrides = json.dumps(
+        {
+            "containerOverrides": [
+                {"environment": [{"name": "RULES_FILE", "value": placeholder}], "name": "put-rules"}
+            ]
+        },
+        separators=(",", ":"),
+    ).replace(placeholder, spliced)
+    command = (
+        "aws ecs run-task --region eu-west-1 --cluster fraud --launch-type FARGATE"
+        " --task-definition fraud-put-rules --network-configuration"
+        " 'awsvpcConfiguration={subnets=[subnet-1,subnet-2],securityGroups=[sg-1],"
+        f"assignPublicIp=DISABLED}}' --overrides '{overrides}'"
+    )
+    fake = tmp_path / "aws"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    fake.chmod(0o755)
+    done = subprocess.run(
+        ["sh", "-c", 'RULES_FILE=team/gb-pair.yaml; eval "$COMMAND"'],
+        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "COMMAND": command},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    argv = json.loads(done.stdout)
+    sent = json.loads(argv[argv.index("--overrides") + 1])
+    (override,) = sent["containerOverrides"]
+    assert override == {
+        "name": "put-rules",
+        "environment": [{"name": "RULES_FILE", "value": "team/gb-pair.yaml"}],
+    }
+    assert argv[argv.index("--network-configuration") + 1].startswith("awsvpcConfiguration=")

@@ -55,6 +55,14 @@ locals {
     FRAUD_DATADIR = "/tmp/faust" # the CLI loads the app; /tmp is the only writable path
   })
 
+  # Rule files of your own: the image is read-only and holds only the shipped rules.
+  rules_s3_prefix = "s3://${var.archive_bucket}/${var.rules_prefix}/"
+  # put_rules_from_s3_command's override names the file with the shell's $RULES_FILE: in
+  # the single-quoted JSON the placeholder becomes '"$RULES_FILE"' (out of the single
+  # quotes, expanded inside double ones, back in), so `eval` sends the name as the value.
+  rules_file_placeholder    = "RULES_FILE_FROM_THE_SHELL"
+  rules_file_from_the_shell = "'\"$RULES_FILE\"'"
+
   topic_arns = {
     for key, topic in var.topics : key => "${var.topic_arn_prefix}/${topic}"
   }
@@ -190,7 +198,8 @@ data "aws_iam_policy_document" "task" {
     resources = ["${var.archive_bucket_arn}/${var.archive_prefix}/*"]
   }
   # Listing is a bucket-level action. No s3:prefix condition: pyarrow's HeadBucket carries
-  # no prefix and would be refused; the bucket holds nothing but the archive.
+  # no prefix and would be refused. The bucket holds the archive and the rule files
+  # (var.rules_prefix), whose names a worker may so list but whose contents it may not read.
   statement {
     sid       = "ArchiveListing"
     actions   = ["s3:ListBucket"]
@@ -513,6 +522,23 @@ data "aws_iam_policy_document" "admin" {
     actions   = ["kafka-cluster:ReadData", "kafka-cluster:WriteData"]
     resources = [local.topic_arns.rules]
   }
+  # put-rules downloads a rule file: objects under the rules prefix only, never the archive
+  # (no listing either: a missing file reads as access denied).
+  statement {
+    sid       = "ReadRuleFiles"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.archive_bucket_arn}/${var.rules_prefix}/*"]
+  }
+  statement {
+    sid       = "DecryptRuleFilesThroughS3"
+    actions   = ["kms:Decrypt"]
+    resources = [var.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${local.region}.amazonaws.com"]
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "admin" {
@@ -521,12 +547,14 @@ resource "aws_iam_role_policy" "admin" {
   policy = data.aws_iam_policy_document.admin.json
 }
 
-# Two one-shot task definitions on the worker image, with the admin role:
+# Three one-shot task definitions on the worker image, with the admin role:
 # - create-topics: the worker image holds the installed app, not this repository's infra/,
 #   so Terraform hands infra/terraform/topics.py (unit-tested there) to Python as its
 #   program text (python -c);
 # - rules: the image's own entry point (faust -A app) with a `rules ...` command; the
-#   shipped default rules are package data of the installed app.
+#   shipped default rules are package data of the installed app;
+# - put-rules: infra/terraform/put_rules.py the same way: downloads $RULES_FILE from the
+#   rules prefix (RULES_S3_PREFIX) to /tmp and becomes `faust -A app rules put <file>`.
 locals {
   admin_container = {
     image                  = var.image
@@ -546,6 +574,12 @@ locals {
     rules = merge(local.admin_container, {
       name    = "rules"
       command = ["rules", "list"]
+    })
+    put-rules = merge(local.admin_container, {
+      name        = "put-rules"
+      entryPoint  = ["python", "-c"]
+      command     = [var.put_rules_script]
+      environment = [for k, v in merge(local.admin_environment, { RULES_S3_PREFIX = local.rules_s3_prefix }) : { name = k, value = v }]
     })
   }
 }

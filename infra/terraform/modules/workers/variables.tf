@@ -69,6 +69,11 @@ variable "create_topics_script" {
   type        = string
 }
 
+variable "put_rules_script" {
+  description = "Source of infra/terraform/put_rules.py, run by the put-rules task as `python -c`."
+  type        = string
+}
+
 variable "web_port" {
   description = "The worker's web port (FRAUD_WEB_PORT), asked by the container health check."
   type        = number
@@ -139,6 +144,16 @@ variable "archive_bucket_arn" {
 
 variable "archive_prefix" {
   description = "The archive's key prefix in the bucket."
+  type        = string
+}
+
+variable "archive_bucket" {
+  description = "Name of the archive bucket (it also holds the rule files, under rules_prefix)."
+  type        = string
+}
+
+variable "rules_prefix" {
+  description = "Key prefix of the rule files in the archive bucket; the put-rules task may read only these."
   type        = string
 }
 
