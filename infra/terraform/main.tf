@@ -107,6 +107,7 @@ module "workers" {
   api_token_secret_arn    = var.api_token_secret_arn
   subnet_ids              = module.network.private_subnet_ids
   security_group_id       = module.network.workers_security_group_id
+  network_ready           = module.network.workers_network_ready
   bootstrap_brokers       = module.kafka.bootstrap_brokers
   cluster_arn             = module.kafka.cluster_arn
   cluster_name            = module.kafka.cluster_name

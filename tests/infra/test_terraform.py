@@ -521,3 +521,54 @@ def test_the_put_rules_command_splices_the_shells_rules_file_into_valid_json(
         "environment": [{"name": "RULES_FILE", "value": "team/gb-pair.yaml"}],
     }
     assert argv[argv.index("--network-configuration") + 1].startswith("awsvpcConfiguration=")
+
+
+# --- the first deployment: topics before workers -----------------------------------------
+
+
+def test_the_apply_creates_the_topics_before_the_service_starts() -> None:
+    workers = "modules/workers/main.tf"
+    service = block(workers, "resource", "aws_ecs_service", "workers")
+    assert "${terraform_data.topics}" in service["depends_on"]
+    breaker = only(service, "deployment_circuit_breaker")
+    assert (breaker["enable"], breaker["rollback"]) == (True, True)
+    topics = block(workers, "resource", "terraform_data", "topics")
+    create_topics = '${aws_ecs_task_definition.admin["create-topics"].arn}'
+    # Runs again when the task definition changes (topics, partitions, image).
+    assert topics["triggers_replace"] == [create_topics]
+    (provisioner,) = topics["provisioner"]
+    local_exec = provisioner['"local-exec"']
+    assert unquote(local_exec["command"]) == "sh '${path.module}/run_admin_task.sh'"
+    assert (TERRAFORM / "modules/workers/run_admin_task.sh").is_file()
+    environment = local_exec["environment"]
+    assert environment["TASK_DEFINITION"] == create_topics
+    assert unquote(environment["CONTAINER"]) == "create-topics"
+    assert environment["REGION"] == "${local.region}"
+    (containers,) = (
+        lc["admin_containers"] for lc in parsed(workers)["locals"] if "admin_containers" in lc
+    )
+    assert 'name = "create-topics"' in containers["create-topics"]
+    assert {"${aws_iam_role_policy.admin}", "${aws_iam_role_policy.execution}"} <= set(
+        topics["depends_on"]
+    )
+
+
+def test_the_topics_task_waits_for_every_route_out_of_the_workers_group() -> None:
+    topics = block("modules/workers/main.tf", "resource", "terraform_data", "topics")
+    assert topics["input"] == "${var.network_ready}"
+    call = next(b['"workers"'] for b in parsed("main.tf")["module"] if '"workers"' in b)
+    assert call["network_ready"] == "${module.network.workers_network_ready}"
+    ready = dict(blocks_of("modules/network/outputs.tf", "output"))["workers_network_ready"]
+    waits_for = {unquote(d).removeprefix("${").removesuffix("}") for d in ready["depends_on"]}
+    network = "modules/network/main.tf"
+    rules = {
+        f"{kind}.{name}"
+        for kind in ("aws_vpc_security_group_ingress_rule", "aws_vpc_security_group_egress_rule")
+        for name, rule in blocks(network, "resource", kind)
+        if "aws_security_group.workers.id" in str(rule)
+    }
+    endpoints = {
+        f"aws_vpc_endpoint.{name}" for name, _ in blocks(network, "resource", "aws_vpc_endpoint")
+    }
+    assert rules and endpoints
+    assert rules | endpoints | {"aws_route_table_association.private"} <= waits_for

@@ -360,7 +360,8 @@ resource "aws_ecs_service" "workers" {
     }
   }
 
-  depends_on = [aws_iam_role_policy.task, aws_iam_role_policy.execution]
+  # The topics exist before the first task starts (terraform_data.topics, below).
+  depends_on = [aws_iam_role_policy.task, aws_iam_role_policy.execution, terraform_data.topics]
 }
 
 # --- autoscaling on consumer lag ---------------------------------------------------------
@@ -621,4 +622,39 @@ locals {
   }
   # Where the installed app keeps its default rules in the image (python:3.11 slim).
   default_rules_path = "/usr/local/lib/python3.11/site-packages/app/rules_admin/default_rules.yaml"
+}
+
+# --- the first deployment: topics before workers ------------------------------------------
+#
+# A worker started before the topics exist cannot become healthy: its rules follower fails
+# (no rules topic; /healthz fails after 30 s), its detection waits for the rules and dead
+# letters are refused (no DLQ topic). Once the container health check's start period is
+# over, ECS replaces such tasks, and the deployment circuit breaker marks the deployment
+# FAILED after 3 of them (0.5 x desired count, at least 3). On a first deployment there is no
+# completed deployment to roll back to: ECS then stops launching tasks altogether, and the
+# service stays empty after the topics appear until someone forces a new deployment.
+#
+# So the apply itself runs the create-topics task (idempotent), waits for it to exit 0, and
+# only then creates or updates the service (its depends_on). It runs again whenever that
+# task definition changes (topic names, partitions, replication, image): a topic that exists
+# with another partition count or cleanup policy fails the apply before any worker is
+# replaced. The machine running `terraform apply` needs the AWS CLI v2 and sh.
+resource "terraform_data" "topics" {
+  triggers_replace = [aws_ecs_task_definition.admin["create-topics"].arn]
+  input            = var.network_ready
+
+  provisioner "local-exec" {
+    command = "sh '${path.module}/run_admin_task.sh'"
+    environment = {
+      REGION          = local.region
+      CLUSTER         = aws_ecs_cluster.this.name
+      TASK_DEFINITION = aws_ecs_task_definition.admin["create-topics"].arn
+      CONTAINER       = "create-topics"
+      SUBNETS         = join(",", var.subnet_ids)
+      SECURITY_GROUP  = var.security_group_id
+      LOG_GROUP       = aws_cloudwatch_log_group.workers.name
+    }
+  }
+
+  depends_on = [aws_iam_role_policy.admin, aws_iam_role_policy.execution]
 }

@@ -102,6 +102,11 @@ variable "security_group_id" {
   type        = string
 }
 
+variable "network_ready" {
+  description = "module.network.workers_network_ready: the create-topics task run by the apply waits for the endpoints and security-group rules it needs."
+  type        = bool
+}
+
 variable "bootstrap_brokers" {
   description = "MSK's IAM/TLS bootstrap brokers, host:port,host:port."
   type        = string
