@@ -43,6 +43,11 @@ output "service_name" {
   value       = module.workers.service_name
 }
 
+output "web_url" {
+  description = "The workers' web endpoints (dashboard, /cards, /alerts, /rules, /healthz): the internal load balancer, reachable from web_allowed_cidrs only. Also a good inspect_base_url."
+  value       = module.web.url
+}
+
 output "workers_log_group" {
   description = "The workers' log group."
   value       = module.workers.log_group_name

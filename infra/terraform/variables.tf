@@ -233,6 +233,16 @@ variable "api_token_secret_arn" {
   default     = null
 }
 
+variable "health_check_grace_period_seconds" {
+  description = "Seconds after a worker task starts during which ECS ignores its failing health checks (container and load balancer): above the longest table recovery a new task may need before /healthz passes. At least 390 (the container check's 300 s start period and 3 failures 30 s apart)."
+  type        = number
+  default     = 600
+  validation {
+    condition     = var.health_check_grace_period_seconds >= 390
+    error_message = "health_check_grace_period_seconds must be at least 390: the container health check's start period (300 s) plus three failed checks 30 s apart."
+  }
+}
+
 variable "lag_scale_out_threshold" {
   description = "Records of detection lag on the payments topic, sustained 3 minutes, that add a worker (4x adds two)."
   type        = number
@@ -249,6 +259,24 @@ variable "scale_in_cpu_percent" {
   description = "Average CPU % of the workers under which (with low lag) one is removed."
   type        = number
   default     = 30
+}
+
+# --- the web endpoints (internal load balancer) ---------------------------------------------
+
+variable "web_allowed_cidrs" {
+  description = "IPv4 CIDRs admitted to the internal load balancer of the workers' web endpoints (your VPN or Direct Connect ranges); null: the VPC's own CIDR only."
+  type        = list(string)
+  default     = null
+  validation {
+    condition     = var.web_allowed_cidrs == null || alltrue([for cidr in coalesce(var.web_allowed_cidrs, []) : can(cidrnetmask(cidr)) && cidr != "0.0.0.0/0"])
+    error_message = "web_allowed_cidrs must hold IPv4 CIDR blocks, not 0.0.0.0/0."
+  }
+}
+
+variable "web_certificate_arn" {
+  description = "ACM certificate (same region) for an HTTPS listener on 443; null: plain HTTP on 80. Needed before the API token (rule writes over HTTP) is used."
+  type        = string
+  default     = null
 }
 
 # --- the archive (S3) ----------------------------------------------------------------------

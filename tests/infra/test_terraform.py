@@ -99,7 +99,8 @@ def only(body: dict[str, Any], key: str) -> dict[str, Any]:
 def test_the_tree_has_every_module_and_root_file() -> None:
     names = {str(p.relative_to(TERRAFORM)) for p in TF_FILES}
     assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= names
-    for module in ("network", "kafka", "workers", "alerts", "archive", "notifier", "monitoring"):
+    modules = ("network", "kafka", "workers", "alerts", "archive", "notifier", "monitoring", "web")
+    for module in modules:
         assert {f"modules/{module}/{f}.tf" for f in ("main", "variables", "outputs")} <= names
     assert (TERRAFORM / "terraform.tfvars.example").is_file()
 
@@ -572,3 +573,144 @@ def test_the_topics_task_waits_for_every_route_out_of_the_workers_group() -> Non
     }
     assert rules and endpoints
     assert rules | endpoints | {"aws_route_table_association.private"} <= waits_for
+
+
+# --- health checks and the grace period ---------------------------------------------------
+
+
+def locals_of(relative: str) -> dict[str, Any]:
+    return {k: v for lc in parsed(relative).get("locals", []) for k, v in lc.items()}
+
+
+def root_variable(name: str) -> dict[str, Any]:
+    return dict(blocks_of("variables.tf", "variable"))[name]
+
+
+def test_health_is_judged_on_healthz_and_the_grace_period_outlasts_a_slow_start() -> None:
+    workers = "modules/workers/main.tf"
+    task = block(workers, "resource", "aws_ecs_task_definition", "worker")
+    definitions = task["container_definitions"]
+    assert "healthCheck = merge(local.health_check," in definitions
+    assert "http://127.0.0.1:${var.web_port}/healthz" in definitions
+    assert "readyz" not in definitions
+    group = block("modules/web/main.tf", "resource", "aws_lb_target_group", "workers")
+    check = only(group, "health_check")
+    assert (unquote(check["path"]), unquote(check["matcher"])) == ("/healthz", "200")
+    # The container check: ECS caps the start period at 300 s.
+    health = locals_of(workers)["health_check"]
+    assert health["startPeriod"] <= 300
+    least = health["startPeriod"] + health["interval"] * health["retries"]
+    service = block(workers, "resource", "aws_ecs_service", "workers")
+    assert service["health_check_grace_period_seconds"] == "${var.grace_period_seconds}"
+    (lifecycle,) = service["lifecycle"]
+    assert any(
+        "var.grace_period_seconds >= local.health_check.startPeriod" in p["condition"]
+        for p in lifecycle["precondition"]
+    )
+    grace = root_variable("health_check_grace_period_seconds")
+    (validation,) = grace["validation"]
+    assert f">= {least}" in validation["condition"]
+    # The default outlasts both checks' verdicts with room for a table recovery.
+    assert grace["default"] >= least + check["interval"] * check["unhealthy_threshold"]
+    call = next(b['"workers"'] for b in parsed("main.tf")["module"] if '"workers"' in b)
+    assert call["grace_period_seconds"] == "${var.health_check_grace_period_seconds}"
+
+
+# --- the web endpoints: an internal load balancer ----------------------------------------
+
+
+def test_the_web_endpoints_sit_behind_an_internal_load_balancer() -> None:
+    web = "modules/web/main.tf"
+    balancer = block(web, "resource", "aws_lb", "web")
+    assert balancer["internal"] is True
+    assert unquote(balancer["load_balancer_type"]) == "application"
+    assert balancer["drop_invalid_header_fields"] is True
+    assert balancer["enable_deletion_protection"] == "${var.deletion_protection}"
+    call = next(b['"web"'] for b in parsed("main.tf")["module"] if '"web"' in b)
+    assert call["subnet_ids"] == "${module.network.private_subnet_ids}"
+    assert call["web_port"] == "${local.web_port}"
+    # Only the allowed CIDRs (default: the VPC's) reach the listener, never 0.0.0.0/0.
+    assert call["allowed_cidrs"] == (
+        "${var.web_allowed_cidrs == null ? [var.vpc_cidr] : var.web_allowed_cidrs}"
+    )
+    (validation,) = root_variable("web_allowed_cidrs")["validation"]
+    assert 'cidr != "0.0.0.0/0"' in validation["condition"]
+    into_alb = dict(blocks(web, "resource", "aws_vpc_security_group_ingress_rule"))
+    assert into_alb["alb_from_allowed"]["for_each"] == "${toset(var.allowed_cidrs)}"
+    assert into_alb["alb_from_allowed"]["cidr_ipv4"] == "${each.value}"
+    assert into_alb["alb_from_allowed"]["from_port"] == "${local.listener_port}"
+    # The balancer talks to the workers' web port and nothing else.
+    (out_of_alb,) = [r for _n, r in blocks(web, "resource", "aws_vpc_security_group_egress_rule")]
+    assert out_of_alb["referenced_security_group_id"] == "${var.workers_security_group_id}"
+    assert out_of_alb["from_port"] == out_of_alb["to_port"] == "${var.web_port}"
+    # HTTPS on 443 with a certificate (TLS 1.2 at least), else HTTP on 80; never both.
+    https = block(web, "resource", "aws_lb_listener", "https")
+    http = block(web, "resource", "aws_lb_listener", "http")
+    assert https["count"] == "${local.https ? 1 : 0}"
+    assert http["count"] == "${local.https ? 0 : 1}"
+    assert (https["port"], unquote(https["protocol"])) == (443, "HTTPS")
+    assert https["certificate_arn"] == "${var.certificate_arn}"
+    policy = dict(blocks_of("modules/web/variables.tf", "variable"))["ssl_policy"]["default"]
+    assert unquote(policy).startswith("ELBSecurityPolicy-TLS13-1-2")
+    assert locals_of(web)["https"] == "${var.certificate_arn != null}"
+
+
+def test_every_task_registers_its_web_port_once_a_listener_forwards_to_it() -> None:
+    group = block("modules/web/main.tf", "resource", "aws_lb_target_group", "workers")
+    assert unquote(group["target_type"]) == "ip"
+    assert group["port"] == "${var.web_port}"
+    assert only(group, "stickiness")["enabled"] is True
+    service = block("modules/workers/main.tf", "resource", "aws_ecs_service", "workers")
+    balancer = only(service, "load_balancer")
+    assert balancer["target_group_arn"] == "${var.target_group_arn}"
+    assert (unquote(balancer["container_name"]), balancer["container_port"]) == (
+        "worker",
+        "${var.web_port}",
+    )
+    call = next(b['"workers"'] for b in parsed("main.tf")["module"] if '"workers"' in b)
+    assert call["target_group_arn"] == "${module.web.target_group_arn}"
+    assert call["web_port"] == "${local.web_port}"
+    output = dict(blocks_of("modules/web/outputs.tf", "output"))["target_group_arn"]
+    assert set(output["depends_on"]) == {"${aws_lb_listener.https}", "${aws_lb_listener.http}"}
+    root = dict(blocks_of("outputs.tf", "output"))
+    assert root["web_url"]["value"] == "${module.web.url}"
+
+
+def test_the_worker_listens_on_its_task_address_and_advertises_it() -> None:
+    workers = "modules/workers/main.tf"
+    environment = locals_of(workers)["worker_environment"]
+    assert 'FRAUD_WEB_BIND = "0.0.0.0"' in environment
+    assert "FRAUD_WEB_PORT = tostring(var.web_port)" in environment
+    # FRAUD_WEB_HOST is the task's address, known only at run time: worker_entry.py sets it.
+    assert "FRAUD_WEB_HOST" not in environment
+    definitions = block(workers, "resource", "aws_ecs_task_definition", "worker")[
+        "container_definitions"
+    ]
+    assert 'entryPoint = ["python", "-c"]' in definitions
+    assert 'command = [var.worker_entry_script, "worker", "-l", "info"]' in definitions
+    call = next(b['"workers"'] for b in parsed("main.tf")["module"] if '"workers"' in b)
+    assert call["worker_entry_script"] == '${file("${path.module}/worker_entry.py")}'
+
+
+def test_the_web_port_is_open_to_the_load_balancer_and_the_workers_only() -> None:
+    sources = []
+    for path in ("modules/network/main.tf", "modules/web/main.tf"):
+        for _name, rule in blocks(path, "resource", "aws_vpc_security_group_ingress_rule"):
+            if rule["security_group_id"] in (
+                "${aws_security_group.workers.id}",
+                "${var.workers_security_group_id}",
+            ):
+                assert rule["from_port"] == rule["to_port"] == "${var.web_port}", rule
+                assert not {"cidr_ipv4", "cidr_ipv6", "prefix_list_id"} & set(rule)
+                sources.append(rule["referenced_security_group_id"])
+    assert sorted(sources) == ["${aws_security_group.alb.id}", "${aws_security_group.workers.id}"]
+    call = next(b['"network"'] for b in parsed("main.tf")["module"] if '"network"' in b)
+    assert call["web_port"] == "${local.web_port}"
+
+
+def test_the_api_token_without_https_is_warned_of_at_plan() -> None:
+    (check,) = parsed("main.tf")["check"]
+    (assertion,) = check['"api_token_only_over_https"']["assert"]
+    assert assertion["condition"] == (
+        "${var.api_token_secret_arn == null || var.web_certificate_arn != null}"
+    )

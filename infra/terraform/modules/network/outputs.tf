@@ -33,5 +33,7 @@ output "workers_network_ready" {
     aws_vpc_security_group_egress_rule.workers_to_msk,
     aws_vpc_security_group_egress_rule.workers_to_endpoints,
     aws_vpc_security_group_egress_rule.workers_to_gateways,
+    aws_vpc_security_group_ingress_rule.workers_web_from_workers,
+    aws_vpc_security_group_egress_rule.workers_web_to_workers,
   ]
 }

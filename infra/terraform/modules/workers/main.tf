@@ -45,7 +45,10 @@ locals {
   worker_environment = merge(var.environment, local.kafka_environment, {
     FRAUD_STORE          = "rocksdb://"
     FRAUD_DATADIR        = local.data_directory
-    FRAUD_WEB_BIND       = "127.0.0.1" # no load balancer, no inbound rule: only the health check asks
+    # The load balancer (modules/web) and the other workers (forwarded card lookups) ask it
+    # at the task's address, which worker_entry.py advertises as FRAUD_WEB_HOST; the security
+    # group admits the web port from those two only.
+    FRAUD_WEB_BIND       = "0.0.0.0"
     FRAUD_WEB_PORT       = tostring(var.web_port)
     FRAUD_DYNAMODB_TABLE = var.alerts_table_name
     FRAUD_ARCHIVE_URL    = var.archive_url
@@ -79,6 +82,10 @@ locals {
   }
 
   max_count = coalesce(var.max_count, var.partitions)
+
+  # The container health check (seconds). ECS allows a start period of 300 s at most; the
+  # service's grace period (var.grace_period_seconds) must outlast it and three failures.
+  health_check = { interval = 30, timeout = 10, retries = 3, startPeriod = 300 }
 
   # The image's FRAUD_DATADIR, created there owned by its non-root user (UID 10001): a volume
   # mounted on a path the image has takes that owner.
@@ -291,7 +298,10 @@ resource "aws_ecs_task_definition" "worker" {
       name                   = "worker"
       image                  = var.image
       essential              = true
-      command                = ["worker", "-l", "info"] # after the image's `faust -A app`
+      # worker_entry.py sets FRAUD_WEB_HOST to the task's address, then becomes the image's
+      # `faust -A app` with these arguments.
+      entryPoint             = ["python", "-c"]
+      command                = [var.worker_entry_script, "worker", "-l", "info"]
       environment            = [for k, v in local.worker_environment : { name = k, value = v }]
       secrets                = var.api_token_secret_arn == null ? [] : [{ name = "FRAUD_API_TOKEN", valueFrom = var.api_token_secret_arn }]
       readonlyRootFilesystem = true
@@ -304,14 +314,11 @@ resource "aws_ecs_task_definition" "worker" {
         initProcessEnabled = true # reaps the backtests' child processes
       }
       # The image has no curl; the worker's Python asks its own /healthz (a 503 raises).
-      # startPeriod covers table recovery from the changelogs.
-      healthCheck = {
-        command     = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.web_port}/healthz', timeout=5)"]
-        interval    = 30
-        timeout     = 10
-        retries     = 3
-        startPeriod = 300
-      }
+      # /healthz, not /readyz: liveness (stalled, crashed, failing) is what a replacement
+      # cures; a worker still recovering its tables is not ready, yet not broken.
+      healthCheck = merge(local.health_check, {
+        command = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.web_port}/healthz', timeout=5)"]
+      })
       # Time to commit and leave the group (LeaveGroup) before SIGKILL.
       stopTimeout      = 60
       logConfiguration = local.log_configuration
@@ -340,9 +347,22 @@ resource "aws_ecs_service" "workers" {
   # Start new tasks before stopping old ones: partitions move once per deployment step.
   deployment_minimum_healthy_percent = 100
   deployment_maximum_percent         = 200
+  # A deployment whose tasks keep failing (3, or half the desired count) rolls back to the
+  # last completed one. Not on account of the topics: the apply creates them first
+  # (terraform_data.topics); nor of a slow start: for var.grace_period_seconds after a task
+  # starts, ECS ignores its failing health checks (the container's and the load balancer's),
+  # however long its tables take to recover. docs/how-to/deploy-aws.md explains the choice.
   deployment_circuit_breaker {
     enable   = true
     rollback = true
+  }
+  health_check_grace_period_seconds = var.grace_period_seconds
+
+  # Each task's address in the target group; the load balancer checks /healthz too.
+  load_balancer {
+    target_group_arn = var.target_group_arn
+    container_name   = "worker"
+    container_port   = var.web_port
   }
 
   network_configuration {
@@ -357,6 +377,10 @@ resource "aws_ecs_service" "workers" {
     precondition {
       condition     = var.desired_count <= var.partitions
       error_message = "desired_count must not exceed the partition count: a worker beyond it holds no partition."
+    }
+    precondition {
+      condition     = var.grace_period_seconds >= local.health_check.startPeriod + local.health_check.interval * local.health_check.retries
+      error_message = "The grace period must outlast the container health check's start period and three failed checks."
     }
   }
 

@@ -74,10 +74,24 @@ variable "put_rules_script" {
   type        = string
 }
 
+variable "worker_entry_script" {
+  description = "Source of infra/terraform/worker_entry.py, the worker container's `python -c` entry point (sets FRAUD_WEB_HOST to the task's address)."
+  type        = string
+}
+
 variable "web_port" {
-  description = "The worker's web port (FRAUD_WEB_PORT), asked by the container health check."
+  description = "The worker's web port (FRAUD_WEB_PORT): the target group's and the container health check's."
   type        = number
-  default     = 6066
+}
+
+variable "target_group_arn" {
+  description = "The load balancer's target group of the workers' web port (modules/web)."
+  type        = string
+}
+
+variable "grace_period_seconds" {
+  description = "The service's health_check_grace_period_seconds: how long after a task starts ECS ignores its failing container and load-balancer health checks."
+  type        = number
 }
 
 variable "environment" {
