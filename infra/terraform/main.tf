@@ -164,6 +164,7 @@ module "notifier" {
   alerts_stream_arn      = module.alerts.stream_arn
   inspect_base_url       = var.inspect_base_url
   slack_enabled          = var.slack_enabled
+  slack_channel          = var.slack_channel
   batch_size             = var.notifier_batch_size
   maximum_retry_attempts = var.notifier_maximum_retry_attempts
   kms_key_arn            = module.kms.key_arn

@@ -79,8 +79,18 @@ output "put_rules_from_s3_command" {
 }
 
 output "slack_webhook_secret_arn" {
-  description = "Fill it: aws secretsmanager put-secret-value --secret-id <this> --secret-string <webhook URL>."
+  description = "The webhook secret (slack_channel null): fill it with put_slack_secret_command."
   value       = module.notifier.slack_webhook_secret_arn
+}
+
+output "slack_bot_token_secret_arn" {
+  description = "The bot-token secret (slack_channel set): fill it with put_slack_secret_command."
+  value       = module.notifier.slack_bot_token_secret_arn
+}
+
+output "put_slack_secret_command" {
+  description = "Stores ./slack-secret.txt (the webhook URL, or the xoxb- bot token) in the stack's Slack secret; the notifier reads it within 5 minutes."
+  value       = module.notifier.put_slack_secret_command
 }
 
 output "sns_topic_arn" {

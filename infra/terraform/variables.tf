@@ -342,9 +342,19 @@ variable "lambda_zip" {
 }
 
 variable "slack_enabled" {
-  description = "Create the Slack webhook secret and post alerts to Slack; false: SNS only."
+  description = "Post alerts to Slack (Terraform creates the secret for the webhook URL or bot token, never its value); false: SNS only."
   type        = bool
   default     = true
+}
+
+variable "slack_channel" {
+  description = "Post with a Slack bot token (chat.postMessage, scope chat:write) to this channel, e.g. \"#fraud-alerts\" or a channel id; null: with an incoming webhook (whose URL names its channel)."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.slack_channel == null || can(regex("^\\S+$", coalesce(var.slack_channel, "-")))
+    error_message = "slack_channel must be a channel name or id without spaces, or null for a webhook."
+  }
 }
 
 variable "inspect_base_url" {

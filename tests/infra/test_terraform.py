@@ -24,6 +24,7 @@ from app.worker.settings import PREFIX, VARIABLES
 from infra.checks import checkov
 from infra.checks.terraform_refs import check_tree, load_module
 from lambdas.notifier.models.env import VARIABLES as NOTIFIER_VARIABLES
+from lambdas.notifier.models.env import NotifierConfig
 
 TERRAFORM = Path(__file__).resolve().parents[2] / "infra" / "terraform"
 TF_FILES = sorted(p for p in TERRAFORM.rglob("*.tf") if ".terraform" not in p.parts)
@@ -713,4 +714,78 @@ def test_the_api_token_without_https_is_warned_of_at_plan() -> None:
     (assertion,) = check['"api_token_only_over_https"']["assert"]
     assert assertion["condition"] == (
         "${var.api_token_secret_arn == null || var.web_certificate_arn != null}"
+    )
+
+
+# --- Slack: a webhook or a bot token -----------------------------------------------------
+
+
+def slack_environment(enabled: bool, channel: str | None) -> dict[str, str]:
+    """The notifier's environment as the module builds it for these variables: each secret's
+    count condition read from the HCL, then the keys its comprehensions add."""
+    notifier = "modules/notifier/main.tf"
+    secrets = dict(blocks(notifier, "resource", "aws_secretsmanager_secret"))
+    conditions = {
+        "${var.slack_enabled && var.slack_channel == null ? 1 : 0}": enabled and channel is None,
+        "${var.slack_enabled && var.slack_channel != null ? 1 : 0}": enabled
+        and channel is not None,
+    }
+    created = {name for name, body in secrets.items() if conditions[body["count"]]}
+    function = block(notifier, "resource", "aws_lambda_function", "notifier")
+    (environment,) = function["environment"]
+    env = {
+        "IDEMPOTENCY_TABLE": "fraud_notifier_idempotency",
+        "SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:fraud-alerts",
+        "AWS_REGION": "eu-west-1",
+    }
+    values = {
+        "secret.arn": "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+        "var.slack_channel": channel,
+    }
+    comprehension = r'for secret in aws_secretsmanager_secret\.(\w+) : "(\w+)" => ([\w.]+)'
+    for secret, key, value in re.findall(comprehension, environment["variables"]):
+        if secret in created:
+            env[key] = str(values[value])
+    return env
+
+
+@pytest.mark.parametrize(
+    ("enabled", "channel", "mode"),
+    [(True, None, "webhook"), (True, "#fraud-alerts", "chat"), (False, "#fraud-alerts", None)],
+)
+def test_the_notifier_accepts_the_slack_settings_terraform_gives_it(
+    enabled: bool, channel: str | None, mode: str | None
+) -> None:
+    env = slack_environment(enabled, channel)
+    config = NotifierConfig.from_env(env)
+    assert config.slack_mode == mode
+    if mode == "chat":
+        assert config.channel == channel and config.bot_token_secret_arn
+        assert "SLACK_WEBHOOK_SECRET_ARN" not in env
+    if mode == "webhook":
+        assert config.webhook_secret_arn and "SLACK_CHANNEL" not in env
+
+
+def test_the_notifier_may_read_the_slack_secret_it_is_given_and_no_other() -> None:
+    notifier = "modules/notifier/main.tf"
+    secrets = {name for name, _ in blocks(notifier, "resource", "aws_secretsmanager_secret")}
+    assert secrets == {"slack_webhook", "slack_bot_token"}
+    assert locals_of(notifier)["slack_secrets"] == (
+        "${concat(aws_secretsmanager_secret.slack_webhook,"
+        " aws_secretsmanager_secret.slack_bot_token)}"
+    )
+    policy = block(notifier, "data", "aws_iam_policy_document", "notifier")
+    (dynamic,) = policy["dynamic"]
+    statement = dynamic['"statement"']
+    assert statement["for_each"] == "${local.slack_secrets}"
+    (content,) = statement["content"]
+    assert content["actions"] == ['"secretsmanager:GetSecretValue"']
+    assert content["resources"] == ["${statement.value.arn}"]
+    # Created without a value: neither the URL nor the token is in any plan or state.
+    assert not list(blocks(notifier, "resource", "aws_secretsmanager_secret_version"))
+    call = next(b['"notifier"'] for b in parsed("main.tf")["module"] if '"notifier"' in b)
+    assert call["slack_channel"] == "${var.slack_channel}"
+    root = dict(blocks_of("outputs.tf", "output"))
+    assert root["put_slack_secret_command"]["value"] == (
+        "${module.notifier.put_slack_secret_command}"
     )
