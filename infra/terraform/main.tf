@@ -2,13 +2,18 @@
 # and its stream, the notifier Lambda, the Parquet archive on S3, alarms and a dashboard.
 #
 #   network ──► kafka (MSK, IAM auth, TLS) ◄── workers (ECS Fargate) ──► alerts (DynamoDB + stream)
-#                                                  │                          │
-#                                                  └──► archive (S3)          └──► notifier (Lambda ──► Slack, SNS)
+#                                                  ▲  │                       │
+#           web (internal ALB, VPN/DX CIDRs) ──────┘  └──► archive (S3)       └──► notifier (Lambda ──► Slack, SNS)
 #   kms: one key for everything at rest        monitoring: alarms ──► SNS, dashboard
 #
 # Not validated on this machine: it reaches no Terraform registry. `terraform init &&
-# terraform validate && terraform plan` before the first apply; README "Deploy to AWS".
+# terraform validate && terraform plan` before the first apply; docs/how-to/deploy-aws.md.
 
+# The region is set here, once: var.region (terraform.tfvars). Everything else, the zones
+# below, every module's ARNs, endpoints and log settings, the workers' FRAUD_AWS_REGION and
+# AWS_REGION and the `--region` of every command in outputs.tf, reads it back from the
+# provider (data.aws_region.current), and modules/workers refuses, at plan, a worker_image
+# pushed to another region's ECR (the VPC reaches ECR only through this region's endpoints).
 provider "aws" {
   region = var.region
   default_tags {
@@ -16,8 +21,13 @@ provider "aws" {
   }
 }
 
+data "aws_region" "current" {}
+
 locals {
-  availability_zones = [for letter in var.availability_zone_letters : "${var.region}${letter}"]
+  # FRAUD_WEB_PORT of the workers: their target group, security-group rules, health checks.
+  web_port           = 6066
+  region             = data.aws_region.current.name
+  availability_zones = [for letter in var.availability_zone_letters : "${local.region}${letter}"]
   topics = {
     payments = var.topic_payments
     alerts   = var.topic_alerts
@@ -46,6 +56,7 @@ module "network" {
   alerts_table_arn    = module.alerts.table_arn
   kms_key_arn         = module.kms.key_arn
   log_retention_days  = var.log_retention_days
+  web_port            = local.web_port
 }
 
 module "kafka" {
@@ -81,6 +92,26 @@ module "archive" {
   expiration_days = var.archive_expiration_days
 }
 
+module "web" {
+  source                    = "./modules/web"
+  name                      = var.name
+  vpc_id                    = module.network.vpc_id
+  subnet_ids                = module.network.private_subnet_ids
+  workers_security_group_id = module.network.workers_security_group_id
+  web_port                  = local.web_port
+  allowed_cidrs             = var.web_allowed_cidrs == null ? [var.vpc_cidr] : var.web_allowed_cidrs
+  certificate_arn           = var.web_certificate_arn
+  deletion_protection       = var.deletion_protection
+}
+
+# The bearer token authorises rule writes: over plain HTTP it crosses the network in clear.
+check "api_token_only_over_https" {
+  assert {
+    condition     = var.api_token_secret_arn == null || var.web_certificate_arn != null
+    error_message = "api_token_secret_arn is set but web_certificate_arn is not: the token for rule writes would cross the load balancer in clear HTTP. Give the listener a certificate."
+  }
+}
+
 module "workers" {
   source                  = "./modules/workers"
   name                    = var.name
@@ -99,6 +130,7 @@ module "workers" {
   api_token_secret_arn    = var.api_token_secret_arn
   subnet_ids              = module.network.private_subnet_ids
   security_group_id       = module.network.workers_security_group_id
+  network_ready           = module.network.workers_network_ready
   bootstrap_brokers       = module.kafka.bootstrap_brokers
   cluster_arn             = module.kafka.cluster_arn
   cluster_name            = module.kafka.cluster_name
@@ -109,12 +141,19 @@ module "workers" {
   archive_bucket_arn      = module.archive.bucket_arn
   archive_prefix          = var.archive_prefix
   archive_url             = module.archive.url
+  archive_bucket          = module.archive.bucket
+  rules_prefix            = var.rules_prefix
   kms_key_arn             = module.kms.key_arn
   log_retention_days      = var.log_retention_days
   lag_scale_out_threshold = var.lag_scale_out_threshold
   lag_scale_in_threshold  = var.lag_scale_in_threshold
   scale_in_cpu_percent    = var.scale_in_cpu_percent
+  web_port                = local.web_port
+  target_group_arn        = module.web.target_group_arn
+  grace_period_seconds    = var.health_check_grace_period_seconds
+  worker_entry_script     = file("${path.module}/worker_entry.py")
   create_topics_script    = file("${path.module}/topics.py")
+  put_rules_script        = file("${path.module}/put_rules.py")
 }
 
 module "notifier" {
@@ -125,6 +164,7 @@ module "notifier" {
   alerts_stream_arn      = module.alerts.stream_arn
   inspect_base_url       = var.inspect_base_url
   slack_enabled          = var.slack_enabled
+  slack_channel          = var.slack_channel
   batch_size             = var.notifier_batch_size
   maximum_retry_attempts = var.notifier_maximum_retry_attempts
   kms_key_arn            = module.kms.key_arn
@@ -144,6 +184,8 @@ module "monitoring" {
   ecs_cluster_name          = module.workers.cluster_name
   service_name              = module.workers.service_name
   workers_log_group_name    = module.workers.log_group_name
+  load_balancer_arn_suffix  = module.web.load_balancer_arn_suffix
+  target_group_arn_suffix   = module.web.target_group_arn_suffix
   notifier_function_name    = module.notifier.function_name
   failure_queue_name        = module.notifier.failure_queue_name
   lag_alarm_seconds         = var.lag_alarm_seconds

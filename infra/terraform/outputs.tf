@@ -1,3 +1,8 @@
+output "region" {
+  description = "The stack's region (var.region, as the provider reports it): every command below names it; `export AWS_REGION=$(terraform output -raw region)` for your own."
+  value       = local.region
+}
+
 output "bootstrap_brokers" {
   description = "MSK's IAM-authenticated TLS listener, host:port,host:port (the workers get it as FRAUD_BROKER)."
   value       = module.kafka.bootstrap_brokers
@@ -38,6 +43,11 @@ output "service_name" {
   value       = module.workers.service_name
 }
 
+output "web_url" {
+  description = "The workers' web endpoints (dashboard, /cards, /alerts, /rules, /healthz): the internal load balancer, reachable from web_allowed_cidrs only. Also a good inspect_base_url."
+  value       = module.web.url
+}
+
 output "workers_log_group" {
   description = "The workers' log group."
   value       = module.workers.log_group_name
@@ -58,9 +68,29 @@ output "put_default_rules_command" {
   value       = module.workers.put_default_rules_command
 }
 
+output "rules_s3_prefix" {
+  description = "Where your rule files go (aws s3 cp my-rule.yaml <this>my-rule.yaml) for put_rules_from_s3_command."
+  value       = module.workers.rules_s3_prefix
+}
+
+output "put_rules_from_s3_command" {
+  description = "Publishes the rule file $RULES_FILE (a name under rules_s3_prefix) with `faust -A app rules put`: set RULES_FILE in the shell, then eval this."
+  value       = module.workers.put_rules_from_s3_command
+}
+
 output "slack_webhook_secret_arn" {
-  description = "Fill it: aws secretsmanager put-secret-value --secret-id <this> --secret-string <webhook URL>."
+  description = "The webhook secret (slack_channel null): fill it with put_slack_secret_command."
   value       = module.notifier.slack_webhook_secret_arn
+}
+
+output "slack_bot_token_secret_arn" {
+  description = "The bot-token secret (slack_channel set): fill it with put_slack_secret_command."
+  value       = module.notifier.slack_bot_token_secret_arn
+}
+
+output "put_slack_secret_command" {
+  description = "Stores ./slack-secret.txt (the webhook URL, or the xoxb- bot token) in the stack's Slack secret; the notifier reads it within 5 minutes."
+  value       = module.notifier.put_slack_secret_command
 }
 
 output "sns_topic_arn" {

@@ -1,7 +1,7 @@
 # --- the stack -----------------------------------------------------------------------------
 
 variable "region" {
-  description = "AWS region of the whole stack."
+  description = "AWS region of the whole stack: the one place it is set (the provider's; everything else reads it back, and worker_image must be in this region's ECR)."
   type        = string
   default     = "eu-west-1"
 }
@@ -233,6 +233,16 @@ variable "api_token_secret_arn" {
   default     = null
 }
 
+variable "health_check_grace_period_seconds" {
+  description = "Seconds after a worker task starts during which ECS ignores its failing health checks (container and load balancer): above the longest table recovery a new task may need before /healthz passes. At least 390 (the container check's 300 s start period and 3 failures 30 s apart)."
+  type        = number
+  default     = 600
+  validation {
+    condition     = var.health_check_grace_period_seconds >= 390
+    error_message = "health_check_grace_period_seconds must be at least 390: the container health check's start period (300 s) plus three failed checks 30 s apart."
+  }
+}
+
 variable "lag_scale_out_threshold" {
   description = "Records of detection lag on the payments topic, sustained 3 minutes, that add a worker (4x adds two)."
   type        = number
@@ -251,6 +261,24 @@ variable "scale_in_cpu_percent" {
   default     = 30
 }
 
+# --- the web endpoints (internal load balancer) ---------------------------------------------
+
+variable "web_allowed_cidrs" {
+  description = "IPv4 CIDRs admitted to the internal load balancer of the workers' web endpoints (your VPN or Direct Connect ranges); null: the VPC's own CIDR only."
+  type        = list(string)
+  default     = null
+  validation {
+    condition     = var.web_allowed_cidrs == null || alltrue([for cidr in coalesce(var.web_allowed_cidrs, []) : can(cidrnetmask(cidr)) && cidr != "0.0.0.0/0"])
+    error_message = "web_allowed_cidrs must hold IPv4 CIDR blocks, not 0.0.0.0/0."
+  }
+}
+
+variable "web_certificate_arn" {
+  description = "ACM certificate (same region) for an HTTPS listener on 443; null: plain HTTP on 80. Needed before the API token (rule writes over HTTP) is used."
+  type        = string
+  default     = null
+}
+
 # --- the archive (S3) ----------------------------------------------------------------------
 
 variable "archive_prefix" {
@@ -260,6 +288,16 @@ variable "archive_prefix" {
   validation {
     condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", var.archive_prefix))
     error_message = "archive_prefix must be a key prefix without leading or trailing '/'."
+  }
+}
+
+variable "rules_prefix" {
+  description = "Key prefix, in the archive bucket, of the rule files the put-rules task publishes (s3://<bucket>/<prefix>/<file>): the only objects its role may read; the workers may not read it."
+  type        = string
+  default     = "rules"
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", var.rules_prefix)) && !startswith("${var.rules_prefix}/", "${var.archive_prefix}/") && !startswith("${var.archive_prefix}/", "${var.rules_prefix}/")
+    error_message = "rules_prefix must be a key prefix without leading or trailing '/', apart from archive_prefix (neither inside the other)."
   }
 }
 
@@ -304,9 +342,19 @@ variable "lambda_zip" {
 }
 
 variable "slack_enabled" {
-  description = "Create the Slack webhook secret and post alerts to Slack; false: SNS only."
+  description = "Post alerts to Slack (Terraform creates the secret for the webhook URL or bot token, never its value); false: SNS only."
   type        = bool
   default     = true
+}
+
+variable "slack_channel" {
+  description = "Post with a Slack bot token (chat.postMessage, scope chat:write) to this channel, e.g. \"#fraud-alerts\" or a channel id; null: with an incoming webhook (whose URL names its channel)."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.slack_channel == null || can(regex("^\\S+$", coalesce(var.slack_channel, "-")))
+    error_message = "slack_channel must be a channel name or id without spaces, or null for a webhook."
+  }
 }
 
 variable "inspect_base_url" {

@@ -8,7 +8,10 @@ expect (table key, TTL and stream, handler, settings, Kafka security).
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -19,8 +22,9 @@ import pytest
 
 from app.worker.settings import PREFIX, VARIABLES
 from infra.checks import checkov
-from infra.checks.terraform_refs import check_tree
+from infra.checks.terraform_refs import check_tree, load_module
 from lambdas.notifier.models.env import VARIABLES as NOTIFIER_VARIABLES
+from lambdas.notifier.models.env import NotifierConfig
 
 TERRAFORM = Path(__file__).resolve().parents[2] / "infra" / "terraform"
 TF_FILES = sorted(p for p in TERRAFORM.rglob("*.tf") if ".terraform" not in p.parts)
@@ -75,6 +79,14 @@ def block(relative: str, kind: str, type_: str, name: str) -> dict[str, Any]:
     return found[name]
 
 
+def blocks_of(relative: str, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(name, body)`` of every ``kind "name"`` block of a file (output, variable)."""
+    for found in parsed(relative).get(kind, []):
+        for name, body in found.items():
+            if not name.startswith("__"):
+                yield unquote(name), body
+
+
 def only(body: dict[str, Any], key: str) -> dict[str, Any]:
     """The single nested block ``key`` of ``body``."""
     (nested,) = body[key]
@@ -88,7 +100,8 @@ def only(body: dict[str, Any], key: str) -> dict[str, Any]:
 def test_the_tree_has_every_module_and_root_file() -> None:
     names = {str(p.relative_to(TERRAFORM)) for p in TF_FILES}
     assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= names
-    for module in ("network", "kafka", "workers", "alerts", "archive", "notifier", "monitoring"):
+    modules = ("network", "kafka", "workers", "alerts", "archive", "notifier", "monitoring", "web")
+    for module in modules:
         assert {f"modules/{module}/{f}.tf" for f in ("main", "variables", "outputs")} <= names
     assert (TERRAFORM / "terraform.tfvars.example").is_file()
 
@@ -341,3 +354,438 @@ def test_the_log_metric_filters_match_what_the_workers_log() -> None:
         assert phrases, f"{name}: no quoted phrase in {pattern!r}"
         for phrase in phrases:
             assert phrase in source, f"{name}: {phrase!r} is no longer logged"
+
+
+# --- the region: set once, read back everywhere -----------------------------------------
+
+
+def test_the_region_is_set_only_in_the_provider() -> None:
+    root = load_module(TERRAFORM)
+    assert {ref.where for ref in root.references if ref.address() == "var.region"} == {"provider"}
+    (provider,) = parsed("main.tf")["provider"]
+    assert provider['"aws"']["region"] == "${var.region}"
+    # Every module reads the provider's region back; none takes one as a variable.
+    for path in sorted(TERRAFORM.glob("modules/*")):
+        module = load_module(path)
+        assert not {"region", "aws_region"} & set(module.variables), path.name
+        for local in parsed(f"modules/{path.name}/main.tf").get("locals", []):
+            if "region" in local:
+                assert local["region"] == "${data.aws_region.current.name}", path.name
+    assert parsed("main.tf")["locals"][0]["region"] == "${data.aws_region.current.name}"
+
+
+def test_the_workers_region_settings_and_commands_are_the_providers() -> None:
+    workers = parsed("modules/workers/main.tf")
+    local = workers["locals"][0]
+    assert local["kafka_environment"]["FRAUD_AWS_REGION"] == "${local.region}"
+    assert local["kafka_environment"]["AWS_REGION"] == "${local.region}"
+    assert local["log_configuration"]["options"]["awslogs-region"] == "${local.region}"
+    # Every AWS CLI command the stack prints names the region, so the shell's does not count:
+    # the root forwards the modules' commands, which name it or are built on run_admin_task.
+    (run_admin_task,) = (lc["run_admin_task"] for lc in workers["locals"] if "run_admin_task" in lc)
+    assert '"--region ${local.region}"' in run_admin_task
+    commands = {
+        f"{path}:{name}": str(body["value"])
+        for path in [str(p.relative_to(TERRAFORM)) for p in TF_FILES if p.name == "outputs.tf"]
+        for name, body in blocks_of(path, "output")
+        if name.endswith("_command")
+    }
+    assert len(commands) >= 6, commands
+    for where, value in commands.items():
+        if where.startswith("outputs.tf:"):
+            assert re.fullmatch(r"\$\{module\.\w+\.\w+_command\}", value), where
+        else:
+            assert "--region ${local.region}" in value or "local.run_admin_task" in value, where
+
+
+def test_a_worker_image_of_another_region_is_refused_at_plan() -> None:
+    task = block("modules/workers/main.tf", "resource", "aws_ecs_task_definition", "worker")
+    (lifecycle,) = task["lifecycle"]
+    conditions = [p["condition"] for p in lifecycle["precondition"]]
+    assert "${local.ecr[1] == local.region}" in conditions
+    # local.ecr[1] is the region part of the image URI.
+    ecr = parsed("modules/workers/main.tf")["locals"][0]["ecr"]
+    pattern = re.search(r'regex\("(.+?)", var\.image\)', ecr)
+    assert pattern is not None
+    uri = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/fraud-detection:0.1.0"
+    match = re.match(pattern[1].replace("\\\\", "\\"), uri)
+    assert match is not None and match[2] == "eu-central-1"
+
+
+# --- rules of your own on AWS: a file from S3 --------------------------------------------
+
+
+def policy_document(relative: str, name: str) -> dict[str, dict[str, Any]]:
+    """The statements of one aws_iam_policy_document, by sid."""
+    body = block(relative, "data", "aws_iam_policy_document", name)
+    return {unquote(s["sid"]): s for s in body.get("statement", [])}
+
+
+def test_the_put_rules_task_may_read_the_rules_prefix_and_nothing_else_of_s3() -> None:
+    admin = policy_document("modules/workers/main.tf", "admin")
+    s3 = {sid: s for sid, s in admin.items() if any(a.startswith('"s3:') for a in s["actions"])}
+    assert list(s3) == ["ReadRuleFiles"]
+    assert s3["ReadRuleFiles"]["actions"] == ['"s3:GetObject"']
+    assert s3["ReadRuleFiles"]["resources"] == ['"${var.archive_bucket_arn}/${var.rules_prefix}/*"']
+    decrypt = admin["DecryptRuleFilesThroughS3"]
+    assert decrypt["actions"] == ['"kms:Decrypt"']
+    (condition,) = decrypt["condition"]
+    assert condition["values"] == ['"s3.${local.region}.amazonaws.com"']
+    # The workers read and write the archive's prefix only, and the two prefixes are apart.
+    task = policy_document("modules/workers/main.tf", "task")
+    objects = [
+        unquote(r)
+        for s in task.values()
+        if any(a.startswith('"s3:') for a in s["actions"])
+        for r in s["resources"]
+        if "/" in unquote(r)
+    ]
+    assert objects == ["${var.archive_bucket_arn}/${var.archive_prefix}/*"]
+    rules_prefix = next(
+        b for name, b in blocks_of("variables.tf", "variable") if name == "rules_prefix"
+    )
+    (validation,) = rules_prefix["validation"]
+    assert (
+        '!startswith("${var.rules_prefix}/", "${var.archive_prefix}/")' in validation["condition"]
+    )
+    assert (
+        '!startswith("${var.archive_prefix}/", "${var.rules_prefix}/")' in validation["condition"]
+    )
+
+
+def test_the_put_rules_task_runs_put_rules_py_with_the_prefix() -> None:
+    workers = parsed("modules/workers/main.tf")
+    (containers,) = (lc["admin_containers"] for lc in workers["locals"] if "admin_containers" in lc)
+    put_rules = containers["put-rules"]
+    assert 'name = "put-rules"' in put_rules
+    assert 'entryPoint = ["python", "-c"]' in put_rules
+    assert "command = [var.put_rules_script]" in put_rules
+    assert "RULES_S3_PREFIX = local.rules_s3_prefix" in put_rules
+    (prefix,) = (lc["rules_s3_prefix"] for lc in workers["locals"] if "rules_s3_prefix" in lc)
+    assert unquote(prefix) == "s3://${var.archive_bucket}/${var.rules_prefix}/"
+    call = next(b['"workers"'] for b in parsed("main.tf")["module"] if '"workers"' in b)
+    assert call["put_rules_script"] == '${file("${path.module}/put_rules.py")}'
+    assert (TERRAFORM / "put_rules.py").is_file()
+    assert call["rules_prefix"] == "${var.rules_prefix}"
+    assert call["archive_bucket"] == "${module.archive.bucket}"
+
+
+def test_the_put_rules_command_splices_the_shells_rules_file_into_valid_json(
+    tmp_path: Path,
+) -> None:
+    outputs = dict(blocks_of("modules/workers/outputs.tf", "output"))
+    value = outputs["put_rules_from_s3_command"]["value"]
+    assert value.startswith('"${local.run_admin_task["put-rules"]} --overrides \'${replace(')
+    assert '[{name = "RULES_FILE", value = local.rules_file_placeholder}]' in value
+    assert value.endswith("local.rules_file_placeholder, local.rules_file_from_the_shell)}'\"")
+    workers = {k: v for lc in parsed("modules/workers/main.tf")["locals"] for k, v in lc.items()}
+    placeholder = unquote(workers["rules_file_placeholder"])
+    # HCL's "'\\"$RULES_FILE\\"'" is the text '"$RULES_FILE"'.
+    spliced = unquote(workers["rules_file_from_the_shell"]).replace('\\"', '"')
+    assert spliced == "'\"$RULES_FILE\"'"
+    root = dict(blocks_of("outputs.tf", "output"))
+    assert (
+        root["put_rules_from_s3_command"]["value"] == "${module.workers.put_rules_from_s3_command}"
+    )
+    assert root["rules_s3_prefix"]["value"] == "${module.workers.rules_s3_prefix}"
+    # What Terraform renders (jsonencode sorts keys, no spaces), run as the docs say:
+    # RULES_FILE set in the shell, then eval.
+    overrides = json.dumps(
+        {
+            "containerOverrides": [
+                {"environment": [{"name": "RULES_FILE", "value": placeholder}], "name": "put-rules"}
+            ]
+        },
+        separators=(",", ":"),
+    ).replace(placeholder, spliced)
+    command = (
+        "aws ecs run-task --region eu-west-1 --cluster fraud --launch-type FARGATE"
+        " --task-definition fraud-put-rules --network-configuration"
+        " 'awsvpcConfiguration={subnets=[subnet-1,subnet-2],securityGroups=[sg-1],"
+        f"assignPublicIp=DISABLED}}' --overrides '{overrides}'"
+    )
+    fake = tmp_path / "aws"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    fake.chmod(0o755)
+    done = subprocess.run(
+        ["sh", "-c", 'RULES_FILE=team/gb-pair.yaml; eval "$COMMAND"'],
+        env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "COMMAND": command},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    argv = json.loads(done.stdout)
+    sent = json.loads(argv[argv.index("--overrides") + 1])
+    (override,) = sent["containerOverrides"]
+    assert override == {
+        "name": "put-rules",
+        "environment": [{"name": "RULES_FILE", "value": "team/gb-pair.yaml"}],
+    }
+    assert argv[argv.index("--network-configuration") + 1].startswith("awsvpcConfiguration=")
+
+
+# --- the first deployment: topics before workers -----------------------------------------
+
+
+def test_the_apply_creates_the_topics_before_the_service_starts() -> None:
+    workers = "modules/workers/main.tf"
+    service = block(workers, "resource", "aws_ecs_service", "workers")
+    assert "${terraform_data.topics}" in service["depends_on"]
+    breaker = only(service, "deployment_circuit_breaker")
+    assert (breaker["enable"], breaker["rollback"]) == (True, True)
+    topics = block(workers, "resource", "terraform_data", "topics")
+    create_topics = '${aws_ecs_task_definition.admin["create-topics"].arn}'
+    # Runs again when the task definition changes (topics, partitions, image).
+    assert topics["triggers_replace"] == [create_topics]
+    (provisioner,) = topics["provisioner"]
+    local_exec = provisioner['"local-exec"']
+    assert unquote(local_exec["command"]) == "sh '${path.module}/run_admin_task.sh'"
+    assert (TERRAFORM / "modules/workers/run_admin_task.sh").is_file()
+    environment = local_exec["environment"]
+    assert environment["TASK_DEFINITION"] == create_topics
+    assert unquote(environment["CONTAINER"]) == "create-topics"
+    assert environment["REGION"] == "${local.region}"
+    (containers,) = (
+        lc["admin_containers"] for lc in parsed(workers)["locals"] if "admin_containers" in lc
+    )
+    assert 'name = "create-topics"' in containers["create-topics"]
+    assert {"${aws_iam_role_policy.admin}", "${aws_iam_role_policy.execution}"} <= set(
+        topics["depends_on"]
+    )
+
+
+def test_the_topics_task_waits_for_every_route_out_of_the_workers_group() -> None:
+    topics = block("modules/workers/main.tf", "resource", "terraform_data", "topics")
+    assert topics["input"] == "${var.network_ready}"
+    call = next(b['"workers"'] for b in parsed("main.tf")["module"] if '"workers"' in b)
+    assert call["network_ready"] == "${module.network.workers_network_ready}"
+    ready = dict(blocks_of("modules/network/outputs.tf", "output"))["workers_network_ready"]
+    waits_for = {unquote(d).removeprefix("${").removesuffix("}") for d in ready["depends_on"]}
+    network = "modules/network/main.tf"
+    rules = {
+        f"{kind}.{name}"
+        for kind in ("aws_vpc_security_group_ingress_rule", "aws_vpc_security_group_egress_rule")
+        for name, rule in blocks(network, "resource", kind)
+        if "aws_security_group.workers.id" in str(rule)
+    }
+    endpoints = {
+        f"aws_vpc_endpoint.{name}" for name, _ in blocks(network, "resource", "aws_vpc_endpoint")
+    }
+    assert rules and endpoints
+    assert rules | endpoints | {"aws_route_table_association.private"} <= waits_for
+
+
+# --- health checks and the grace period ---------------------------------------------------
+
+
+def locals_of(relative: str) -> dict[str, Any]:
+    return {k: v for lc in parsed(relative).get("locals", []) for k, v in lc.items()}
+
+
+def root_variable(name: str) -> dict[str, Any]:
+    return dict(blocks_of("variables.tf", "variable"))[name]
+
+
+def test_health_is_judged_on_healthz_and_the_grace_period_outlasts_a_slow_start() -> None:
+    workers = "modules/workers/main.tf"
+    task = block(workers, "resource", "aws_ecs_task_definition", "worker")
+    definitions = task["container_definitions"]
+    assert "healthCheck = merge(local.health_check," in definitions
+    assert "http://127.0.0.1:${var.web_port}/healthz" in definitions
+    assert "readyz" not in definitions
+    group = block("modules/web/main.tf", "resource", "aws_lb_target_group", "workers")
+    check = only(group, "health_check")
+    assert (unquote(check["path"]), unquote(check["matcher"])) == ("/healthz", "200")
+    # The container check: ECS caps the start period at 300 s.
+    health = locals_of(workers)["health_check"]
+    assert health["startPeriod"] <= 300
+    least = health["startPeriod"] + health["interval"] * health["retries"]
+    service = block(workers, "resource", "aws_ecs_service", "workers")
+    assert service["health_check_grace_period_seconds"] == "${var.grace_period_seconds}"
+    (lifecycle,) = service["lifecycle"]
+    assert any(
+        "var.grace_period_seconds >= local.health_check.startPeriod" in p["condition"]
+        for p in lifecycle["precondition"]
+    )
+    grace = root_variable("health_check_grace_period_seconds")
+    (validation,) = grace["validation"]
+    assert f">= {least}" in validation["condition"]
+    # The default outlasts both checks' verdicts with room for a table recovery.
+    assert grace["default"] >= least + check["interval"] * check["unhealthy_threshold"]
+    call = next(b['"workers"'] for b in parsed("main.tf")["module"] if '"workers"' in b)
+    assert call["grace_period_seconds"] == "${var.health_check_grace_period_seconds}"
+
+
+# --- the web endpoints: an internal load balancer ----------------------------------------
+
+
+def test_the_web_endpoints_sit_behind_an_internal_load_balancer() -> None:
+    web = "modules/web/main.tf"
+    balancer = block(web, "resource", "aws_lb", "web")
+    assert balancer["internal"] is True
+    assert unquote(balancer["load_balancer_type"]) == "application"
+    assert balancer["drop_invalid_header_fields"] is True
+    assert balancer["enable_deletion_protection"] == "${var.deletion_protection}"
+    call = next(b['"web"'] for b in parsed("main.tf")["module"] if '"web"' in b)
+    assert call["subnet_ids"] == "${module.network.private_subnet_ids}"
+    assert call["web_port"] == "${local.web_port}"
+    # Only the allowed CIDRs (default: the VPC's) reach the listener, never 0.0.0.0/0.
+    assert call["allowed_cidrs"] == (
+        "${var.web_allowed_cidrs == null ? [var.vpc_cidr] : var.web_allowed_cidrs}"
+    )
+    (validation,) = root_variable("web_allowed_cidrs")["validation"]
+    assert 'cidr != "0.0.0.0/0"' in validation["condition"]
+    into_alb = dict(blocks(web, "resource", "aws_vpc_security_group_ingress_rule"))
+    assert into_alb["alb_from_allowed"]["for_each"] == "${toset(var.allowed_cidrs)}"
+    assert into_alb["alb_from_allowed"]["cidr_ipv4"] == "${each.value}"
+    assert into_alb["alb_from_allowed"]["from_port"] == "${local.listener_port}"
+    # The balancer talks to the workers' web port and nothing else.
+    (out_of_alb,) = [r for _n, r in blocks(web, "resource", "aws_vpc_security_group_egress_rule")]
+    assert out_of_alb["referenced_security_group_id"] == "${var.workers_security_group_id}"
+    assert out_of_alb["from_port"] == out_of_alb["to_port"] == "${var.web_port}"
+    # HTTPS on 443 with a certificate (TLS 1.2 at least), else HTTP on 80; never both.
+    https = block(web, "resource", "aws_lb_listener", "https")
+    http = block(web, "resource", "aws_lb_listener", "http")
+    assert https["count"] == "${local.https ? 1 : 0}"
+    assert http["count"] == "${local.https ? 0 : 1}"
+    assert (https["port"], unquote(https["protocol"])) == (443, "HTTPS")
+    assert https["certificate_arn"] == "${var.certificate_arn}"
+    policy = dict(blocks_of("modules/web/variables.tf", "variable"))["ssl_policy"]["default"]
+    assert unquote(policy).startswith("ELBSecurityPolicy-TLS13-1-2")
+    assert locals_of(web)["https"] == "${var.certificate_arn != null}"
+
+
+def test_every_task_registers_its_web_port_once_a_listener_forwards_to_it() -> None:
+    group = block("modules/web/main.tf", "resource", "aws_lb_target_group", "workers")
+    assert unquote(group["target_type"]) == "ip"
+    assert group["port"] == "${var.web_port}"
+    assert only(group, "stickiness")["enabled"] is True
+    service = block("modules/workers/main.tf", "resource", "aws_ecs_service", "workers")
+    balancer = only(service, "load_balancer")
+    assert balancer["target_group_arn"] == "${var.target_group_arn}"
+    assert (unquote(balancer["container_name"]), balancer["container_port"]) == (
+        "worker",
+        "${var.web_port}",
+    )
+    call = next(b['"workers"'] for b in parsed("main.tf")["module"] if '"workers"' in b)
+    assert call["target_group_arn"] == "${module.web.target_group_arn}"
+    assert call["web_port"] == "${local.web_port}"
+    output = dict(blocks_of("modules/web/outputs.tf", "output"))["target_group_arn"]
+    assert set(output["depends_on"]) == {"${aws_lb_listener.https}", "${aws_lb_listener.http}"}
+    root = dict(blocks_of("outputs.tf", "output"))
+    assert root["web_url"]["value"] == "${module.web.url}"
+
+
+def test_the_worker_listens_on_its_task_address_and_advertises_it() -> None:
+    workers = "modules/workers/main.tf"
+    environment = locals_of(workers)["worker_environment"]
+    assert 'FRAUD_WEB_BIND = "0.0.0.0"' in environment
+    assert "FRAUD_WEB_PORT = tostring(var.web_port)" in environment
+    # FRAUD_WEB_HOST is the task's address, known only at run time: worker_entry.py sets it.
+    assert "FRAUD_WEB_HOST" not in environment
+    definitions = block(workers, "resource", "aws_ecs_task_definition", "worker")[
+        "container_definitions"
+    ]
+    assert 'entryPoint = ["python", "-c"]' in definitions
+    assert 'command = [var.worker_entry_script, "worker", "-l", "info"]' in definitions
+    call = next(b['"workers"'] for b in parsed("main.tf")["module"] if '"workers"' in b)
+    assert call["worker_entry_script"] == '${file("${path.module}/worker_entry.py")}'
+
+
+def test_the_web_port_is_open_to_the_load_balancer_and_the_workers_only() -> None:
+    sources = []
+    for path in ("modules/network/main.tf", "modules/web/main.tf"):
+        for _name, rule in blocks(path, "resource", "aws_vpc_security_group_ingress_rule"):
+            if rule["security_group_id"] in (
+                "${aws_security_group.workers.id}",
+                "${var.workers_security_group_id}",
+            ):
+                assert rule["from_port"] == rule["to_port"] == "${var.web_port}", rule
+                assert not {"cidr_ipv4", "cidr_ipv6", "prefix_list_id"} & set(rule)
+                sources.append(rule["referenced_security_group_id"])
+    assert sorted(sources) == ["${aws_security_group.alb.id}", "${aws_security_group.workers.id}"]
+    call = next(b['"network"'] for b in parsed("main.tf")["module"] if '"network"' in b)
+    assert call["web_port"] == "${local.web_port}"
+
+
+def test_the_api_token_without_https_is_warned_of_at_plan() -> None:
+    (check,) = parsed("main.tf")["check"]
+    (assertion,) = check['"api_token_only_over_https"']["assert"]
+    assert assertion["condition"] == (
+        "${var.api_token_secret_arn == null || var.web_certificate_arn != null}"
+    )
+
+
+# --- Slack: a webhook or a bot token -----------------------------------------------------
+
+
+def slack_environment(enabled: bool, channel: str | None) -> dict[str, str]:
+    """The notifier's environment as the module builds it for these variables: each secret's
+    count condition read from the HCL, then the keys its comprehensions add."""
+    notifier = "modules/notifier/main.tf"
+    secrets = dict(blocks(notifier, "resource", "aws_secretsmanager_secret"))
+    conditions = {
+        "${var.slack_enabled && var.slack_channel == null ? 1 : 0}": enabled and channel is None,
+        "${var.slack_enabled && var.slack_channel != null ? 1 : 0}": enabled
+        and channel is not None,
+    }
+    created = {name for name, body in secrets.items() if conditions[body["count"]]}
+    function = block(notifier, "resource", "aws_lambda_function", "notifier")
+    (environment,) = function["environment"]
+    env = {
+        "IDEMPOTENCY_TABLE": "fraud_notifier_idempotency",
+        "SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:fraud-alerts",
+        "AWS_REGION": "eu-west-1",
+    }
+    values = {
+        "secret.arn": "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+        "var.slack_channel": channel,
+    }
+    comprehension = r'for secret in aws_secretsmanager_secret\.(\w+) : "(\w+)" => ([\w.]+)'
+    for secret, key, value in re.findall(comprehension, environment["variables"]):
+        if secret in created:
+            env[key] = str(values[value])
+    return env
+
+
+@pytest.mark.parametrize(
+    ("enabled", "channel", "mode"),
+    [(True, None, "webhook"), (True, "#fraud-alerts", "chat"), (False, "#fraud-alerts", None)],
+)
+def test_the_notifier_accepts_the_slack_settings_terraform_gives_it(
+    enabled: bool, channel: str | None, mode: str | None
+) -> None:
+    env = slack_environment(enabled, channel)
+    config = NotifierConfig.from_env(env)
+    assert config.slack_mode == mode
+    if mode == "chat":
+        assert config.channel == channel and config.bot_token_secret_arn
+        assert "SLACK_WEBHOOK_SECRET_ARN" not in env
+    if mode == "webhook":
+        assert config.webhook_secret_arn and "SLACK_CHANNEL" not in env
+
+
+def test_the_notifier_may_read_the_slack_secret_it_is_given_and_no_other() -> None:
+    notifier = "modules/notifier/main.tf"
+    secrets = {name for name, _ in blocks(notifier, "resource", "aws_secretsmanager_secret")}
+    assert secrets == {"slack_webhook", "slack_bot_token"}
+    assert locals_of(notifier)["slack_secrets"] == (
+        "${concat(aws_secretsmanager_secret.slack_webhook,"
+        " aws_secretsmanager_secret.slack_bot_token)}"
+    )
+    policy = block(notifier, "data", "aws_iam_policy_document", "notifier")
+    (dynamic,) = policy["dynamic"]
+    statement = dynamic['"statement"']
+    assert statement["for_each"] == "${local.slack_secrets}"
+    (content,) = statement["content"]
+    assert content["actions"] == ['"secretsmanager:GetSecretValue"']
+    assert content["resources"] == ["${statement.value.arn}"]
+    # Created without a value: neither the URL nor the token is in any plan or state.
+    assert not list(blocks(notifier, "resource", "aws_secretsmanager_secret_version"))
+    call = next(b['"notifier"'] for b in parsed("main.tf")["module"] if '"notifier"' in b)
+    assert call["slack_channel"] == "${var.slack_channel}"
+    root = dict(blocks_of("outputs.tf", "output"))
+    assert root["put_slack_secret_command"]["value"] == (
+        "${module.notifier.put_slack_secret_command}"
+    )

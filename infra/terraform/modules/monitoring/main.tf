@@ -182,6 +182,26 @@ resource "aws_cloudwatch_metric_alarm" "no_worker" {
   ok_actions          = local.alarm_actions
 }
 
+# The load balancer's own view of the workers' /healthz. ECS replaces a task that fails it
+# (after 3 checks 30 s apart), so one unhealthy for 10 minutes in a row means tasks keep
+# failing again after replacement: a crash loop, a stall that comes back, a bad deployment.
+resource "aws_cloudwatch_metric_alarm" "unhealthy_workers" {
+  alarm_name          = "${var.name}-workers-unhealthy"
+  alarm_description   = "A worker has failed /healthz at the load balancer for 10 minutes: tasks are failing again after replacement."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "UnHealthyHostCount"
+  dimensions          = { LoadBalancer = var.load_balancer_arn_suffix, TargetGroup = var.target_group_arn_suffix }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 10
+  datapoints_to_alarm = 10
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}
+
 # --- the notifier -----------------------------------------------------------------------
 
 locals {
@@ -284,6 +304,7 @@ locals {
       title = "Workers"
       metrics = [
         ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", var.ecs_cluster_name, "ServiceName", var.service_name, { stat = "Minimum", label = "running tasks" }],
+        ["AWS/ApplicationELB", "HealthyHostCount", "TargetGroup", var.target_group_arn_suffix, "LoadBalancer", var.load_balancer_arn_suffix, { stat = "Minimum", label = "healthy at the load balancer" }],
         ["AWS/ECS", "CPUUtilization", "ClusterName", var.ecs_cluster_name, "ServiceName", var.service_name, { label = "CPU %", yAxis = "right" }],
         ["AWS/ECS", "MemoryUtilization", "ClusterName", var.ecs_cluster_name, "ServiceName", var.service_name, { label = "memory %", yAxis = "right" }],
       ]
@@ -334,6 +355,7 @@ resource "aws_cloudwatch_dashboard" "this" {
                 aws_cloudwatch_metric_alarm.sink_failures.arn,
                 aws_cloudwatch_metric_alarm.internal_errors.arn,
                 aws_cloudwatch_metric_alarm.no_worker.arn,
+                aws_cloudwatch_metric_alarm.unhealthy_workers.arn,
                 aws_cloudwatch_metric_alarm.undelivered_alerts.arn,
                 aws_cloudwatch_metric_alarm.msk_disk.arn,
               ],

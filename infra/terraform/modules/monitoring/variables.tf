@@ -49,6 +49,16 @@ variable "service_name" {
   type        = string
 }
 
+variable "load_balancer_arn_suffix" {
+  description = "The web endpoints' load balancer (CloudWatch dimension LoadBalancer)."
+  type        = string
+}
+
+variable "target_group_arn_suffix" {
+  description = "The workers' target group (CloudWatch dimension TargetGroup)."
+  type        = string
+}
+
 variable "workers_log_group_name" {
   description = "The workers' log group, where the metric filters look."
   type        = string

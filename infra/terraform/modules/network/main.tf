@@ -79,6 +79,8 @@ resource "aws_default_security_group" "this" {
 
 # CKV2_AWS_5 below: the workers' group is attached in modules/workers (service and admin
 # task) and the brokers' in modules/kafka; checkov's graph does not follow module outputs.
+# Its description predates the web port (each other, and the load balancer of modules/web):
+# a security group's description cannot change without replacing the group.
 resource "aws_security_group" "workers" {
   #checkov:skip=CKV2_AWS_5:Attached to the ECS service and the admin task in modules/workers, through this module's output.
   name        = "${var.name}-workers"
@@ -143,6 +145,26 @@ resource "aws_vpc_security_group_egress_rule" "workers_to_gateways" {
   from_port         = 443
   to_port           = 443
   prefix_list_id    = each.value.prefix_list_id
+}
+
+# A card lookup asked of one worker is forwarded to the worker that holds the card's
+# partition, at its task address (modules/web admits the load balancer on the same port).
+resource "aws_vpc_security_group_ingress_rule" "workers_web_from_workers" {
+  security_group_id            = aws_security_group.workers.id
+  description                  = "Card lookups forwarded by another worker, on the web port"
+  ip_protocol                  = "tcp"
+  from_port                    = var.web_port
+  to_port                      = var.web_port
+  referenced_security_group_id = aws_security_group.workers.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "workers_web_to_workers" {
+  security_group_id            = aws_security_group.workers.id
+  description                  = "Card lookups forwarded to the worker that holds the card"
+  ip_protocol                  = "tcp"
+  from_port                    = var.web_port
+  to_port                      = var.web_port
+  referenced_security_group_id = aws_security_group.workers.id
 }
 
 # --- VPC endpoints -----------------------------------------------------------------------

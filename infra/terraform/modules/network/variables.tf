@@ -19,6 +19,11 @@ variable "kafka_port" {
   default     = 9098
 }
 
+variable "web_port" {
+  description = "The workers' web port: they forward card lookups to each other on it."
+  type        = number
+}
+
 variable "interface_endpoints" {
   description = "Interface VPC endpoints to create (service names after com.amazonaws.<region>.)."
   type        = list(string)

@@ -2,10 +2,13 @@
 # alert_id (Powertools idempotency records), partial batch failures reported, records that
 # exhaust their retries sent to an SQS queue instead of being lost.
 #
-# The Slack webhook URL lives in Secrets Manager. Terraform creates the secret but never its
-# value, so the URL is in no plan, state or tfvars file; after the first apply:
-#   aws secretsmanager put-secret-value --secret-id <slack_webhook_secret_arn> \
-#       --secret-string 'https://hooks.slack.com/services/...'
+# Slack, one way or the other (the function refuses both at once: every alert would be
+# posted twice): an incoming webhook (default), or, with var.slack_channel, a bot token
+# posting with chat.postMessage to that channel. The URL or the token lives in Secrets
+# Manager; Terraform creates the secret but never its value, so neither is in any plan,
+# state or tfvars file. After the first apply (output put_slack_secret_command):
+#   aws secretsmanager put-secret-value --secret-id <slack_secret_arn> \
+#       --secret-string file://slack-secret.txt   # the webhook URL, or the xoxb- token
 
 data "aws_region" "current" {}
 
@@ -48,11 +51,25 @@ resource "aws_sns_topic" "alerts" {
 
 resource "aws_secretsmanager_secret" "slack_webhook" {
   #checkov:skip=CKV2_AWS_57:A Slack incoming-webhook URL is issued by Slack; no rotation Lambda can mint a new one. Rotate by hand with put-secret-value.
-  count                   = var.slack_enabled ? 1 : 0
+  count                   = var.slack_enabled && var.slack_channel == null ? 1 : 0
   name                    = "${var.name}/slack-webhook-url"
   description             = "Slack incoming-webhook URL of the fraud-alert channel (value set with put-secret-value, never by Terraform)."
   kms_key_id              = var.kms_key_arn
   recovery_window_in_days = 7
+}
+
+resource "aws_secretsmanager_secret" "slack_bot_token" {
+  #checkov:skip=CKV2_AWS_57:A Slack bot token is issued by Slack when the app is installed; no rotation Lambda can mint a new one. Rotate by hand with put-secret-value.
+  count                   = var.slack_enabled && var.slack_channel != null ? 1 : 0
+  name                    = "${var.name}/slack-bot-token"
+  description             = "Slack bot token (xoxb-, scope chat:write) posting fraud alerts to the configured channel (value set with put-secret-value, never by Terraform)."
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = 7
+}
+
+locals {
+  # The one Slack secret of the stack, if any.
+  slack_secrets = concat(aws_secretsmanager_secret.slack_webhook, aws_secretsmanager_secret.slack_bot_token)
 }
 
 # Stream records the function still failed after every retry and bisection: the alert is
@@ -112,9 +129,9 @@ data "aws_iam_policy_document" "notifier" {
     resources = [aws_sqs_queue.failures.arn]
   }
   dynamic "statement" {
-    for_each = aws_secretsmanager_secret.slack_webhook
+    for_each = local.slack_secrets
     content {
-      sid       = "ReadTheSlackWebhook"
+      sid       = "ReadTheSlackSecret"
       actions   = ["secretsmanager:GetSecretValue"]
       resources = [statement.value.arn]
     }
@@ -182,6 +199,8 @@ resource "aws_lambda_function" "notifier" {
         POWERTOOLS_SERVICE_NAME = "fraud-notifier"
       },
       { for secret in aws_secretsmanager_secret.slack_webhook : "SLACK_WEBHOOK_SECRET_ARN" => secret.arn },
+      { for secret in aws_secretsmanager_secret.slack_bot_token : "SLACK_BOT_TOKEN_SECRET_ARN" => secret.arn },
+      { for secret in aws_secretsmanager_secret.slack_bot_token : "SLACK_CHANNEL" => var.slack_channel },
     )
   }
 

@@ -9,8 +9,18 @@ output "sns_topic_arn" {
 }
 
 output "slack_webhook_secret_arn" {
-  description = "The secret to fill with put-secret-value; null when Slack is off."
+  description = "The webhook secret to fill with put-secret-value; null with a bot token or Slack off."
   value       = one(aws_secretsmanager_secret.slack_webhook[*].arn)
+}
+
+output "slack_bot_token_secret_arn" {
+  description = "The bot-token secret to fill with put-secret-value; null with a webhook or Slack off."
+  value       = one(aws_secretsmanager_secret.slack_bot_token[*].arn)
+}
+
+output "put_slack_secret_command" {
+  description = "Stores the webhook URL or bot token from ./slack-secret.txt in the stack's Slack secret; null when Slack is off."
+  value       = length(local.slack_secrets) == 0 ? null : "aws secretsmanager put-secret-value --region ${local.region} --secret-id ${one(local.slack_secrets[*].arn)} --secret-string file://slack-secret.txt"
 }
 
 output "failure_queue_name" {

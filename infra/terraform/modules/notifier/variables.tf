@@ -24,8 +24,14 @@ variable "inspect_base_url" {
 }
 
 variable "slack_enabled" {
-  description = "Create the Slack webhook secret and post to Slack; false: SNS only."
+  description = "Post to Slack (a secret is created for the webhook URL or the bot token); false: SNS only."
   type        = bool
+}
+
+variable "slack_channel" {
+  description = "Channel a bot token posts to (chat.postMessage); null: an incoming webhook instead."
+  type        = string
+  default     = null
 }
 
 variable "batch_size" {

@@ -45,7 +45,10 @@ locals {
   worker_environment = merge(var.environment, local.kafka_environment, {
     FRAUD_STORE          = "rocksdb://"
     FRAUD_DATADIR        = local.data_directory
-    FRAUD_WEB_BIND       = "127.0.0.1" # no load balancer, no inbound rule: only the health check asks
+    # The load balancer (modules/web) and the other workers (forwarded card lookups) ask it
+    # at the task's address, which worker_entry.py advertises as FRAUD_WEB_HOST; the security
+    # group admits the web port from those two only.
+    FRAUD_WEB_BIND       = "0.0.0.0"
     FRAUD_WEB_PORT       = tostring(var.web_port)
     FRAUD_DYNAMODB_TABLE = var.alerts_table_name
     FRAUD_ARCHIVE_URL    = var.archive_url
@@ -54,6 +57,14 @@ locals {
   admin_environment = merge(local.kafka_environment, {
     FRAUD_DATADIR = "/tmp/faust" # the CLI loads the app; /tmp is the only writable path
   })
+
+  # Rule files of your own: the image is read-only and holds only the shipped rules.
+  rules_s3_prefix = "s3://${var.archive_bucket}/${var.rules_prefix}/"
+  # put_rules_from_s3_command's override names the file with the shell's $RULES_FILE: in
+  # the single-quoted JSON the placeholder becomes '"$RULES_FILE"' (out of the single
+  # quotes, expanded inside double ones, back in), so `eval` sends the name as the value.
+  rules_file_placeholder    = "RULES_FILE_FROM_THE_SHELL"
+  rules_file_from_the_shell = "'\"$RULES_FILE\"'"
 
   topic_arns = {
     for key, topic in var.topics : key => "${var.topic_arn_prefix}/${topic}"
@@ -71,6 +82,10 @@ locals {
   }
 
   max_count = coalesce(var.max_count, var.partitions)
+
+  # The container health check (seconds). ECS allows a start period of 300 s at most; the
+  # service's grace period (var.grace_period_seconds) must outlast it and three failures.
+  health_check = { interval = 30, timeout = 10, retries = 3, startPeriod = 300 }
 
   # The image's FRAUD_DATADIR, created there owned by its non-root user (UID 10001): a volume
   # mounted on a path the image has takes that owner.
@@ -190,7 +205,8 @@ data "aws_iam_policy_document" "task" {
     resources = ["${var.archive_bucket_arn}/${var.archive_prefix}/*"]
   }
   # Listing is a bucket-level action. No s3:prefix condition: pyarrow's HeadBucket carries
-  # no prefix and would be refused; the bucket holds nothing but the archive.
+  # no prefix and would be refused. The bucket holds the archive and the rule files
+  # (var.rules_prefix), whose names a worker may so list but whose contents it may not read.
   statement {
     sid       = "ArchiveListing"
     actions   = ["s3:ListBucket"]
@@ -282,7 +298,10 @@ resource "aws_ecs_task_definition" "worker" {
       name                   = "worker"
       image                  = var.image
       essential              = true
-      command                = ["worker", "-l", "info"] # after the image's `faust -A app`
+      # worker_entry.py sets FRAUD_WEB_HOST to the task's address, then becomes the image's
+      # `faust -A app` with these arguments.
+      entryPoint             = ["python", "-c"]
+      command                = [var.worker_entry_script, "worker", "-l", "info"]
       environment            = [for k, v in local.worker_environment : { name = k, value = v }]
       secrets                = var.api_token_secret_arn == null ? [] : [{ name = "FRAUD_API_TOKEN", valueFrom = var.api_token_secret_arn }]
       readonlyRootFilesystem = true
@@ -295,19 +314,24 @@ resource "aws_ecs_task_definition" "worker" {
         initProcessEnabled = true # reaps the backtests' child processes
       }
       # The image has no curl; the worker's Python asks its own /healthz (a 503 raises).
-      # startPeriod covers table recovery from the changelogs.
-      healthCheck = {
-        command     = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.web_port}/healthz', timeout=5)"]
-        interval    = 30
-        timeout     = 10
-        retries     = 3
-        startPeriod = 300
-      }
+      # /healthz, not /readyz: liveness (stalled, crashed, failing) is what a replacement
+      # cures; a worker still recovering its tables is not ready, yet not broken.
+      healthCheck = merge(local.health_check, {
+        command = ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.web_port}/healthz', timeout=5)"]
+      })
       # Time to commit and leave the group (LeaveGroup) before SIGKILL.
       stopTimeout      = 60
       logConfiguration = local.log_configuration
     },
   ])
+
+  lifecycle {
+    # The VPC has no internet route: tasks pull through this region's ECR endpoints only.
+    precondition {
+      condition     = local.ecr[1] == local.region
+      error_message = "worker_image is in ECR of ${local.ecr[1]} but the stack is in ${local.region}: push the image to ${local.region} (the VPC reaches ECR only through its own region's endpoints), or set region to ${local.ecr[1]}."
+    }
+  }
 }
 
 resource "aws_ecs_service" "workers" {
@@ -323,9 +347,22 @@ resource "aws_ecs_service" "workers" {
   # Start new tasks before stopping old ones: partitions move once per deployment step.
   deployment_minimum_healthy_percent = 100
   deployment_maximum_percent         = 200
+  # A deployment whose tasks keep failing (3, or half the desired count) rolls back to the
+  # last completed one. Not on account of the topics: the apply creates them first
+  # (terraform_data.topics); nor of a slow start: for var.grace_period_seconds after a task
+  # starts, ECS ignores its failing health checks (the container's and the load balancer's),
+  # however long its tables take to recover. docs/how-to/deploy-aws.md explains the choice.
   deployment_circuit_breaker {
     enable   = true
     rollback = true
+  }
+  health_check_grace_period_seconds = var.grace_period_seconds
+
+  # Each task's address in the target group; the load balancer checks /healthz too.
+  load_balancer {
+    target_group_arn = var.target_group_arn
+    container_name   = "worker"
+    container_port   = var.web_port
   }
 
   network_configuration {
@@ -341,9 +378,14 @@ resource "aws_ecs_service" "workers" {
       condition     = var.desired_count <= var.partitions
       error_message = "desired_count must not exceed the partition count: a worker beyond it holds no partition."
     }
+    precondition {
+      condition     = var.grace_period_seconds >= local.health_check.startPeriod + local.health_check.interval * local.health_check.retries
+      error_message = "The grace period must outlast the container health check's start period and three failed checks."
+    }
   }
 
-  depends_on = [aws_iam_role_policy.task, aws_iam_role_policy.execution]
+  # The topics exist before the first task starts (terraform_data.topics, below).
+  depends_on = [aws_iam_role_policy.task, aws_iam_role_policy.execution, terraform_data.topics]
 }
 
 # --- autoscaling on consumer lag ---------------------------------------------------------
@@ -505,6 +547,23 @@ data "aws_iam_policy_document" "admin" {
     actions   = ["kafka-cluster:ReadData", "kafka-cluster:WriteData"]
     resources = [local.topic_arns.rules]
   }
+  # put-rules downloads a rule file: objects under the rules prefix only, never the archive
+  # (no listing either: a missing file reads as access denied).
+  statement {
+    sid       = "ReadRuleFiles"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.archive_bucket_arn}/${var.rules_prefix}/*"]
+  }
+  statement {
+    sid       = "DecryptRuleFilesThroughS3"
+    actions   = ["kms:Decrypt"]
+    resources = [var.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${local.region}.amazonaws.com"]
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "admin" {
@@ -513,12 +572,14 @@ resource "aws_iam_role_policy" "admin" {
   policy = data.aws_iam_policy_document.admin.json
 }
 
-# Two one-shot task definitions on the worker image, with the admin role:
+# Three one-shot task definitions on the worker image, with the admin role:
 # - create-topics: the worker image holds the installed app, not this repository's infra/,
 #   so Terraform hands infra/terraform/topics.py (unit-tested there) to Python as its
 #   program text (python -c);
 # - rules: the image's own entry point (faust -A app) with a `rules ...` command; the
-#   shipped default rules are package data of the installed app.
+#   shipped default rules are package data of the installed app;
+# - put-rules: infra/terraform/put_rules.py the same way: downloads $RULES_FILE from the
+#   rules prefix (RULES_S3_PREFIX) to /tmp and becomes `faust -A app rules put <file>`.
 locals {
   admin_container = {
     image                  = var.image
@@ -538,6 +599,12 @@ locals {
     rules = merge(local.admin_container, {
       name    = "rules"
       command = ["rules", "list"]
+    })
+    put-rules = merge(local.admin_container, {
+      name        = "put-rules"
+      entryPoint  = ["python", "-c"]
+      command     = [var.put_rules_script]
+      environment = [for k, v in merge(local.admin_environment, { RULES_S3_PREFIX = local.rules_s3_prefix }) : { name = k, value = v }]
     })
   }
 }
@@ -579,4 +646,39 @@ locals {
   }
   # Where the installed app keeps its default rules in the image (python:3.11 slim).
   default_rules_path = "/usr/local/lib/python3.11/site-packages/app/rules_admin/default_rules.yaml"
+}
+
+# --- the first deployment: topics before workers ------------------------------------------
+#
+# A worker started before the topics exist cannot become healthy: its rules follower fails
+# (no rules topic; /healthz fails after 30 s), its detection waits for the rules and dead
+# letters are refused (no DLQ topic). Once the container health check's start period is
+# over, ECS replaces such tasks, and the deployment circuit breaker marks the deployment
+# FAILED after 3 of them (0.5 x desired count, at least 3). On a first deployment there is no
+# completed deployment to roll back to: ECS then stops launching tasks altogether, and the
+# service stays empty after the topics appear until someone forces a new deployment.
+#
+# So the apply itself runs the create-topics task (idempotent), waits for it to exit 0, and
+# only then creates or updates the service (its depends_on). It runs again whenever that
+# task definition changes (topic names, partitions, replication, image): a topic that exists
+# with another partition count or cleanup policy fails the apply before any worker is
+# replaced. The machine running `terraform apply` needs the AWS CLI v2 and sh.
+resource "terraform_data" "topics" {
+  triggers_replace = [aws_ecs_task_definition.admin["create-topics"].arn]
+  input            = var.network_ready
+
+  provisioner "local-exec" {
+    command = "sh '${path.module}/run_admin_task.sh'"
+    environment = {
+      REGION          = local.region
+      CLUSTER         = aws_ecs_cluster.this.name
+      TASK_DEFINITION = aws_ecs_task_definition.admin["create-topics"].arn
+      CONTAINER       = "create-topics"
+      SUBNETS         = join(",", var.subnet_ids)
+      SECURITY_GROUP  = var.security_group_id
+      LOG_GROUP       = aws_cloudwatch_log_group.workers.name
+    }
+  }
+
+  depends_on = [aws_iam_role_policy.admin, aws_iam_role_policy.execution]
 }

@@ -32,3 +32,13 @@ output "put_default_rules_command" {
   description = "Runs the rules task publishing the shipped default rules."
   value       = "${local.run_admin_task.rules} --overrides '${jsonencode({ containerOverrides = [{ name = "rules", command = ["rules", "put", local.default_rules_path] }] })}'"
 }
+
+output "rules_s3_prefix" {
+  description = "s3://<bucket>/<rules prefix>/: where the put-rules task reads rule files."
+  value       = local.rules_s3_prefix
+}
+
+output "put_rules_from_s3_command" {
+  description = "Runs the put-rules task on the file named by the shell's $RULES_FILE (eval it: the override splices the variable in)."
+  value       = "${local.run_admin_task["put-rules"]} --overrides '${replace(jsonencode({ containerOverrides = [{ name = "put-rules", environment = [{ name = "RULES_FILE", value = local.rules_file_placeholder }] }] }), local.rules_file_placeholder, local.rules_file_from_the_shell)}'"
+}

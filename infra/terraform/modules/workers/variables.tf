@@ -69,10 +69,29 @@ variable "create_topics_script" {
   type        = string
 }
 
+variable "put_rules_script" {
+  description = "Source of infra/terraform/put_rules.py, run by the put-rules task as `python -c`."
+  type        = string
+}
+
+variable "worker_entry_script" {
+  description = "Source of infra/terraform/worker_entry.py, the worker container's `python -c` entry point (sets FRAUD_WEB_HOST to the task's address)."
+  type        = string
+}
+
 variable "web_port" {
-  description = "The worker's web port (FRAUD_WEB_PORT), asked by the container health check."
+  description = "The worker's web port (FRAUD_WEB_PORT): the target group's and the container health check's."
   type        = number
-  default     = 6066
+}
+
+variable "target_group_arn" {
+  description = "The load balancer's target group of the workers' web port (modules/web)."
+  type        = string
+}
+
+variable "grace_period_seconds" {
+  description = "The service's health_check_grace_period_seconds: how long after a task starts ECS ignores its failing container and load-balancer health checks."
+  type        = number
 }
 
 variable "environment" {
@@ -95,6 +114,11 @@ variable "subnet_ids" {
 variable "security_group_id" {
   description = "The workers' security group (the only one MSK admits)."
   type        = string
+}
+
+variable "network_ready" {
+  description = "module.network.workers_network_ready: the create-topics task run by the apply waits for the endpoints and security-group rules it needs."
+  type        = bool
 }
 
 variable "bootstrap_brokers" {
@@ -139,6 +163,16 @@ variable "archive_bucket_arn" {
 
 variable "archive_prefix" {
   description = "The archive's key prefix in the bucket."
+  type        = string
+}
+
+variable "archive_bucket" {
+  description = "Name of the archive bucket (it also holds the rule files, under rules_prefix)."
+  type        = string
+}
+
+variable "rules_prefix" {
+  description = "Key prefix of the rule files in the archive bucket; the put-rules task may read only these."
   type        = string
 }
 
