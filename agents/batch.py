@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import weakref
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -122,9 +122,10 @@ class _StateWrites:
     # (id(store), partition) -> the store, the partition, the RocksDB puts not yet written
     batches: dict[tuple[int, int], tuple[Any, int, Any]] = field(default_factory=dict)
 
-    def write(self, table: Any, key: str, value: Any) -> None:
+    def write(self, table: Any, key: str, value: Any) -> bytes | None:
         """``table[key] = value`` (None deletes it) in the local store (a RocksDB put once
-        ``flush`` runs); sent to the changelog by ``send``.
+        ``flush`` runs); sent to the changelog by ``send``. The bytes stored, on a RocksDB
+        store.
 
         What Faust's ``Table.__setitem__`` does for a table without expiry (local store,
         then changelog to the current event's partition), minus its sensors.
@@ -140,7 +141,7 @@ class _StateWrites:
             else:
                 store[key] = value
                 self.sends.append(table.send_changelog(partition, key, value))
-            return
+            return None
         if partition is None:  # only a table built with use_partitioner=True: none here
             raise TypeError(f"table {table.name} picks changelog partitions by key")
         raw_key = _encode_key(key)
@@ -163,6 +164,7 @@ class _StateWrites:
         else:
             store._set(raw_key, raw_value)
         self.raw.append((table, partition, raw_key, raw_value))
+        return raw_value
 
     def flush(self) -> None:
         """Write the batched puts to their stores."""
@@ -205,14 +207,53 @@ async def _all_acknowledged(sent: list[tuple[Any, Sent]], others: list[Awaitable
             table.data.set_persisted_offset(tp, offset)
 
 
-def _stored(table: Any, key: str) -> Any:
-    """The table's value for ``key`` or None, read from its store in one lookup (the
-    table's own ``get`` asks the store twice: ``in``, then the value)."""
+def _stored(table: Any, key: str) -> tuple[bytes | None, Any]:
+    """The table's value for ``key`` (None if it has none) read from its store in one
+    lookup (the table's own ``get`` asks the store twice: ``in``, then the value), and on a
+    RocksDB store the bytes it holds, not yet decoded (``_UNREAD``)."""
     store = table.data
     if not isinstance(store, SerializedStore):
-        return store.get(key)
+        return None, store.get(key)
     raw = store._get(_encode_key(key))
-    return None if raw is None else _decode_value(raw)
+    return raw, (None if raw is None else _UNREAD)
+
+
+_UNREAD = object()  # a stored value whose bytes are not decoded yet
+
+
+class _DecodedStates:
+    """The decoded states of keys whose stored value is large (a busy key near its bound),
+    kept between batches: decoding and rebuilding 2 000 events for every batch cost a busy
+    key more than its payments did. A state is found only while the store holds exactly the
+    bytes it was written as (a restore or another writer makes it a miss). A batch takes
+    it out and puts it back only once it has written it, so a batch that fails half-way
+    leaves nothing half-updated behind. Bounded by the bytes of the values it stands for."""
+
+    MIN_BYTES = 16 * 1024
+    MAX_BYTES = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._states: OrderedDict[tuple[str, str], tuple[bytes, KeyState]] = OrderedDict()
+        self._bytes = 0
+
+    def take(self, where: tuple[str, str], raw: bytes | None) -> KeyState | None:
+        found = self._states.pop(where, None)
+        if found is None:
+            return None
+        self._bytes -= len(found[0])
+        return found[1] if found[0] == raw else None
+
+    def put(self, where: tuple[str, str], raw: bytes, state: KeyState) -> None:
+        if len(raw) < self.MIN_BYTES:
+            return
+        self._states[where] = (raw, state)
+        self._bytes += len(raw)
+        while self._bytes > self.MAX_BYTES:
+            _, (evicted, _) = self._states.popitem(last=False)
+            self._bytes -= len(evicted)
+
+
+decoded_states = _DecodedStates()
 
 
 @dataclass
@@ -220,11 +261,17 @@ class _Key:
     """One key's state while its batch is evaluated."""
 
     table: Any
-    stored: Any
+    stored: Any  # the stored value (None: none), or _UNREAD while only ``raw`` is read
     state: KeyState
+    raw: bytes | None = None
     changed: bool = False
     # The batch's payments already applied, to rebuild the state if one of them trips a bug.
     applied: list[tuple[Any, Payment]] = field(default_factory=list)
+
+    def stored_value(self) -> Any:
+        if self.stored is _UNREAD:
+            self.stored = _decode_value(self.raw or b"null")
+        return self.stored
 
 
 @dataclass
@@ -357,14 +404,16 @@ class Batch:
         where = (str(table.name), table_key)
         entry = self.keys.get(where)
         if entry is None:
-            stored = _stored(table, table_key)
+            raw, stored = _stored(table, table_key)
             fresh = stored is None and not recent_alert_ids.used_for(key)
             if fresh and pools_nowhere(payment, rules):
                 return True  # what evaluate decides on an empty state, without building one
-            state = KeyState.from_json(stored)
+            entry = _Key(table, stored, KeyState(), raw)
+            state = decoded_states.take(where, raw) if raw is not None else None
+            entry.state = state or KeyState.from_json(entry.stored_value())
             # A replay may find the state without events published alerts already used.
-            recent_alert_ids.mark_used(state, key, rules)
-            entry = self.keys[where] = _Key(table, stored, state)
+            recent_alert_ids.mark_used(entry.state, key, rules)
+            self.keys[where] = entry
         try:
             verdict = self._apply(entry, key, rules, message, payment)
         except Exception:
@@ -420,7 +469,7 @@ class Batch:
         return verdict
 
     def _rebuild(self, where: tuple[str, str], entry: _Key, key: str, rules: list[Rule]) -> None:
-        entry.state, entry.changed = KeyState.from_json(entry.stored), False
+        entry.state, entry.changed = KeyState.from_json(entry.stored_value()), False
         recent_alert_ids.mark_used(entry.state, key, rules)
         try:
             for message, payment in entry.applied:
@@ -429,6 +478,23 @@ class Batch:
             # Not reproducible from the same input would be a second bug: leave the key's
             # stored state alone rather than write a guess.
             del self.keys[where]
+
+    def _write_states(self) -> _StateWrites:
+        """Every changed state to its local store, at once; kept decoded for the next batch
+        where it is large (``decoded_states``)."""
+        writes = _StateWrites()
+        written: list[tuple[tuple[str, str], bytes, KeyState]] = []
+        for where, entry in self.keys.items():
+            if entry.changed and entry.state.rules:
+                raw = writes.write(entry.table, where[1], entry.state.to_json())
+                if raw is not None:
+                    written.append((where, raw, entry.state))
+            elif entry.stored is not None and not entry.state.rules:
+                writes.write(entry.table, where[1], None)
+        writes.flush()
+        for where, raw, state in written:
+            decoded_states.put(where, raw, state)
+        return writes
 
     async def finish(self, generation: int | None) -> Awaitable[Any] | None:
         """Publish the alerts, then write the state; the changelog sends of the writes, or
@@ -446,13 +512,7 @@ class Batch:
         if generation is not None and (generation != app.consumer_generation_id or not _flowing()):
             return None  # a rebalance: the partition may move, its next owner replays it
         # No await until the writes are made: they land together, right after the acks.
-        writes = _StateWrites()
-        for (_, table_key), entry in self.keys.items():
-            if entry.changed and entry.state.rules:
-                writes.write(entry.table, table_key, entry.state.to_json())
-            elif entry.stored is not None and not entry.state.rules:
-                writes.write(entry.table, table_key, None)
-        writes.flush()
+        writes = self._write_states()
         for (card_id, _), (ts_s, count) in self.high_value.items():
             current_event_time.set(ts_s)
             high_value_counts[card_id] += count
