@@ -28,6 +28,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -108,6 +109,19 @@ def archive_location(environ: Mapping[str, str]) -> str:
     if "://" in url:
         return url
     return str((REPO / url).resolve())
+
+
+def set_archive_aside(archive: Path) -> Path | None:
+    """Move the last session's archive to ``<archive>.previous`` (replacing an older one);
+    returns where it went, or None when there was nothing to move. A new broker numbers
+    its offsets from 0 again, and the archive takes its files for what it already holds
+    (app/history/resume.py): the new session's payments would be skipped."""
+    if not archive.is_dir() or not any(archive.iterdir()):
+        return None
+    previous = archive.with_name(archive.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    archive.rename(previous)
+    return previous
 
 
 def session_exports(
@@ -272,6 +286,14 @@ class Demo:
         port = web_port(self.args.web_port)
         web_url = f"http://127.0.0.1:{port}"
         archive = archive_location(os.environ)
+        if not os.environ.get("FRAUD_BROKER") and not os.environ.get("FRAUD_ARCHIVE_URL"):
+            moved = set_archive_aside(ARCHIVE)
+            if moved is not None:
+                print(
+                    f"demo: the last session's archive is now {shown(moved)}: this broker's"
+                    " offsets start again at 0, and its files would hide the new payments",
+                    flush=True,
+                )
         token = secrets.token_urlsafe(24)
         env = {
             **os.environ,
