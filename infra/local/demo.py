@@ -145,10 +145,10 @@ def export_lines(exports: Mapping[str, str]) -> list[str]:
     return [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
 
 
-def env_file_text(lines: list[str], pid: int) -> str:
+def env_file_text(lines: list[str], pid: int, path: str) -> str:
     header = (
         f"# Written by `make demo` (infra/local/demo.py, pid {pid}) for its session; removed\n"
-        "# when it stops. In another terminal: source .cache/demo.env\n"
+        f"# when it stops. In another terminal: source {path}\n"
         "# FRAUD_API_TOKEN is this session's local token; FRAUD_WEB_URL is the worker's web\n"
         "# server, for curl and the browser (the worker itself reads FRAUD_WEB_PORT).\n"
     )
@@ -317,7 +317,7 @@ class Demo:
         lines = export_lines(
             session_exports(settings, self.stack.broker_url, token, web_url, archive)
         )
-        self.env_text = env_file_text(lines, os.getpid())
+        self.env_text = env_file_text(lines, os.getpid(), shown(self.env_file))
         write_env_file(self.env_file, self.env_text)
         cli = shown(BIN / "faust")
         today = datetime.now(UTC).date()

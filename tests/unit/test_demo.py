@@ -58,7 +58,7 @@ def test_topics_are_exported_only_when_they_are_not_the_defaults() -> None:
 def test_the_env_file_sources_in_bash_and_only_its_owner_reads_it(tmp_path: Path) -> None:
     archive = str(tmp_path / "an archive's place")  # quoted as the shell needs
     path = tmp_path / "cache" / "demo.env"
-    write_env_file(path, env_file_text(export_lines(exports(archive=archive)), 1))
+    write_env_file(path, env_file_text(export_lines(exports(archive=archive)), 1, str(path)))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     script = f'source "{path}" && printf "%s\\n" "$FRAUD_API_TOKEN" "$FRAUD_ARCHIVE_URL"'
     shown = subprocess.run(
@@ -106,7 +106,8 @@ def test_the_archive_is_the_repositorys_unless_fraud_archive_url_says() -> None:
 def test_the_web_port_is_6066_unless_it_is_taken() -> None:
     assert web_port(7001) == 7001
     with socket.socket() as holder:
-        with contextlib.suppress(OSError):  # taken already: as good
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past a TIME_WAIT
+        with contextlib.suppress(OSError):  # someone listens there already: as good
             holder.bind(("127.0.0.1", DEFAULT_WEB_PORT))
             holder.listen()
         port = web_port(None)
