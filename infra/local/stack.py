@@ -257,6 +257,12 @@ class _Spawner:
 _SPAWNER = _Spawner()
 
 
+def spawn_child(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` in a process group of its own, SIGKILLed when this process dies,
+    even by SIGKILL (PDEATHSIG, forked from the spawner thread): for the demo's children."""
+    return _SPAWNER.popen(argv, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+
+
 def group_members(pgids: Iterable[int]) -> list[int]:
     """Live (non-zombie) pids whose process group is one of `pgids`."""
     wanted, found = set(pgids), []
@@ -900,22 +906,24 @@ class LocalStack:
 # --------------------------------------------------------------------------- CLI
 
 
-class _Stop(Exception):
+class Stopped(Exception):
     """A stop was asked for by signal."""
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
-def _signals_exit() -> Iterator[None]:
+def signals_exit() -> Iterator[None]:
     """Turn SIGINT/SIGTERM/SIGHUP into an exception so `finally` blocks (and stop()) run.
 
     SIGINT too: a shell starting us in the background hands us SIGINT ignored.
     """
 
     def handler(signum: int, _frame: object) -> None:
-        raise _Stop(signum)
+        raise Stopped(signum)
 
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, handler) for s in sigs}
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield
     finally:
@@ -960,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir=args.run_dir,
             use_java=not args.no_java,
         )
-        with _signals_exit(), stack:
+        with signals_exit(), stack:
             stack.provision(table=args.table)
             for key, value in stack.env().items():
                 print(f"export {key}={shlex.quote(value)}")
@@ -968,7 +976,7 @@ def main(argv: list[str] | None = None) -> int:
             while True:
                 time.sleep(1)
                 stack.check()
-    except _Stop:
+    except Stopped:
         return 0
     except StackError as exc:
         log.error("%s", exc)

@@ -21,7 +21,7 @@ from app.detection.rules import (
     parse_rule,
 )
 from app.rules_admin.topic import load_rule_file
-from tests.docs import REPO, SNIPPETS, first_column, page, section
+from tests.docs import REPO, first_column, page, section
 from tests.factories import rule_body
 
 
@@ -124,10 +124,10 @@ def test_every_filter_field_and_operator_the_page_allows_validates() -> None:
 
 
 def test_the_rule_examples_the_docs_include_are_valid_rules() -> None:
-    (example,) = load_rule_file(SNIPPETS / "gb-pair.yaml")
+    (example,) = load_rule_file(REPO / "examples/rules/first-rule.yaml")
     assert example.rule_id == "gb-pair"
     shipped = load_rule_file(REPO / "app/rules_admin/default_rules.yaml")
     format_page = page("reference/rule-format.md")
-    assert '--8<-- "docs/snippets/gb-pair.yaml"' in format_page
+    assert '--8<-- "examples/rules/first-rule.yaml"' in format_page
     assert '--8<-- "app/rules_admin/default_rules.yaml"' in format_page
     assert rule_format("The shipped rules") == [rule.rule_id for rule in shipped]

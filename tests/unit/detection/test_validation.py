@@ -21,7 +21,7 @@ from app.detection.validation import (
     parse_payment,
     refuse_pan_in_key,
 )
-from tests.docs import SNIPPETS
+from tests.docs import REPO
 from tests.pan_variants import (
     CARD_NUMBERS,
     PAN,
@@ -337,7 +337,7 @@ def test_a_payment_json_reads_but_the_fast_decoder_does_not_is_still_a_payment()
 
 
 def test_the_payment_the_docs_show_is_valid_and_has_every_field() -> None:
-    raw = (SNIPPETS / "payment.json").read_bytes()
+    raw = (REPO / "examples/payment.json").read_bytes()
     body = json.loads(raw)
     assert list(body) == list(PAYMENT_FIELDS)
     sent_at = ms_from_iso(body["ts"])
