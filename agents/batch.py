@@ -47,7 +47,7 @@ from agents.decisions import (
     remember_alerts,
 )
 from agents.delivery import dead_letter, guarded
-from app.detection.engine import KeyState, Verdict, evaluate, pools_nowhere
+from app.detection.engine import KeyState, Verdict, evaluate, fit, pools_nowhere
 from app.detection.forwarding import FORWARDED_BATCH_KEY, Forwarded, decode_forwarded
 from app.detection.keys import (
     card_partition,
@@ -122,7 +122,7 @@ class _StateWrites:
     # (id(store), partition) -> the store, the partition, the RocksDB puts not yet written
     batches: dict[tuple[int, int], tuple[Any, int, Any]] = field(default_factory=dict)
 
-    def write(self, table: Any, key: str, value: Any) -> bytes | None:
+    def write(self, table: Any, key: str, value: Any, encoded: bytes | None = None) -> bytes | None:
         """``table[key] = value`` (None deletes it) in the local store (a RocksDB put once
         ``flush`` runs); sent to the changelog by ``send``. The bytes stored, on a RocksDB
         store.
@@ -145,7 +145,7 @@ class _StateWrites:
         if partition is None:  # only a table built with use_partitioner=True: none here
             raise TypeError(f"table {table.name} picks changelog partitions by key")
         raw_key = _encode_key(key)
-        raw_value = None if value is None else _encode_value(value)
+        raw_value = None if value is None else encoded or _encode_value(value)
         if raw_value is None:
             store._del(raw_key)
         elif getattr(store, "use_rocksdict", False):
@@ -486,7 +486,10 @@ class Batch:
         written: list[tuple[tuple[str, str], bytes, KeyState]] = []
         for where, entry in self.keys.items():
             if entry.changed and entry.state.rules:
-                raw = writes.write(entry.table, where[1], entry.state.to_json())
+                # Within Kafka's message size whatever the events' ids hold.
+                encoded, shed = fit(entry.state, _encode_value)
+                stats.key_events_evicted += shed
+                raw = writes.write(entry.table, where[1], entry.state.to_json(), encoded)
                 if raw is not None:
                     written.append((where, raw, entry.state))
             elif entry.stored is not None and not entry.state.rules:

@@ -43,7 +43,7 @@ with no recent qualifying payment) free of any state write.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -52,10 +52,13 @@ from app.detection.aggregates import Entry, Window
 from app.detection.models import Alert, Payment, alert_id_for, iso_from_ms
 from app.detection.rules import Rule
 
-# How many events (pooled and used, all rules together) one key keeps at most. Validation
-# bounds every field an entry holds, so an entry encodes to at most ~330 bytes and a key's
-# record stays below Kafka's default message limit of 1 MiB (the settings check this).
+# How many events (pooled and used, all rules together) one key keeps at most: a busy
+# key's cost and the size of its record. With ids of ordinary length an event encodes to
+# about 100 bytes; ``fit`` sheds events from a key whose record would still be too large
+# (ids of 128 characters that JSON escapes or UTF-8 spells in 4 bytes).
 MAX_KEY_EVENTS = 2000
+# A key's record must fit Kafka's default message size (1 MiB) with its key and headers.
+MAX_STATE_BYTES = 1_000_000
 
 
 @dataclass(slots=True)
@@ -478,6 +481,20 @@ def _apply_rules(
     # Paused or deleted rules keep no state.
     changed = _drop_rules_not_in(state, live_rule_ids) or changed
     return alerts, duplicate, changed
+
+
+def fit(
+    state: KeyState, encode: Callable[[dict[str, Any]], bytes], max_bytes: int = MAX_STATE_BYTES
+) -> tuple[bytes, int]:
+    """The state encoded, and how many of its oldest events were forgotten to keep the
+    encoding within ``max_bytes`` (``encode`` is what the store writes)."""
+    raw, shed = encode(state.to_json()), 0
+    while len(raw) > max_bytes:
+        total = sum(s.size() for s in state.rules.values())
+        keep = min(total - 1, int(total * max_bytes / len(raw) * 0.9))
+        shed += _bound(state, max(keep, 0))
+        raw = encode(state.to_json())
+    return raw, shed
 
 
 def _conflict(state: KeyState, payment: Payment, rules: Sequence[Rule]) -> tuple[str, str] | None:

@@ -97,9 +97,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-# A key's record must fit Kafka's default message size limit (1 MiB) whatever its events
-# hold: an event's entry encodes to at most ~330 bytes (validation bounds its fields), and
-# a count rule may need up to MAX_COUNT_THRESHOLD events of one key.
+# A count rule may need up to MAX_COUNT_THRESHOLD events of one key; above 2 500 events a
+# key's record would often outgrow Kafka's default message size (1 MiB) and shed events at
+# every write instead (app.detection.engine.fit).
 _MIN_KEY_EVENTS, _MAX_KEY_EVENTS = MAX_COUNT_THRESHOLD, 2500
 
 
@@ -108,7 +108,7 @@ def _key_events(text: str) -> int:
     if not _MIN_KEY_EVENTS <= value <= _MAX_KEY_EVENTS:
         raise ValueError(
             f"must be a whole number from {_MIN_KEY_EVENTS} (the largest count a rule may"
-            f" need) to {_MAX_KEY_EVENTS} (a key's record must fit Kafka's 1 MiB limit)"
+            f" need) to {_MAX_KEY_EVENTS} (a key's record must fit Kafka's 1 MiB message limit)"
         )
     return value
 

@@ -11,10 +11,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.detection.engine import KeyState, evaluate
+from app.detection.engine import MAX_STATE_BYTES, KeyState, evaluate, fit
 from app.detection.models import Alert, Payment, iso_from_ms
 from app.detection.rules import SEED_RULE, Rule, parse_rule
 from tests import factories
@@ -475,3 +476,23 @@ def assert_derived_state_matches_the_pool(state: KeyState, rules: Sequence[Rule]
             assert rule_state.whole.value() == aggregate.value(pool)
         if rule_state.window is not None:
             assert rule_state.window.value.value() == aggregate.value(pool[rule_state.window.lo :])
+
+
+def test_a_key_whose_record_would_outgrow_kafkas_message_limit_sheds_its_oldest_events() -> None:
+    # Ids of 128 characters that UTF-8 spells in 4 bytes each: 2 000 such events would
+    # encode to about 2 MB, past Kafka's 1 MiB message limit.
+    encode = msgspec.json.Encoder().encode
+    state = KeyState()
+    for i in range(2_000):
+        txn = f"{i:06d}" + "\U0001f600" * 122
+        p = factories.payment("c1", txn, "1", BASE_MS + i)._replace(mcc="7995", device_id="dev")
+        evaluate(state, p, "dev", [HOT_DEVICE_RULE], LATENESS_MS, 0, 0)
+    assert len(encode(state.to_json())) > MAX_STATE_BYTES
+    raw, shed = fit(state, encode)
+    assert len(raw) <= MAX_STATE_BYTES and shed > 0
+    assert raw == encode(state.to_json()), "what is written is the state that remains"
+    newest = max(e[0] for s in state.rules.values() for e in s.pool)
+    assert newest == BASE_MS + 1_999, "the oldest events went, the newest stayed"
+    small = KeyState()
+    evaluate(small, payment(1, "c1", "1500", BASE_MS), "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    assert fit(small, encode) == (encode(small.to_json()), 0)
