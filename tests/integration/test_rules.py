@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -346,3 +347,76 @@ def test_rule_grouped_by_device_sees_cards_of_every_partition(pipeline: Pipeline
     # order: whichever three arrive first form the alert (all are within the window).
     assert len(alerts[0].txn_ids) == 3
     assert set(alerts[0].txn_ids) <= {"dev-0", "dev-1", "dev-2", "dev-3"}
+
+
+def test_a_replay_across_a_rule_version_bump_does_not_alert_the_same_events_again(
+    pipeline: Pipeline,
+) -> None:
+    """Version 1 alerted on a burst; then the payments are decided again from nothing (what a
+    crash before the state write, a lost data directory or a new deployment on the same topics
+    leaves) with version 2 in force: the events are used already, whatever version used
+    them, so no second alert with another id."""
+    pipeline.put_rules([SEED_RULE])
+    now = int(time.time() * 1000)
+    burst = [factories_payment(f"bump-{i}", "tok_bump", now - 10_000 + i * 1000) for i in range(3)]
+    first = pipeline.worker("v1").start()
+    try:
+        run(
+            produce(
+                pipeline.stack.bootstrap,
+                pipeline.payments,
+                [(b"tok_bump", p.to_json()) for p in burst],
+            )
+        )
+        (alert,) = alerts_now(pipeline, 1)
+    finally:
+        first.stop()
+    assert alert.rule_version == 1
+    pipeline.put_rules([replace(SEED_RULE, version=2)])
+    # A new group and empty tables on the same topics: the burst is decided again.
+    pipeline.extra_env["FRAUD_APP_ID"] = f"fraud-{pipeline.uid}-replay"
+    second = pipeline.worker("v2").start()
+    try:
+        wait_for_processed(second, 3)
+        again = alerts_now(pipeline, 1)
+    finally:
+        second.stop()
+    assert [a.alert_id for a in again] == [alert.alert_id], "no second alert on the same events"
+
+
+def factories_payment(txn: str, card: str, ts_ms: int) -> Payment:
+    return Payment(
+        txn_id=txn,
+        card_id=card,
+        account_id="acct_bump",
+        amount=Decimal("1500"),
+        currency="EUR",
+        merchant_id="m_1",
+        mcc="5411",
+        country="DE",
+        device_id="dev_bump",
+        ip="10.0.0.9",
+        ts=iso_from_ms(ts_ms),
+        ts_ms=ts_ms,
+    )
+
+
+def alerts_now(pipeline: Pipeline, expected: int) -> list[Alert]:
+    records = run(
+        read_all(
+            pipeline.stack.bootstrap,
+            pipeline.alerts,
+            pipeline.partitions,
+            until=expected,
+            idle_s=3.0,
+            timeout_s=60.0,
+        )
+    )
+    return [Alert.from_json(r.value) for r in records]
+
+
+def wait_for_processed(worker: Worker, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while worker.stats()["processed"] < count:
+        assert time.monotonic() < deadline, "the replay decided the burst"
+        time.sleep(0.2)
