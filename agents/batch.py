@@ -72,9 +72,10 @@ from tables import WINDOW_S, card_state, current_event_time, group_state, high_v
 # co-partitioned topics: a card's payments come from payments.raw and, re-keyed, from the
 # repartition topic, both to its partition. So one lock per partition number (not per
 # topic) keeps two batches that may touch the same state from interleaving.
-log = logging.getLogger(__name__)
-
 state_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
+log = logging.getLogger(__name__)
 
 
 async def _tick_liveness() -> None:
@@ -246,6 +247,7 @@ class _DecodedStates:
     def put(self, where: tuple[str, str], raw: bytes, state: KeyState) -> None:
         if len(raw) < self.MIN_BYTES:
             return
+        self.take(where, None)  # a state put twice counts once
         self._states[where] = (raw, state)
         self._bytes += len(raw)
         while self._bytes > self.MAX_BYTES:
