@@ -333,9 +333,20 @@ def _card_numbers(text: str, budget: int = _CHECK_BUDGET) -> Iterator[list[int]]
             yield chain.positions(start, end)
 
 
+_ASCII_DIGITS = b"0123456789"
+
+
 def contains_pan(text: str) -> bool:
     """A card number anywhere in ``text``, however spelt: ``txn-4111111111111111``,
     ``4111 1111 1111 1111``, ``\\u0034111111111111111``."""
+    if text.isascii() and "\\" not in text:
+        # Plain ASCII (no escape, no other script's digits) with fewer than 13 digits in
+        # all cannot spell one: a C-level count instead of the reading and the chains,
+        # for the fields of a record that holds a long digit run elsewhere (a timestamp
+        # beside a numeric token).
+        ascii_text = text.encode()
+        if len(ascii_text) - len(ascii_text.translate(None, _ASCII_DIGITS)) < MIN_LENGTH:
+            return False
     return next(_card_numbers(_Reading(text).text), None) is not None
 
 
