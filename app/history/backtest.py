@@ -32,7 +32,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from app.detection.engine import MAX_KEY_EVENTS, KeyState, evaluate
-from app.detection.models import Alert, Payment, iso_from_ms
+from app.detection.models import PAYMENT_FIELDS, Alert, Payment, iso_from_ms
 from app.detection.rules import Rule
 from app.history.files import Archive, ArchivedFile, ArchiveError
 from app.history.schema import ALERTS, PAYMENTS, TIME
@@ -108,21 +108,7 @@ BATCH_ROWS = 4096
 # Batches pyarrow may decode ahead of the one in use, per file; more buys no speed here
 # (the replay is pure Python) and costs a batch of memory each.
 _READAHEAD = 1
-_READ_COLUMNS = [
-    "txn_id",
-    "card_id",
-    "account_id",
-    "amount",
-    "currency",
-    "merchant_id",
-    "mcc",
-    "country",
-    "device_id",
-    "ip",
-    "ts",
-    "kafka_offset",
-    "kafka_timestamp",
-]
+_READ_COLUMNS = [*PAYMENT_FIELDS, "kafka_offset", "kafka_timestamp"]
 _HOUR = timedelta(hours=1)
 
 # (Kafka offset, Kafka timestamp in ms, payment)

@@ -22,8 +22,18 @@ from app.detection.keys import group_record_key, key_partition
 from app.detection.models import Alert, Payment, iso_from_ms
 from app.detection.rules import SEED_RULE, parse_rule
 from app.rules_admin.topic import publish
+from tests import factories
 from tests.cli import assert_one_error_line, run_cli
-from tests.integration.harness import FAUST, REPO, Pipeline, Worker, produce, read_all, run
+from tests.integration.harness import (
+    FAUST,
+    REPO,
+    Pipeline,
+    Worker,
+    alerts_on,
+    produce,
+    read_all,
+    run,
+)
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-not-a-secret"
@@ -358,7 +368,10 @@ def test_a_replay_across_a_rule_version_bump_does_not_alert_the_same_events_agai
     them, so no second alert with another id."""
     pipeline.put_rules([SEED_RULE])
     now = int(time.time() * 1000)
-    burst = [factories_payment(f"bump-{i}", "tok_bump", now - 10_000 + i * 1000) for i in range(3)]
+    burst = [
+        factories.payment("tok_bump", f"bump-{i}", "1500", now - 10_000 + i * 1000)
+        for i in range(3)
+    ]
     first = pipeline.worker("v1").start()
     try:
         run(
@@ -368,7 +381,7 @@ def test_a_replay_across_a_rule_version_bump_does_not_alert_the_same_events_agai
                 [(b"tok_bump", p.to_json()) for p in burst],
             )
         )
-        (alert,) = alerts_now(pipeline, 1)
+        (alert,) = alerts_on(pipeline, 1, idle_s=3.0, timeout_s=60.0)
     finally:
         first.stop()
     assert alert.rule_version == 1
@@ -378,41 +391,10 @@ def test_a_replay_across_a_rule_version_bump_does_not_alert_the_same_events_agai
     second = pipeline.worker("v2").start()
     try:
         wait_for_processed(second, 3)
-        again = alerts_now(pipeline, 1)
+        again = alerts_on(pipeline, 1, idle_s=3.0, timeout_s=60.0)
     finally:
         second.stop()
     assert [a.alert_id for a in again] == [alert.alert_id], "no second alert on the same events"
-
-
-def factories_payment(txn: str, card: str, ts_ms: int) -> Payment:
-    return Payment(
-        txn_id=txn,
-        card_id=card,
-        account_id="acct_bump",
-        amount=Decimal("1500"),
-        currency="EUR",
-        merchant_id="m_1",
-        mcc="5411",
-        country="DE",
-        device_id="dev_bump",
-        ip="10.0.0.9",
-        ts=iso_from_ms(ts_ms),
-        ts_ms=ts_ms,
-    )
-
-
-def alerts_now(pipeline: Pipeline, expected: int) -> list[Alert]:
-    records = run(
-        read_all(
-            pipeline.stack.bootstrap,
-            pipeline.alerts,
-            pipeline.partitions,
-            until=expected,
-            idle_s=3.0,
-            timeout_s=60.0,
-        )
-    )
-    return [Alert.from_json(r.value) for r in records]
 
 
 def wait_for_processed(worker: Worker, count: int) -> None:
