@@ -5,43 +5,29 @@ Faust's per-message path costs more than the decision itself, so the consumer ha
 partition's fetched records to these agents at once (``app.worker.transport``). Per batch:
 every payment is decoded (a bad one dead-lettered); a payment from ``payments.raw`` that
 one of its other groups' rules counts is set aside to forward, and one whose Kafka key is
-not its card to re-key by card; each key's state is read once and its payments evaluated
-in offset order; every alert of the batch is published and acknowledged together; then
-each changed state is written once, straight after the acknowledgements, and sent to its
-changelog together with the forwarded payments (a few repartition records per batch,
-``app.detection.forwarding``), one produce batch per partition. An alert is thus acknowledged by
-Kafka before the state that consumed its events is written, and the batch's offsets are
-acknowledged (by the consumer) only once Kafka has also acknowledged the state's changelog
-sends and the forwarded payments: a crash replays the batch, repeats no alert already on
-the topic (``agents.decisions.recent_alert_ids``) and loses none.
+not its card to re-key by card; each key's state is read once from its store
+(``tables.store``) and its payments evaluated in offset order (``app.detection.engine``).
+What the batch decided (its alerts, each changed state once, the forwarded payments) is
+then made durable by the commit protocol, ``app.worker.checkpoint``, whose numbered steps
+say the order that keeps at-least-once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
-import weakref
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import msgspec
-import rocksdict
-from faust.stores.base import SerializedStore
-from faust.streams import _current_event
 from faust.types import TP
 
 from agents.decisions import (
     LATENESS_MS,
     LIMITS,
-    RawRecord,
-    Sent,
     forwarded_records,
     partition_count,
-    produce,
     publish_alerts,
     recent_alert_ids,
     remember_alerts,
@@ -59,21 +45,12 @@ from app.detection.models import Alert, Payment
 from app.detection.rulebook import CARD_GROUP, rulebook
 from app.detection.rules import Rule
 from app.detection.validation import InvalidPayment, parse_keyed_payment, parse_payment
+from app.worker.checkpoint import StateWrite, commit
 from app.worker.faust_app import app, settings
 from app.worker.liveness import liveness
 from app.worker.stats import stats
-from app.worker.transport import Consumer
 from tables import WINDOW_S, card_state, current_event_time, group_state, high_value_counts
-
-# A batch reads state, awaits its alerts' acknowledgements, then writes state. The
-# consumer decides the batches of one partition one after another, and those of different
-# partitions side by side; Faust's own streams (a record that reaches an agent's stream)
-# run beside them. A table keeps each partition's keys in a store of its own, shared by the
-# co-partitioned topics: a card's payments come from payments.raw and, re-keyed, from the
-# repartition topic, both to its partition. So one lock per partition number (not per
-# topic) keeps two batches that may touch the same state from interleaving.
-state_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-
+from tables.store import deciding, decode_value, encode_value, partition_locks, store_of
 
 log = logging.getLogger(__name__)
 
@@ -83,143 +60,6 @@ async def _tick_liveness() -> None:
 
 
 app.timer(0.5, name="worker.liveness_tick")(_tick_liveness)
-
-
-def _flowing() -> bool:
-    # ``flow_active`` is on Faust's Consumer but not on its ConsumerT interface; a rebalance
-    # clears it before the new generation is known.
-    return bool(getattr(app.consumer, "flow_active", False))
-
-
-# The tables' key and value serializer is Faust's "json" codec. A RocksDB store holds what
-# it encodes. A key must be the very bytes it encodes (stores look keys up by bytes): for
-# the str keys here the standard library's encoder gives them without Faust's codec
-# registry (which builds an encoder per call). A value need only be JSON the codec reads
-# back: msgspec writes and reads the plain JSON states ~4x faster (compact, UTF-8 rather
-# than \u escapes). Each is encoded once for the store and the changelog instead of twice.
-# The in-memory store (FRAUD_STORE=memory://) holds objects: it goes through the table's API.
-
-
-def _encode_key(key: str) -> bytes:
-    return json.dumps(key).encode()
-
-
-_encode_value = msgspec.json.Encoder().encode
-_decode_value = msgspec.json.Decoder().decode
-
-
-@dataclass
-class _StateWrites:
-    """A batch's state writes: made to the local store at once, then sent to the changelogs.
-
-    On a RocksDB store the sends go straight to the producer Faust's own table writes use
-    (the transaction manager under exactly-once), and the store's persisted changelog
-    offset is set once per partition when Kafka has acknowledged them, instead of through a
-    FutureMessage, the producer buffer's task and a RocksDB write per record.
-    """
-
-    raw: list[tuple[Any, int, bytes, bytes | None]] = field(default_factory=list)
-    sends: list[Awaitable[Any]] = field(default_factory=list)  # the in-memory store's
-    # (id(store), partition) -> the store, the partition, the RocksDB puts not yet written
-    batches: dict[tuple[int, int], tuple[Any, int, Any]] = field(default_factory=dict)
-
-    def write(self, table: Any, key: str, value: Any, encoded: bytes | None = None) -> bytes | None:
-        """``table[key] = value`` (None deletes it) in the local store (a RocksDB put once
-        ``flush`` runs); sent to the changelog by ``send``. The bytes stored, on a RocksDB
-        store.
-
-        What Faust's ``Table.__setitem__`` does for a table without expiry (local store,
-        then changelog to the current event's partition), minus its sensors.
-        """
-        partition = table.partition_for_key(key)
-        store = table.data
-        if not isinstance(store, SerializedStore):
-            if value is None:
-                del store[key]
-                self.sends.append(
-                    table.send_changelog(partition, key, None, value_serializer="raw")
-                )
-            else:
-                store[key] = value
-                self.sends.append(table.send_changelog(partition, key, value))
-            return None
-        if partition is None:  # only a table built with use_partitioner=True: none here
-            raise TypeError(f"table {table.name} picks changelog partitions by key")
-        raw_key = _encode_key(key)
-        raw_value = None if value is None else encoded or _encode_value(value)
-        if raw_value is None:
-            store._del(raw_key)
-        elif getattr(store, "use_rocksdict", False):
-            rocks: Any = store  # faust.stores.rocksdb.Store
-            # What Store._set does, into one RocksDB WriteBatch per store and partition
-            # (written by ``flush``): a put each costs ~3x more.
-            found = self.batches.get((id(rocks), partition))
-            if found is None:
-                found = self.batches[(id(rocks), partition)] = (
-                    rocks,
-                    partition,
-                    rocksdict.WriteBatch(raw_mode=True),
-                )
-            found[2].put(raw_key, raw_value)
-            rocks._key_index[raw_key] = partition
-        else:
-            store._set(raw_key, raw_value)
-        self.raw.append((table, partition, raw_key, raw_value))
-        return raw_value
-
-    def flush(self) -> None:
-        """Write the batched puts to their stores."""
-        for store, partition, batch in self.batches.values():
-            store._db_for_partition(partition).write(batch)
-        self.batches.clear()
-
-    async def send(self, others: list[RawRecord]) -> tuple[list[tuple[Any, Sent]], list[Sent]]:
-        """Hand the RocksDB stores' writes and ``others`` to the producer together: the
-        changelog batches with their tables, and the others' batches."""
-        tables: dict[str, Any] = {}
-        records: list[RawRecord] = []
-        for table, partition, raw_key, raw_value in self.raw:
-            topic = table.changelog_topic.get_topic_name()
-            tables[topic] = table
-            records.append((topic, raw_key, raw_value, partition))
-        if not records and not others:
-            return [], []
-        sent = await produce([*records, *others])
-        changelog = [(tables[batch.topic], batch) for batch in sent if batch.topic in tables]
-        return changelog, [batch for batch in sent if batch.topic not in tables]
-
-
-async def _all_acknowledged(sent: list[tuple[Any, Sent]], others: list[Awaitable[Any]]) -> None:
-    """Wait for every send of a batch; then record, per store and partition, the newest
-    changelog offset the store holds (what Faust's ``Table._on_changelog_sent`` records
-    per record), so that a restart recovers only the changelog past it."""
-    results = await asyncio.gather(*(batch.acknowledged for _, batch in sent), *others)
-    newest: dict[tuple[int, TP], tuple[Any, int]] = {}
-    for (table, batch), metadata in zip(sent, results, strict=False):
-        tp = TP(batch.topic, batch.partition)
-        last = metadata.offset + batch.records - 1  # the batch's first record's offset + n - 1
-        known = newest.get((id(table), tp))
-        if known is None or last > known[1]:
-            newest[(id(table), tp)] = (table, last)
-    for (_, tp), (table, offset) in newest.items():
-        if app.in_transaction:  # exactly-once: written when the partition commits
-            app.tables.persist_offset_on_commit(table.data, tp, offset)
-        else:
-            table.data.set_persisted_offset(tp, offset)
-
-
-def _stored(table: Any, key: str) -> tuple[bytes | None, Any]:
-    """The table's value for ``key`` (None if it has none) read from its store in one
-    lookup (the table's own ``get`` asks the store twice: ``in``, then the value), and on a
-    RocksDB store the bytes it holds, not yet decoded (``_UNREAD``)."""
-    store = table.data
-    if not isinstance(store, SerializedStore):
-        return None, store.get(key)
-    raw = store._get(_encode_key(key))
-    return raw, (None if raw is None else _UNREAD)
-
-
-_UNREAD = object()  # a stored value whose bytes are not decoded yet
 
 
 class _DecodedStates:
@@ -263,17 +103,14 @@ class _Key:
     """One key's state while its batch is evaluated."""
 
     table: Any
-    stored: Any  # the stored value (None: none), or _UNREAD while only ``raw`` is read
+    raw: bytes | None  # the stored value's bytes (None: no value)
     state: KeyState
-    raw: bytes | None = None
     changed: bool = False
     # The batch's payments already applied, to rebuild the state if one of them trips a bug.
     applied: list[tuple[Any, Payment]] = field(default_factory=list)
 
-    def stored_value(self) -> Any:
-        if self.stored is _UNREAD:
-            self.stored = _decode_value(self.raw or b"null")
-        return self.stored
+    def stored_state(self) -> KeyState:
+        return KeyState.from_json(None if self.raw is None else decode_value(self.raw))
 
 
 @dataclass
@@ -281,6 +118,7 @@ class Batch:
     """What a batch has decided, kept until its alerts are acknowledged."""
 
     now_ms: float
+    partition: int  # of the records, and so of every state the batch reads and writes
     keys: dict[tuple[str, str], _Key] = field(default_factory=dict)  # (table, table key)
     alerts: dict[str, Alert] = field(default_factory=dict)  # by id: a rebuild repeats some
     # (card, window index) -> (an event time in the window in seconds, high-value payments)
@@ -406,13 +244,13 @@ class Batch:
         where = (str(table.name), table_key)
         entry = self.keys.get(where)
         if entry is None:
-            raw, stored = _stored(table, table_key)
-            fresh = stored is None and not recent_alert_ids.used_for(key)
+            raw = store_of(table).read(self.partition, table_key)
+            fresh = raw is None and not recent_alert_ids.used_for(key)
             if fresh and pools_nowhere(payment, rules):
                 return True  # what evaluate decides on an empty state, without building one
-            entry = _Key(table, stored, KeyState(), raw)
+            entry = _Key(table, raw, KeyState())
             state = decoded_states.take(where, raw) if raw is not None else None
-            entry.state = state or KeyState.from_json(entry.stored_value())
+            entry.state = state or entry.stored_state()
             # A replay may find the state without events published alerts already used.
             recent_alert_ids.mark_used(entry.state, key, rules)
             self.keys[where] = entry
@@ -471,7 +309,7 @@ class Batch:
         return verdict
 
     def _rebuild(self, where: tuple[str, str], entry: _Key, key: str, rules: list[Rule]) -> None:
-        entry.state, entry.changed = KeyState.from_json(entry.stored_value()), False
+        entry.state, entry.changed = entry.stored_state(), False
         recent_alert_ids.mark_used(entry.state, key, rules)
         try:
             for message, payment in entry.applied:
@@ -481,65 +319,55 @@ class Batch:
             # stored state alone rather than write a guess.
             del self.keys[where]
 
-    def _write_states(self) -> _StateWrites:
-        """Every changed state to its local store, at once; kept decoded for the next batch
-        where it is large (``decoded_states``)."""
-        writes = _StateWrites()
-        written: list[tuple[tuple[str, str], bytes, KeyState]] = []
+    def _state_writes(self) -> tuple[list[StateWrite], list[tuple[tuple[str, str], KeyState]]]:
+        """Every changed state, encoded once for its store and its changelog (a key left
+        without events is deleted); and the written states to keep decoded."""
+        writes: list[StateWrite] = []
+        keep: list[tuple[tuple[str, str], KeyState]] = []
         for where, entry in self.keys.items():
             if entry.changed and entry.state.rules:
+                entry.state.written_ms = int(self.now_ms)
                 # Within Kafka's message size whatever the events' ids hold.
-                encoded, shed = fit(entry.state, _encode_value)
+                encoded, shed = fit(entry.state, encode_value)
                 stats.key_events_evicted += shed
-                raw = writes.write(entry.table, where[1], entry.state.to_json(), encoded)
-                if raw is not None:
-                    written.append((where, raw, entry.state))
-            elif entry.stored is not None and not entry.state.rules:
-                writes.write(entry.table, where[1], None)
-        writes.flush()
-        for where, raw, state in written:
-            decoded_states.put(where, raw, state)
-        return writes
+                writes.append(StateWrite(entry.table, self.partition, where[1], encoded))
+                keep.append((where, entry.state))
+            elif entry.raw is not None and not entry.state.rules:
+                writes.append(StateWrite(entry.table, self.partition, where[1], None))
+        return writes, keep
 
     async def finish(self, generation: int | None) -> Awaitable[Any] | None:
-        """Publish the alerts, then write the state; the changelog sends of the writes, or
-        None if a rebalance came between (``generation`` None: the caller acknowledges
-        whatever happens, so write anyway)."""
+        """Make what the batch decided durable (``app.worker.checkpoint.commit``): what
+        is still to complete before its offsets count, or None if the partition is no
+        longer this worker's (``generation`` None: write whatever happens)."""
         alerts = tuple(self.alerts.values())
-        await publish_alerts(alerts)
-        if generation is not None and liveness.paused():
-            # Frozen past the group session, the partition may be another worker's now:
-            # write nothing until the group confirms it is still ours (app.worker.liveness).
-            if not await cast(Consumer, app.consumer).still_a_member():
-                return None
-            liveness.confirmed()
-            log.info("the group confirmed this worker's generation after a pause")
-        if generation is not None and (generation != app.consumer_generation_id or not _flowing()):
-            return None  # a rebalance: the partition may move, its next owner replays it
-        # No await until the writes are made: they land together, right after the acks.
-        writes = self._write_states()
-        for (card_id, _), (ts_s, count) in self.high_value.items():
-            current_event_time.set(ts_s)
-            high_value_counts[card_id] += count
-        by_key: dict[str, list[Alert]] = {}
-        for alert in alerts:
-            by_key.setdefault(alert.group_key, []).append(alert)
-        for group_key, key_alerts in by_key.items():
-            remember_alerts(group_key, tuple(key_alerts))
-        done_ms = time.time() * 1000
-        stats.record_decisions(self.produced_ms, done_ms)
-        stats.processed += len(self.produced_ms)
-        stats.grouped_processed += self.grouped
-        # The batch is done when Kafka holds its state, not when the local store does: Faust
-        # flushes its producer buffer before a commit but gives up after 100 ms without a
-        # send (ProducerBuffer.flush_atmost), so a commit could pass state still in the
-        # buffer, and a SIGKILL then left the next owner a changelog without it. The
-        # consumer acknowledges the batch's offsets once these sends are acknowledged.
-        changelog, forwarded = await writes.send(forwarded_records(self.forwards))
-        return asyncio.ensure_future(
-            _all_acknowledged(
-                changelog, [*writes.sends, *(batch.acknowledged for batch in forwarded)]
-            )
+        writes, keep = self._state_writes()
+
+        def after_write() -> None:
+            """The inspection tables and counters, once the state is written."""
+            for write, (where, state) in zip(
+                (w for w in writes if w.value is not None), keep, strict=True
+            ):
+                decoded_states.put(where, write.value or b"", state)
+            for (card_id, _), (ts_s, count) in self.high_value.items():
+                current_event_time.set(ts_s)
+                high_value_counts[card_id] += count
+            by_key: dict[str, list[Alert]] = {}
+            for alert in alerts:
+                by_key.setdefault(alert.group_key, []).append(alert)
+            for group_key, key_alerts in by_key.items():
+                remember_alerts(group_key, tuple(key_alerts))
+            stats.record_decisions(self.produced_ms, time.time() * 1000)
+            stats.processed += len(self.produced_ms)
+            stats.grouped_processed += self.grouped
+
+        return await commit(
+            app,
+            generation=generation,
+            publish_alerts=lambda: publish_alerts(alerts),
+            writes=writes,
+            after_write=after_write,
+            forwards=forwarded_records(self.forwards),
         )
 
 
@@ -568,29 +396,23 @@ async def decide_batch(
     replayable: bool = True,
 ) -> Awaitable[Any] | None:
     """Decide one partition's fetched records with ``add`` (``Batch.add_payment`` or
-    ``Batch.add_forwarded``); the changelog sends of its state once all of it is decided
-    and its alerts acknowledged, or None if it must be fetched again.
+    ``Batch.add_forwarded``); what must still complete before their offsets count, or None
+    if they must be fetched again (``app.worker.checkpoint``).
 
     ``replayable``: the caller fetches the batch again on None, so a rebalance between
     the alerts and the writes leaves the state to the partition's next owner. Faust's own
     stream acknowledges its event whatever happens: there the state is written anyway.
     """
     generation = app.consumer_generation_id if replayable else None
-    batch = Batch(time.time() * 1000, agent=agent)
-    first = messages[0]
-    # Faust's tables pick the changelog partition (and the RocksDB column) from the
-    # current event: one event of this partition stands for the whole batch.
-    event = app.create_event(first.key, first.value, first.headers, first)
-    token = _current_event.set(weakref.ref(event))
-    try:
-        async with state_locks[first.partition]:
+    partition = messages[0].partition
+    batch = Batch(time.time() * 1000, partition, agent=agent)
+    with deciding(partition):
+        async with partition_locks[partition]:
             for message in messages:
                 await guarded(agent, message, add(batch, message))
             sent = await batch.finish(generation)
-    finally:
-        _current_event.reset(token)
-    # The changelog writes wait in Faust's producer buffer; let it drain below its limit,
-    # as Faust's conductor does before each record, so it never grows past one batch.
+    # The inspection tables' changelog writes wait in Faust's producer buffer; let it drain
+    # below its limit, as Faust's conductor does before each record.
     await app.producer.buffer.wait_until_ebb()
     return sent
 

@@ -1,5 +1,5 @@
 """What the detect and grouped agents share: publishing alerts (once), remembering them,
-and forwarding payments through the repartition topic.
+and the records that forward payments through the repartition topic.
 
 Ordering matters for at-least-once: an alert is acknowledged by Kafka *before* the state
 that consumed its events is written, so a crash can repeat an alert (same ``alert_id``,
@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
 from typing import Any
-
-from aiokafka.producer.message_accumulator import BatchBuilder
 
 from agents.delivery import send_acknowledged
 from app.delivery.published import PublishedAlerts, load_tail
@@ -24,6 +20,7 @@ from app.detection.validation import Limits
 from app.rules_admin.topic import bootstrap_servers
 from app.worker.faust_app import alerts_topic, app, regroup_topic, settings
 from app.worker.stats import stats
+from app.worker.transport import RawRecord
 from tables import (
     RECENT_ALERTS_PER_CARD,
     card_alerts,
@@ -89,82 +86,6 @@ def remember_alerts(card_id: str, alerts: tuple[Alert, ...]) -> None:
     stats.recent_alerts.extend(alert.to_dict() for alert in alerts)
     if bodies:
         card_alerts[card_id] = [*card_alerts[card_id], *bodies][-RECENT_ALERTS_PER_CARD:]
-
-
-# A record for ``produce``: topic, key, value, partition.
-RawRecord = tuple[str, bytes, bytes | None, int]
-
-# A produce batch's size limit: larger than the producer's own (16 KiB) so that a decided
-# batch's records for one partition go out as one, and below Kafka's default message size
-# limit (1 MiB). A second builder for a partition waits until the first leaves for the
-# broker (aiokafka's add_batch), so builders should rarely fill. A record larger than this
-# goes alone; one larger than the broker's limit is refused as it was record by record
-# (the batch fails, the consumer seeks back and /healthz sees the stall).
-PRODUCE_BATCH_BYTES = 512 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Sent:
-    """Records handed to the producer for one partition; ``acknowledged`` resolves to the
-    first record's metadata (its offset) once Kafka has them all."""
-
-    topic: str
-    partition: int
-    records: int
-    acknowledged: Awaitable[Any]
-
-
-async def produce(records: Sequence[RawRecord]) -> list[Sent]:
-    """Hand records straight to the producer Faust's ``Topic.send`` would use, without its
-    per-message FutureMessage, sensors and callbacks: each partition's records as one
-    produce batch (aiokafka's ``send_batch``), since a send per record (a future, a
-    partitioner call and the accumulator's bookkeeping each) cost more than the rest of
-    a forwarded payment's path. Under exactly-once they go record by record through the
-    transaction manager. Await every ``Sent`` before the source offsets count."""
-    producer: Any = await app.maybe_start_producer()
-    if app.in_transaction:
-        return [
-            Sent(
-                topic,
-                partition,
-                1,
-                await producer.send(
-                    topic, key, value, partition=partition, timestamp=None, headers=None
-                ),
-            )
-            for topic, key, value, partition in records
-        ]
-    kafka = producer._ensure_producer()  # the aiokafka producer under Faust's
-    by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
-    for topic, key, value, partition in records:
-        by_partition.setdefault((topic, partition), []).append((key, value))
-    sent: list[Sent] = []
-    for (topic, partition), pairs in by_partition.items():
-        builder, count = _new_builder(kafka), 0
-        for key, value in pairs:
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                sent.append(await _send_batch(kafka, builder, topic, partition, count))
-                builder, count = _new_builder(kafka), 0
-                # A builder always takes its first record, whatever its size.
-                builder.append(key=key, value=value, timestamp=None)
-            count += 1
-        sent.append(await _send_batch(kafka, builder, topic, partition, count))
-    return sent
-
-
-async def _send_batch(kafka: Any, builder: Any, topic: str, partition: int, count: int) -> Sent:
-    # Closed, the batch is complete: the sender takes it at once instead of lingering
-    # (linger_ms) for records that would only come from other sends.
-    builder.close()
-    return Sent(
-        topic, partition, count, await kafka.send_batch(builder, topic, partition=partition)
-    )
-
-
-def _new_builder(kafka: Any) -> Any:
-    # What aiokafka's create_batch() builds (no transaction here), with a larger size limit.
-    accumulator = kafka._message_accumulator
-    return BatchBuilder(PRODUCE_BATCH_BYTES, accumulator._compression_type)
 
 
 def forwarded_records(forwards: dict[int, list[Forwarded]]) -> list[RawRecord]:

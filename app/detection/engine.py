@@ -222,19 +222,25 @@ def _used(raw: Any) -> tuple[int, str]:
 
 @dataclass(slots=True)
 class KeyState:
-    """Everything one group key needs: its newest event time and each rule's pool."""
+    """Everything one group key needs: its newest event time and each rule's pool; and,
+    set by whoever stores it, the wall-clock time it was last written (the store's sweep
+    forgets a key by it, as the changelog's retention does)."""
 
     newest_ts: int | None = None
     rules: dict[str, RuleState] = field(default_factory=dict)
+    written_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "t": self.newest_ts,
             "r": {
                 rule_id: {"v": s.version, "p": s.pool, "u": s.used}
                 for rule_id, s in self.rules.items()
             },
         }
+        if self.written_ms is not None:
+            body["w"] = self.written_ms
+        return body
 
     def describe(self) -> dict[str, Any]:
         """Readable per rule, for people (the card inspection endpoint)."""
@@ -260,6 +266,7 @@ class KeyState:
             return cls()
         return cls(
             newest_ts=body["t"],
+            written_ms=body.get("w"),
             rules={
                 rule_id: RuleState(
                     version=s["v"],

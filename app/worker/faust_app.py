@@ -23,7 +23,7 @@ from app.worker.partition_check import (
 )
 from app.worker.settings import Settings, SettingsError, load_settings
 from app.worker.stats import stats
-from app.worker.transport import BatchHandler, Transport
+from app.worker.transport import PRODUCE_BATCH_BYTES, BatchHandler, Transport
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,10 @@ app = FraudApp(
     settings.app_id,
     broker=settings.broker,
     broker_credentials=faust_credentials(settings),
-    store=settings.store,
+    # Faust's stores and tables with the batch path's reads and writes (tables.store).
+    # (registered under these names in setup.cfg's faust.stores entry points).
+    store=f"state-{settings.store}",
+    Table="tables.store:StateTable",
     datadir=str(settings.datadir),
     topic_partitions=PARTITIONS,
     topic_replication_factor=settings.topic_replication,
@@ -137,6 +140,9 @@ app = FraudApp(
     producer_acks=-1,
     # Changelog writes, forwarded payments and DLQ records batch for up to 5 ms.
     producer_linger_ms=5,
+    # A decided batch's records of one partition go out as one produce batch
+    # (app.worker.transport.Producer.send_batches).
+    producer_max_batch_size=PRODUCE_BATCH_BYTES,
     stream_wait_empty=False,
     # The most records one fetch hands over, so a batch (agents.batch) stays bounded.
     broker_max_poll_records=2000,

@@ -58,6 +58,29 @@ BatchHandler = Callable[[TP, Sequence[Any]], Awaitable[Awaitable[Any] | None]]
 # loop waits for the oldest beyond this, so the pipeline never holds more than this.
 MAX_IN_FLIGHT = 4
 
+# A record for ``Producer.send_batches``: topic, key, value, partition.
+RawRecord = tuple[str, bytes, bytes | None, int]
+
+# A produce batch's size limit, the producer's ``max_batch_size`` (FraudApp sets it): larger
+# than aiokafka's default (16 KiB) so that a decided batch's records for one partition go
+# out as one, and below Kafka's default message size limit (1 MiB). A second builder for a
+# partition waits until the first leaves for the broker (aiokafka's add_batch), so builders
+# should rarely fill. A record larger than this goes alone; one larger than the broker's
+# limit is refused as it was record by record (the batch fails, the consumer seeks back
+# and /healthz sees the stall).
+PRODUCE_BATCH_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Records handed to the producer for one partition; ``acknowledged`` resolves to the
+    first record's metadata (its offset) once Kafka has them all."""
+
+    topic: str
+    partition: int
+    records: int
+    acknowledged: Awaitable[Any]
+
 
 @dataclass(frozen=True, slots=True)
 class _InFlight:
@@ -200,7 +223,7 @@ class Consumer(faust_aiokafka.Consumer):
             await self._seek_back(tp, first)
             return
         servable = active is None or tp in active or tp in self._buffered_partitions
-        if servable and not self.should_stop and self._same_generation(generation):
+        if servable and not self.should_stop and self.still_ours(generation):
             try:
                 messages = [self._to_message(tp, record) for record in batch]
                 sent = await handler(tp, messages)
@@ -208,7 +231,7 @@ class Consumer(faust_aiokafka.Consumer):
                 # The handler dead-letters what it cannot handle; this is a bug or an
                 # outage. The batch is fetched again, and /healthz sees the stall.
                 log.exception("batch of %s[%d] from offset %d failed", *tp, first)
-        if not self._same_generation(generation):
+        if not self.still_ours(generation):
             # A rebalance began: the acknowledgements of revoked partitions are gone, and
             # Faust seeks every assigned partition to its committed offset before it
             # resumes (Recovery._resume_streams), so this batch comes again if still ours.
@@ -246,12 +269,12 @@ class Consumer(faust_aiokafka.Consumer):
             await sent
         except Exception:
             log.exception("state of %s[%d] %d..%d not written to its changelog", *tp, first, last)
-            if self._same_generation(generation):
+            if self.still_ours(generation):
                 await self._fetch_again(tp, first)
             return False
         # An earlier batch that failed has sought the partition back to itself or before:
         # this one comes again with it.
-        if not earlier_done or not self._same_generation(generation):
+        if not earlier_done or not self.still_ours(generation):
             return False
         self._acknowledge_range(tp, first, last)
         return True
@@ -263,8 +286,10 @@ class Consumer(faust_aiokafka.Consumer):
         self._refetch_from[tp] = refetch
         await self._seek_back(tp, refetch)
 
-    def _same_generation(self, generation: int) -> bool:
-        """No rebalance since ``generation``: the partition's acknowledgements still count.
+    def still_ours(self, generation: int) -> bool:
+        """No rebalance since ``generation``: the partitions assigned then are still this
+        worker's, their state may be written and their acknowledgements still count. The
+        batch's commit (app.worker.checkpoint) and the acknowledgements ask the same.
 
         Faust stops the flow both when a rebalance begins (before the new generation is
         known) and when the worker stops; only the first makes acknowledgements unsafe. On
@@ -304,5 +329,41 @@ class Consumer(faust_aiokafka.Consumer):
         monitor.stream_inbound_time[tp] = time.monotonic()
 
 
+class Producer(faust_aiokafka.Producer):
+    async def send_batches(self, records: Sequence[RawRecord]) -> list[Sent]:
+        """Hand records straight to the aiokafka producer, without Faust's per-message
+        FutureMessage, sensors and callbacks: each partition's records as one produce batch
+        (aiokafka's ``send_batch``), since a send per record (a future, a partitioner call
+        and the accumulator's bookkeeping each) cost more than the rest of a forwarded
+        payment's path. Await every ``Sent`` before the source offsets count. Not for
+        transactions (exactly-once sends go through Faust's ``send``)."""
+        kafka = self._ensure_producer()
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        for topic, key, value, partition in records:
+            by_partition.setdefault((topic, partition), []).append((key, value))
+        sent: list[Sent] = []
+        for (topic, partition), pairs in by_partition.items():
+            builder, count = kafka.create_batch(), 0
+            for key, value in pairs:
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    sent.append(await self._send_batch(kafka, builder, topic, partition, count))
+                    builder, count = kafka.create_batch(), 0
+                    # A builder always takes its first record, whatever its size.
+                    builder.append(key=key, value=value, timestamp=None)
+                count += 1
+            sent.append(await self._send_batch(kafka, builder, topic, partition, count))
+        return sent
+
+    @staticmethod
+    async def _send_batch(kafka: Any, builder: Any, topic: str, partition: int, count: int) -> Sent:
+        # Closed, the batch is complete: the sender takes it at once instead of lingering
+        # (linger_ms) for records that would only come from other sends.
+        builder.close()
+        return Sent(
+            topic, partition, count, await kafka.send_batch(builder, topic, partition=partition)
+        )
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer: ClassVar[Any] = Consumer
+    Producer: ClassVar[Any] = Producer

@@ -82,7 +82,7 @@ class PipelinedConsumer:
     _hand_over: Any = Consumer._hand_over
     _acknowledge_when_sent: Any = Consumer._acknowledge_when_sent
     _acknowledge_range: Any = Consumer._acknowledge_range
-    _same_generation: Any = Consumer._same_generation
+    still_ours: Any = Consumer.still_ours
     _seek_back: Any = Consumer._seek_back
     _fetch_again: Any = Consumer._fetch_again
     _start_generation: Any = Consumer._start_generation

@@ -1,4 +1,4 @@
-"""agents.batch writes table keys and values itself: keys must be the very bytes Faust's
+"""The batch path writes table keys and values itself: keys must be the very bytes Faust's
 json codec gives (stores look keys up by bytes), values JSON that codec reads back."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from faust.serializers import codecs
 
-from agents.batch import _decode_value, _encode_key, _encode_value
+from tables.store import decode_value, encode_key, encode_value
 
 FAUST_JSON = codecs.get_codec("json")
 
@@ -30,10 +30,10 @@ STATES: list[Any] = [
 
 @pytest.mark.parametrize("key", KEYS)
 def test_keys_are_the_bytes_fausts_codec_gives(key: str) -> None:
-    assert _encode_key(key) == FAUST_JSON.dumps(key)
+    assert encode_key(key) == FAUST_JSON.dumps(key)
 
 
 @pytest.mark.parametrize("state", STATES)
 def test_values_read_back_the_same_through_fausts_codec_and_ours(state: Any) -> None:
-    assert FAUST_JSON.loads(_encode_value(state)) == state
-    assert _decode_value(FAUST_JSON.dumps(state)) == state
+    assert FAUST_JSON.loads(encode_value(state)) == state
+    assert decode_value(FAUST_JSON.dumps(state)) == state
