@@ -20,6 +20,7 @@ from typing import Any
 # The modules whose Faust decorators register tables, agents, web views and CLI commands.
 WIRING = (
     "tables",
+    "tables.sweep",
     "agents",
     "app.cli",
     "app.rules_admin.http",

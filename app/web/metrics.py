@@ -155,6 +155,12 @@ class WorkerCollector:
             stats.key_events_evicted,
         )
         yield _counter(
+            "fraud_state_keys_swept",
+            "Keys the local state stores forgot, not written for the state retention (as"
+            " their changelogs forget them).",
+            stats.state_keys_swept,
+        )
+        yield _counter(
             "fraud_payments_rekeyed",
             "Payments whose Kafka key was not their card id, re-keyed by card.",
             stats.rekeyed,

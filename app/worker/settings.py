@@ -67,6 +67,8 @@ class Settings:
     # Events one key keeps at most, all rules together (app.detection.engine): the cost and
     # the state record of a busy key are bounded by it.
     max_key_events: int = MAX_KEY_EVENTS
+    # How often the local stores forget keys the changelogs' retention forgets (tables.sweep).
+    state_sweep_interval_s: float = 3600.0
     max_rule_bytes: int = 16 * 1024
     # /healthz fails while more records than this are dead-lettered as internal_error
     # within a minute.
@@ -422,6 +424,14 @@ DECLARED: tuple[Variable, ...] = (
         f"Events one key keeps at most, all its rules together ({_MIN_KEY_EVENTS}-"
         f"{_MAX_KEY_EVENTS}): bounds a busy key's cost and its changelog record. Past it the"
         " oldest are forgotten and counted in `fraud_key_events_evicted_total`.",
+    ),
+    Variable(
+        "STATE_SWEEP_INTERVAL",
+        "state_sweep_interval_s",
+        _positive_seconds,
+        "Seconds between sweeps of the local state stores: a key not written for the state"
+        " retention (the longest rule window, the allowed lateness and a day) is forgotten"
+        " locally as its changelog forgets it, and counted in `fraud_state_keys_swept_total`.",
     ),
     Variable(
         "MAX_RULE_BYTES",

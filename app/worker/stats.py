@@ -152,6 +152,8 @@ class WorkerStats:
     late: int = 0
     # Events keys forgot at FRAUD_MAX_KEY_EVENTS (app.detection.engine._bound).
     key_events_evicted: int = 0
+    # Keys the local stores forgot as their changelogs' retention does (tables.sweep).
+    state_keys_swept: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule_id, status)
     decision_latency: HdrHistogram = field(default_factory=new_histogram)
@@ -222,6 +224,7 @@ class WorkerStats:
             "duplicates": self.duplicates,
             "late": self.late,
             "key_events_evicted": self.key_events_evicted,
+            "state_keys_swept": self.state_keys_swept,
             "rekeyed": self.rekeyed,
             "dlq": dict(self.dlq),
             "dlq_total": sum(self.dlq.values()),
