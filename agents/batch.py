@@ -49,8 +49,9 @@ from app.worker.checkpoint import StateWrite, commit
 from app.worker.faust_app import app, settings
 from app.worker.liveness import liveness
 from app.worker.stats import stats
+from app.worker.transport import Record
 from tables import WINDOW_S, card_state, current_event_time, group_state, high_value_counts
-from tables.store import deciding, decode_value, encode_value, partition_locks, store_of
+from tables.store import Table, deciding, decode_value, encode_value, partition_locks, store_of
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,12 @@ decoded_states = _DecodedStates()
 class _Key:
     """One key's state while its batch is evaluated."""
 
-    table: Any
+    table: Table
     raw: bytes | None  # the stored value's bytes (None: no value)
     state: KeyState
     changed: bool = False
     # The batch's payments already applied, to rebuild the state if one of them trips a bug.
-    applied: list[tuple[Any, Payment]] = field(default_factory=list)
+    applied: list[tuple[Record, Payment]] = field(default_factory=list)
 
     def stored_state(self) -> KeyState:
         return KeyState.from_json(None if self.raw is None else decode_value(self.raw))
@@ -130,10 +131,10 @@ class Batch:
     agent: str = ""
     partitions: int = field(default_factory=partition_count)  # Faust's settings cost ~1 µs a read
 
-    def _parse(self, message: Any) -> Payment:
+    def _parse(self, message: Record) -> Payment:
         return parse_payment(message.value, int(self.now_ms), LIMITS)
 
-    async def add_payment(self, message: Any) -> None:
+    async def add_payment(self, message: Record) -> None:
         """A record of ``payments.raw``."""
         try:
             payment, rekeyed = parse_keyed_payment(
@@ -153,11 +154,11 @@ class Batch:
             return
         await self._decide_for_card(message, payment)
 
-    def _forward(self, record_key: str, partition: int, message: Any, payment: Payment) -> None:
+    def _forward(self, record_key: str, partition: int, message: Record, payment: Payment) -> None:
         forwarded = Forwarded(record_key, int(message.timestamp * 1000), payment)
         self.forwards.setdefault(partition, []).append(forwarded)
 
-    async def add_forwarded(self, message: Any) -> None:
+    async def add_forwarded(self, message: Record) -> None:
         """A record of the repartition topic: a batch of forwarded payments (or, from a
         version before those, one payment keyed by group or re-keyed by card)."""
         if message.key == FORWARDED_BATCH_KEY:
@@ -189,7 +190,7 @@ class Batch:
 
     @staticmethod
     async def _group_of(
-        message: Any, record_key: str | bytes
+        message: Record, record_key: str | bytes
     ) -> tuple[str, tuple[str, ...], str] | None:
         """``(record key, group_by, key)`` of a forwarded payment, or None once the payment
         is dead-lettered for a record key that names no group."""
@@ -203,7 +204,7 @@ class Batch:
 
     async def _decide_forwarded(
         self,
-        message: Any,
+        message: Record,
         record_key: str,
         group_by: tuple[str, ...],
         key: str,
@@ -219,7 +220,7 @@ class Batch:
         elif await self._evaluate(group_state, record_key, key, rules, message, payment):
             self.grouped += 1
 
-    async def _decide_for_card(self, message: Any, payment: Payment) -> None:
+    async def _decide_for_card(self, message: Record, payment: Payment) -> None:
         rules = rulebook.rules_for(CARD_GROUP)
         card = payment.card_id
         if rules and not await self._evaluate(card_state, card, card, rules, message, payment):
@@ -232,11 +233,11 @@ class Batch:
 
     async def _evaluate(
         self,
-        table: Any,
+        table: Table,
         table_key: str,
         key: str,
         rules: list[Rule],
-        message: Any,
+        message: Record,
         payment: Payment,
     ) -> bool:
         """Apply the payment to its key's state; False when it is dead-lettered (late, or its
@@ -283,7 +284,7 @@ class Batch:
         return True
 
     def _apply(
-        self, entry: _Key, key: str, rules: list[Rule], message: Any, payment: Payment
+        self, entry: _Key, key: str, rules: list[Rule], message: Record, payment: Payment
     ) -> Verdict:
         verdict = evaluate(
             entry.state,
@@ -377,7 +378,7 @@ class _ForwardedPayment:
 
     __slots__ = ("key", "offset", "partition", "payment", "timestamp", "topic")
 
-    def __init__(self, record: Any, item: Forwarded) -> None:
+    def __init__(self, record: Record, item: Forwarded) -> None:
         self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
         self.key = item.record_key.encode()
         self.timestamp = item.produced_ms / 1000
@@ -390,8 +391,8 @@ class _ForwardedPayment:
 
 async def decide_batch(
     agent: str,
-    add: Callable[[Batch, Any], Awaitable[None]],
-    messages: Sequence[Any],
+    add: Callable[[Batch, Record], Awaitable[None]],
+    messages: Sequence[Record],
     *,
     replayable: bool = True,
 ) -> Awaitable[Any] | None:
@@ -417,7 +418,7 @@ async def decide_batch(
     return sent
 
 
-def batch_agent(topic: Any, name: str, add: Callable[[Batch, Any], Awaitable[None]]) -> Any:
+def batch_agent(topic: Any, name: str, add: Callable[[Batch, Record], Awaitable[None]]) -> Any:
     """An agent of ``topic`` whose records are decided in batches with ``add``.
 
     The consumer hands it each fetched partition batch (``app.batch_handlers``); the
@@ -426,13 +427,13 @@ def batch_agent(topic: Any, name: str, add: Callable[[Batch, Any], Awaitable[Non
     that cannot be handled goes to the DLQ as ``internal_error``.
     """
 
-    async def handle_batch(tp: TP, messages: Sequence[Any]) -> Awaitable[Any] | None:
+    async def handle_batch(tp: TP, messages: Sequence[Record]) -> Awaitable[Any] | None:
         # Deciding before the rules topic has been read would miss alerts. The rules come
         # from the follower's own consumer, so waiting here cannot hold them up.
         await rulebook.loaded.wait()
         return await decide_batch(name, add, messages)
 
-    async def handle_one(message: Any) -> None:
+    async def handle_one(message: Record) -> None:
         sent = await decide_batch(name, add, [message], replayable=False)
         if sent is not None:
             await sent

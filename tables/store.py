@@ -98,6 +98,21 @@ class StateStore(Protocol):
         """Up to ``limit`` (key, value) pairs of ``partition`` in key order, past ``after``."""
 
 
+class Topic(Protocol):
+    def get_topic_name(self) -> str: ...
+
+
+class Table(Protocol):
+    """What the batch path and the sweep use of a table (a ``StateTable``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def changelog_topic(self) -> Topic: ...
+    @property
+    def data(self) -> Any: ...  # its store: a StateStore (``store_of``)
+
+
 class RocksDBStateStore(rocksdb.Store):
     """Faust's RocksDB store with batched writes and reads by partition."""
 
@@ -212,7 +227,7 @@ class StateTable(faust.Table):  # type: ignore[type-arg]
         return partition if partition is not None else super().partition_for_key(key)
 
 
-def store_of(table: Any) -> StateStore:
+def store_of(table: Table) -> StateStore:
     """The batch path's view of a table built with a ``state_store_url`` store."""
     store: StateStore = table.data
     return store

@@ -39,7 +39,7 @@ from faust.types import TP
 
 from app.worker.liveness import liveness
 from app.worker.transport import Consumer, Producer, RawRecord, Sent
-from tables.store import encode_key, store_of
+from tables.store import Table, encode_key, store_of
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 class StateWrite:
     """A key's new value (None: deleted) in a table's store and changelog partition."""
 
-    table: Any
+    table: Table
     partition: int
     key: str
     value: bytes | None
@@ -128,7 +128,7 @@ async def produce(app: Any, records: Sequence[RawRecord]) -> list[Sent]:
     return await cast(Producer, producer).send_batches(records)
 
 
-async def _durable(app: Any, sent: list[Sent], tables: dict[str, Any]) -> None:
+async def _durable(app: Any, sent: list[Sent], tables: dict[str, Table]) -> None:
     """Wait for every send; then record, per store and partition, the newest changelog
     offset it holds (what Faust's ``Table._on_changelog_sent`` records per record)."""
     results = await asyncio.gather(*(batch.acknowledged for batch in sent))

@@ -40,7 +40,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Protocol, cast
 
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
@@ -49,10 +49,28 @@ from faust.types import TP
 
 log = logging.getLogger(__name__)
 
+
+class Record(Protocol):
+    """A Kafka record as the batch handlers read it (a Faust ``Message``)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> float: ...  # seconds
+
+
 # A partition's fetched records, as Faust messages, oldest first. The handler returns when
 # they are decided, with what must still complete before their offsets may be committed
 # (the changelog sends of their state), or None when they must be fetched again.
-BatchHandler = Callable[[TP, Sequence[Any]], Awaitable[Awaitable[Any] | None]]
+BatchHandler = Callable[[TP, Sequence[Record]], Awaitable[Awaitable[Any] | None]]
 
 # Decided batches per partition whose changelog sends may still be in flight; the fetch
 # loop waits for the oldest beyond this, so the pipeline never holds more than this.
