@@ -1,7 +1,7 @@
 """Getting records out: the one dead-letter path and the one retry policy for sends.
 
 Every agent dead-letters through :func:`dead_letter` and retries Kafka sends through
-:func:`send_acknowledged`, which backs off with full jitter (``app.delivery.backoff.backoff_delay``,
+:func:`send_acknowledged`, which backs off with full jitter (``app.delivery.backoff.Retry``,
 the same policy the DynamoDB writer uses) and never gives up: a record whose output
 Kafka refuses stays unacknowledged, so its offset is not committed and nothing is lost.
 
@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from app.delivery.backoff import backoff_delay
+from app.delivery.backoff import Retry
 from app.delivery.dead_letter import DeadLetter
 from app.worker.failures import failures
 from app.worker.faust_app import dlq_topic
@@ -32,27 +32,18 @@ SEND_BACKOFF_CAP_S = 5.0
 async def _send(topic: Any, key: bytes | None, value: bytes, what: str, *, wait: bool) -> Any:
     """Hand a record to the producer (and with ``wait`` await Kafka's acknowledgement),
     retrying with backoff until it goes through; returns the delivery future."""
-    attempt = 0
-    while True:
-        try:
-            delivery = await topic.send(key=key, value=value)
-            if wait:
-                await delivery
-            return delivery
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            attempt += 1
-            delay = backoff_delay(attempt, base=SEND_BACKOFF_BASE_S, cap=SEND_BACKOFF_CAP_S)
-            log.warning(
-                "%s not %s by Kafka (attempt %d: %s); retrying in %.2f s",
-                what,
-                "acknowledged" if wait else "taken",
-                attempt,
-                type(exc).__name__,
-                delay,
-            )
-            await asyncio.sleep(delay)
+
+    async def send() -> Any:
+        delivery = await topic.send(key=key, value=value)
+        if wait:
+            await delivery
+        return delivery
+
+    taken = "acknowledged" if wait else "taken"
+    retry = Retry(
+        f"{what} not {taken} by Kafka", base=SEND_BACKOFF_BASE_S, cap=SEND_BACKOFF_CAP_S, log=log
+    )
+    return await retry.run(send)
 
 
 async def send_acknowledged(topic: Any, key: bytes | None, value: bytes, what: str) -> None:

@@ -18,7 +18,6 @@ is true (the default).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +30,7 @@ from app.delivery.alert_writer import (
     make_client,
     sink_stats,
 )
-from app.delivery.backoff import backoff_delay
+from app.delivery.backoff import Retry
 from app.delivery.dynamodb import put_request
 from app.detection.models import Alert
 from app.worker.failures import failures
@@ -81,24 +80,28 @@ async def sink_events(events: Sequence[Any], writer: AlertWriter) -> None:
         await writer.write(alerts)
 
 
+async def sink_durably(events: Sequence[Any], writer: AlertWriter) -> None:
+    """:func:`sink_events`, retried until the whole batch is durable."""
+    where = f"a batch of {len(events)}"
+    # An error out of sink_events is unforeseen (the writer retries DynamoDB's own errors,
+    # undecodable records go to the DLQ): the batch is not durable, so it is neither acked
+    # nor dropped but tried again. Writes are conditional, so a retried batch creates no
+    # row twice. Cancellation is never retried.
+    retry = Retry(
+        f"dynamodb sink: {where} alerts not made durable",
+        base=BACKOFF_BASE_S,
+        cap=BACKOFF_CAP_S,
+        log=log,
+        on_failure=lambda exc: failures.internal_error("dynamodb-sink", exc, where),
+    )
+    await retry.run(lambda: sink_events(events, writer))
+
+
 async def run_sink(stream: Any, writer: AlertWriter) -> None:
     """The agent's loop: take a batch, make it durable, only then ack its events."""
     # noack_take, not take: see the module docstring (take acks on cancellation too).
     async for events in stream.noack_take(BATCH_SIZE, within=BATCH_WITHIN_S):
-        attempt = 0
-        while True:
-            try:
-                await sink_events(events, writer)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Unforeseen (the writer retries DynamoDB's own errors): the batch is not
-                # durable, so it is neither acked nor dropped but tried again. Writes are
-                # conditional, so a retried batch creates no row twice.
-                attempt += 1
-                failures.internal_error("dynamodb-sink", exc, f"a batch of {len(events)}")
-                await asyncio.sleep(backoff_delay(attempt, base=BACKOFF_BASE_S, cap=BACKOFF_CAP_S))
+        await sink_durably(events, writer)
         for event in events:
             await stream.ack(event)
 

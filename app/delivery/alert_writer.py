@@ -202,6 +202,9 @@ class AlertWriter:
             else:
                 seen.add(alert.alert_id)
                 pending.append(alert)
+        # Its own loop on the one policy (backoff_delay), not backoff.Retry: a round
+        # re-issues only the alerts that failed, not the whole operation, and its log line
+        # (ERROR once a failure cannot heal by itself) counts alerts and error codes.
         attempt = 0
         while pending:
             results = await asyncio.gather(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import sys
@@ -10,7 +9,7 @@ from typing import Any
 
 import faust
 
-from app.delivery.backoff import backoff_delay
+from app.delivery.backoff import Retry
 from app.detection.rulebook import rulebook
 from app.rules_admin.topic import bootstrap_servers
 from app.worker.failures import failures
@@ -74,23 +73,10 @@ class FraudApp(faust.App):
         bootstrap = bootstrap_servers(settings.broker)
         changelogs = [t.changelog_topic.get_topic_name() for t in self.tables.values()]
         co_partitioned = [regroup_topic.get_topic_name(), *changelogs]
-        attempt = 0
-        while True:
-            try:
-                existing = await existing_partition_counts(
-                    bootstrap, [settings.topic_payments, *co_partitioned]
-                )
-                break
-            except Exception as exc:
-                attempt += 1
-                delay = backoff_delay(attempt, base=0.5, cap=5.0)
-                log.warning(
-                    "cannot read topic metadata from %s (%s); retrying in %.1f s",
-                    bootstrap,
-                    type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        retry = Retry(f"cannot read topic metadata from {bootstrap}", base=0.5, cap=5.0, log=log)
+        existing = await retry.run(
+            lambda: existing_partition_counts(bootstrap, [settings.topic_payments, *co_partitioned])
+        )
         try:
             plan = plan_partitions(
                 settings.partitions, settings.topic_payments, co_partitioned, existing

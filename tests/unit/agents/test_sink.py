@@ -5,6 +5,7 @@ a fake stream; no table, no broker)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from agents.sink import run_sink, sink_events
 from app.delivery.alert_writer import AlertWriter, SinkStats
 from app.delivery.dynamodb import error_code
 from app.detection.models import Alert
+from app.worker.failures import Failures
 from tests import factories
 from tests.factories import FakeDynamoDB, Message
 
@@ -161,3 +163,36 @@ def test_sink_events_writes_decoded_alerts() -> None:
     asyncio.run(sink_events(events_for([factories.alert(1), factories.alert(2)]), writer))
     writer.close()
     assert stats.written == 2 and len(client.rows) == 2
+
+
+def test_an_unforeseen_error_retries_the_batch_and_acks_only_after_it_is_durable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal: list[str] = []
+    counted = Failures()
+    real_sink_events = sink_module.sink_events
+
+    async def flaky_sink_events(events: list[FakeEvent], writer: AlertWriter) -> None:
+        if journal.count("boom") < 2:
+            journal.append("boom")
+            raise RuntimeError("unforeseen")
+        await real_sink_events(events, writer)
+        journal.append("durable")
+
+    async def no_sleep(_delay: float) -> None:
+        journal.append("wait")
+
+    monkeypatch.setattr(sink_module, "sink_events", flaky_sink_events)
+    monkeypatch.setattr(sink_module, "failures", counted)
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    client, stats = FakeDynamoDB(lambda _i, _n: None), SinkStats()
+    writer = AlertWriter("t", lambda: client, stats=stats, threads=1)
+    with caplog.at_level(logging.WARNING, logger="agents.sink"):
+        asyncio.run(run_sink(FakeStream([events_for([factories.alert(1)])], journal), writer))
+    writer.close()
+    assert journal == ["boom", "wait", "boom", "wait", "durable", "ack 0"]
+    assert counted.internal_errors[("dynamodb-sink", "RuntimeError")] == 2
+    retried = [r for r in caplog.records if r.name == "agents.sink"]
+    assert [r.getMessage().split(" (")[0] for r in retried] == [
+        "dynamodb sink: a batch of 1 alerts not made durable"
+    ] * 2
