@@ -56,7 +56,7 @@ demo: venv deps
 # backtest of each default rule on 1 000 000 archived payments (about 2 minutes), one
 # hot key (100 000 payments in its window) beside 10 000/s on other cards (about 3 minutes),
 # and scale-out: the same 500k backlog drained by one worker and by two, a restore, two
-# workers at 10 000/s (about 4 minutes; on 2 cores two workers share the broker's cores).
+# workers at 10 000/s (about 5 minutes; on 2 cores both workers share them with the broker).
 bench: venv deps
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.backtest
