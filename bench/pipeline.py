@@ -30,9 +30,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,7 @@ class Run:
     stack: LocalStack
     uid: str
     rules: Path
+    partitions: int = PARTITIONS
 
     @property
     def topics(self) -> dict[str, str]:
@@ -171,11 +172,15 @@ class Run:
     def create(self) -> None:
         topics = self.topics
         self.stack.create_topics(
-            [Topic(name, PARTITIONS) for key, name in topics.items() if key != "FRAUD_TOPIC_ALERTS"]
+            [
+                Topic(name, self.partitions)
+                for key, name in topics.items()
+                if key != "FRAUD_TOPIC_ALERTS"
+            ]
             + [
                 Topic(
                     topics["FRAUD_TOPIC_ALERTS"],
-                    PARTITIONS,
+                    self.partitions,
                     {"message.timestamp.type": "LogAppendTime"},
                 )
             ]
@@ -193,8 +198,11 @@ PROFILE: list[Path | None] = [None]
 
 
 @contextmanager
-def workers(run: Run, count: int, workdir: Path) -> Iterator[list[tuple[int, int]]]:
-    """``count`` fresh workers on the run's topics; yields (web port, pid) per worker."""
+def workers(
+    run: Run, count: int, workdir: Path, name: str = "w"
+) -> Iterator[list[tuple[int, int]]]:
+    """``count`` fresh workers on the run's topics, each with a state directory of its own
+    (``name`` tells them from earlier ones of the run); yields (web port, pid) per worker."""
     ports = [free_port() for _ in range(count)]
     processes = []
     for index, port in enumerate(ports):
@@ -203,9 +211,9 @@ def workers(run: Run, count: int, workdir: Path) -> Iterator[list[tuple[int, int
             **run.stack.env(),
             **run.topics,
             "FRAUD_APP_ID": run.uid,
-            "FRAUD_PARTITIONS": str(PARTITIONS),
+            "FRAUD_PARTITIONS": str(run.partitions),
             "FRAUD_WEB_PORT": str(port),
-            "FRAUD_DATADIR": str(workdir / f"{run.uid}-{index}"),
+            "FRAUD_DATADIR": str(workdir / f"{run.uid}-{name}{index}"),
             # Alerts are measured on their topic; the DynamoDB sink is not part of this.
             "FRAUD_SINK_ENABLED": "false",
             # Off unless --archive: the issue's reference runs had no archive, and the
@@ -213,7 +221,7 @@ def workers(run: Run, count: int, workdir: Path) -> Iterator[list[tuple[int, int
             "FRAUD_ARCHIVE_ENABLED": "true" if ARCHIVE[0] else "false",
             "FRAUD_ARCHIVE_URL": str(workdir / f"{run.uid}-archive"),
         }
-        log = (workdir / f"{run.uid}-{index}.log").open("wb")
+        log = (workdir / f"{run.uid}-{name}{index}.log").open("wb")
         processes.append(
             subprocess.Popen(
                 [str(Path(sys.executable).parent / "faust"), "-A", "app", "worker", "-l", "warn"],
@@ -272,41 +280,200 @@ def profiler(pid: int, rules: Path) -> subprocess.Popen[bytes] | None:
     )
 
 
+@dataclass
+class Share:
+    """One worker's part of a drain. Counted twice: from the drain's first decision (by any
+    worker: what the group spent, a late joiner's start-up included) and from its own first
+    decision (what deciding costs it, as a single worker's capacity is counted); both up to
+    its last decision, forwarded payments' included."""
+
+    port: int
+    pid: int
+    total: int = 0  # payments it has decided, all told (processed or dead-lettered)
+    activity: int = 0  # the same and the forwarded payments it decided
+    at_begin: tuple[int, float] = (0, 0.0)  # (decided, CPU s) at the drain's first decision
+    at_first: tuple[int, float] | None = None  # the same at its own first decision
+    cpu_last: float = 0.0  # its CPU seconds at its last decision
+    first_at: float | None = None
+    last_at: float | None = None
+    snapshot: dict[str, Any] = field(default_factory=dict)
+
+    def poll(self, now: float | None = None) -> int:
+        """Its decisions so far; with ``now``, the drain has begun and changes are timed."""
+        self.snapshot = fetch_stats(self.port)
+        self.total = self.snapshot["processed"] + self.snapshot["dlq_total"]
+        activity: int = self.total + self.snapshot["grouped_processed"]
+        if now is not None and activity > self.activity:
+            self.cpu_last = cpu_seconds(self.pid)
+            if self.at_first is None:
+                self.first_at, self.at_first = now, (self.total, self.cpu_last)
+            self.last_at = now
+        self.activity = activity
+        return activity
+
+    def begin(self, now: float) -> None:
+        self.cpu_last = cpu_seconds(self.pid)
+        self.at_begin = (self.total, self.cpu_last)
+        if self.activity:
+            self.first_at = self.last_at = now
+            self.at_first = self.at_begin
+
+    @property
+    def decided(self) -> int:
+        """Since the drain's first decision."""
+        return self.total - self.at_begin[0]
+
+    @property
+    def cpu_s(self) -> float:
+        """From the drain's first decision to its own last."""
+        return self.cpu_last - self.at_begin[1]
+
+    @property
+    def lag(self) -> int:
+        """Records its consumer has not committed yet, on every partition it holds."""
+        return int(self.snapshot.get("consumer", {}).get("total_lag") or 0)
+
+    def report(self, began: float) -> dict[str, Any]:
+        first, last = self.first_at, self.last_at
+        own_decided, own_cpu = 0, 0.0
+        if self.at_first is not None:
+            own_decided, own_cpu = self.total - self.at_first[0], self.cpu_last - self.at_first[1]
+        active = (last - first) if first is not None and last is not None else 0.0
+        return {
+            "decided": self.decided,
+            "cpu_s": round(self.cpu_s, 2),
+            "first_decision_s": None if first is None else round(first - began, 2),
+            "last_decision_s": None if last is None else round(last - began, 2),
+            # From its own first decision to its last.
+            "per_s": round(own_decided / active) if active > 0 else None,
+            "cpu_s_per_100k": round(own_cpu / max(own_decided, 1) * 100_000, 2),
+            "dlq": self.snapshot.get("dlq", {}),
+            "assignment": self.snapshot.get("assignment"),
+        }
+
+
+def all_deciding(
+    shares: list[Share], timeline: list[tuple[float, list[int]]], began: float
+) -> dict[str, Any] | None:
+    """Payments per second while every worker was deciding: from the last worker's first
+    decision to the first worker's last (none with one worker or a window under 1 s)."""
+    firsts = [s.first_at for s in shares]
+    lasts = [s.last_at for s in shares]
+    if len(shares) < 2 or None in firsts or None in lasts:
+        return None
+    start = max(f for f in firsts if f is not None) - began
+    stop = min(last for last in lasts if last is not None) - began
+    inside = [(t, sum(done)) for t, done in timeline if start <= t <= stop]
+    if len(inside) < 2 or inside[-1][0] - inside[0][0] < 1.0:
+        return None
+    (t0, d0), (t1, d1) = inside[0], inside[-1]
+    return {"from_s": round(t0, 2), "to_s": round(t1, 2), "per_s": round((d1 - d0) / (t1 - t0))}
+
+
+def watch(shares: list[Share], backlog: int, began: float) -> list[tuple[float, list[int]]]:
+    """Poll the workers until the drain is over; returns, at every poll, the seconds since
+    the drain began and what each worker has decided since.
+
+    Over when every payment has been decided for its card, the forwarded ones (the
+    repartition topic's decisions, which trail) have stopped coming in, and every worker has
+    committed all it holds (a rebalance makes the group decide some payments twice, so a
+    count alone can be reached early), or 5 s after the rest if commits lag behind.
+    """
+    timeline: list[tuple[float, list[int]]] = [(0.0, [0] * len(shares))]
+    activity, counted_at = -1, None
+    while time.time() < began + 600:
+        time.sleep(0.1)
+        now = time.time()
+        current = sum(share.poll(now) for share in shares)
+        timeline.append((now - began, [share.decided for share in shares]))
+        counted = sum(share.total for share in shares) >= backlog and current == activity
+        if counted and counted_at is None:
+            counted_at = now
+        elif not counted:
+            counted_at = None
+        if counted_at is not None and (
+            all(share.lag == 0 for share in shares) or now - counted_at > 5
+        ):
+            break
+        activity = current
+    return timeline
+
+
+def drain(
+    started: list[tuple[int, int]],
+    backlog: int,
+    probes: dict[str, Callable[[], float]] | None = None,
+    profile_as: Path | None = None,
+) -> dict[str, Any]:
+    """Wait for the ``started`` workers (web port, pid) to decide a backlog of ``backlog``
+    payments, measured from the first decision of any of them to the last of all
+    (:func:`watch`). ``probes`` are cumulative CPU seconds of other processes (the broker,
+    the machine), reported as cores busy over the drain; ``profile_as`` names the py-spy
+    profile of a single worker (``--profile``).
+    """
+    shares = [Share(port, pid) for port, pid in started]
+    while sum(share.poll() for share in shares) == 0:  # recovery and the rules are behind us
+        time.sleep(0.05)
+    began = time.time()
+    for share in shares:
+        share.begin(began)
+    readers = probes or {}
+    before = {name: read() for name, read in readers.items()}
+    sampler = None
+    if profile_as is not None and len(shares) == 1:
+        sampler = profiler(shares[0].pid, profile_as)
+    timeline = watch(shares, backlog, began)
+    # Cores busy over the drain and its final commits (probes cannot be read back in time).
+    window = time.time() - began
+    cores = {name: round((read() - before[name]) / window, 2) for name, read in readers.items()}
+    spent = sum(cpu_seconds(share.pid) - share.at_begin[1] for share in shares)
+    cores["workers"] = round(spent / window, 2)
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        sampler.wait(60)
+    elapsed = max(share.last_at or began for share in shares) - began
+    measured = sum(share.decided for share in shares)
+    return {
+        "decided": sum(share.total for share in shares),
+        "seconds": round(elapsed, 2),
+        "per_s": round(measured / max(elapsed, 1e-9)),
+        "cpu_s_per_100k": round(
+            sum(share.cpu_s for share in shares) / max(measured, 1) * 100_000, 2
+        ),
+        "all_deciding": all_deciding(shares, timeline, began),
+        "cores_busy": cores,
+        "per_worker": [share.report(began) for share in shares],
+        # One sample a second: (seconds, payments each worker has decided).
+        "timeline": [(round(t, 1), done) for i, (t, done) in enumerate(timeline) if i % 10 == 0],
+    }
+
+
+def backlog_drain(
+    run: Run,
+    backlog: int,
+    workdir: Path,
+    count: int = 1,
+    probes: dict[str, Callable[[], float]] | None = None,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """The run's topics holding a backlog of ``backlog`` generated payments, produced before
+    ``count`` fresh workers start on it and drain it (:func:`drain`)."""
+    run.create()
+    payloads = payloads_for(backlog)
+    asyncio.run(offer(run.stack.bootstrap, run.topics["FRAUD_TOPIC_PAYMENTS"], payloads, None))
+    with workers(run, count, workdir) as started:
+        return drain(started, backlog, probes, run.rules if profile else None)
+
+
 def run_capacity(stack: LocalStack, rules: Path, backlog: int, workdir: Path) -> dict[str, Any]:
     run = Run(stack, f"cap-{rules.stem}-{int(time.time())}", rules)
-    run.create()
-    asyncio.run(
-        offer(stack.bootstrap, run.topics["FRAUD_TOPIC_PAYMENTS"], payloads_for(backlog), None)
-    )
-    with workers(run, 1, workdir) as started:
-        ((port, pid),) = started
-        done, _ = decided([port])
-        while done == 0:  # the first decision: recovery and the rules are behind us
-            time.sleep(0.05)
-            done, _ = decided([port])
-        first_at, first_done, first_cpu = time.time(), done, cpu_seconds(pid)
-        sampler = profiler(pid, rules)
-        deadline = first_at + 600
-        # Done when every payment is decided for its card and the forwarded ones (the
-        # repartition topic's decisions, which trail) have stopped coming in.
-        grouped = -1
-        while time.time() < deadline:
-            time.sleep(0.1)
-            done, (snapshot,) = decided([port])
-            if done >= backlog and snapshot["grouped_processed"] == grouped:
-                break
-            grouped = snapshot["grouped_processed"]
-        elapsed, cpu = time.time() - first_at, cpu_seconds(pid) - first_cpu
-        if sampler is not None:
-            sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            sampler.wait(60)
-    measured = done - first_done
+    found = backlog_drain(run, backlog, workdir, profile=True)
     return {
         "rules": str(rules.relative_to(REPO)),
         "backlog": backlog,
-        "decided": done,
-        "per_s": round(measured / max(elapsed, 1e-9)),
-        "cpu_s_per_100k": round(cpu / max(measured, 1) * 100_000, 2),
+        "decided": found["decided"],
+        "per_s": found["per_s"],
+        "cpu_s_per_100k": found["cpu_s_per_100k"],
     }
 
 

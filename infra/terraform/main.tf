@@ -66,6 +66,7 @@ module "kafka" {
   instance_type       = var.kafka_instance_type
   brokers_per_az      = var.kafka_brokers_per_az
   volume_size_gib     = var.kafka_volume_size_gib
+  retention_hours     = var.kafka_retention_hours
   replication_factor  = var.topic_replication
   enhanced_monitoring = var.kafka_enhanced_monitoring
   subnet_ids          = module.network.private_subnet_ids

@@ -61,6 +61,12 @@ variable "availability_zone_letters" {
 }
 
 # --- Kafka (MSK) and the topics ------------------------------------------------------------
+#
+# Sizing: the defaults of the Kafka and worker variables below are the 100 000 payments/s row
+# of the sizing table (README, "Sizing"; the arithmetic in docs/operations/scaling.md#sizing,
+# computed by `python -m bench.sizing` from the measured per-worker figures). For another
+# rate, run it with --rate and set what it prints; tests/infra/test_sizing.py holds these
+# defaults and terraform.tfvars.example to the table.
 
 variable "kafka_version" {
   description = "Apache Kafka version of the MSK brokers (3.8.x: MSK's recommended version; x takes its patch releases)."
@@ -69,13 +75,13 @@ variable "kafka_version" {
 }
 
 variable "kafka_instance_type" {
-  description = "MSK broker instance type."
+  description = "MSK broker instance type (the sizing table's: kafka.m7g.xlarge for 100 000 payments/s, kafka.m7g.2xlarge for 1 000 000)."
   type        = string
-  default     = "kafka.m7g.large"
+  default     = "kafka.m7g.xlarge"
 }
 
 variable "kafka_brokers_per_az" {
-  description = "Brokers per availability zone (the cluster has this many times the zone count)."
+  description = "Brokers per availability zone (the cluster has this many times the zone count; the sizing table's brokers divided by the zones)."
   type        = number
   default     = 1
   validation {
@@ -85,12 +91,22 @@ variable "kafka_brokers_per_az" {
 }
 
 variable "kafka_volume_size_gib" {
-  description = "EBS storage per broker, GiB (topics keep 7 days by default; the archive keeps history)."
+  description = "EBS storage per broker, GiB: its share of kafka_retention_hours of records at 1.5 times the planned rate (the sizing table's; 6 900 GiB holds 24 h of 100 000 payments/s on 3 brokers)."
   type        = number
-  default     = 100
+  default     = 6900
   validation {
     condition     = var.kafka_volume_size_gib >= 1 && var.kafka_volume_size_gib <= 16384
     error_message = "kafka_volume_size_gib must be between 1 and 16384."
+  }
+}
+
+variable "kafka_retention_hours" {
+  description = "Hours the brokers keep payments.raw, fraud.alerts, payments.dlq and the repartition topic (log.retention.hours; the changelogs and fraud.rules have their own). Replays and a lagging archive or sink need it; history is the Parquet archive's. kafka_volume_size_gib must hold it."
+  type        = number
+  default     = 24
+  validation {
+    condition     = var.kafka_retention_hours >= 1 && var.kafka_retention_hours == floor(var.kafka_retention_hours)
+    error_message = "kafka_retention_hours must be a whole number of hours, at least 1."
   }
 }
 
@@ -105,7 +121,7 @@ variable "kafka_enhanced_monitoring" {
 }
 
 variable "partitions" {
-  description = "Partitions of payments.raw, fraud.alerts and payments.dlq (and of Faust's internal topics): the most workers that can share the load. fraud.rules always has 1."
+  description = "Partitions of payments.raw, fraud.alerts and payments.dlq (and of Faust's internal topics): the most workers that can share the load, fixed once the topics exist. fraud.rules always has 1. The sizing table's: 12 for 100 000 payments/s, 84 for 1 000 000."
   type        = number
   default     = 12
   validation {
@@ -166,7 +182,7 @@ variable "worker_image" {
 }
 
 variable "worker_cpu" {
-  description = "Fargate CPU units per worker (1024 = 1 vCPU; one Faust worker uses about one core)."
+  description = "Fargate CPU units per worker (1024 = 1 vCPU): one Faust worker is one process and decides on one core, so more CPU buys little; add workers instead (the sizing table)."
   type        = number
   default     = 1024
 }
@@ -198,9 +214,9 @@ variable "worker_ephemeral_storage_gib" {
 }
 
 variable "desired_count" {
-  description = "Workers at the first deployment, and the autoscaling minimum; at most the partition count."
+  description = "Workers at the first deployment, and the autoscaling minimum; at most the partition count. The sizing table's workers for the planned rate: 6 for 100 000 payments/s."
   type        = number
-  default     = 2
+  default     = 6
   validation {
     condition     = var.desired_count >= 1 && var.desired_count <= var.partitions
     error_message = "desired_count must be between 1 and partitions: a worker beyond the partition count holds no partition."
@@ -244,15 +260,15 @@ variable "health_check_grace_period_seconds" {
 }
 
 variable "lag_scale_out_threshold" {
-  description = "Records of detection lag on the payments topic, sustained 3 minutes, that add a worker (4x adds two)."
+  description = "Records of detection lag on the payments topic, sustained 3 minutes, that add a worker (4x adds two). About 10 s of payments at the planned rate: a group that keeps up trails by about a second (it commits every second)."
   type        = number
-  default     = 50000
+  default     = 1000000
 }
 
 variable "lag_scale_in_threshold" {
-  description = "Records of lag under which, with CPU under scale_in_cpu_percent for 15 minutes, a worker is removed."
+  description = "Records of lag under which, with CPU under scale_in_cpu_percent for 15 minutes, a worker is removed: about 1 s of payments at the planned rate."
   type        = number
-  default     = 1000
+  default     = 100000
 }
 
 variable "scale_in_cpu_percent" {

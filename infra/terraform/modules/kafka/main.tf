@@ -31,6 +31,9 @@ resource "aws_msk_configuration" "this" {
     # acks=all (the workers' producer) then survives one broker down.
     "min.insync.replicas=${max(1, var.replication_factor - 1)}",
     "unclean.leader.election.enable=false",
+    # payments.raw, fraud.alerts, payments.dlq and the repartition topic; the changelogs and
+    # fraud.rules carry their own retention. History is the Parquet archive's job.
+    "log.retention.hours=${var.retention_hours}",
     # The workers' 6 s session timeout is the broker's default minimum; keep it so.
     "group.min.session.timeout.ms=6000",
   ])

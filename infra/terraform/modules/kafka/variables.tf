@@ -23,6 +23,11 @@ variable "volume_size_gib" {
   type        = number
 }
 
+variable "retention_hours" {
+  description = "How long the brokers keep records of topics without a retention of their own (log.retention.hours)."
+  type        = number
+}
+
 variable "replication_factor" {
   description = "Default replication factor of new topics; min.insync.replicas is one less."
   type        = number
