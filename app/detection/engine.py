@@ -19,7 +19,9 @@ gives the architecture's four properties:
   is no redelivery, and is reported as a conflict instead of being evaluated.
 
 Events older than the key's newest event time by more than the allowed
-lateness are *late*: reported, never evaluated. Pool entries older than
+lateness are *late*: reported, never evaluated (but a redelivery of an event the key
+still holds is a duplicate, however old: a replay after a takeover finds a clock that
+moved on since the event was decided). Pool entries older than
 ``newest - lateness - window`` can never share a window with a future
 non-late event, so they are dropped; this bounds the state by event time.
 
@@ -424,6 +426,10 @@ def evaluate(
         return _NOTHING
     newest = state.newest_ts
     if newest is not None and payment.ts_ms < newest - allowed_lateness_ms:
+        # A redelivery this old is a replay (after a takeover the restored clock has moved
+        # on since the payment was decided): it changes nothing, and is not dead-lettered.
+        if _redelivered(state, payment, rules):
+            return Verdict(late=False, duplicate=True, alerts=(), changed=False)
         return Verdict(late=True, duplicate=False, alerts=(), changed=False)
     conflict = _conflict(state, payment, rules)
     if conflict is not None:
@@ -519,6 +525,22 @@ def _conflict(state: KeyState, payment: Payment, rules: Sequence[Rule]) -> tuple
         if held != fingerprint:
             return held, fingerprint
     return None
+
+
+def _redelivered(state: KeyState, payment: Payment, rules: Sequence[Rule]) -> bool:
+    """A rule in force holds this txn_id with this content (or from before fingerprints)."""
+    fingerprint = ""
+    for rule in rules:
+        rule_state = state.rules.get(rule.rule_id)
+        if rule_state is None or rule_state.version != rule.version:
+            continue
+        held = rule_state.fingerprint_of(payment.txn_id)
+        if held is None:
+            continue
+        fingerprint = fingerprint or payment.fingerprint()
+        if held in ("", fingerprint):
+            return True
+    return False
 
 
 def _bound(state: KeyState, max_key_events: int) -> int:

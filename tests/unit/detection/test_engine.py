@@ -287,6 +287,22 @@ def test_event_older_than_lateness_is_late_and_not_evaluated() -> None:
     assert run.alerts == []
 
 
+def test_a_redelivery_older_than_the_lateness_is_a_duplicate_not_a_late_event() -> None:
+    """A replay after a takeover: the restored state's clock has moved past the lateness
+    since the payment was first decided; it must change nothing, not be dead-lettered."""
+    state = KeyState()
+    first, later = payment(0, "c1", "2000", BASE_MS), payment(1, "c1", "2000", BASE_MS + 200_000)
+    for event in (first, later):
+        evaluate(state, event, "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    before = json.dumps(state.to_json())
+    verdict = evaluate(state, first, "c1", [SEED_RULE], LATENESS_MS, 0, 0)
+    assert verdict.duplicate and not verdict.late and not verdict.alerts
+    assert json.dumps(state.to_json()) == before
+    # The same txn_id with other content that old is late, as any other such payment.
+    reused = payment(0, "c1", "3000", BASE_MS)
+    assert evaluate(state, reused, "c1", [SEED_RULE], LATENESS_MS, 0, 0).late
+
+
 def test_paused_rule_keeps_no_state_and_new_version_starts_fresh() -> None:
     state = KeyState()
     paused = replace(SEED_RULE, status="paused")
