@@ -205,19 +205,24 @@ async def archive_once(archiver: Archiver) -> None:
         await archiver.roll_due()
 
 
+def archive_consumer() -> AIOKafkaConsumer:
+    """The archive's own consumer (group ``<app id>-archive``), not yet started."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings.broker),
+        group_id=f"{settings.app_id}-archive",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kafka_options(),
+    )
+
+
 @app.task  # type: ignore[untyped-decorator]
 async def archive_topics() -> None:
     if not settings.archive_enabled:
         return
     attempt = 0
     while True:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers(settings.broker),
-            group_id=f"{settings.app_id}-archive",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **kafka_options(),
-        )
+        consumer = archive_consumer()
         archiver = Archiver(open_archive(settings), consumer)
         try:
             await consumer.start()
