@@ -153,7 +153,12 @@ def payment_table(
             slow_hours.append(ts_ms // HOUR_MS)
     if not slow_rows:
         return fast, fast_hours  # the parsed blocks come in offset order
-    table = pa.concat_tables([fast, pa.Table.from_pylist(slow_rows, schema=PAYMENTS)])
+    # A chunk at a time: from_pylist holds the GIL all along.
+    slow = [
+        pa.Table.from_pylist(slow_rows[start : start + CHUNK], schema=PAYMENTS)
+        for start in range(0, len(slow_rows), CHUNK)
+    ]
+    table = pa.concat_tables([fast, *slow])
     hours = pa.concat_arrays([fast_hours, pa.array(slow_hours, pa.int64())])
     order = pc.sort_indices(table.column("kafka_offset"))
     return table.take(order), hours.take(order)

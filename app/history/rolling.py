@@ -168,9 +168,10 @@ def _by_hour(table: pa.Table, hours: pa.Array) -> dict[tuple[str, int], pa.Table
     """``table``'s rows by event date and hour (``hours``: each row's, in whole hours since
     the epoch), each in the order it had."""
     found = {}
-    for value in pc.unique(hours).to_pylist():
+    present = pc.unique(hours).to_pylist()
+    for value in present:
         moment = datetime.fromtimestamp(value * HOUR_MS / 1000, tz=UTC)
-        rows = table.filter(pc.equal(hours, value))
+        rows = table if len(present) == 1 else table.filter(pc.equal(hours, value))
         found[(moment.strftime("%Y-%m-%d"), moment.hour)] = rows
     return found
 
