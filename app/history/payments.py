@@ -10,16 +10,23 @@ before, and the tests hold the two paths to that (``tests/unit/history/test_paym
 
 The fast path takes a record only when all of this holds:
 
-* no card number can be in it or its key: ``may_hold_pan`` clears the record and the key (plain
-  ASCII, no escape, no NUL, no run of 13 digits however separated), as the validator's own
-  pre-check does, one C-level scan of a whole chunk's bytes at a time. A record it does not
-  clear goes the validator's way, which refuses a card number (and the worker dead-letters the
-  record masked): no card number reaches a payment row in clear by either path;
-* it is one JSON value and nothing else (msgspec skims it), no longer than the validator allows,
-  so the joined text parses into exactly one row per record;
+* no card number is in a field it keeps, nor in its key, as the validator sees it. A record
+  must be plain ASCII without a backslash or NUL: no other reading of it (an escape, another
+  script's digits, UTF-16) can spell a number. ``may_hold_pan`` clears most records and keys
+  at once, one C-level scan of a whole chunk's bytes, as the validator's own pre-check does
+  for each; the fields of a record it does not clear (a run of 13 digits somewhere) are read
+  by ``contains_pan``, each that holds 13 digits, as the validator reads them; a key it does
+  not clear must be the card id (then the validator does not read it). A record holding a
+  card number goes the validator's way, which refuses it (the worker dead-letters it, masked):
+  no card number reaches a payment row in clear by either path;
+* it is one JSON object and nothing else (msgspec skims it), no longer than the validator
+  allows, so the joined text parses into exactly one row per record (Arrow crashes on a
+  top-level ``null``);
 * Arrow parses it with the payment's fields as strings (``amount`` also as a JSON number,
   ``mcc`` also as an integer): a field of another type, a duplicated field or invalid JSON fails
-  the parse of its block, which is split in halves until the records that fail are isolated;
+  the parse of its block, which is split in halves until the records that fail are isolated. A
+  JSON number's amount is read from its own text, not from Arrow's decimal (which reads strings
+  too, and wraps some numbers too large for it around);
 * the checks below prove what the validator would accept, and compute what it would store:
   identifiers non-blank and at most 128 characters; the currency and country known; ``mcc``
   four digits (an integer padded as the validator pads it); the amount a plain decimal (or a JSON
@@ -47,7 +54,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from app.detection.models import PAYMENT_FIELDS
-from app.detection.pan import may_hold_pan
+from app.detection.pan import contains_pan, may_hold_pan
 from app.detection.validation import COUNTRIES, CURRENCIES, Limits
 from app.history.schema import AMOUNT, PAYMENTS, TIME, payment_values
 
@@ -65,6 +72,8 @@ _RETRY_FACTOR = 2
 _STRING_FIELDS = ("txn_id", "card_id", "account_id", "merchant_id", "device_id", "ip")
 _MAX_LENGTH = 128  # app.detection.validation's longest field
 _AMOUNT_TEXT = r"^[0-9]{1,16}(\.[0-9]{1,12})?$"  # castable to decimal128(38, 12) as is
+_AMOUNT_NUMBER = r'"amount"\s*:\s*(?P<text>[^,}\s]*)'
+_DIGIT_RUN = r"[0-9](?:[ .-]*[0-9]){12}"
 # 2026-11-28T14:03:07[.250](Z|+01:00): datetime.fromisoformat and Arrow read it alike.
 _TS = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
@@ -121,6 +130,11 @@ class _Parsed:
 
     blocks: list[tuple[list[int], pa.Table]] = field(default_factory=list)  # normalised
     slow: list[int] = field(default_factory=list)
+    # Records whose bytes hold a run of 13 digits: their fields are checked one by one, as
+    # the validator checks them. Records whose key could hold a card number: it must be
+    # their card id (then the validator does not look at it).
+    field_checks: set[int] = field(default_factory=set)
+    key_checks: set[int] = field(default_factory=set)
     variant: _Variant = _Variant()
     retries_left: int = 0
 
@@ -140,7 +154,7 @@ def payment_table(
     for start in range(0, len(values), CHUNK):
         end = start + CHUNK
         _parse_chunk(parsed, start, keys[start:end], values[start:end], limits.max_bytes)
-    fast, fast_hours, uncertain = _certain(parsed.blocks, offsets, timestamps, partition, limits)
+    fast, fast_hours, uncertain = _certain(parsed, offsets, timestamps, keys, partition, limits)
     slow_rows: list[dict[str, Any]] = []
     slow_hours: list[int] = []
     for index in sorted(parsed.slow + uncertain):
@@ -173,7 +187,7 @@ def _parse_chunk(
 ) -> None:
     """Parse what can take the fast path among one chunk's records (starting at ``start`` in
     the roll) into ``parsed``; the rest goes to ``parsed.slow``."""
-    candidates, blob = _candidates(keys, values, max_bytes)
+    candidates, blob = _candidates(parsed, start, keys, values, max_bytes)
     texts = [values[i] or b"" for i in candidates]
     if len(candidates) < len(values) or not _one_value_each(texts):
         kept = [i for i, text in zip(candidates, texts, strict=True) if _one_value(text)]
@@ -190,21 +204,28 @@ def _parse_chunk(
 
 
 def _candidates(
-    keys: Sequence[bytes | None], values: Sequence[bytes | None], max_bytes: int
+    parsed: _Parsed,
+    start: int,
+    keys: Sequence[bytes | None],
+    values: Sequence[bytes | None],
+    max_bytes: int,
 ) -> tuple[list[int], bytes | None]:
-    """The records that may take the fast path: a value of 1 to ``max_bytes`` bytes that can
-    hold no card number, and no key or one that can hold none; and, when they are all of
-    them, their values newline-joined. One scan of the chunk's joined values (and one of
-    its keys) clears them all, the common case; else each record is looked at."""
+    """The records that may take the fast path, and, when they are all of them, their
+    values newline-joined: a value of 1 to ``max_bytes`` bytes of plain ASCII without a
+    backslash or NUL (no other reading of it can spell a card number). Those that hold a run
+    of 13 digits, and those whose key could hold a card number, are noted in ``parsed`` for
+    the checks after the parse. One scan of the chunk's joined values (and one of its keys)
+    clears them all, the common case; else each record is looked at."""
     present = [v for v in values if v is not None]
     blob = b"\n".join(present) if len(present) == len(values) else None
     if blob is not None and not may_hold_pan(blob):
         found = list(range(len(values)))
     else:
-        found, blob = [i for i, value in enumerate(values) if _clear(value)], None
+        found, blob = [i for i, value in enumerate(values) if _plain(value)], None
+        parsed.field_checks.update(start + i for i in found if not _clear(values[i]))
     given = [k for k in keys if k is not None]
     if given and may_hold_pan(b"\n".join(given)):
-        found = [i for i in found if keys[i] is None or _clear(keys[i])]
+        parsed.key_checks.update(start + i for i in found if not _clear(keys[i]))
     sizes = list(map(len, present)) if len(found) == len(values) else None
     if sizes and min(sizes) > 0 and max(sizes) <= max_bytes:
         return found, blob
@@ -212,8 +233,12 @@ def _candidates(
     return [i for i in found if 0 < len(values[i] or b"") <= max_bytes], None
 
 
+def _plain(raw: bytes | None) -> bool:
+    return raw is not None and raw.isascii() and b"\\" not in raw and b"\x00" not in raw
+
+
 def _clear(raw: bytes | None) -> bool:
-    return raw is not None and not may_hold_pan(raw)
+    return raw is None or not may_hold_pan(raw)
 
 
 def _one_value_each(texts: list[bytes]) -> bool:
@@ -258,7 +283,7 @@ def _parse_block(
             parsed.variant = flipped
             continue
         if table.num_rows == len(texts):  # one value a record: never otherwise
-            parsed.blocks.append((indexes, _normalised(table, parsed.variant)))
+            parsed.blocks.append((indexes, _normalised(table, parsed.variant, texts)))
             return
         break
     parsed.retries_left -= len(texts)
@@ -270,15 +295,23 @@ def _parse_block(
     _parse_block(parsed, indexes[middle:], texts[middle:])
 
 
-def _normalised(table: pa.Table, variant: _Variant) -> pa.Table:
-    """``amount`` as a decimal and ``mcc`` as text whatever JSON type they came as, and, as
-    ``amount_ok``/``mcc_ok``, whether they are the kind of value the checks can vouch for."""
-    amount = table.column("amount")
+def _normalised(table: pa.Table, variant: _Variant, texts: list[bytes]) -> pa.Table:
+    """``amount`` as a decimal and ``mcc`` as text whatever JSON type they came as, with
+    ``amount_ok``/``mcc_ok``, whether they are values the checks can vouch for, and
+    ``amount_text``, the amount as the record spells it (the validator's card-number check
+    reads that text, and a JSON number's ``str(Decimal)`` is its text in the form vouched for).
+    """
     if variant.amount_number:
-        amount_ok = pc.is_valid(amount)
+        # Not Arrow's decimal: it reads a JSON string as a decimal too, and wraps a number too
+        # large for the type. The number's own text, when the record names "amount" once.
+        raw = pa.array(texts, pa.binary()).cast(pa.string())  # plain ASCII
+        once = pc.equal(pc.count_substring(raw, '"amount"'), 1)
+        text = pc.struct_field(pc.extract_regex(raw, _AMOUNT_NUMBER), "text")
+        text = pc.if_else(once, text, pa.scalar(None, pa.string()))
     else:
-        amount_ok = pc.fill_null(pc.match_substring_regex(amount, _AMOUNT_TEXT), False)
-        amount = pc.cast(pc.if_else(amount_ok, amount, "0"), AMOUNT)
+        text = table.column("amount")
+    amount_ok = pc.fill_null(pc.match_substring_regex(text, _AMOUNT_TEXT), False)
+    amount = pc.cast(pc.if_else(amount_ok, text, "0"), AMOUNT)
     mcc = table.column("mcc")
     if variant.mcc_number:
         mcc_ok = pc.fill_null(pc.and_(pc.greater_equal(mcc, 0), pc.less_equal(mcc, 9999)), False)
@@ -286,23 +319,24 @@ def _normalised(table: pa.Table, variant: _Variant) -> pa.Table:
     else:
         mcc_ok = pc.fill_null(pc.match_substring_regex(mcc, r"^[0-9]{4}$"), False)
     columns = {name: table.column(name) for name in PAYMENT_FIELDS}
-    columns.update(amount=amount, mcc=mcc, amount_ok=amount_ok, mcc_ok=mcc_ok)
+    columns.update(amount=amount, mcc=mcc, amount_ok=amount_ok, mcc_ok=mcc_ok, amount_text=text)
     return pa.table(columns)
 
 
 def _certain(
-    blocks: list[tuple[list[int], pa.Table]],
+    parsed: _Parsed,
     offsets: Sequence[int],
     timestamps: Sequence[int],
+    keys: Sequence[bytes | None],
     partition: int,
     limits: Limits,
 ) -> tuple[pa.Table, pa.Array, list[int]]:
     """The rows the checks vouch for (``PAYMENTS``), their event hours, and the indexes of
     the parsed records they do not vouch for."""
-    if not blocks:
+    if not parsed.blocks:
         return PAYMENTS.empty_table(), pa.array([], pa.int64()), []
-    indexes = [index for block, _ in blocks for index in block]
-    table = pa.concat_tables([t for _, t in blocks])
+    indexes = [index for block, _ in parsed.blocks for index in block]
+    table = pa.concat_tables([t for _, t in parsed.blocks])
     now = pa.array(timestamps, pa.int64())
     sources = pa.array(offsets, pa.int64())
     if len(indexes) < len(offsets):
@@ -325,6 +359,8 @@ def _certain(
         # Not blank as str.strip() sees it: in plain ASCII JSON without escapes, the only
         # whitespace a string can hold is the space.
         checks.append(pc.not_equal(pc.utf8_ltrim(column, " "), ""))
+    if parsed.field_checks or parsed.key_checks:
+        checks.append(_no_card_number(parsed, indexes, table, keys))
     certain = checks[0]
     for check in checks[1:]:
         certain = pc.and_kleene(certain, check)  # null (a field missing) and false: false
@@ -348,18 +384,47 @@ def _certain(
     return rows.select(PAYMENTS.names).cast(PAYMENTS), hours.combine_chunks(), uncertain
 
 
+def _no_card_number(
+    parsed: _Parsed, indexes: list[int], table: pa.Table, keys: Sequence[bytes | None]
+) -> pa.Array:
+    """For each parsed row, that the validator finds no card number in it: in a field of a
+    record that holds a run of 13 digits (each field that holds one, read by ``contains_pan``
+    as the validator reads it), or in a key that could hold one (then it must be the card
+    id, which the validator does not check again)."""
+    ok = [True] * len(indexes)
+    rows = [row for row, index in enumerate(indexes) if index in parsed.field_checks]
+    if rows:
+        taken = pa.array(rows, pa.int64())
+        for name in PAYMENT_FIELDS:
+            column = table.column("amount_text" if name == "amount" else name).take(taken)
+            # In plain ASCII JSON without escapes, spaces, dashes and full stops are the only
+            # separators a string can hold: 13 digits among them, or no card number.
+            runs = pc.fill_null(pc.match_substring_regex(column, _DIGIT_RUN), False)
+            for found in pc.indices_nonzero(runs).to_pylist():
+                if contains_pan(column[found].as_py()):
+                    ok[rows[found]] = False
+    rows = [row for row, index in enumerate(indexes) if index in parsed.key_checks]
+    if rows:
+        given = pa.array([keys[indexes[row]] for row in rows], pa.binary())
+        card = pc.cast(table.column("card_id").take(pa.array(rows, pa.int64())), pa.binary())
+        for row, same in zip(rows, pc.equal(given, card).to_pylist(), strict=True):
+            ok[row] = ok[row] and bool(same)
+    return pa.array(ok, pa.bool_())
+
+
 def _amount_allowed(amount: pa.ChunkedArray, limits: Limits) -> pa.ChunkedArray:
     """From 0 to ``max_amount`` with at most ``max_amount_decimals`` places."""
     # Amounts have at most 12 places here: one is at most the bound when it is at most the
     # bound rounded down to 12 places.
     bound = limits.max_amount.quantize(Decimal("1e-12"), rounding=ROUND_FLOOR)
-    return pc.and_(
-        pc.and_(
-            pc.greater_equal(amount, pa.scalar(Decimal(0), AMOUNT)),
-            pc.less_equal(amount, pa.scalar(bound, AMOUNT)),
-        ),
-        pc.equal(pc.round(amount, ndigits=limits.max_amount_decimals), amount),
+    zero = pa.scalar(Decimal(0), AMOUNT)
+    within = pc.and_(
+        pc.greater_equal(amount, zero), pc.less_equal(amount, pa.scalar(bound, AMOUNT))
     )
+    # Rounded within the bounds only: rounding 10^26 would not fit the type.
+    bounded = pc.if_else(within, amount, zero)
+    places = pc.equal(pc.round(bounded, ndigits=limits.max_amount_decimals), bounded)
+    return pc.and_(within, places)
 
 
 def _event_ms(ts: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:

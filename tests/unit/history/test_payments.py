@@ -129,6 +129,9 @@ TRICKY: list[bytes | None] = [
     raw(amount=-5),
     raw(amount=1e13),
     b'{"amount":1E+2,' + raw()[1:].replace(b'"amount":"1250.00",', b""),
+    # 27 digits: Arrow reads it, and must not round it.
+    b'{"amount":159836339253640858371368846.808237,'
+    + raw()[1:].replace(b'"amount":"1250.00",', b""),
     raw(amount="1e3"),
     raw(amount=" 12.50 "),
     raw(amount="+5"),
@@ -261,6 +264,56 @@ def test_amounts_and_mccs_sent_as_json_numbers_take_the_fast_path_too(
     assert table.column("amount").to_pylist()[:2] == [Decimal(0), Decimal("1.5")]
 
 
+def test_long_digit_runs_in_ids_and_keys_are_checked_field_by_field_not_the_slow_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A txn id with an epoch timestamp in milliseconds, a token of 16 digits that is no card
+    # number (75 is no network's range), keyed by that token: the bytes' pre-check cannot
+    # clear them, the fields' check does.
+    records = [
+        raw(txn_id=f"txn-1795940000{n:03d}-{n}", card_id="tok_7567273142341000")
+        for n in range(1000)
+    ]
+    keys: list[bytes | None] = [b"tok_7567273142341000"] * len(records)
+    slow = SlowPath(monkeypatch)
+    table = assert_same_rows(Roll.of(records, keys))
+    assert table.num_rows == len(records)
+    assert slow.calls == 0
+
+
+def test_a_card_number_among_long_digit_runs_is_refused_as_the_validator_refuses_it() -> None:
+    records = [raw(txn_id=f"txn-1795940000{n:03d}") for n in range(50)]
+    records += [
+        raw(card_id="tok_4242424242424242"),  # a Visa number, delimited
+        raw(merchant_id="m-4242 4242 4242 4242"),
+        raw(ip="4242.4242.4242.4242"),
+        raw(amount="4242424242424242"),  # above the largest amount too
+        raw(amount=4242424242424.242),  # a number: its text is the validator's to read
+        raw(txn_id="t-1795940000000", amount=12.5),
+    ]
+    keys: list[bytes | None] = [b"tok_9f8e7d6c5b4a"] * len(records)
+    keys[3] = b"4242424242424242"  # re-keyed by a card number: refused
+    keys[4] = b"1795940000004"  # re-keyed by digits that are no card number
+    table = assert_same_rows(Roll.of(records, keys))
+    assert table.num_rows == 50  # the 50 less the one keyed by a card number, and the last
+    for row in table.to_pylist():
+        assert not any(isinstance(v, str) and contains_pan(v) for v in row.values())
+
+
+def test_amounts_among_json_numbers_are_read_from_their_own_text() -> None:
+    # Arrow's decimal reads a JSON string as a decimal too, past the checks made for strings
+    # (the validator refuses an amount string of 129 characters), and wraps some numbers too
+    # large for the column around instead of refusing them.
+    numbers = [raw(txn_id=f"t{n}", amount=n) for n in range(20)]
+    for amount in ["0" * 128 + "5", "1e3", "+5"]:
+        assert_same_rows(Roll.of([*numbers, raw(amount=amount)]))
+    wraps = b"4111111111111111217959400001230"
+    record = b'{"amount":' + wraps + b"," + raw()[1:].replace(b'"amount":"1250.00",', b"")
+    assert assert_same_rows(Roll.of([*numbers, record])).num_rows == 20
+    twice = assert_same_rows(Roll.of([*numbers, raw(note={"amount": 7})]))
+    assert twice.num_rows == 21
+
+
 def test_a_malformed_record_sends_only_a_few_neighbours_the_slow_way(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -331,8 +384,14 @@ def test_an_empty_roll_and_a_roll_of_nothing_valid_have_no_rows() -> None:
 
 # Values of each field, valid and not, for rolls drawn at random.
 FIELD_VALUES: dict[str, list[Any]] = {
-    "txn_id": ["txn-1", "t", " t", "", "  ", 5, None, "t" * 129, "txn-4111111111111111"],
-    "card_id": ["tok_1", "tok_9f8e7d6c5b4a", "4111111111111111", "", None],
+    "txn_id": [
+        *["txn-1", "t", " t", "", "  ", 5, None, "t" * 129, "txn-4111111111111111"],
+        *["txn-1795940000123", "txn-1795-9400-0012-3"],
+    ],
+    "card_id": [
+        *["tok_1", "tok_9f8e7d6c5b4a", "4111111111111111", "", None],
+        *["tok_7567273142341000", "tok_4242424242424242"],
+    ],
     "amount": ["1250.00", "0", "12.345678", "1e3", " 5", 5, 1.5, -1, "-1", "x", None, 1e20],
     "currency": ["GBP", "USD", "usd", "XYZ", None, 1],
     "mcc": ["5411", "541", 742, 99999, "54111", None],
@@ -364,7 +423,8 @@ def records(draw: st.DrawFn) -> tuple[bytes | None, bytes | None, int]:
         separators=(", ", ": ") if spaced else (",", ":"),
     ).encode()
     text = draw(st.sampled_from([text, text, text, text + text, text[:-1], b" " + text]))
-    key = draw(st.sampled_from([None, b"tok_1", str(value.get("card_id", "")).encode()]))
+    card = str(value.get("card_id", "")).encode()
+    key = draw(st.sampled_from([None, b"tok_1", card, b"1795940000123", b"4242424242424242"]))
     timestamp = NOW_MS + draw(st.sampled_from([0, 1, -1, 90_000, -90_000]))
     return key, text, timestamp
 
