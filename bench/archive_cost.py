@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     per_100k = sorted(r["cpu_s_per_100k"] for r in runs)
     median = per_100k[len(per_100k) // 2]
     print(f"CPU-s per 100k: min {per_100k[0]}, median {median}, max {per_100k[-1]}")
+    if args.profile is not None:
+        return  # py-spy slows the runs: their numbers are not kept
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     kept = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     kept[runs[0]["mode"]] = runs
