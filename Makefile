@@ -53,12 +53,14 @@ demo: venv deps
 
 # Capacity on a 500k backlog (seed and default rules), then latency at 1k/5k/10k/s for 60 s,
 # five runs each, beside the bare aiokafka pipe: about 30 minutes on 2 cores. Then the
-# backtest of each default rule on 1 000 000 archived payments (about 2 minutes), one
-# hot key (100 000 payments in its window) beside 10 000/s on other cards (about 3 minutes),
-# and scale-out: the same 500k backlog drained by one worker and by two, a restore, two
-# workers at 10 000/s (about 5 minutes; on 2 cores both workers share them with the broker).
+# archive's CPU per 100 000 payments, its loop alone (3 runs, about a minute); the backtest of
+# each default rule on 1 000 000 archived payments (about 2 minutes), one hot key (100 000
+# payments in its window) beside 10 000/s on other cards (about 3 minutes), and scale-out: the
+# same 500k backlog drained by one worker and by two, a restore, two workers at 10 000/s (about
+# 5 minutes; on 2 cores both workers share them with the broker).
 bench: venv deps
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.archive_cost
 	$(PY) -m bench.backtest
 	$(PY) -m bench.hot_key
 	$(PY) -m bench.scale_out

@@ -35,7 +35,6 @@ from app.history.evidence import open_archive
 from app.history.files import Archive, ArchivedFile
 from app.history.resume import Covered, Resume, resume
 from app.history.rolling import PartitionBuffer
-from app.history.schema import Row, alert_row, dead_letter_row, payment_row
 from app.rules_admin.topic import bootstrap_servers
 from app.worker.faust_app import app, settings
 from app.worker.kafka_security import kafka_options
@@ -45,6 +44,10 @@ log = logging.getLogger(__name__)
 
 # Records fetched at once; a buffer rolls by size well before memory matters.
 MAX_FETCH_RECORDS = 2000
+# A fetch's least bytes and longest wait at the broker (see archive_consumer). The wait is
+# the loop's own turn (archive_once), which checks the rolls due.
+FETCH_MIN_BYTES = 1024 * 1024
+FETCH_MAX_WAIT_MS = 1000
 
 
 def archive_kinds() -> dict[str, str]:
@@ -54,16 +57,6 @@ def archive_kinds() -> dict[str, str]:
         settings.topic_alerts: "alerts",
         settings.topic_dlq: "dlq",
     }
-
-
-def row_of(kind: str, record: Any) -> Row | None:
-    if kind == "payments":
-        return payment_row(
-            record.value, record.partition, record.offset, record.timestamp, LIMITS, record.key
-        )
-    if kind == "alerts":
-        return alert_row(record.value, record.partition, record.offset, record.timestamp)
-    return dead_letter_row(record.value, record.partition, record.offset, record.timestamp)
 
 
 class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -90,6 +83,8 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
                 settings.archive_roll_bytes,
                 settings.archive_roll_s,
                 time.monotonic,
+                partition=tp.partition,
+                limits=LIMITS,
             )
         return found
 
@@ -144,25 +139,18 @@ class Archiver(ConsumerRebalanceListener):  # type: ignore[misc]
         self.covered[tp] = point.covered
 
     def add(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """Gather a fetch's records as received; they are read when their partition rolls."""
         for tp, batch in records.items():
-            covered = self.covered.get(tp)
-            if covered is None:
-                continue  # not this archiver's partition (any more)
-            buffer = self.buffer(tp)
-            for record in batch:
-                size = len(record.value or b"") + len(record.key or b"")
-                row = row_of(buffer.kind, record)
-                if row is not None and covered.covers(row.date, row.hour, record.offset):
-                    row = None  # a file holds it already: read again after a crash or reset
-                buffer.add(record.offset, record.timestamp, size, row)
+            if tp in self.covered:  # else not this archiver's partition (any more)
+                self.buffer(tp).extend(batch)
 
     async def roll_due(self, *, everything: bool = False) -> None:
         for tp, buffer in list(self.buffers.items()):
             if buffer.empty or not (everything or buffer.due()):
                 continue
-            # Building the Arrow tables and writing them is seconds of work for a big roll:
+            # Reading a big roll's records and writing its files is a second of work or more:
             # in a thread, so the worker's event loop (detection) keeps its turns.
-            files, commit = await asyncio.to_thread(buffer.roll)
+            files, commit = await asyncio.to_thread(buffer.roll, self.covered.get(tp))
             # On a failure the task restarts its consumer, which resumes past what was
             # written (app.history.resume).
             await asyncio.to_thread(self.write, tp, files)
@@ -199,10 +187,26 @@ async def archive_once(archiver: Archiver) -> None:
             # The partitions could not be resumed (the archive could not be listed): start
             # over, with backoff, rather than archive from the committed offsets alone.
             raise archiver.failure
-        if records:
-            # Decoding rows is ~20 µs a record: off the event loop, as above.
-            await asyncio.to_thread(archiver.add, records)
+        archiver.add(records)  # a few list appends: read only when they roll
         await archiver.roll_due()
+
+
+def archive_consumer() -> AIOKafkaConsumer:
+    """The archive's own consumer (group ``<app id>-archive``), not yet started.
+
+    Nothing waits on the archive but its rolls (minutes apart): the broker holds each fetch
+    until it has ``FETCH_MIN_BYTES`` for it or ``FETCH_MAX_WAIT_MS`` passed, so a worker at
+    1 000 payments/s wakes for the archive about once a second, not once a produce request.
+    """
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings.broker),
+        group_id=f"{settings.app_id}-archive",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_min_bytes=FETCH_MIN_BYTES,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        **kafka_options(),
+    )
 
 
 @app.task  # type: ignore[untyped-decorator]
@@ -211,13 +215,7 @@ async def archive_topics() -> None:
         return
     attempt = 0
     while True:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers(settings.broker),
-            group_id=f"{settings.app_id}-archive",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **kafka_options(),
-        )
+        consumer = archive_consumer()
         archiver = Archiver(open_archive(settings), consumer)
         try:
             await consumer.start()

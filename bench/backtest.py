@@ -17,12 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.detection.rules import SEED_RULE
-from app.detection.validation import Limits
 from app.generator import PaymentGenerator
 from app.history.backtest import backtest
 from app.history.files import Archive
 from app.history.rolling import PartitionBuffer
-from app.history.schema import payment_row
 from app.rules_admin.topic import load_rule_file
 
 PARTITIONS = 4
@@ -35,20 +33,15 @@ def write_archive(root: Path, count: int, start_ms: int) -> tuple[Archive, float
     archive = Archive.at(str(root))
     generator = PaymentGenerator(seed=5, cards=20_000, fraud_ratio=0.005)
     buffers = {
-        p: PartitionBuffer("payments", 10**12, 1e9, time.monotonic) for p in range(PARTITIONS)
+        p: PartitionBuffer("payments", 10**12, 1e9, time.monotonic, partition=p)
+        for p in range(PARTITIONS)
     }
     offsets = dict.fromkeys(buffers, 0)
     started = time.perf_counter()
     for payment, _ in generator.stream(count, start_ms=start_ms, step_ms=5):
         partition = hash(payment.card_id) % PARTITIONS
-        raw = payment.to_json()
-        offset = offsets[partition]
-        buffers[partition].add(
-            offset,
-            payment.ts_ms,
-            len(raw),
-            payment_row(raw, partition, offset, payment.ts_ms, Limits()),
-        )
+        key = payment.card_id.encode()
+        buffers[partition].add(offsets[partition], payment.ts_ms, key, payment.to_json())
         offsets[partition] += 1
         if offsets[partition] % ROLL_RECORDS == 0:
             roll(archive, partition, buffers[partition])

@@ -122,7 +122,25 @@ def payment_row(
 ) -> Row | None:
     """The row of a ``payments.raw`` record; None if it is not a valid payment, or its
     Kafka ``key`` holds a card number (the worker dead-letters it, so it is archived with
-    its reason under ``dlq``)."""
+    its reason under ``dlq``). The archive reads a roll's payments in bulk
+    (``app.history.payments``), and each record it cannot vouch for this way."""
+    found = payment_values(value, partition, offset, timestamp_ms, limits, key)
+    if found is None:
+        return None
+    ts_ms, values = found
+    return _place(ts_ms, values)
+
+
+def payment_values(
+    value: bytes | None,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    limits: Limits,
+    key: bytes | None = None,
+) -> tuple[int, dict[str, Any]] | None:
+    """:func:`payment_row`'s event time (ms) and columns, as the worker's validator reads
+    the record (``timestamp_ms`` is its clock: how far ahead ``ts`` may be)."""
     try:
         payment, _ = parse_keyed_payment(key, value, timestamp_ms, limits)
     except InvalidPayment:
@@ -141,7 +159,7 @@ def payment_row(
         "ts": _utc(payment.ts_ms),
         **_source(partition, offset, timestamp_ms),
     }
-    return _place(payment.ts_ms, values)
+    return payment.ts_ms, values
 
 
 def alert_row(value: bytes | None, partition: int, offset: int, timestamp_ms: int) -> Row | None:

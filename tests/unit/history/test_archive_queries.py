@@ -13,7 +13,6 @@ import pytest
 from app.detection.rules import SEED_RULE
 from app.history.backtest import backtest
 from app.history.rolling import PartitionBuffer
-from app.history.schema import alert_row
 from tests.docs import SNIPPETS, page
 from tests.unit.history.test_backtest import LATENESS_MS, archive_of, stream
 
@@ -33,7 +32,7 @@ def archive_dir(tmp_path: Path) -> Path:
     buffer = PartitionBuffer("alerts", 10**9, 1e9, time.monotonic)
     for offset, alert in enumerate(report.alerts):
         raw = alert.to_json()
-        buffer.add(offset, 1795940000000, len(raw), alert_row(raw, 0, offset, 1795940000000))
+        buffer.add(offset, 1795940000000, alert.alert_id.encode(), raw)
     for f in buffer.roll()[0]:
         archive.write(
             archive.file_path(f.kind, f.date, f.hour, "fraud.alerts", 0, f.first, f.last), f.table

@@ -25,13 +25,10 @@ from tests.factories import alert, payment
 
 
 def write_file(archive: Archive, partition: int, first: int, last: int) -> str:
-    buffer = PartitionBuffer("payments", 10**9, 1e9, time.monotonic)
+    buffer = PartitionBuffer("payments", 10**9, 1e9, time.monotonic, partition=partition)
     for offset in range(first, last + 1):
         p = payment(txn_id=f"t{partition}-{offset}", ts_ms=1795940000000 + offset)
-        raw = p.to_json()
-        buffer.add(
-            offset, p.ts_ms, len(raw), payment_row(raw, partition, offset, p.ts_ms, Limits())
-        )
+        buffer.add(offset, p.ts_ms, p.card_id.encode(), p.to_json())
     (pending,), _ = buffer.roll()
     path = archive.file_path(
         "payments", pending.date, pending.hour, settings.topic_payments, partition, first, last

@@ -16,7 +16,6 @@ import pytest
 from app.detection.engine import KeyState, evaluate
 from app.detection.models import Payment, iso_from_ms
 from app.detection.rules import SEED_RULE
-from app.detection.validation import Limits
 from app.generator import PaymentGenerator
 from app.history import backtest as history_backtest
 from app.history.backtest import (
@@ -28,7 +27,6 @@ from app.history.backtest import (
 )
 from app.history.files import Archive, ArchiveError
 from app.history.rolling import PartitionBuffer
-from app.history.schema import payment_row
 from tests.oracle import oracle
 
 LATENESS_MS = 60_000
@@ -50,14 +48,15 @@ def write_payments(archive: Archive, payments: list[Payment], partitions: int = 
     """The payments as the archive agent writes them, into any archive: partition by card,
     offsets in order, rolled every 1 000 records."""
     buffers = {
-        p: PartitionBuffer("payments", 10**9, 1e9, time.monotonic) for p in range(partitions)
+        p: PartitionBuffer("payments", 10**9, 1e9, time.monotonic, partition=p)
+        for p in range(partitions)
     }
     offsets = dict.fromkeys(buffers, 0)
     for payment in payments:
         partition = hash(payment.card_id) % partitions
         raw = payment.to_json()
-        row = payment_row(raw, partition, offsets[partition], payment.ts_ms + 5, Limits())
-        buffers[partition].add(offsets[partition], payment.ts_ms + 5, len(raw), row)
+        key = payment.card_id.encode()
+        buffers[partition].add(offsets[partition], payment.ts_ms + 5, key, raw)
         offsets[partition] += 1
         if offsets[partition] % 1000 == 0:
             roll(archive, partition, buffers[partition])

@@ -13,7 +13,6 @@ from app.detection.rules import SEED_RULE
 from app.history.evidence import shadow_evidence
 from app.history.files import Archive
 from app.history.rolling import PartitionBuffer
-from app.history.schema import alert_row
 from app.worker.settings import Settings
 from tests.unit.history.test_backtest import LATENESS_MS, archive_of, stream
 
@@ -26,7 +25,7 @@ def write_alerts(archive: Archive, alerts: list[Alert]) -> None:
     for offset, alert in enumerate(alerts):
         raw = alert.to_json()
         kafka_ms = int(datetime.fromisoformat(alert.last_event_ts).timestamp() * 1000) + 5
-        buffer.add(offset, kafka_ms, len(raw), alert_row(raw, 0, offset, kafka_ms))
+        buffer.add(offset, kafka_ms, alert.alert_id.encode(), raw)
     files, _ = buffer.roll()
     for f in files:
         path = archive.file_path(f.kind, f.date, f.hour, "fraud.alerts", 0, f.first, f.last)

@@ -8,11 +8,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from app.detection.validation import Limits
 from app.history.files import ArchivedFile
 from app.history.resume import Covered, resume
 from app.history.rolling import PartitionBuffer
-from app.history.schema import payment_row
 from tests.factories import payment
 
 TOPIC = "payments.raw"
@@ -111,12 +109,9 @@ def run_once(partition: Partition, rng: random.Random) -> bool:
     while position < len(partition.rows):
         for offset in range(position, min(position + rng.randint(1, 40), len(partition.rows))):
             ts, value = partition.rows[offset]
-            row = payment_row(value, 0, offset, ts, Limits()) if value is not None else None
-            if row is not None and point.covered.covers(row.date, row.hour, offset):
-                row = None
-            buffer.add(offset, ts, 1, row)
+            buffer.add(offset, ts, None, value)
             position = offset + 1
-        files, commit = buffer.roll()
+        files, commit = buffer.roll(point.covered)
         for pending in files:
             if rng.random() < 0.08:
                 return False  # died after some of the roll's files, before the commit
@@ -150,8 +145,7 @@ def test_a_roll_lists_its_files_by_first_offset_whatever_their_hours() -> None:
     buffer = PartitionBuffer("payments", 10**9, 1e9, time.monotonic)
     for offset, hour in enumerate([5, 1, 5, 0, 1]):
         ts = BASE_MS + hour * HOUR_MS
-        raw = payment(txn_id=f"t{offset}", ts_ms=ts).to_json()
-        buffer.add(offset, ts, len(raw), payment_row(raw, 0, offset, ts, Limits()))
+        buffer.add(offset, ts, None, payment(txn_id=f"t{offset}", ts_ms=ts).to_json())
     files, commit = buffer.roll()
     assert [(f.hour, f.first, f.last) for f in files] == [(5, 0, 2), (1, 1, 4), (0, 3, 3)]
     assert commit == 5

@@ -1,0 +1,65 @@
+"""The archive's loop alone, for ``bench.archive_cost``: ``python -m bench.archive_loop N``
+runs ``agents.archive``'s consumer on the topics the environment names (``FRAUD_*``) until it
+has read N records and written them to Parquet, then prints its CPU seconds as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+
+from agents.archive import Archiver, archive_consumer, archive_once
+from app.history.evidence import open_archive
+from app.worker.faust_app import settings
+from app.worker.stats import stats
+
+
+async def _archive_until(expect: int) -> dict[str, Any]:
+    """In the child: run the archive's loop until ``expect`` records are read and archived."""
+    consumer = archive_consumer()
+    archiver = Archiver(open_archive(settings), consumer)
+    cpu, wall = time.process_time(), time.perf_counter()
+    await consumer.start()
+    try:
+        consumer.subscribe(list(archiver.kinds), listener=archiver)
+        wakeups = 0
+        while True:
+            await archive_once(archiver)
+            wakeups += 1
+            assigned = consumer.assignment()
+            if not assigned or any(tp not in archiver.covered for tp in assigned):
+                continue
+            read = 0
+            for tp in assigned:
+                read += await consumer.position(tp)
+            if read >= expect:
+                break
+        async with archiver.busy:
+            await archiver.roll_due(everything=True)
+    finally:
+        await consumer.stop()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    root = Path(settings.archive_url) / "payments"
+    rows = ds.dataset(root, format="parquet").count_rows() if root.exists() else 0
+    return {
+        "records": expect,
+        "rows": rows,
+        "files": stats.archived_files,
+        "loop_turns": wakeups,
+        "cpu_s": round(cpu, 3),
+        "wall_s": round(wall, 3),
+        "cpu_s_per_100k": round(cpu / expect * 100_000, 3),
+    }
+
+
+def child(expect: int) -> None:
+    print(json.dumps(asyncio.run(_archive_until(expect))), flush=True)
+
+
+if __name__ == "__main__":
+    child(int(sys.argv[1]))
