@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from agents.decisions import LIMITS
-from app.delivery.backoff import backoff_delay
+from app.delivery.backoff import Retry
 from app.history.evidence import open_archive
 from app.history.files import Archive, ArchivedFile
 from app.history.resume import Covered, Resume, resume
@@ -209,30 +209,44 @@ def archive_consumer() -> AIOKafkaConsumer:
     )
 
 
+def _archive_failing(_exc: Exception) -> None:
+    if stats.archive_failing_since is None:
+        stats.archive_failing_since = time.monotonic()
+
+
+# Loudly (ERROR, with the redacted traceback that names the S3 or Kafka error): nothing is
+# lost, the group's offsets stay where the last file was written.
+archive_retry = Retry(
+    "archive failed, nothing is lost",
+    base=0.5,
+    cap=30.0,
+    log=log,
+    level=logging.ERROR,
+    traceback=True,
+    on_failure=_archive_failing,
+)
+
+
+async def archive_session() -> None:
+    """One consumer, archiving until it fails (raises) or is cancelled."""
+    consumer = archive_consumer()
+    archiver = Archiver(open_archive(settings), consumer)
+    try:
+        await consumer.start()
+        consumer.subscribe(list(archiver.kinds), listener=archiver)
+        while True:
+            await archive_once(archiver)
+            archive_retry.recovered()  # progress: the next failure is a new outage
+            stats.archive_failing_since = None
+    except asyncio.CancelledError:
+        # A clean stop archives what it holds rather than leave it to the next start.
+        await asyncio.shield(_final_roll(archiver))
+        raise
+    finally:
+        await consumer.stop()
+
+
 @app.task  # type: ignore[untyped-decorator]
 async def archive_topics() -> None:
-    if not settings.archive_enabled:
-        return
-    attempt = 0
-    while True:
-        consumer = archive_consumer()
-        archiver = Archiver(open_archive(settings), consumer)
-        try:
-            await consumer.start()
-            consumer.subscribe(list(archiver.kinds), listener=archiver)
-            while True:
-                await archive_once(archiver)
-                attempt, stats.archive_failing_since = 0, None
-        except asyncio.CancelledError:
-            # A clean stop archives what it holds rather than leave it to the next start.
-            await asyncio.shield(_final_roll(archiver))
-            raise
-        except Exception:
-            attempt += 1
-            if stats.archive_failing_since is None:
-                stats.archive_failing_since = time.monotonic()
-            delay = backoff_delay(attempt, base=0.5, cap=30.0)
-            log.exception("archive failed; retrying in %.1f s (nothing is lost)", delay)
-            await asyncio.sleep(delay)
-        finally:
-            await consumer.stop()
+    if settings.archive_enabled:
+        await archive_retry.run(archive_session)
