@@ -192,9 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hot", type=int, default=100_000, help="payments on the hot key")
     parser.add_argument("--repeat", type=int, default=3, help="runs (this machine is noisy)")
     parser.add_argument("--output", type=Path, default=RESULTS / "hot_key.json")
-    parser.add_argument("--archive", action="store_true", help="the worker runs the archive too")
+    parser.add_argument(
+        "--no-archive", action="store_true", help="workers run without the archive (on as shipped)"
+    )
     args = parser.parse_args(argv)
-    ARCHIVE[0] = args.archive
+    ARCHIVE[0] = not args.no_archive
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="fraud-bench-hot-"))
     print(f"worker logs in {tmp}", flush=True)
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "cores": os.cpu_count(),
         "partitions": PARTITIONS,
-        "archive": args.archive,
+        "archive": not args.no_archive,
         "runs": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

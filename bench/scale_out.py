@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rates", default="10000", help="offered rates for two workers")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per latency run")
     parser.add_argument("--output", type=Path, default=RESULTS / "scale_out.json")
-    parser.add_argument("--archive", action="store_true", help="workers run the archive too")
+    parser.add_argument(
+        "--no-archive", action="store_true", help="workers run without the archive (on as shipped)"
+    )
     args = parser.parse_args(argv)
     try:
         counts = [int(c) for c in args.workers.split(",") if c]
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--workers and --rates must be comma-separated integers")
     if not counts or min(counts) < 1 or max(counts) > args.partitions:
         parser.error("every worker count must be between 1 and --partitions")
-    pipeline.ARCHIVE[0] = args.archive
+    pipeline.ARCHIVE[0] = not args.no_archive
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="fraud-scale-"))
     print(f"worker logs in {tmp}", flush=True)
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_at_end": os.getloadavg(),
         "caveat": CAVEAT.format(cores=cores),
         "partitions": args.partitions,
-        "archive": args.archive,
+        "archive": not args.no_archive,
         "capacity": capacity,
         "latency_rules": str(SEED_RULES.relative_to(REPO)),
         "duration_s": args.duration,
