@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from app.detection.models import Alert, Payment, alert_id_for
-from app.detection.rules import Rule
+from app.detection.rules import AggregateRule, Rule
 
 
-def aggregate(rule: Rule, events: Sequence[Payment]) -> Decimal:
+def aggregate(rule: AggregateRule, events: Sequence[Payment]) -> Decimal:
     if rule.aggregate.name == "count":
         return Decimal(len(events))
     if rule.aggregate.name == "sum":
@@ -19,12 +19,13 @@ def aggregate(rule: Rule, events: Sequence[Payment]) -> Decimal:
     return Decimal(len({e.field(field) for e in events}))
 
 
-def meets(rule: Rule, value: Decimal) -> bool:
+def meets(rule: AggregateRule, value: Decimal) -> bool:
     return value >= rule.threshold if rule.threshold_op == ">=" else value > rule.threshold
 
 
 def oracle(events: Sequence[Payment], rule: Rule) -> set[tuple[str, tuple[str, ...]]]:
     """Greedy skip-past-last-event matching over events sorted by event time."""
+    assert isinstance(rule, AggregateRule)
     found: set[tuple[str, tuple[str, ...]]] = set()
     ordered = sorted(events, key=lambda p: (p.ts_ms, p.txn_id))
     for card in sorted({p.card_id for p in ordered}):
@@ -43,6 +44,7 @@ def assert_properties(
     """The rule semantics for any arrival order: every alert of ``rule`` is sound, no event
     is in two of them, and (``complete``) every burst among the ``accepted`` payments holds
     a used event."""
+    assert isinstance(rule, AggregateRule)
     by_txn = {p.txn_id: p for p in accepted}
     mine = [a for a in alerts if a.rule_id == rule.rule_id]
     used: set[str] = set()

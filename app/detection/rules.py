@@ -1,8 +1,11 @@
 """Rule model and validation.
 
-A rule arrives as JSON (or YAML via the CLI) and becomes an immutable :class:`Rule`.
-Anything that does not validate raises :class:`RuleError` naming the field and
-the problem, so the CLI, the HTTP API and the workers all refuse it the same way.
+A rule arrives as JSON (or YAML via the CLI) and becomes an immutable :class:`Rule`: one
+type per rule *kind*, chosen by the rule's ``kind`` field. A rule without ``kind`` is an
+:class:`AggregateRule` (the only kind before kinds existed), so every rule already on the
+rules topic keeps its meaning. Anything that does not validate raises :class:`RuleError`
+naming the field and the problem, so the CLI, the HTTP API and the workers all refuse it
+the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 from app.detection.aggregates import Aggregate, parse_aggregate
 from app.detection.models import Payment
@@ -41,20 +44,12 @@ _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_WINDOW_S = 7 * 24 * 3600
 # The most events a count or distinct count may need; a key keeps at least this many.
 MAX_COUNT_THRESHOLD = 1000
-RULE_KEYS = frozenset(
-    {
-        "rule_id",
-        "version",
-        "status",
-        "description",
-        "group_by",
-        "filter",
-        "aggregate",
-        "window",
-        "threshold",
-        "severity",
-    }
+# What every kind of rule has.
+COMMON_KEYS = frozenset(
+    {"rule_id", "version", "kind", "status", "description", "group_by", "window", "severity"}
 )
+# The keys of an aggregate rule (the kind a rule without ``kind`` is).
+RULE_KEYS = COMMON_KEYS | {"filter", "aggregate", "threshold"}
 
 
 class RuleError(ValueError):
@@ -112,29 +107,26 @@ class Condition:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """What every kind of rule has; each kind is a subclass (see ``KINDS``).
+
+    ``qualifies(payment)`` says whether the payment can matter to the rule at all: change
+    its state on the payment's key or raise an alert. The engine, the forwarding of
+    payments to other group-bys and the backtest skip every payment no live rule
+    qualifies, which is what keeps a payment that no rule looks at free of any state."""
+
     rule_id: str
     version: int
     status: str
     description: str
     group_by: tuple[str, ...]
-    filter: tuple[Condition, ...]
-    aggregate: Aggregate
     window_ms: int
-    threshold_op: str
-    threshold: Decimal
     severity: str
-    # Whether the payment passes every filter condition, compiled from ``filter``.
+    kind: ClassVar[str] = ""
     qualifies: _Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
 
-    def __post_init__(self) -> None:
-        tests = tuple(condition.matches for condition in self.filter)
-        if len(tests) > 1:
-            object.__setattr__(self, "qualifies", lambda payment: all(t(payment) for t in tests))
-        else:
-            object.__setattr__(self, "qualifies", tests[0] if tests else _always)
-
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Rule, tuple(getattr(self, f.name) for f in fields(self) if f.init))
+        # The compiled tests are closures: rebuild them from the fields.
+        return (type(self), tuple(getattr(self, f.name) for f in fields(self) if f.init))
 
     @property
     def group_by_name(self) -> str:
@@ -145,22 +137,66 @@ class Rule:
             return str(payment.field(self.group_by[0]))
         return "|".join(str(payment.field(name)) for name in self.group_by)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def _common_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "rule_id": self.rule_id,
             "version": self.version,
             "status": self.status,
             "description": self.description,
             "group_by": list(self.group_by),
+        }
+        if self.kind != AggregateRule.kind:
+            # An aggregate rule is written without it, exactly as before kinds existed.
+            body["kind"] = self.kind
+        return body
+
+    def _window_json(self) -> int | float:
+        return self.window_ms / 1000 if self.window_ms % 1000 else self.window_ms // 1000
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def summary(self) -> dict[str, str]:
+        """What the rule measures and when it fires, in short, for the dashboard."""
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateRule(Rule):
+    """Enough qualifying payments on one key within a window: an aggregate (count, sum,
+    distinct count) over the payments that pass ``filter`` reaches ``threshold``."""
+
+    filter: tuple[Condition, ...]
+    aggregate: Aggregate
+    threshold_op: str
+    threshold: Decimal
+    kind: ClassVar[str] = "aggregate"
+
+    def __post_init__(self) -> None:
+        tests = tuple(condition.matches for condition in self.filter)
+        if len(tests) > 1:
+            object.__setattr__(self, "qualifies", lambda payment: all(t(payment) for t in tests))
+        else:
+            object.__setattr__(self, "qualifies", tests[0] if tests else _always)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
             "filter": [condition.to_json() for condition in self.filter],
             "aggregate": self.aggregate.text,
-            "window": self.window_ms / 1000 if self.window_ms % 1000 else self.window_ms // 1000,
+            "window": self._window_json(),
             "threshold": {"op": self.threshold_op, "value": str(self.threshold)},
             "severity": self.severity,
         }
 
-    def to_bytes(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+    def summary(self) -> dict[str, str]:
+        return {
+            "aggregate": self.aggregate.text,
+            "threshold": f"{self.threshold_op} {self.threshold}",
+        }
 
 
 def _decimal(field: str, value: object) -> Decimal:
@@ -264,14 +300,8 @@ def _threshold(raw: Mapping[str, Any], aggregate: Aggregate) -> tuple[str, Decim
     return op, threshold
 
 
-def parse_rule(raw: object) -> Rule:
-    """Validate a decoded JSON/YAML object and build a :class:`Rule`."""
-    if not isinstance(raw, Mapping):
-        raise RuleError("rule", "must be a JSON object")
-    unknown = set(raw) - RULE_KEYS
-    if unknown:
-        raise RuleError(sorted(unknown)[0], "is not a rule field")
-
+def _common(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every kind of rule has (those of :class:`Rule`), validated."""
     rule_id = raw.get("rule_id")
     if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
         raise RuleError("rule_id", "must be 1-64 characters of a-z, 0-9, '.', '_' or '-'")
@@ -285,30 +315,61 @@ def parse_rule(raw: object) -> Rule:
     if not isinstance(description, str) or len(description) > 500:
         raise RuleError("description", "must be a string of at most 500 characters")
     group_by = _group_by(raw)
-    filter_raw = raw.get("filter", [])
-    if not isinstance(filter_raw, list):
-        raise RuleError("filter", "must be a list of conditions")
-    conditions = tuple(_condition(i, c) for i, c in enumerate(filter_raw))
-    aggregate = _aggregate(raw)
     window_ms = _window_ms(raw)
-    threshold_op, threshold = _threshold(raw, aggregate)
     severity = raw.get("severity", "medium")
     if severity not in SEVERITIES:
         raise RuleError("severity", f"{severity!r} is not one of {', '.join(SEVERITIES)}")
+    return {
+        "rule_id": rule_id,
+        "version": version,
+        "status": status,
+        "description": description,
+        "group_by": group_by,
+        "window_ms": window_ms,
+        "severity": severity,
+    }
 
-    return Rule(
-        rule_id=rule_id,
-        version=version,
-        status=status,
-        description=description,
-        group_by=group_by,
+
+def _filter(raw: Mapping[str, Any]) -> tuple[Condition, ...]:
+    filter_raw = raw.get("filter", [])
+    if not isinstance(filter_raw, list):
+        raise RuleError("filter", "must be a list of conditions")
+    return tuple(_condition(i, c) for i, c in enumerate(filter_raw))
+
+
+def _parse_aggregate_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> AggregateRule:
+    conditions = _filter(raw)
+    aggregate = _aggregate(raw)
+    threshold_op, threshold = _threshold(raw, aggregate)
+    return AggregateRule(
+        **common,
         filter=conditions,
         aggregate=aggregate,
-        window_ms=window_ms,
         threshold_op=threshold_op,
         threshold=threshold,
-        severity=severity,
     )
+
+
+# Every kind of rule: its keys and its parser. A rule without ``kind`` is an aggregate rule.
+_Parser = Callable[[Mapping[str, Any], dict[str, Any]], Rule]
+KINDS: dict[str, tuple[frozenset[str], _Parser]] = {
+    AggregateRule.kind: (RULE_KEYS, _parse_aggregate_rule),
+}
+
+
+def parse_rule(raw: object) -> Rule:
+    """Validate a decoded JSON/YAML object and build the :class:`Rule` of its kind."""
+    if not isinstance(raw, Mapping):
+        raise RuleError("rule", "must be a JSON object")
+    kind = raw.get("kind", AggregateRule.kind)
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise RuleError("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    keys, parse = KINDS[kind]
+    unknown = set(raw) - keys
+    if unknown:
+        what = "a rule field" if kind == AggregateRule.kind else f"a field of a {kind} rule"
+        raise RuleError(sorted(unknown)[0], f"is not {what}")
+    return parse(raw, _common(raw))
 
 
 DEFAULT_MAX_RULE_BYTES = 16 * 1024
@@ -327,7 +388,13 @@ def parse_rule_bytes(raw: bytes | str, max_bytes: int = DEFAULT_MAX_RULE_BYTES) 
     return parse_rule(body)
 
 
-SEED_RULE = parse_rule(
+def _seed_rule(raw: dict[str, Any]) -> AggregateRule:
+    rule = parse_rule(raw)
+    assert isinstance(rule, AggregateRule)
+    return rule
+
+
+SEED_RULE = _seed_rule(
     {
         "rule_id": "high-value-burst",
         "version": 1,
