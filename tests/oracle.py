@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import Any
 
 from app.detection.models import Alert, Payment, alert_id_for
 from app.detection.rules import AggregateRule, Rule
+
+
+def _value(field: str, raw: Any) -> Any:
+    return Decimal(str(raw)) if field == "amount" else raw
+
+
+def holds(condition: Mapping[str, Any], payment: Payment) -> bool:
+    """A filter condition read literally from its JSON, without the compiler."""
+    if "any" in condition:
+        return any(holds(c, payment) for c in condition["any"])
+    if "all" in condition:
+        return all(holds(c, payment) for c in condition["all"])
+    if "not" in condition:
+        return not holds(condition["not"], payment)
+    field, op = condition["field"], condition["op"]
+    left: Any = payment.field(field)
+    right: Any
+    if "ref" in condition:
+        right = payment.field(condition["ref"])
+    elif op in ("in", "not in"):
+        members = [_value(field, v) for v in condition["value"]]
+        return bool(left in members) == (str(op) == "in")
+    else:
+        right = _value(field, condition["value"])
+    result: bool = {
+        "==": left == right,
+        "!=": left != right,
+        "<": left < right,
+        "<=": left <= right,
+        ">": left > right,
+        ">=": left >= right,
+    }[op]
+    return result
 
 
 def aggregate(rule: AggregateRule, events: Sequence[Payment]) -> Decimal:

@@ -12,30 +12,44 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from app.detection.aggregates import Aggregate, parse_aggregate
+from app.detection.conditions import (
+    FILTER_FIELDS,
+    FILTER_OPS,
+    STRING_FIELDS,
+    Node,
+    RuleError,
+    all_of,
+    parse_decimal,
+    parse_filter,
+)
 from app.detection.models import Payment
 
+__all__ = [
+    "FILTER_FIELDS",
+    "FILTER_OPS",
+    "GROUP_FIELDS",
+    "KINDS",
+    "RULE_KEYS",
+    "SEED_RULE",
+    "SEVERITIES",
+    "STATUSES",
+    "STRING_FIELDS",
+    "THRESHOLD_OPS",
+    "AggregateRule",
+    "Rule",
+    "RuleError",
+    "parse_rule",
+    "parse_rule_bytes",
+]
+
 GROUP_FIELDS = ("card_id", "account_id", "merchant_id", "device_id", "ip")
-STRING_FIELDS = (
-    "card_id",
-    "account_id",
-    "merchant_id",
-    "device_id",
-    "ip",
-    "currency",
-    "country",
-    "mcc",
-    "txn_id",
-)
-FILTER_FIELDS = (*STRING_FIELDS, "amount")
-FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
 # Only monotone thresholds: a burst rule fires when enough happened, never when too little.
 THRESHOLD_OPS = (">=", ">")
 STATUSES = ("active", "shadow", "paused")
@@ -52,57 +66,7 @@ COMMON_KEYS = frozenset(
 RULE_KEYS = COMMON_KEYS | {"filter", "aggregate", "threshold"}
 
 
-class RuleError(ValueError):
-    """A rule failed validation; ``field`` names the offending field."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-# Each filter operator as a test factory: (field getter, rule value) -> payment test. Every
-# payment meets every filter, so a condition is compiled once into one closure rather than
-# interpreted per payment.
-_Test = Callable[[Payment], bool]
-_TESTS: dict[str, Callable[[Callable[[Payment], Any], Any], _Test]] = {
-    "in": lambda get, value: lambda payment: get(payment) in value,
-    "not in": lambda get, value: lambda payment: get(payment) not in value,
-    "==": lambda get, value: lambda payment: get(payment) == value,
-    "!=": lambda get, value: lambda payment: get(payment) != value,
-    ">=": lambda get, value: lambda payment: get(payment) >= value,
-    ">": lambda get, value: lambda payment: get(payment) > value,
-    "<=": lambda get, value: lambda payment: get(payment) <= value,
-    "<": lambda get, value: lambda payment: get(payment) < value,
-}
-
-
-def _always(payment: Payment) -> bool:
-    return True
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    field: str
-    op: str
-    value: Decimal | str | frozenset[str] | frozenset[Decimal]
-    # Compiled from the three above; a closure, so pickling goes through __reduce__.
-    matches: _Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
-
-    def __post_init__(self) -> None:
-        test = _TESTS[self.op](operator.attrgetter(self.field), self.value)
-        object.__setattr__(self, "matches", test)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Condition, (self.field, self.op, self.value))
-
-    def to_json(self) -> dict[str, Any]:
-        value: Any = self.value
-        if isinstance(value, frozenset):
-            value = sorted(str(v) for v in value)
-        elif isinstance(value, Decimal):
-            value = str(value)
-        return {"field": self.field, "op": self.op, "value": value}
+Test = Callable[[Payment], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +86,7 @@ class Rule:
     window_ms: int
     severity: str
     kind: ClassVar[str] = ""
-    qualifies: _Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+    qualifies: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The compiled tests are closures: rebuild them from the fields.
@@ -169,18 +133,14 @@ class AggregateRule(Rule):
     """Enough qualifying payments on one key within a window: an aggregate (count, sum,
     distinct count) over the payments that pass ``filter`` reaches ``threshold``."""
 
-    filter: tuple[Condition, ...]
+    filter: tuple[Node, ...]
     aggregate: Aggregate
     threshold_op: str
     threshold: Decimal
     kind: ClassVar[str] = "aggregate"
 
     def __post_init__(self) -> None:
-        tests = tuple(condition.matches for condition in self.filter)
-        if len(tests) > 1:
-            object.__setattr__(self, "qualifies", lambda payment: all(t(payment) for t in tests))
-        else:
-            object.__setattr__(self, "qualifies", tests[0] if tests else _always)
+        object.__setattr__(self, "qualifies", all_of(c.matches for c in self.filter))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,55 +157,6 @@ class AggregateRule(Rule):
             "aggregate": self.aggregate.text,
             "threshold": f"{self.threshold_op} {self.threshold}",
         }
-
-
-def _decimal(field: str, value: object) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise RuleError(field, "must be a number")
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise RuleError(field, f"{value!r} is not a number") from None
-    if not number.is_finite():
-        raise RuleError(field, "must be finite")
-    return number
-
-
-def _condition(index: int, raw: object) -> Condition:
-    where = f"filter[{index}]"
-    if not isinstance(raw, Mapping):
-        raise RuleError(where, "must be an object with field, op and value")
-    unknown = set(raw) - {"field", "op", "value"}
-    if unknown:
-        raise RuleError(where, f"unknown keys {sorted(unknown)}")
-    name, op = raw.get("field"), raw.get("op")
-    if name not in FILTER_FIELDS:
-        raise RuleError(f"{where}.field", f"{name!r} is not one of {', '.join(FILTER_FIELDS)}")
-    if op not in FILTER_OPS:
-        raise RuleError(f"{where}.op", f"{op!r} is not one of {', '.join(FILTER_OPS)}")
-    if "value" not in raw:
-        raise RuleError(f"{where}.value", "is missing")
-    if op in ("in", "not in"):
-        return _membership(where, name, op, raw["value"])
-    value = raw["value"]
-    if name == "amount":
-        return Condition(name, op, _decimal(f"{where}.value", value))
-    if not isinstance(value, str):
-        raise RuleError(f"{where}.value", f"must be a string for field {name!r}")
-    if op not in ("==", "!="):
-        raise RuleError(f"{where}.op", f"'{op}' compares numbers; field {name!r} is a string")
-    return Condition(name, op, value)
-
-
-def _membership(where: str, name: str, op: str, value: object) -> Condition:
-    """An ``in`` / ``not in`` condition: a non-empty list of amounts or of strings."""
-    if not isinstance(value, list) or not value:
-        raise RuleError(f"{where}.value", f"must be a non-empty list for '{op}'")
-    if name == "amount":
-        return Condition(name, op, frozenset(_decimal(f"{where}.value", v) for v in value))
-    if not all(isinstance(v, str) for v in value):
-        raise RuleError(f"{where}.value", f"must be a list of strings for field {name!r}")
-    return Condition(name, op, frozenset(value))
 
 
 def _group_by(raw: Mapping[str, Any]) -> tuple[str, ...]:
@@ -289,7 +200,7 @@ def _threshold(raw: Mapping[str, Any], aggregate: Aggregate) -> tuple[str, Decim
     op = threshold_raw.get("op", ">=")
     if op not in THRESHOLD_OPS:
         raise RuleError("threshold.op", f"{op!r} is not one of {', '.join(THRESHOLD_OPS)}")
-    threshold = _decimal("threshold.value", threshold_raw.get("value"))
+    threshold = parse_decimal("threshold.value", threshold_raw.get("value"))
     if threshold <= 0 if op == ">=" else threshold < 0:
         raise RuleError("threshold.value", "must be positive (a rule must need at least one event)")
     if aggregate.whole and threshold != threshold.to_integral_value():
@@ -330,15 +241,8 @@ def _common(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _filter(raw: Mapping[str, Any]) -> tuple[Condition, ...]:
-    filter_raw = raw.get("filter", [])
-    if not isinstance(filter_raw, list):
-        raise RuleError("filter", "must be a list of conditions")
-    return tuple(_condition(i, c) for i, c in enumerate(filter_raw))
-
-
 def _parse_aggregate_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> AggregateRule:
-    conditions = _filter(raw)
+    conditions = parse_filter("filter", raw.get("filter", []))
     aggregate = _aggregate(raw)
     threshold_op, threshold = _threshold(raw, aggregate)
     return AggregateRule(

@@ -84,7 +84,26 @@ DISTINCT_AT_LEAST_RULE = parse_rule(
         "threshold": {"op": ">=", "value": 2},
     }
 )
-# Every aggregate kind with both threshold operators, and every filter operator.
+# Groups and a comparison of two fields: any of (a high amount, not from US or GB).
+GROUPED_RULE = parse_rule(
+    {
+        "rule_id": "grouped-filter",
+        "version": 1,
+        "group_by": "card_id",
+        "filter": [
+            {
+                "any": [
+                    {"field": "amount", "op": ">=", "value": "1000"},
+                    {"not": {"field": "country", "op": "in", "value": ["US", "GB"]}},
+                ]
+            },
+            {"field": "merchant_id", "op": "!=", "ref": "account_id"},
+        ],
+        "window": 120,
+        "threshold": 3,
+    }
+)
+# Every aggregate kind with both threshold operators, every filter operator and groups.
 ALL_RULES = (
     SEED_RULE,
     SUM_RULE,
@@ -92,6 +111,7 @@ ALL_RULES = (
     STRICT_COUNT_RULE,
     STRICT_SUM_RULE,
     DISTINCT_AT_LEAST_RULE,
+    GROUPED_RULE,
 )
 
 
