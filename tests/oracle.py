@@ -7,25 +7,29 @@ from decimal import Decimal
 from typing import Any
 
 from app.detection.models import Alert, Payment, alert_id_for
-from app.detection.rules import AggregateRule, Rule
+from app.detection.rules import AggregateRule, Rule, SequenceRule
 
 
 def _value(field: str, raw: Any) -> Any:
     return Decimal(str(raw)) if field == "amount" else raw
 
 
-def holds(condition: Mapping[str, Any], payment: Payment) -> bool:
-    """A filter condition read literally from its JSON, without the compiler."""
+def holds(condition: Mapping[str, Any], payment: Payment, earlier: Sequence[Payment] = ()) -> bool:
+    """A filter condition read literally from its JSON, without the compiler; ``earlier``
+    are the events a sequence's earlier steps matched."""
     if "any" in condition:
-        return any(holds(c, payment) for c in condition["any"])
+        return any(holds(c, payment, earlier) for c in condition["any"])
     if "all" in condition:
-        return all(holds(c, payment) for c in condition["all"])
+        return all(holds(c, payment, earlier) for c in condition["all"])
     if "not" in condition:
-        return not holds(condition["not"], payment)
+        return not holds(condition["not"], payment, earlier)
     field, op = condition["field"], condition["op"]
     left: Any = payment.field(field)
     right: Any
-    if "ref" in condition:
+    if "ref" in condition and condition["ref"].startswith("steps["):
+        step, name = condition["ref"].removeprefix("steps[").split("].")
+        right = earlier[int(step)].field(name)
+    elif "ref" in condition:
         right = payment.field(condition["ref"])
     elif op in ("in", "not in"):
         members = [_value(field, v) for v in condition["value"]]
@@ -107,3 +111,83 @@ def assert_properties(
         ]
         if meets(rule, aggregate(rule, inside)):
             assert used & {p.txn_id for p in inside}, f"missed burst starting {start.ts}"
+
+
+# ------------------------------------------------------------------------ sequence rules
+
+Chain = tuple[Payment, ...]
+
+
+def _order(p: Payment) -> tuple[int, str]:
+    return (p.ts_ms, p.txn_id)
+
+
+def chains(rule: Rule, events: Sequence[Payment]) -> list[Chain]:
+    """Every chain of ``events`` (one key's): events in event-time order, each passing its
+    step read literally from the rule's JSON, the last at most the window after the
+    first. All of them, by brute force."""
+    assert isinstance(rule, SequenceRule)
+    steps = [step["filter"] for step in rule.to_json()["steps"]]
+    ordered = sorted(events, key=_order)
+    found: list[Chain] = []
+
+    def extend(chain: Chain, start: int) -> None:
+        if len(chain) == len(steps):
+            found.append(chain)
+            return
+        for i in range(start, len(ordered)):
+            p = ordered[i]
+            if chain and p.ts_ms - chain[0].ts_ms > rule.window_ms:
+                break
+            if all(holds(c, p, chain) for c in steps[len(chain)]):
+                extend((*chain, p), i + 1)
+
+    extend((), 0)
+    return found
+
+
+def sequence_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str, tuple[str, ...]]]:
+    """The sequence rule's alerts, (card, txn ids), for payments decided in ``arrivals``
+    order (none of them late): after each payment, the earliest chain among the card's
+    payments not yet in an alert becomes an alert. A redelivered txn id changes nothing."""
+    found: list[tuple[str, tuple[str, ...]]] = []
+    unused: dict[str, list[Payment]] = {}
+    seen: set[tuple[str, str]] = set()
+    for p in arrivals:
+        if (p.card_id, p.txn_id) in seen:
+            continue
+        seen.add((p.card_id, p.txn_id))
+        pool = unused.setdefault(p.card_id, [])
+        pool.append(p)
+        every = chains(rule, pool)
+        if every:
+            earliest = min(every, key=lambda chain: [_order(e) for e in chain])
+            found.append((p.card_id, tuple(e.txn_id for e in earliest)))
+            unused[p.card_id] = [e for e in pool if e not in earliest]
+    return found
+
+
+def assert_sequence_properties(
+    alerts: Sequence[Alert], accepted: Sequence[Payment], rule: Rule, complete: bool = True
+) -> None:
+    """What holds whatever the arrival order: each alert is a chain of one key with its
+    id; no event is in two alerts; (``complete``) every chain among the accepted payments
+    holds an event of some alert."""
+    by_txn = {p.txn_id: p for p in accepted}
+    used: set[str] = set()
+    for alert in (a for a in alerts if a.rule_id == rule.rule_id):
+        events = tuple(by_txn[t] for t in alert.txn_ids)
+        assert {e.card_id for e in events} == {alert.group_key}
+        assert list(events) == sorted(events, key=_order), "txn ids in event-time order"
+        assert chains(rule, events) == [events], "a chain, step by step"
+        assert alert.steps == tuple(range(1, len(events) + 1))
+        assert alert.alert_id == alert_id_for(
+            rule.rule_id, rule.version, alert.group_key, list(alert.txn_ids)
+        )
+        assert used.isdisjoint(alert.txn_ids), "an event in two alerts"
+        used.update(alert.txn_ids)
+    if not complete:
+        return
+    for card in {p.card_id for p in by_txn.values()}:
+        for chain in chains(rule, [p for p in by_txn.values() if p.card_id == card]):
+            assert used & {e.txn_id for e in chain}, f"missed chain {[e.txn_id for e in chain]}"

@@ -4,7 +4,8 @@ A filter is a list of conditions a payment must all meet. A condition is one of:
 
 * ``{field, op, value}``: a field of the payment against a constant;
 * ``{field, op, ref}``: a field of the payment against another of its fields
-  (``ref: merchant_id``);
+  (``ref: merchant_id``) or, in a step of a sequence rule, against a field of the event an
+  earlier step matched (``ref: steps[0].country``);
 * ``{any: [...]}``, ``{all: [...]}``, ``{not: {...}}``: groups, nested at most
   ``MAX_DEPTH`` deep, with at most ``MAX_CONDITIONS`` comparisons in one rule.
 
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
@@ -131,6 +133,30 @@ class FieldComparison:
         return {"field": self.field, "op": self.op, "ref": self.ref}
 
 
+def _needs_the_earlier_steps(payment: Payment) -> bool:
+    raise TypeError("a comparison with an earlier step is evaluated with the steps (holds_in)")
+
+
+@dataclass(frozen=True, slots=True)
+class StepComparison:
+    """A field of the payment against a field of the event an earlier step of the same
+    sequence matched. It has no value alone: see ``compile_possible`` and ``compile_holds``."""
+
+    field: str
+    op: str
+    step: int
+    ref: str
+    matches: Test = dataclasses.field(
+        default=_needs_the_earlier_steps, init=False, repr=False, compare=False, hash=False
+    )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StepComparison, (self.field, self.op, self.step, self.ref))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"field": self.field, "op": self.op, "ref": f"steps[{self.step}].{self.ref}"}
+
+
 @dataclass(frozen=True, slots=True)
 class _Group:
     """A list of conditions, combined by the group's kind."""
@@ -190,7 +216,7 @@ class Not:
         return {"not": self.condition.to_json()}
 
 
-Node = Condition | FieldComparison | AllOf | AnyOf | Not
+Node = Condition | FieldComparison | StepComparison | AllOf | AnyOf | Not
 
 
 def all_of(tests: Iterable[Test]) -> Test:
@@ -238,21 +264,34 @@ def parse_decimal(field: str, value: object) -> Decimal:
 
 
 @dataclass
-class _Budget:
-    """How many comparisons a rule may still hold."""
+class Budget:
+    """How many comparisons a rule may still hold (one budget for all its filters)."""
 
     left: int = MAX_CONDITIONS
 
 
-def parse_filter(where: str, raw: object) -> tuple[Node, ...]:
-    """A filter: a list of conditions that must all hold (``where`` names it in errors)."""
+_STEP_REF = re.compile(r"^steps\[(\d{1,2})\]\.(\w+)$")
+
+
+def parse_filter(
+    where: str, raw: object, budget: Budget | None = None, steps_before: int | None = None
+) -> tuple[Node, ...]:
+    """A filter: a list of conditions that must all hold (``where`` names it in errors).
+    ``steps_before``: in a sequence rule's step, how many steps come before it (what its
+    conditions may refer to); None outside a sequence."""
     if not isinstance(raw, list):
         raise RuleError(where, "must be a list of conditions")
-    budget = _Budget()
-    return tuple(_node(f"{where}[{i}]", c, 1, budget) for i, c in enumerate(raw))
+    scope = _Scope(budget or Budget(), steps_before)
+    return tuple(_node(f"{where}[{i}]", c, 1, scope) for i, c in enumerate(raw))
 
 
-def _node(where: str, raw: object, depth: int, budget: _Budget) -> Node:
+@dataclass(frozen=True)
+class _Scope:
+    budget: Budget
+    steps_before: int | None
+
+
+def _node(where: str, raw: object, depth: int, scope: _Scope) -> Node:
     if not isinstance(raw, Mapping):
         raise RuleError(where, "must be an object: {field, op, value or ref}, {any}, {all}, {not}")
     groups = [key for key in GROUP_KEYS if key in raw]
@@ -263,26 +302,26 @@ def _node(where: str, raw: object, depth: int, budget: _Budget) -> Node:
                 f"a group holds only its {groups[0]!r}: unknown keys "
                 f"{sorted(set(raw) - {groups[0]})}",
             )
-        return _group(where, groups[0], raw[groups[0]], depth, budget)
-    budget.left -= 1
-    if budget.left < 0:
+        return _group(where, groups[0], raw[groups[0]], depth, scope)
+    scope.budget.left -= 1
+    if scope.budget.left < 0:
         raise RuleError(where, f"one rule holds at most {MAX_CONDITIONS} conditions")
-    return _comparison(where, raw)
+    return _comparison(where, raw, scope)
 
 
-def _group(where: str, key: str, raw: object, depth: int, budget: _Budget) -> Node:
+def _group(where: str, key: str, raw: object, depth: int, scope: _Scope) -> Node:
     inner = f"{where}.{key}"
     if depth >= MAX_DEPTH:
         raise RuleError(inner, f"groups nest at most {MAX_DEPTH} deep")
     if key == "not":
-        return Not(_node(inner, raw, depth + 1, budget))
+        return Not(_node(inner, raw, depth + 1, scope))
     if not isinstance(raw, list) or not raw:
         raise RuleError(inner, "must be a non-empty list of conditions")
-    conditions = tuple(_node(f"{inner}[{i}]", c, depth + 1, budget) for i, c in enumerate(raw))
+    conditions = tuple(_node(f"{inner}[{i}]", c, depth + 1, scope) for i, c in enumerate(raw))
     return AllOf(conditions) if key == "all" else AnyOf(conditions)
 
 
-def _comparison(where: str, raw: Mapping[str, Any]) -> Node:
+def _comparison(where: str, raw: Mapping[str, Any], scope: _Scope) -> Node:
     unknown = set(raw) - {"field", "op", "value", "ref"}
     if unknown:
         raise RuleError(where, f"unknown keys {sorted(unknown)}")
@@ -294,7 +333,7 @@ def _comparison(where: str, raw: Mapping[str, Any]) -> Node:
     if "ref" in raw:
         if "value" in raw:
             raise RuleError(where, "compares with a value or a ref, not both")
-        return _field_comparison(where, name, op, raw["ref"])
+        return _field_comparison(where, name, op, raw["ref"], scope.steps_before)
     if "value" not in raw:
         raise RuleError(f"{where}.value", "is missing")
     if op in ("in", "not in"):
@@ -309,9 +348,14 @@ def _comparison(where: str, raw: Mapping[str, Any]) -> Node:
     return Condition(name, op, value)
 
 
-def _field_comparison(where: str, name: str, op: str, ref: object) -> Node:
+def _field_comparison(
+    where: str, name: str, op: str, ref: object, steps_before: int | None
+) -> Node:
     if op in ("in", "not in"):
         raise RuleError(f"{where}.op", f"'{op}' takes a list value, not a ref")
+    step_ref = _STEP_REF.match(ref) if isinstance(ref, str) else None
+    if step_ref is not None:
+        return _step_comparison(where, name, op, int(step_ref[1]), step_ref[2], steps_before)
     if ref not in FILTER_FIELDS:
         raise RuleError(f"{where}.ref", f"{ref!r} is not one of {', '.join(FILTER_FIELDS)}")
     assert isinstance(ref, str)
@@ -324,6 +368,25 @@ def _field_comparison(where: str, name: str, op: str, ref: object) -> Node:
     return FieldComparison(name, op, ref)
 
 
+def _step_comparison(
+    where: str, name: str, op: str, step: int, ref: str, steps_before: int | None
+) -> StepComparison:
+    if steps_before is None:
+        raise RuleError(f"{where}.ref", "only a step of a sequence refers to an earlier step")
+    if not steps_before:
+        raise RuleError(f"{where}.ref", "the first step has no earlier step to refer to")
+    if step >= steps_before:
+        earlier = "steps[0]" if steps_before == 1 else f"steps[0] to steps[{steps_before - 1}]"
+        raise RuleError(f"{where}.ref", f"steps[{step}] is not an earlier step: {earlier}")
+    if ref not in FILTER_FIELDS:
+        raise RuleError(f"{where}.ref", f"{ref!r} is not one of {', '.join(FILTER_FIELDS)}")
+    if (name == "amount") != (ref == "amount"):
+        raise RuleError(f"{where}.ref", f"{ref!r} and {name!r} are not both amounts or text")
+    if name != "amount" and op not in ("==", "!="):
+        raise RuleError(f"{where}.op", f"'{op}' compares numbers; field {name!r} is a string")
+    return StepComparison(name, op, step, ref)
+
+
 def _membership(where: str, name: str, op: str, value: object) -> Condition:
     """An ``in`` / ``not in`` condition: a non-empty list of amounts or of strings."""
     if not isinstance(value, list) or not value:
@@ -333,3 +396,112 @@ def _membership(where: str, name: str, op: str, value: object) -> Condition:
     if not all(isinstance(v, str) for v in value):
         raise RuleError(f"{where}.value", f"must be a list of strings for field {name!r}")
     return Condition(name, op, frozenset(value))
+
+
+# ------------------------------------------------------------ conditions on earlier steps
+
+# A condition of a sequence step read before the earlier steps are known: it holds, does
+# not hold, or depends on them. Kleene's three values as 1, 0 and 2.
+Possible = Callable[[Payment], int]
+Holds = Callable[[Payment, Sequence[Payment]], bool]
+_UNKNOWN = 2
+
+
+def refers_to_steps(node: Node) -> bool:
+    if isinstance(node, StepComparison):
+        return True
+    if isinstance(node, Not):
+        return refers_to_steps(node.condition)
+    if isinstance(node, _Group):
+        return any(refers_to_steps(c) for c in node.conditions)
+    return False
+
+
+def fields_of(node: Node) -> set[str]:
+    """The payment fields the condition reads of the payment it tests (``field`` and a
+    same-payment ``ref``)."""
+    if isinstance(node, Not):
+        return fields_of(node.condition)
+    if isinstance(node, _Group):
+        return set().union(*(fields_of(c) for c in node.conditions))
+    if isinstance(node, FieldComparison):
+        return {node.field, node.ref}
+    return {node.field}
+
+
+def step_refs_of(node: Node) -> set[tuple[int, str]]:
+    """(step, field) of every earlier step's field the condition reads."""
+    if isinstance(node, StepComparison):
+        return {(node.step, node.ref)}
+    if isinstance(node, Not):
+        return step_refs_of(node.condition)
+    if isinstance(node, _Group):
+        return set().union(*(step_refs_of(c) for c in node.conditions))
+    return set()
+
+
+def compile_possible(node: Node) -> Possible:
+    """1 if the condition holds whatever the earlier steps, 0 if it holds for none of
+    them, 2 if that depends on them."""
+    if not refers_to_steps(node):
+        test = node.matches
+        return lambda payment: 1 if test(payment) else 0
+    if isinstance(node, StepComparison):
+        return lambda payment: _UNKNOWN
+    if isinstance(node, Not):
+        inner = compile_possible(node.condition)
+        return lambda payment: _negate(inner(payment))
+    assert isinstance(node, _Group)
+    parts = tuple(compile_possible(c) for c in node.conditions)
+    if isinstance(node, AnyOf):
+        return lambda payment: _any3([part(payment) for part in parts])
+    return lambda payment: _all3([part(payment) for part in parts])
+
+
+def all_possible(parts: Sequence[Possible]) -> Possible:
+    """A list of conditions that must all hold, read before the earlier steps are known."""
+
+    def possible(payment: Payment) -> int:
+        result = 1
+        for part in parts:
+            value = part(payment)
+            if value == 0:
+                return 0
+            if value == _UNKNOWN:
+                result = _UNKNOWN
+        return result
+
+    return possible
+
+
+def _negate(value: int) -> int:
+    return value if value == _UNKNOWN else 1 - value
+
+
+def _any3(values: list[int]) -> int:
+    return 1 if 1 in values else (_UNKNOWN if _UNKNOWN in values else 0)
+
+
+def _all3(values: list[int]) -> int:
+    return 0 if 0 in values else (_UNKNOWN if _UNKNOWN in values else 1)
+
+
+def compile_holds(node: Node) -> Holds:
+    """Whether the condition holds for ``payment``, given the events the earlier steps
+    matched (``earlier[i]`` matched step ``i``)."""
+    if not refers_to_steps(node):
+        test = node.matches
+        return lambda payment, earlier: test(payment)
+    if isinstance(node, StepComparison):
+        compare, field, step, ref = _COMPARE[node.op], node.field, node.step, node.ref
+        return lambda payment, earlier: compare(
+            getattr(payment, field), getattr(earlier[step], ref)
+        )
+    if isinstance(node, Not):
+        inner = compile_holds(node.condition)
+        return lambda payment, earlier: not inner(payment, earlier)
+    assert isinstance(node, _Group)
+    parts = tuple(compile_holds(c) for c in node.conditions)
+    if isinstance(node, AnyOf):
+        return lambda payment, earlier: any(part(payment, earlier) for part in parts)
+    return lambda payment, earlier: all(part(payment, earlier) for part in parts)

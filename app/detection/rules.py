@@ -23,11 +23,20 @@ from app.detection.conditions import (
     FILTER_FIELDS,
     FILTER_OPS,
     STRING_FIELDS,
+    Budget,
+    Holds,
     Node,
+    Possible,
     RuleError,
     all_of,
+    all_possible,
+    compile_holds,
+    compile_possible,
+    fields_of,
     parse_decimal,
     parse_filter,
+    refers_to_steps,
+    step_refs_of,
 )
 from app.detection.models import Payment
 
@@ -45,6 +54,8 @@ __all__ = [
     "AggregateRule",
     "Rule",
     "RuleError",
+    "SequenceRule",
+    "Step",
     "parse_rule",
     "parse_rule_bytes",
 ]
@@ -64,6 +75,10 @@ COMMON_KEYS = frozenset(
 )
 # The keys of an aggregate rule (the kind a rule without ``kind`` is).
 RULE_KEYS = COMMON_KEYS | {"filter", "aggregate", "threshold"}
+SEQUENCE_KEYS = COMMON_KEYS | {"steps"}
+STEP_KEYS = frozenset({"filter"})
+# How many steps a sequence has: a bound on what matching one payment may cost.
+MIN_STEPS, MAX_STEPS = 2, 5
 
 
 Test = Callable[[Payment], bool]
@@ -102,16 +117,11 @@ class Rule:
         return "|".join(str(payment.field(name)) for name in self.group_by)
 
     def _common_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "rule_id": self.rule_id,
-            "version": self.version,
-            "status": self.status,
-            "description": self.description,
-            "group_by": list(self.group_by),
-        }
+        body: dict[str, Any] = {"rule_id": self.rule_id, "version": self.version}
         if self.kind != AggregateRule.kind:
             # An aggregate rule is written without it, exactly as before kinds existed.
             body["kind"] = self.kind
+        body.update(status=self.status, description=self.description, group_by=list(self.group_by))
         return body
 
     def _window_json(self) -> int | float:
@@ -157,6 +167,81 @@ class AggregateRule(Rule):
             "aggregate": self.aggregate.text,
             "threshold": f"{self.threshold_op} {self.threshold}",
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a sequence: a filter, whose conditions may compare the payment with
+    the events the earlier steps matched (``ref: steps[0].country``)."""
+
+    filter: tuple[Node, ...]
+    # Whether the conditions read earlier steps; then ``possible`` may answer 2 (it
+    # depends on them) and ``holds`` decides.
+    refers: bool = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+    # (earlier step, field) of every field of an earlier step its conditions read.
+    reads: tuple[tuple[int, str], ...] = dataclasses.field(
+        init=False, repr=False, compare=False, hash=False
+    )
+    possible: Possible = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+    holds: Holds = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        parts = tuple(compile_possible(c) for c in self.filter)
+        holds = tuple(compile_holds(c) for c in self.filter)
+        object.__setattr__(self, "refers", any(refers_to_steps(c) for c in self.filter))
+        reads: set[tuple[int, str]] = set().union(*(step_refs_of(c) for c in self.filter))
+        object.__setattr__(self, "reads", tuple(sorted(reads)))
+        object.__setattr__(self, "possible", all_possible(parts))
+        object.__setattr__(self, "holds", lambda p, earlier: all(h(p, earlier) for h in holds))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Step, (self.filter,))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"filter": [c.to_json() for c in self.filter]}
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceRule(Rule):
+    """Payments matching ``steps`` in event-time order on one key, the first and the last
+    at most ``window`` apart; each event is used by at most one alert (the matching rules
+    are in ``app.detection.kinds.sequence``)."""
+
+    steps: tuple[Step, ...]
+    kind: ClassVar[str] = "sequence"
+    # The fields of a payment its events keep to decide the steps that read earlier ones:
+    # every field such a step reads, and every field of an earlier step it reads.
+    kept_fields: tuple[str, ...] = dataclasses.field(
+        init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        possible = tuple(step.possible for step in self.steps)
+
+        def qualifies(payment: Payment) -> bool:
+            for test in possible:  # noqa: SIM110
+                if test(payment):
+                    return True
+            return False
+
+        object.__setattr__(self, "qualifies", qualifies)
+        kept: set[str] = set()
+        for step in self.steps:
+            if step.refers:
+                kept.update(*(fields_of(c) for c in step.filter))
+                kept.update(name for _, name in step.reads)
+        object.__setattr__(self, "kept_fields", tuple(sorted(kept)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
+            "steps": [step.to_json() for step in self.steps],
+            "window": self._window_json(),
+            "severity": self.severity,
+        }
+
+    def summary(self) -> dict[str, str]:
+        return {"aggregate": f"sequence of {len(self.steps)} steps", "threshold": ""}
 
 
 def _group_by(raw: Mapping[str, Any]) -> tuple[str, ...]:
@@ -254,10 +339,29 @@ def _parse_aggregate_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> Agg
     )
 
 
+def _parse_sequence_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> SequenceRule:
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, list) or not MIN_STEPS <= len(steps_raw) <= MAX_STEPS:
+        raise RuleError("steps", f"must be a list of {MIN_STEPS} to {MAX_STEPS} steps")
+    budget = Budget()
+    steps = []
+    for i, step in enumerate(steps_raw):
+        where = f"steps[{i}]"
+        if not isinstance(step, Mapping):
+            raise RuleError(where, "must be an object {filter}")
+        unknown = set(step) - STEP_KEYS
+        if unknown:
+            raise RuleError(where, f"unknown keys {sorted(unknown)}")
+        conditions = parse_filter(f"{where}.filter", step.get("filter", []), budget, i)
+        steps.append(Step(conditions))
+    return SequenceRule(**common, steps=tuple(steps))
+
+
 # Every kind of rule: its keys and its parser. A rule without ``kind`` is an aggregate rule.
 _Parser = Callable[[Mapping[str, Any], dict[str, Any]], Rule]
 KINDS: dict[str, tuple[frozenset[str], _Parser]] = {
     AggregateRule.kind: (RULE_KEYS, _parse_aggregate_rule),
+    SequenceRule.kind: (SEQUENCE_KEYS, _parse_sequence_rule),
 }
 
 

@@ -11,6 +11,7 @@ classes keep their own bookkeeping consistent.
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -247,8 +248,52 @@ class KeyState:
         )
 
 
+@dataclass(slots=True)
+class SequenceState(RuleState):
+    """A sequence rule's events. The fifth field of a pooled entry says which steps the
+    event may match and what the steps that compare with earlier ones need of it: the JSON
+    ``[mask, value, ...]``, bit ``i`` of ``mask`` for step ``i``, then the values of the
+    rule's kept fields (``SequenceRule.kept_fields``)."""
+
+    kind: ClassVar[str] = "sequence"
+    # The fifth fields read so far (many events share one): mask and kept values.
+    decoded: dict[str, tuple[int, list[str]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def steps_of(self, entry: Entry) -> tuple[int, list[str]]:
+        info = entry[4]
+        found = self.decoded.get(info)
+        if found is None:
+            if len(self.decoded) > 4096:
+                self.decoded.clear()
+            mask, *values = json.loads(info)
+            found = self.decoded[info] = (mask, values)
+        return found
+
+    def describe_entry(self, entry: Entry) -> dict[str, Any]:
+        ts_ms, txn_id, amount, country, _, _ = entry
+        mask = self.steps_of(entry)[0]
+        return {
+            "ts": iso_from_ms(ts_ms),
+            "ts_ms": ts_ms,
+            "txn_id": txn_id,
+            "amount": amount,
+            "country": country,
+            # The steps (from 1) it may match.
+            "steps": [i + 1 for i in range(mask.bit_length()) if mask >> i & 1],
+        }
+
+
+def sequence_info(mask: int, values: Sequence[str]) -> str:
+    """The fifth field of a sequence rule's entry (see ``SequenceState``)."""
+    return json.dumps([mask, *values], separators=(",", ":"))
+
+
 # Each rule state type by its JSON tag (a state stored without one is a plain RuleState).
-STATE_TYPES: dict[str, type[RuleState]] = {RuleState.kind: RuleState}
+STATE_TYPES: dict[str, type[RuleState]] = {
+    state_type.kind: state_type for state_type in (RuleState, SequenceState)
+}
 
 
 def rule_state_from_json(body: dict[str, Any]) -> RuleState:

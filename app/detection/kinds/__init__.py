@@ -5,12 +5,13 @@ versions, expiry and the per-key bound."""
 
 from __future__ import annotations
 
-from app.detection.kinds import aggregate
+from app.detection.kinds import aggregate, sequence
 from app.detection.kinds.base import Context, Kind
-from app.detection.rules import AggregateRule, Rule
+from app.detection.rules import AggregateRule, Rule, SequenceRule
 
 KIND_OF: dict[type[Rule], Kind] = {
     AggregateRule: aggregate.KIND,
+    SequenceRule: sequence.KIND,
 }
 
 __all__ = ["KIND_OF", "Context", "Kind"]

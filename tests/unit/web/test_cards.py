@@ -112,6 +112,35 @@ def test_card_view_reads_state_windows_and_alerts(
     run(check)
 
 
+def test_card_view_says_what_each_kind_of_rule_holds(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sequence rule's waiting payments with the steps each may match (the state's JSON
+    as the engine stores it: its fifth field is ``[step mask, kept values...]``)."""
+    state = {
+        "t": NOW_MS,
+        "r": {
+            "testing-then-cash-out": {
+                "v": 2,
+                "k": "sequence",
+                "p": [[NOW_MS - 5_000, "t1", "1.00", "US", '[1,"m1"]', "f1"]],
+                "u": {},
+            },
+        },
+    }
+    patch_web(monkeypatch, "card_state", {CARD: state})
+    patch_web(monkeypatch, "card_alerts", {})
+    patch_web(monkeypatch, "high_value_counts", SimpleNamespace(table=FakeWindowedTable()))
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        status, body = await get(session, f"{base}/cards/{CARD}")
+        assert status == 200
+        (pending,) = body["rules"]["testing-then-cash-out"]["pending"]
+        assert (pending["txn_id"], pending["steps"]) == ("t1", [1])
+
+    run(check)
+
+
 def test_card_only_in_windows_is_known_and_card_in_nothing_is_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

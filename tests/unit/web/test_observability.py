@@ -7,11 +7,19 @@ import time
 import aiohttp
 import pytest
 
-from app.detection.rules import SEED_RULE
+from app.detection.rules import SEED_RULE, parse_rule
 from app.web.consumer import PartitionLag
 from app.web.metrics import Sources, new_registry
 from app.worker.stats import WorkerStats
-from tests.unit.web.fakes import families, get, patch_web, recorded_stats, run, samples
+from tests.unit.web.fakes import (
+    fake_rulebook,
+    families,
+    get,
+    patch_web,
+    recorded_stats,
+    run,
+    samples,
+)
 
 
 def test_stats_has_the_old_fields_and_the_new_ones(
@@ -44,6 +52,34 @@ def test_stats_has_the_old_fields_and_the_new_ones(
         for query, parameter in (("history=601", "history"), ("histroy=5", "histroy")):
             status, body = await get(session, f"{base}/stats?{query}")
             assert status == 400 and body["parameter"] == parameter
+
+    run(check)
+
+
+def test_stats_describe_each_kind_of_rule(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sequence = parse_rule(
+        {
+            "rule_id": "testing-then-cash-out",
+            "version": 1,
+            "kind": "sequence",
+            "steps": [{"filter": []}, {"filter": []}],
+            "window": 600,
+        }
+    )
+    patch_web(monkeypatch, "rulebook", fake_rulebook([SEED_RULE, sequence]))
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        status, body = await get(session, f"{base}/stats?history=0")
+        assert status == 200
+        by_id = {r["rule_id"]: r for r in body["rules"]}
+        assert by_id["high-value-burst"]["kind"] == "aggregate"
+        assert by_id["high-value-burst"]["aggregate"] == "count"
+        assert by_id["high-value-burst"]["threshold"] == ">= 3"
+        assert by_id["testing-then-cash-out"]["kind"] == "sequence"
+        assert by_id["testing-then-cash-out"]["aggregate"] == "sequence of 2 steps"
+        assert by_id["testing-then-cash-out"]["window_s"] == 600
 
     run(check)
 
