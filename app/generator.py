@@ -86,7 +86,8 @@ class Burst:
 
 # The patterns ``pattern_ratio`` injects, each the rule id that catches it.
 TESTING_THEN_CASH_OUT = "testing-then-cash-out"
-PATTERNS = (TESTING_THEN_CASH_OUT,)
+NEW_DEVICE_HIGH_VALUE = "new-device-high-value"
+PATTERNS = (TESTING_THEN_CASH_OUT, NEW_DEVICE_HIGH_VALUE)
 
 
 def card_token(rng: random.Random) -> str:
@@ -201,8 +202,22 @@ class PaymentGenerator:
         later = ts_ms + self.rng.randint(20_000, 120_000)
         amount = Decimal(self.rng.randint(500_00, 999_99)) / 100
         spend = self._payment(card, amount, later, spent_at)
-        truth = Burst(card.card_id, (test.txn_id, spend.txn_id), test.ts, spend.ts, PATTERNS[0])
+        truth = Burst(
+            card.card_id, (test.txn_id, spend.txn_id), test.ts, spend.ts, TESTING_THEN_CASH_OUT
+        )
         return [test, spend], truth
+
+    def new_device_high_value(self, ts_ms: int) -> tuple[list[Payment], Burst]:
+        """A card used as usual, then 5 to 60 s later for 500 or more from a device it has
+        never used (the truth is that payment)."""
+        card = self.rng.choice(self.cards)
+        usual = self._payment(card, self._normal_amount(), ts_ms)
+        taken = replace(card, device_id=f"dev_{self.rng.getrandbits(48):012x}")
+        later = ts_ms + self.rng.randint(5_000, 60_000)
+        amount = Decimal(self.rng.randint(500_00, 2_000_00)) / 100
+        fraud = self._payment(taken, amount, later)
+        truth = Burst(card.card_id, (fraud.txn_id,), fraud.ts, fraud.ts, NEW_DEVICE_HIGH_VALUE)
+        return [usual, fraud], truth
 
     def payments(self, ts_ms: int) -> tuple[list[Payment], Burst | None]:
         """The next payment, or a whole burst or pattern, stamped from event time ``ts_ms``
@@ -211,7 +226,9 @@ class PaymentGenerator:
             burst, truth = self.burst(ts_ms)
             return burst, truth
         if self.pattern_ratio and self.rng.random() < self.pattern_ratio * len(PATTERNS):
-            return self.testing_then_cash_out(ts_ms)
+            if self.rng.random() < 0.5:
+                return self.testing_then_cash_out(ts_ms)
+            return self.new_device_high_value(ts_ms)
         return [self._payment(self.rng.choice(self.cards), self._normal_amount(), ts_ms)], None
 
     def stream(

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from app.detection.models import Alert, Payment, alert_id_for
-from app.detection.rules import AggregateRule, Rule, SequenceRule
+from app.detection.rules import AggregateRule, FirstSeenRule, Rule, SequenceRule
 
 
 def _value(field: str, raw: Any) -> Any:
@@ -191,3 +191,74 @@ def assert_sequence_properties(
     for card in {p.card_id for p in by_txn.values()}:
         for chain in chains(rule, [p for p in by_txn.values() if p.card_id == card]):
             assert used & {e.txn_id for e in chain}, f"missed chain {[e.txn_id for e in chain]}"
+
+
+# ---------------------------------------------------------------------- first-seen rules
+
+
+def _earlier(p: Payment, others: Sequence[Payment], window_ms: int) -> list[Payment]:
+    """The payments of ``others`` within the window before ``p`` in event time."""
+    return [q for q in others if _order(q) < _order(p) and q.ts_ms >= p.ts_ms - window_ms]
+
+
+def first_seen_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str, str]]:
+    """The first-seen rule's alerts, (key, txn id), for payments decided in ``arrivals``
+    order (none late): a payment alerts when it passes the filter (read literally from the
+    rule's JSON) and the key's payments received before it hold some within the window
+    before it in event time, none with its value. A redelivered txn id changes nothing."""
+    assert isinstance(rule, FirstSeenRule)
+    conditions = rule.to_json()["filter"]
+    received: dict[str, list[Payment]] = {}
+    found: list[tuple[str, str]] = []
+    for p in arrivals:
+        key = rule.group_key(p)
+        before = received.setdefault(key, [])
+        if any(q.txn_id == p.txn_id for q in before):
+            continue
+        earlier = _earlier(p, before, rule.window_ms)
+        value = p.field(rule.field)
+        if (
+            all(holds(c, p) for c in conditions)
+            and earlier
+            and all(q.field(rule.field) != value for q in earlier)
+        ):
+            found.append((key, p.txn_id))
+        before.append(p)
+    return found
+
+
+def assert_first_seen_properties(
+    alerts: Sequence[Alert], arrivals: Sequence[Payment], rule: Rule
+) -> None:
+    """What holds whatever the arrival order (``arrivals``: the accepted payments as they
+    arrived): every alert is one payment that passes the filter, with the field's value and
+    id; no payment alerts twice; and every payment new in event time (no payment of the
+    key, received at any time, has its value within the window before it) whose key had
+    received another within the window before it when it arrived, alerted."""
+    assert isinstance(rule, FirstSeenRule)
+    conditions = rule.to_json()["filter"]
+    by_txn = {p.txn_id: p for p in arrivals}
+    mine = [a for a in alerts if a.rule_id == rule.rule_id]
+    alerted = [a.txn_ids[0] for a in mine]
+    assert len(alerted) == len(set(alerted)), "a payment alerted twice"
+    for alert in mine:
+        (txn_id,) = alert.txn_ids
+        p = by_txn[txn_id]
+        assert all(holds(c, p) for c in conditions)
+        assert rule.group_key(p) == alert.group_key and alert.kind == "first_seen"
+        assert dict(alert.explanation)["value"] == p.field(rule.field)
+        assert alert.alert_id == alert_id_for(rule.rule_id, rule.version, alert.group_key, [txn_id])
+    firsts: dict[str, int] = {}
+    for i, p in enumerate(arrivals):
+        firsts.setdefault(p.txn_id, i)
+    for txn_id, i in firsts.items():
+        p = arrivals[i]
+        key = rule.group_key(p)
+        same_key = [q for q in arrivals if rule.group_key(q) == key]
+        everything = _earlier(p, same_key, rule.window_ms)
+        received = _earlier(
+            p, [q for q in arrivals[:i] if rule.group_key(q) == key], rule.window_ms
+        )
+        new = all(q.field(rule.field) != p.field(rule.field) for q in everything)
+        if new and received and all(holds(c, p) for c in conditions):
+            assert txn_id in alerted, f"missed first {rule.field} {p.field(rule.field)}"

@@ -30,6 +30,7 @@ from app.detection.conditions import (
     RuleError,
     all_of,
     all_possible,
+    always,
     compile_holds,
     compile_possible,
     fields_of,
@@ -52,6 +53,7 @@ __all__ = [
     "STRING_FIELDS",
     "THRESHOLD_OPS",
     "AggregateRule",
+    "FirstSeenRule",
     "Rule",
     "RuleError",
     "SequenceRule",
@@ -76,6 +78,9 @@ COMMON_KEYS = frozenset(
 # The keys of an aggregate rule (the kind a rule without ``kind`` is).
 RULE_KEYS = COMMON_KEYS | {"filter", "aggregate", "threshold"}
 SEQUENCE_KEYS = COMMON_KEYS | {"steps"}
+FIRST_SEEN_KEYS = COMMON_KEYS | {"field", "filter"}
+# The fields whose first use a first-seen rule can watch (a txn id is always new).
+FIRST_SEEN_FIELDS = tuple(name for name in STRING_FIELDS if name != "txn_id")
 STEP_KEYS = frozenset({"filter"})
 # How many steps a sequence has: a bound on what matching one payment may cost.
 MIN_STEPS, MAX_STEPS = 2, 5
@@ -244,6 +249,37 @@ class SequenceRule(Rule):
         return {"aggregate": f"sequence of {len(self.steps)} steps", "threshold": ""}
 
 
+@dataclass(frozen=True, slots=True)
+class FirstSeenRule(Rule):
+    """A payment whose value of ``field`` the key has not seen within the window before it,
+    while it has seen others, and that passes ``filter`` (the matching rules are in
+    ``app.detection.kinds.first_seen``)."""
+
+    field: str
+    filter: tuple[Node, ...]
+    kind: ClassVar[str] = "first_seen"
+    # Whether a payment with a new value alerts, compiled from ``filter``.
+    alerts_on: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # Every payment of the key is a value seen, whatever the filter: a device used for
+        # a small payment is not new when a large one follows.
+        object.__setattr__(self, "qualifies", always)
+        object.__setattr__(self, "alerts_on", all_of(c.matches for c in self.filter))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
+            "field": self.field,
+            "filter": [condition.to_json() for condition in self.filter],
+            "window": self._window_json(),
+            "severity": self.severity,
+        }
+
+    def summary(self) -> dict[str, str]:
+        return {"aggregate": f"first {self.field}", "threshold": ""}
+
+
 def _group_by(raw: Mapping[str, Any]) -> tuple[str, ...]:
     group_by = raw.get("group_by", ["card_id"])
     if isinstance(group_by, str):
@@ -357,11 +393,23 @@ def _parse_sequence_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> Sequ
     return SequenceRule(**common, steps=tuple(steps))
 
 
+def _parse_first_seen_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> FirstSeenRule:
+    name = raw.get("field")
+    if name not in FIRST_SEEN_FIELDS:
+        raise RuleError("field", f"{name!r} is not one of {', '.join(FIRST_SEEN_FIELDS)}")
+    assert isinstance(name, str)
+    if name in common["group_by"]:
+        raise RuleError("field", f"{name!r} is the key itself: the rule groups by it")
+    conditions = parse_filter("filter", raw.get("filter", []))
+    return FirstSeenRule(**common, field=name, filter=conditions)
+
+
 # Every kind of rule: its keys and its parser. A rule without ``kind`` is an aggregate rule.
 _Parser = Callable[[Mapping[str, Any], dict[str, Any]], Rule]
 KINDS: dict[str, tuple[frozenset[str], _Parser]] = {
     AggregateRule.kind: (RULE_KEYS, _parse_aggregate_rule),
     SequenceRule.kind: (SEQUENCE_KEYS, _parse_sequence_rule),
+    FirstSeenRule.kind: (FIRST_SEEN_KEYS, _parse_first_seen_rule),
 }
 
 

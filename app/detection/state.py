@@ -285,6 +285,107 @@ class SequenceState(RuleState):
         }
 
 
+@dataclass(slots=True)
+class KeptState(RuleState):
+    """The state of a kind whose pool holds every payment of the key, not only those an
+    alert may use: a payment that alerted stays in it, as the history of the next."""
+
+    def mark_used(self, used: dict[str, tuple[int, str]]) -> None:
+        """These payments alerted; they stay in the pool."""
+        self.used.update(used)
+        oldest = min(ts for ts, _ in used.values()) if used else None
+        if self.used_oldest is not None and oldest is not None:
+            self.used_oldest = min(self.used_oldest, oldest)
+
+
+@dataclass(slots=True)
+class FirstSeenState(KeptState):
+    """A first-seen rule's memory of one key: every payment of the key is an occurrence of
+    its value of the rule's field (the fifth field of its entry).
+
+    Occurrences within the allowed lateness of the key's newest event time stay in the
+    pool, one entry each, because a payment from the past may still fall between them. Older
+    ones are folded into ``seen``: per value, the latest event time it was seen at, which is
+    all a payment that is not late can still ask of them (it comes after all of them). A
+    value not seen since ``newest - lateness - window`` is forgotten. ``used`` holds the
+    payments that alerted, as every rule state's does."""
+
+    kind: ClassVar[str] = "first_seen"
+    seen: dict[str, int] = field(default_factory=dict)
+    # The oldest and the newest time in ``seen``, derived (None: to be computed).
+    seen_oldest: int | None = field(default=None, repr=False, compare=False)
+    seen_newest: int | None = field(default=None, repr=False, compare=False)
+
+    def size(self) -> int:
+        return len(self.pool) + len(self.used) + len(self.seen)
+
+    def empty(self) -> bool:
+        return not self.pool and not self.used and not self.seen
+
+    def newest_seen(self) -> int | None:
+        """The latest time any folded value was seen at."""
+        if self.seen_newest is None and self.seen:
+            self.seen_newest = max(self.seen.values())
+        return self.seen_newest
+
+    def expire_at(self, newest: int, lateness_ms: int, window_ms: int) -> None:
+        fold = newest - lateness_ms
+        pool = self.pool
+        if pool and pool[0][0] < fold:
+            count = bisect.bisect_left(pool, (fold,))
+            seen = self.seen
+            for ts, _, _, _, value, _ in pool[:count]:
+                if seen.get(value, ts - 1) < ts:
+                    seen[value] = ts
+                    if self.seen_newest is not None:
+                        self.seen_newest = max(self.seen_newest, ts)
+                    if self.seen_oldest is not None:
+                        self.seen_oldest = min(self.seen_oldest, ts)
+            self._drop_oldest_pooled(count)
+        horizon = fold - window_ms
+        if self.seen:
+            if self.seen_oldest is None:
+                self.seen_oldest = min(self.seen.values())
+            # Swept once the oldest is well past the horizon, so rarely on a busy key (a
+            # value past it is never asked: a window that is not late starts after it).
+            if self.seen_oldest < horizon - (lateness_ms + window_ms) // 8:
+                self.seen = {value: ts for value, ts in self.seen.items() if ts >= horizon}
+                self.seen_oldest = self.seen_newest = None
+        # The payments that alerted matter as long as a redelivery is not late.
+        self.expire(fold, lateness_ms // 8)
+
+    def evict_oldest(self, count: int) -> None:
+        """The values seen longest ago go first (they are older than every pooled one)."""
+        oldest = sorted(self.seen, key=lambda value: self.seen[value])[:count]
+        for value in oldest:
+            del self.seen[value]
+        self.seen_oldest = self.seen_newest = None
+        if count > len(oldest):
+            RuleState.evict_oldest(self, count - len(oldest))
+
+    def to_json(self) -> dict[str, Any]:
+        body = RuleState.to_json(self)
+        body["s"] = self.seen
+        return body
+
+    def load_extra(self, body: dict[str, Any]) -> None:
+        self.seen = dict(body.get("s", {}))
+
+    def describe(self) -> dict[str, Any]:
+        described = RuleState.describe(self)
+        # The values seen before the pending payments, the latest first.
+        described["seen"] = [
+            {"value": value, "ts": iso_from_ms(ts), "ts_ms": ts}
+            for value, ts in sorted(self.seen.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        return described
+
+    def describe_entry(self, entry: Entry) -> dict[str, Any]:
+        event = RuleState.describe_entry(self, entry)
+        event["value"] = event.pop("distinct", "")
+        return event
+
+
 def sequence_info(mask: int, values: Sequence[str]) -> str:
     """The fifth field of a sequence rule's entry (see ``SequenceState``)."""
     return json.dumps([mask, *values], separators=(",", ":"))
@@ -292,7 +393,7 @@ def sequence_info(mask: int, values: Sequence[str]) -> str:
 
 # Each rule state type by its JSON tag (a state stored without one is a plain RuleState).
 STATE_TYPES: dict[str, type[RuleState]] = {
-    state_type.kind: state_type for state_type in (RuleState, SequenceState)
+    state_type.kind: state_type for state_type in (RuleState, SequenceState, FirstSeenState)
 }
 
 

@@ -5,13 +5,19 @@ versions, expiry and the per-key bound."""
 
 from __future__ import annotations
 
-from app.detection.kinds import aggregate, sequence
+from app.detection.kinds import aggregate, first_seen, sequence
 from app.detection.kinds.base import Context, Kind
-from app.detection.rules import AggregateRule, Rule, SequenceRule
+from app.detection.rules import (
+    AggregateRule,
+    FirstSeenRule,
+    Rule,
+    SequenceRule,
+)
 
 KIND_OF: dict[type[Rule], Kind] = {
     AggregateRule: aggregate.KIND,
     SequenceRule: sequence.KIND,
+    FirstSeenRule: first_seen.KIND,
 }
 
 __all__ = ["KIND_OF", "Context", "Kind"]

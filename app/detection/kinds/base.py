@@ -35,6 +35,17 @@ class Kind(Protocol):
         ...
 
 
+def own_state(state_type: type[RuleState], rule: Rule, held: RuleState | None) -> RuleState:
+    """``Kind.state`` for a kind whose state is ``state_type``: ``held`` if it is one, a new
+    one if nothing is held, and a plain state (the events published alerts used) adopted
+    with its events."""
+    if held is None:
+        return state_type(version=rule.version)
+    if isinstance(held, state_type):
+        return held
+    return state_type(version=held.version, pool=held.pool, used=held.used)
+
+
 def make_alert(
     rule: Rule,
     ctx: Context,

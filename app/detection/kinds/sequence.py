@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from app.detection.aggregates import Entry
-from app.detection.kinds.base import Context, make_alert
+from app.detection.kinds.base import Context, make_alert, own_state
 from app.detection.models import Alert, Payment
 from app.detection.rules import Rule, SequenceRule
 from app.detection.state import RuleState, SequenceState, sequence_info
@@ -40,12 +40,7 @@ _BLANK = Payment("", "", "", Decimal(0), "", "", "", "", "", "", "", 0)
 
 class SequenceKind:
     def state(self, rule: Rule, held: RuleState | None) -> RuleState:
-        if held is None:
-            return SequenceState(version=rule.version)
-        if isinstance(held, SequenceState):
-            return held
-        # A plain state of the events published alerts used (app.delivery.published).
-        return SequenceState(version=held.version, pool=held.pool, used=held.used)
+        return own_state(SequenceState, rule, held)
 
     def apply(
         self, rule: Rule, rule_state: RuleState, payment: Payment, fingerprint: str, ctx: Context

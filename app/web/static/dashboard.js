@@ -403,7 +403,8 @@ async function inspectCard(card) {
   for (const [ruleId, rule] of Object.entries(body.rules)) {
     const amounts = rule.pending.map((e) => e.amount).join(", ");
     lines.push(el("p", {}, el("b", {}, ruleId), ` v${rule.version}: ${rule.pending.length} pending`,
-      amounts ? ` (${amounts})` : "", `, ${rule.alerted.length} in alerts`));
+      amounts ? ` (${amounts})` : "", `, ${rule.alerted.length} in alerts`,
+      rule.seen ? `, ${rule.seen.length} earlier values known` : ""));
   }
   const windows = body.high_value_windows.map((w) => `${fmtTime(new Date(w.start_ms)).slice(0, 5)} ×${w.count}`);
   lines.push(el("p", {}, `High-value payments per 5 min: ${windows.length ? windows.join(", ") : "none"}`));

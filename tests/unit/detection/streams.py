@@ -9,7 +9,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.detection.engine import KeyState, evaluate
+from app.detection.engine import MAX_KEY_EVENTS, KeyState, evaluate
 from app.detection.models import Alert, Payment
 from app.detection.rules import SEED_RULE, AggregateRule, Rule
 from tests import factories
@@ -30,17 +30,24 @@ class Run:
 
 
 def run_engine(
-    arrivals: Sequence[Payment], rules: Sequence[Rule] = (SEED_RULE,), roundtrip: bool = False
+    arrivals: Sequence[Payment],
+    rules: Sequence[Rule] = (SEED_RULE,),
+    roundtrip: bool = False,
+    bound: int = MAX_KEY_EVENTS,
 ) -> Run:
+    """The payments decided in ``arrivals`` order, each on its key of the rules' group-by
+    (they all share one)."""
     states: dict[str, KeyState] = {}
     run = Run([], [], [])
     for p in arrivals:
-        state = states.get(p.card_id) or KeyState()
+        key = rules[0].group_key(p)
+        state = states.get(key) or KeyState()
         if roundtrip:  # what the RocksDB table and its changelog do between events
             state = KeyState.from_json(_json_roundtrip(state.to_json()))
-        verdict = evaluate(state, p, p.card_id, rules, LATENESS_MS, 0, 0)
+        verdict = evaluate(state, p, key, rules, LATENESS_MS, 0, 0, bound)
         assert_derived_state_matches_the_pool(state, rules)
-        states[p.card_id] = state
+        assert sum(s.size() for s in state.rules.values()) <= bound
+        states[key] = state
         (run.late if verdict.late else run.accepted).append(p)
         run.alerts.extend(verdict.alerts)
     return run

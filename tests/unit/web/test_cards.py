@@ -116,7 +116,8 @@ def test_card_view_says_what_each_kind_of_rule_holds(
     worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sequence rule's waiting payments with the steps each may match (the state's JSON
-    as the engine stores it: its fifth field is ``[step mask, kept values...]``)."""
+    as the engine stores it: its fifth field is ``[step mask, kept values...]``); a
+    first-seen rule's recent payments with their values, and the values seen before."""
     state = {
         "t": NOW_MS,
         "r": {
@@ -125,6 +126,13 @@ def test_card_view_says_what_each_kind_of_rule_holds(
                 "k": "sequence",
                 "p": [[NOW_MS - 5_000, "t1", "1.00", "US", '[1,"m1"]', "f1"]],
                 "u": {},
+            },
+            "new-device-high-value": {
+                "v": 1,
+                "k": "first_seen",
+                "p": [[NOW_MS - 1_000, "t2", "900", "US", "dev-new", "f2"]],
+                "u": {"t2": [NOW_MS - 1_000, "f2"]},
+                "s": {"dev-old": NOW_MS - 3_600_000, "dev-usual": NOW_MS - 120_000},
             },
         },
     }
@@ -137,6 +145,10 @@ def test_card_view_says_what_each_kind_of_rule_holds(
         assert status == 200
         (pending,) = body["rules"]["testing-then-cash-out"]["pending"]
         assert (pending["txn_id"], pending["steps"]) == ("t1", [1])
+        first_seen = body["rules"]["new-device-high-value"]
+        assert [(e["txn_id"], e["value"]) for e in first_seen["pending"]] == [("t2", "dev-new")]
+        assert [a["txn_id"] for a in first_seen["alerted"]] == ["t2"]
+        assert [v["value"] for v in first_seen["seen"]] == ["dev-usual", "dev-old"]
 
     run(check)
 

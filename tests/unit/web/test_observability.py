@@ -68,7 +68,16 @@ def test_stats_describe_each_kind_of_rule(
             "window": 600,
         }
     )
-    patch_web(monkeypatch, "rulebook", fake_rulebook([SEED_RULE, sequence]))
+    first_seen = parse_rule(
+        {
+            "rule_id": "new-device",
+            "version": 1,
+            "kind": "first_seen",
+            "field": "device_id",
+            "window": 86400,
+        }
+    )
+    patch_web(monkeypatch, "rulebook", fake_rulebook([SEED_RULE, sequence, first_seen]))
 
     async def check(session: aiohttp.ClientSession, base: str) -> None:
         status, body = await get(session, f"{base}/stats?history=0")
@@ -80,6 +89,10 @@ def test_stats_describe_each_kind_of_rule(
         assert by_id["testing-then-cash-out"]["kind"] == "sequence"
         assert by_id["testing-then-cash-out"]["aggregate"] == "sequence of 2 steps"
         assert by_id["testing-then-cash-out"]["window_s"] == 600
+        assert (by_id["new-device"]["kind"], by_id["new-device"]["aggregate"]) == (
+            "first_seen",
+            "first device_id",
+        )
 
     run(check)
 
