@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from app.detection.models import Alert, Payment, alert_id_for
-from app.detection.rules import AggregateRule, FirstSeenRule, Rule, SequenceRule
+from app.detection.rules import AggregateRule, FirstSeenRule, HistoryRule, Rule, SequenceRule
 
 
 def _value(field: str, raw: Any) -> Any:
@@ -201,6 +202,21 @@ def _earlier(p: Payment, others: Sequence[Payment], window_ms: int) -> list[Paym
     return [q for q in others if _order(q) < _order(p) and q.ts_ms >= p.ts_ms - window_ms]
 
 
+def _received(
+    arrivals: Sequence[Payment], rule: Rule
+) -> Iterator[tuple[str, Payment, list[Payment]]]:
+    """(key, payment, the key's payments received before it within the window before it in
+    event time) for each payment of ``arrivals`` but redeliveries."""
+    received: dict[str, list[Payment]] = {}
+    for p in arrivals:
+        key = rule.group_key(p)
+        before = received.setdefault(key, [])
+        if any(q.txn_id == p.txn_id for q in before):
+            continue
+        yield key, p, _earlier(p, before, rule.window_ms)
+        before.append(p)
+
+
 def first_seen_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str, str]]:
     """The first-seen rule's alerts, (key, txn id), for payments decided in ``arrivals``
     order (none late): a payment alerts when it passes the filter (read literally from the
@@ -208,14 +224,8 @@ def first_seen_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str
     before it in event time, none with its value. A redelivered txn id changes nothing."""
     assert isinstance(rule, FirstSeenRule)
     conditions = rule.to_json()["filter"]
-    received: dict[str, list[Payment]] = {}
     found: list[tuple[str, str]] = []
-    for p in arrivals:
-        key = rule.group_key(p)
-        before = received.setdefault(key, [])
-        if any(q.txn_id == p.txn_id for q in before):
-            continue
-        earlier = _earlier(p, before, rule.window_ms)
+    for key, p, earlier in _received(arrivals, rule):
         value = p.field(rule.field)
         if (
             all(holds(c, p) for c in conditions)
@@ -223,7 +233,6 @@ def first_seen_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str
             and all(q.field(rule.field) != value for q in earlier)
         ):
             found.append((key, p.txn_id))
-        before.append(p)
     return found
 
 
@@ -262,3 +271,41 @@ def assert_first_seen_properties(
         new = all(q.field(rule.field) != p.field(rule.field) for q in everything)
         if new and received and all(holds(c, p) for c in conditions):
             assert txn_id in alerted, f"missed first {rule.field} {p.field(rule.field)}"
+
+
+# ------------------------------------------------------------------------- history rules
+
+
+def _statistic(name: str, amounts: list[Decimal]) -> Fraction:
+    """A statistic of amounts in exact rationals."""
+    exact = [Fraction(a) for a in amounts]
+    if name == "avg(amount)":
+        return sum(exact, Fraction(0)) / len(exact)
+    if name == "max(amount)":
+        return max(exact)
+    assert name == "sum(amount)"
+    return sum(exact, Fraction(0))
+
+
+def history_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str, str]]:
+    """The history rule's alerts, (key, txn id), for payments decided in ``arrivals`` order
+    (none late): a payment alerts when it passes the filter (read from the rule's JSON) and
+    the key's payments received before it hold at least ``min_earlier`` within the window
+    before it in event time, whose statistic, in exact rationals, compares with its amount."""
+    assert isinstance(rule, HistoryRule)
+    body = rule.to_json()
+    found: list[tuple[str, str]] = []
+    for key, p, earlier in _received(arrivals, rule):
+        amounts = [q.amount for q in earlier]
+        if all(holds(c, p) for c in body["filter"]) and len(amounts) >= body["min_earlier"]:
+            bound = Fraction(body["factor"]) * _statistic(body["statistic"], amounts)
+            amount = Fraction(p.amount)
+            compared = {
+                ">": amount > bound,
+                ">=": amount >= bound,
+                "<": amount < bound,
+                "<=": amount <= bound,
+            }[body["op"]]
+            if compared:
+                found.append((key, p.txn_id))
+    return found

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from app.detection.aggregates import Aggregate, parse_aggregate
+from app.detection.aggregates import STATISTICS, Aggregate, Statistic, parse_aggregate
 from app.detection.conditions import (
     FILTER_FIELDS,
     FILTER_OPS,
@@ -54,6 +54,7 @@ __all__ = [
     "THRESHOLD_OPS",
     "AggregateRule",
     "FirstSeenRule",
+    "HistoryRule",
     "Rule",
     "RuleError",
     "SequenceRule",
@@ -79,6 +80,10 @@ COMMON_KEYS = frozenset(
 RULE_KEYS = COMMON_KEYS | {"filter", "aggregate", "threshold"}
 SEQUENCE_KEYS = COMMON_KEYS | {"steps"}
 FIRST_SEEN_KEYS = COMMON_KEYS | {"field", "filter"}
+HISTORY_KEYS = COMMON_KEYS | {"filter", "statistic", "op", "factor", "min_earlier"}
+HISTORY_OPS = (">", ">=", "<", "<=")
+# How many earlier payments a history rule may ask for: a key keeps at least this many.
+MAX_MIN_EARLIER = MAX_COUNT_THRESHOLD
 # The fields whose first use a first-seen rule can watch (a txn id is always new).
 FIRST_SEEN_FIELDS = tuple(name for name in STRING_FIELDS if name != "txn_id")
 STEP_KEYS = frozenset({"filter"})
@@ -250,22 +255,29 @@ class SequenceRule(Rule):
 
 
 @dataclass(frozen=True, slots=True)
-class FirstSeenRule(Rule):
+class KeyHistoryRule(Rule):
+    """A kind that judges a payment by its key's earlier payments: every payment of the
+    key is history for the next, whatever ``filter`` says (a device first used for a small
+    payment is known when a large one follows), and a payment alerts only if it passes
+    ``filter``."""
+
+    filter: tuple[Node, ...]
+    # Whether a payment may alert, compiled from ``filter``.
+    alerts_on: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "qualifies", always)
+        object.__setattr__(self, "alerts_on", all_of(c.matches for c in self.filter))
+
+
+@dataclass(frozen=True, slots=True)
+class FirstSeenRule(KeyHistoryRule):
     """A payment whose value of ``field`` the key has not seen within the window before it,
     while it has seen others, and that passes ``filter`` (the matching rules are in
     ``app.detection.kinds.first_seen``)."""
 
     field: str
-    filter: tuple[Node, ...]
     kind: ClassVar[str] = "first_seen"
-    # Whether a payment with a new value alerts, compiled from ``filter``.
-    alerts_on: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
-
-    def __post_init__(self) -> None:
-        # Every payment of the key is a value seen, whatever the filter: a device used for
-        # a small payment is not new when a large one follows.
-        object.__setattr__(self, "qualifies", always)
-        object.__setattr__(self, "alerts_on", all_of(c.matches for c in self.filter))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -278,6 +290,37 @@ class FirstSeenRule(Rule):
 
     def summary(self) -> dict[str, str]:
         return {"aggregate": f"first {self.field}", "threshold": ""}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRule(KeyHistoryRule):
+    """A payment whose amount compares with ``factor`` times a statistic of its key's
+    earlier payments within the window (``amount > 10 * avg(amount)``), when the key has at
+    least ``min_earlier`` of them (the matching rules are in ``app.detection.kinds.history``)."""
+
+    statistic: Statistic
+    op: str
+    factor: Decimal
+    min_earlier: int
+    kind: ClassVar[str] = "history"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
+            "filter": [condition.to_json() for condition in self.filter],
+            "statistic": self.statistic.text,
+            "op": self.op,
+            "factor": str(self.factor),
+            "min_earlier": self.min_earlier,
+            "window": self._window_json(),
+            "severity": self.severity,
+        }
+
+    def summary(self) -> dict[str, str]:
+        return {
+            "aggregate": f"amount {self.op} {self.factor} * {self.statistic.text}",
+            "threshold": f"after {self.min_earlier}",
+        }
 
 
 def _group_by(raw: Mapping[str, Any]) -> tuple[str, ...]:
@@ -404,12 +447,41 @@ def _parse_first_seen_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> Fi
     return FirstSeenRule(**common, field=name, filter=conditions)
 
 
+def _parse_history_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> HistoryRule:
+    conditions = parse_filter("filter", raw.get("filter", []))
+    statistic = raw.get("statistic")
+    if statistic not in STATISTICS:
+        raise RuleError("statistic", f"{statistic!r} is not one of {', '.join(STATISTICS)}")
+    op = raw.get("op")
+    if op not in HISTORY_OPS:
+        raise RuleError("op", f"{op!r} is not one of {', '.join(HISTORY_OPS)}")
+    factor = parse_decimal("factor", raw.get("factor", 1))
+    if factor <= 0:
+        raise RuleError("factor", "must be more than 0")
+    min_earlier = raw.get("min_earlier", 1)
+    if (
+        isinstance(min_earlier, bool)
+        or not isinstance(min_earlier, int)
+        or not 1 <= min_earlier <= MAX_MIN_EARLIER
+    ):
+        raise RuleError("min_earlier", f"must be a whole number from 1 to {MAX_MIN_EARLIER}")
+    return HistoryRule(
+        **common,
+        filter=conditions,
+        statistic=STATISTICS[statistic],
+        op=op,
+        factor=factor,
+        min_earlier=min_earlier,
+    )
+
+
 # Every kind of rule: its keys and its parser. A rule without ``kind`` is an aggregate rule.
 _Parser = Callable[[Mapping[str, Any], dict[str, Any]], Rule]
 KINDS: dict[str, tuple[frozenset[str], _Parser]] = {
     AggregateRule.kind: (RULE_KEYS, _parse_aggregate_rule),
     SequenceRule.kind: (SEQUENCE_KEYS, _parse_sequence_rule),
     FirstSeenRule.kind: (FIRST_SEEN_KEYS, _parse_first_seen_rule),
+    HistoryRule.kind: (HISTORY_KEYS, _parse_history_rule),
 }
 
 

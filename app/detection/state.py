@@ -299,6 +299,14 @@ class KeptState(RuleState):
 
 
 @dataclass(slots=True)
+class HistoryState(KeptState):
+    """A history rule's memory of one key: every payment of the key within the window and
+    the lateness, its amount in each entry, and the payments that alerted."""
+
+    kind: ClassVar[str] = "history"
+
+
+@dataclass(slots=True)
 class FirstSeenState(KeptState):
     """A first-seen rule's memory of one key: every payment of the key is an occurrence of
     its value of the rule's field (the fifth field of its entry).
@@ -393,7 +401,8 @@ def sequence_info(mask: int, values: Sequence[str]) -> str:
 
 # Each rule state type by its JSON tag (a state stored without one is a plain RuleState).
 STATE_TYPES: dict[str, type[RuleState]] = {
-    state_type.kind: state_type for state_type in (RuleState, SequenceState, FirstSeenState)
+    state_type.kind: state_type
+    for state_type in (RuleState, SequenceState, FirstSeenState, HistoryState)
 }
 
 

@@ -5,11 +5,12 @@ versions, expiry and the per-key bound."""
 
 from __future__ import annotations
 
-from app.detection.kinds import aggregate, first_seen, sequence
+from app.detection.kinds import aggregate, first_seen, history, sequence
 from app.detection.kinds.base import Context, Kind
 from app.detection.rules import (
     AggregateRule,
     FirstSeenRule,
+    HistoryRule,
     Rule,
     SequenceRule,
 )
@@ -18,6 +19,7 @@ KIND_OF: dict[type[Rule], Kind] = {
     AggregateRule: aggregate.KIND,
     SequenceRule: sequence.KIND,
     FirstSeenRule: first_seen.KIND,
+    HistoryRule: history.KIND,
 }
 
 __all__ = ["KIND_OF", "Context", "Kind"]

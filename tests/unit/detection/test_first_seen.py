@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.delivery.published import PublishedAlerts
 from app.detection.engine import MAX_KEY_EVENTS, KeyState, evaluate
 from app.detection.models import Alert, Payment
 from app.detection.rules import FIRST_SEEN_FIELDS, FirstSeenRule, Rule, RuleError, parse_rule
@@ -249,20 +248,6 @@ def test_a_key_with_many_values_forgets_those_seen_longest_ago_first() -> None:
     assert rule_state.size() <= 1_000 and evicted >= 2_000
     assert isinstance(rule_state, FirstSeenState) and "d0" not in rule_state.seen
     assert MAX_KEY_EVENTS == 2_000
-
-
-def test_published_alerts_are_not_raised_again_after_a_replay() -> None:
-    published = PublishedAlerts()
-    published.record("a1", (NEW_DEVICE.rule_id, "c1"), ("t0001",), BASE_MS)
-    state = KeyState()
-    published.mark_used(state, "c1", [NEW_DEVICE])
-    events = [
-        payment(0, "c1", "10", BASE_MS - 1_000, device_id="phone"),
-        payment(1, "c1", "900", BASE_MS, device_id="laptop"),
-    ]
-    verdicts = [evaluate(state, p, "c1", [NEW_DEVICE], LATENESS_MS, 0, 0) for p in events]
-    assert [v.alerts for v in verdicts] == [(), ()] and verdicts[1].duplicate
-    assert isinstance(state.rules[NEW_DEVICE.rule_id], FirstSeenState)
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,12 @@ def test_card_view_says_what_each_kind_of_rule_holds(
                 "u": {"t2": [NOW_MS - 1_000, "f2"]},
                 "s": {"dev-old": NOW_MS - 3_600_000, "dev-usual": NOW_MS - 120_000},
             },
+            "ten-times-usual-spend": {
+                "v": 1,
+                "k": "history",
+                "p": [[NOW_MS - 9_000, "t0", "40", "US", "", "f0"]],
+                "u": {},
+            },
         },
     }
     patch_web(monkeypatch, "card_state", {CARD: state})
@@ -149,6 +155,8 @@ def test_card_view_says_what_each_kind_of_rule_holds(
         assert [(e["txn_id"], e["value"]) for e in first_seen["pending"]] == [("t2", "dev-new")]
         assert [a["txn_id"] for a in first_seen["alerted"]] == ["t2"]
         assert [v["value"] for v in first_seen["seen"]] == ["dev-usual", "dev-old"]
+        history = body["rules"]["ten-times-usual-spend"]
+        assert [(e["txn_id"], e["amount"]) for e in history["pending"]] == [("t0", "40")]
 
     run(check)
 

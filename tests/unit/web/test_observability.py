@@ -77,7 +77,20 @@ def test_stats_describe_each_kind_of_rule(
             "window": 86400,
         }
     )
-    patch_web(monkeypatch, "rulebook", fake_rulebook([SEED_RULE, sequence, first_seen]))
+    history = parse_rule(
+        {
+            "rule_id": "ten-times",
+            "version": 1,
+            "kind": "history",
+            "statistic": "avg(amount)",
+            "op": ">",
+            "factor": "10",
+            "min_earlier": 5,
+            "window": 86400,
+        }
+    )
+    rules = [SEED_RULE, sequence, first_seen, history]
+    patch_web(monkeypatch, "rulebook", fake_rulebook(rules))
 
     async def check(session: aiohttp.ClientSession, base: str) -> None:
         status, body = await get(session, f"{base}/stats?history=0")
@@ -92,6 +105,10 @@ def test_stats_describe_each_kind_of_rule(
         assert (by_id["new-device"]["kind"], by_id["new-device"]["aggregate"]) == (
             "first_seen",
             "first device_id",
+        )
+        assert (by_id["ten-times"]["aggregate"], by_id["ten-times"]["threshold"]) == (
+            "amount > 10 * avg(amount)",
+            "after 5",
         )
 
     run(check)
