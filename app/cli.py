@@ -149,6 +149,14 @@ class FraudCommand(AppCommand):
         show_default=True,
         help="Share of payments that start an injected fraud burst.",
     ),
+    option(
+        "--patterns",
+        type=click.FloatRange(0.0, 0.1),
+        default=0.0,
+        show_default=True,
+        help="Share of payments that start each other injected pattern (the fraud the rules"
+        " of examples/rules/kinds.yaml catch).",
+    ),
     option("--seed", type=int, default=1, show_default=True, help="Random seed."),
     option(
         "--cards",
@@ -163,7 +171,7 @@ class FraudCommand(AppCommand):
         # error before anything is produced.
         type=click.File("w", encoding="utf-8", lazy=False),
         default=None,
-        help="Write the injected bursts (JSON lines) to this file.",
+        help="Write the injected bursts and patterns (JSON lines) to this file.",
     ),
     base=FraudCommand,
 )
@@ -172,12 +180,15 @@ async def generate(
     rate: float,
     duration: float,
     fraud_ratio: float,
+    patterns: float,
     seed: int,
     cards: int,
     truth: IO[str] | None,
 ) -> None:
     """Produce synthetic payments (with fraud bursts) to the payments topic."""
-    generator = PaymentGenerator(seed=seed, cards=cards, fraud_ratio=fraud_ratio)
+    generator = PaymentGenerator(
+        seed=seed, cards=cards, fraud_ratio=fraud_ratio, pattern_ratio=patterns
+    )
     try:
         await produce(
             bootstrap_servers(settings.broker),

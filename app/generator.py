@@ -1,7 +1,9 @@
-"""Synthetic payments with injected fraud bursts (Faker-built cards and merchants).
+"""Synthetic payments with injected fraud (Faker-built cards and merchants).
 
 Deterministic for a seed: the same seed and clock give the same stream, and the
-injected bursts are reported so tests and the demo know the ground truth.
+injected fraud is reported so tests and the demo know the ground truth: bursts of
+high-value payments (``fraud_ratio``) and, with ``pattern_ratio``, the patterns the other
+rule kinds catch (``PATTERNS``; the rules are in ``examples/rules/kinds.yaml``).
 """
 
 from __future__ import annotations
@@ -61,10 +63,14 @@ class Merchant:
 
 @dataclass(frozen=True, slots=True)
 class Burst:
+    """Injected fraud: its payments, and which pattern they follow (the rule that catches
+    it: ``burst`` for ``high-value-burst``, else the rule id of ``examples/rules/kinds.yaml``)."""
+
     card_id: str
     txn_ids: tuple[str, ...]
     first_ts: str
     last_ts: str
+    pattern: str = "burst"
 
     def to_json(self) -> str:
         return json.dumps(
@@ -73,8 +79,15 @@ class Burst:
                 "txn_ids": list(self.txn_ids),
                 "first_ts": self.first_ts,
                 "last_ts": self.last_ts,
+                "pattern": self.pattern,
             }
         )
+
+
+# The patterns ``pattern_ratio`` injects, each the rule id that catches it.
+TESTING_THEN_CASH_OUT = "testing-then-cash-out"
+NEW_DEVICE_HIGH_VALUE = "new-device-high-value"
+PATTERNS = (TESTING_THEN_CASH_OUT, NEW_DEVICE_HIGH_VALUE)
 
 
 def card_token(rng: random.Random) -> str:
@@ -97,6 +110,7 @@ class PaymentGenerator:
         fraud_ratio: float = 0.01,
         burst_size: int = 3,
         high_value_share: float = 0.002,
+        pattern_ratio: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
         faker = Faker()
@@ -127,6 +141,9 @@ class PaymentGenerator:
         self.fraud_ratio = fraud_ratio
         self.burst_size = burst_size
         self.high_value_share = high_value_share
+        # The share of payments that start each of PATTERNS (0: none, and the stream is
+        # exactly what it was before patterns existed).
+        self.pattern_ratio = pattern_ratio
         self._seed = seed
         self._counter = 0
 
@@ -136,8 +153,10 @@ class PaymentGenerator:
         # The counter alone reaches 13 digits only after 10^12 payments.
         return f"txn-{self._seed}_{self._counter:09d}"
 
-    def _payment(self, card: Card, amount: Decimal, ts_ms: int) -> Payment:
-        merchant = self.rng.choice(self.merchants)
+    def _payment(
+        self, card: Card, amount: Decimal, ts_ms: int, merchant: Merchant | None = None
+    ) -> Payment:
+        merchant = merchant or self.rng.choice(self.merchants)
         country = card.country if self.rng.random() < 0.9 else merchant.country
         return Payment(
             txn_id=self._txn_id(),
@@ -174,11 +193,42 @@ class PaymentGenerator:
         )
         return payments, truth
 
+    def testing_then_cash_out(self, ts_ms: int) -> tuple[list[Payment], Burst]:
+        """A card tested with a payment under 2, then 500 or more spent at another merchant
+        20 s to 2 minutes later."""
+        card = self.rng.choice(self.cards)
+        tested_at, spent_at = self.rng.sample(self.merchants, 2)
+        test = self._payment(card, Decimal(self.rng.randint(50, 199)) / 100, ts_ms, tested_at)
+        later = ts_ms + self.rng.randint(20_000, 120_000)
+        amount = Decimal(self.rng.randint(500_00, 999_99)) / 100
+        spend = self._payment(card, amount, later, spent_at)
+        truth = Burst(
+            card.card_id, (test.txn_id, spend.txn_id), test.ts, spend.ts, TESTING_THEN_CASH_OUT
+        )
+        return [test, spend], truth
+
+    def new_device_high_value(self, ts_ms: int) -> tuple[list[Payment], Burst]:
+        """A card used as usual, then 5 to 60 s later for 500 or more from a device it has
+        never used (the truth is that payment)."""
+        card = self.rng.choice(self.cards)
+        usual = self._payment(card, self._normal_amount(), ts_ms)
+        taken = replace(card, device_id=f"dev_{self.rng.getrandbits(48):012x}")
+        later = ts_ms + self.rng.randint(5_000, 60_000)
+        amount = Decimal(self.rng.randint(500_00, 2_000_00)) / 100
+        fraud = self._payment(taken, amount, later)
+        truth = Burst(card.card_id, (fraud.txn_id,), fraud.ts, fraud.ts, NEW_DEVICE_HIGH_VALUE)
+        return [usual, fraud], truth
+
     def payments(self, ts_ms: int) -> tuple[list[Payment], Burst | None]:
-        """The next payment, or a whole burst, stamped at event time ``ts_ms``."""
+        """The next payment, or a whole burst or pattern, stamped from event time ``ts_ms``
+        (a pattern's later payments later)."""
         if self.rng.random() < self.fraud_ratio:
             burst, truth = self.burst(ts_ms)
             return burst, truth
+        if self.pattern_ratio and self.rng.random() < self.pattern_ratio * len(PATTERNS):
+            if self.rng.random() < 0.5:
+                return self.testing_then_cash_out(ts_ms)
+            return self.new_device_high_value(ts_ms)
         return [self._payment(self.rng.choice(self.cards), self._normal_amount(), ts_ms)], None
 
     def stream(
@@ -186,10 +236,22 @@ class PaymentGenerator:
     ) -> Iterator[tuple[Payment, Burst | None]]:
         """``count`` payments with event times from ``start_ms``.
 
-        A burst's ground truth comes with its first payment."""
+        A burst's ground truth comes with its first payment. A burst's payments follow each
+        other; a pattern's later payments (minutes later) wait for their event time among
+        the others, so the stream stays in event-time order."""
         produced, ts_ms = 0, start_ms
+        waiting: list[tuple[int, str, Payment]] = []
         while produced < count:
+            while waiting and waiting[0][0] <= ts_ms and produced < count:
+                yield heapq.heappop(waiting)[2], None
+                produced += 1
+            if produced >= count:
+                break
             batch, truth = self.payments(ts_ms)
+            if truth is not None and truth.pattern != "burst":
+                for later in batch[1:]:
+                    heapq.heappush(waiting, (later.ts_ms, later.txn_id, later))
+                batch = batch[:1]
             for index, payment in enumerate(batch[: count - produced]):
                 yield payment, truth if index == 0 else None
             produced += len(batch)

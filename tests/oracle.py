@@ -2,14 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
+from fractions import Fraction
+from typing import Any
 
 from app.detection.models import Alert, Payment, alert_id_for
-from app.detection.rules import Rule
+from app.detection.rules import AggregateRule, FirstSeenRule, HistoryRule, Rule, SequenceRule
 
 
-def aggregate(rule: Rule, events: Sequence[Payment]) -> Decimal:
+def _value(field: str, raw: Any) -> Any:
+    return Decimal(str(raw)) if field == "amount" else raw
+
+
+def holds(condition: Mapping[str, Any], payment: Payment, earlier: Sequence[Payment] = ()) -> bool:
+    """A filter condition read literally from its JSON, without the compiler; ``earlier``
+    are the events a sequence's earlier steps matched."""
+    if "any" in condition:
+        return any(holds(c, payment, earlier) for c in condition["any"])
+    if "all" in condition:
+        return all(holds(c, payment, earlier) for c in condition["all"])
+    if "not" in condition:
+        return not holds(condition["not"], payment, earlier)
+    field, op = condition["field"], condition["op"]
+    left: Any = payment.field(field)
+    right: Any
+    if "ref" in condition and condition["ref"].startswith("steps["):
+        step, name = condition["ref"].removeprefix("steps[").split("].")
+        right = earlier[int(step)].field(name)
+    elif "ref" in condition:
+        right = payment.field(condition["ref"])
+    elif op in ("in", "not in"):
+        members = [_value(field, v) for v in condition["value"]]
+        return bool(left in members) == (str(op) == "in")
+    else:
+        right = _value(field, condition["value"])
+    result: bool = {
+        "==": left == right,
+        "!=": left != right,
+        "<": left < right,
+        "<=": left <= right,
+        ">": left > right,
+        ">=": left >= right,
+    }[op]
+    return result
+
+
+def aggregate(rule: AggregateRule, events: Sequence[Payment]) -> Decimal:
     if rule.aggregate.name == "count":
         return Decimal(len(events))
     if rule.aggregate.name == "sum":
@@ -19,12 +58,13 @@ def aggregate(rule: Rule, events: Sequence[Payment]) -> Decimal:
     return Decimal(len({e.field(field) for e in events}))
 
 
-def meets(rule: Rule, value: Decimal) -> bool:
+def meets(rule: AggregateRule, value: Decimal) -> bool:
     return value >= rule.threshold if rule.threshold_op == ">=" else value > rule.threshold
 
 
 def oracle(events: Sequence[Payment], rule: Rule) -> set[tuple[str, tuple[str, ...]]]:
     """Greedy skip-past-last-event matching over events sorted by event time."""
+    assert isinstance(rule, AggregateRule)
     found: set[tuple[str, tuple[str, ...]]] = set()
     ordered = sorted(events, key=lambda p: (p.ts_ms, p.txn_id))
     for card in sorted({p.card_id for p in ordered}):
@@ -43,6 +83,7 @@ def assert_properties(
     """The rule semantics for any arrival order: every alert of ``rule`` is sound, no event
     is in two of them, and (``complete``) every burst among the ``accepted`` payments holds
     a used event."""
+    assert isinstance(rule, AggregateRule)
     by_txn = {p.txn_id: p for p in accepted}
     mine = [a for a in alerts if a.rule_id == rule.rule_id]
     used: set[str] = set()
@@ -71,3 +112,200 @@ def assert_properties(
         ]
         if meets(rule, aggregate(rule, inside)):
             assert used & {p.txn_id for p in inside}, f"missed burst starting {start.ts}"
+
+
+# ------------------------------------------------------------------------ sequence rules
+
+Chain = tuple[Payment, ...]
+
+
+def _order(p: Payment) -> tuple[int, str]:
+    return (p.ts_ms, p.txn_id)
+
+
+def chains(rule: Rule, events: Sequence[Payment]) -> list[Chain]:
+    """Every chain of ``events`` (one key's): events in event-time order, each passing its
+    step read literally from the rule's JSON, the last at most the window after the
+    first. All of them, by brute force."""
+    assert isinstance(rule, SequenceRule)
+    steps = [step["filter"] for step in rule.to_json()["steps"]]
+    ordered = sorted(events, key=_order)
+    found: list[Chain] = []
+
+    def extend(chain: Chain, start: int) -> None:
+        if len(chain) == len(steps):
+            found.append(chain)
+            return
+        for i in range(start, len(ordered)):
+            p = ordered[i]
+            if chain and p.ts_ms - chain[0].ts_ms > rule.window_ms:
+                break
+            if all(holds(c, p, chain) for c in steps[len(chain)]):
+                extend((*chain, p), i + 1)
+
+    extend((), 0)
+    return found
+
+
+def sequence_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str, tuple[str, ...]]]:
+    """The sequence rule's alerts, (card, txn ids), for payments decided in ``arrivals``
+    order (none of them late): after each payment, the earliest chain among the card's
+    payments not yet in an alert becomes an alert. A redelivered txn id changes nothing."""
+    found: list[tuple[str, tuple[str, ...]]] = []
+    unused: dict[str, list[Payment]] = {}
+    seen: set[tuple[str, str]] = set()
+    for p in arrivals:
+        if (p.card_id, p.txn_id) in seen:
+            continue
+        seen.add((p.card_id, p.txn_id))
+        pool = unused.setdefault(p.card_id, [])
+        pool.append(p)
+        every = chains(rule, pool)
+        if every:
+            earliest = min(every, key=lambda chain: [_order(e) for e in chain])
+            found.append((p.card_id, tuple(e.txn_id for e in earliest)))
+            unused[p.card_id] = [e for e in pool if e not in earliest]
+    return found
+
+
+def assert_sequence_properties(
+    alerts: Sequence[Alert], accepted: Sequence[Payment], rule: Rule, complete: bool = True
+) -> None:
+    """What holds whatever the arrival order: each alert is a chain of one key with its
+    id; no event is in two alerts; (``complete``) every chain among the accepted payments
+    holds an event of some alert."""
+    by_txn = {p.txn_id: p for p in accepted}
+    used: set[str] = set()
+    for alert in (a for a in alerts if a.rule_id == rule.rule_id):
+        events = tuple(by_txn[t] for t in alert.txn_ids)
+        assert {e.card_id for e in events} == {alert.group_key}
+        assert list(events) == sorted(events, key=_order), "txn ids in event-time order"
+        assert chains(rule, events) == [events], "a chain, step by step"
+        assert alert.steps == tuple(range(1, len(events) + 1))
+        assert alert.alert_id == alert_id_for(
+            rule.rule_id, rule.version, alert.group_key, list(alert.txn_ids)
+        )
+        assert used.isdisjoint(alert.txn_ids), "an event in two alerts"
+        used.update(alert.txn_ids)
+    if not complete:
+        return
+    for card in {p.card_id for p in by_txn.values()}:
+        for chain in chains(rule, [p for p in by_txn.values() if p.card_id == card]):
+            assert used & {e.txn_id for e in chain}, f"missed chain {[e.txn_id for e in chain]}"
+
+
+# ---------------------------------------------------------------------- first-seen rules
+
+
+def _earlier(p: Payment, others: Sequence[Payment], window_ms: int) -> list[Payment]:
+    """The payments of ``others`` within the window before ``p`` in event time."""
+    return [q for q in others if _order(q) < _order(p) and q.ts_ms >= p.ts_ms - window_ms]
+
+
+def _received(
+    arrivals: Sequence[Payment], rule: Rule
+) -> Iterator[tuple[str, Payment, list[Payment]]]:
+    """(key, payment, the key's payments received before it within the window before it in
+    event time) for each payment of ``arrivals`` but redeliveries."""
+    received: dict[str, list[Payment]] = {}
+    for p in arrivals:
+        key = rule.group_key(p)
+        before = received.setdefault(key, [])
+        if any(q.txn_id == p.txn_id for q in before):
+            continue
+        yield key, p, _earlier(p, before, rule.window_ms)
+        before.append(p)
+
+
+def first_seen_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str, str]]:
+    """The first-seen rule's alerts, (key, txn id), for payments decided in ``arrivals``
+    order (none late): a payment alerts when it passes the filter (read literally from the
+    rule's JSON) and the key's payments received before it hold some within the window
+    before it in event time, none with its value. A redelivered txn id changes nothing."""
+    assert isinstance(rule, FirstSeenRule)
+    conditions = rule.to_json()["filter"]
+    found: list[tuple[str, str]] = []
+    for key, p, earlier in _received(arrivals, rule):
+        value = p.field(rule.field)
+        if (
+            all(holds(c, p) for c in conditions)
+            and earlier
+            and all(q.field(rule.field) != value for q in earlier)
+        ):
+            found.append((key, p.txn_id))
+    return found
+
+
+def assert_first_seen_properties(
+    alerts: Sequence[Alert], arrivals: Sequence[Payment], rule: Rule
+) -> None:
+    """What holds whatever the arrival order (``arrivals``: the accepted payments as they
+    arrived): every alert is one payment that passes the filter, with the field's value and
+    id; no payment alerts twice; and every payment new in event time (no payment of the
+    key, received at any time, has its value within the window before it) whose key had
+    received another within the window before it when it arrived, alerted."""
+    assert isinstance(rule, FirstSeenRule)
+    conditions = rule.to_json()["filter"]
+    by_txn = {p.txn_id: p for p in arrivals}
+    mine = [a for a in alerts if a.rule_id == rule.rule_id]
+    alerted = [a.txn_ids[0] for a in mine]
+    assert len(alerted) == len(set(alerted)), "a payment alerted twice"
+    for alert in mine:
+        (txn_id,) = alert.txn_ids
+        p = by_txn[txn_id]
+        assert all(holds(c, p) for c in conditions)
+        assert rule.group_key(p) == alert.group_key and alert.kind == "first_seen"
+        assert dict(alert.explanation)["value"] == p.field(rule.field)
+        assert alert.alert_id == alert_id_for(rule.rule_id, rule.version, alert.group_key, [txn_id])
+    firsts: dict[str, int] = {}
+    for i, p in enumerate(arrivals):
+        firsts.setdefault(p.txn_id, i)
+    for txn_id, i in firsts.items():
+        p = arrivals[i]
+        key = rule.group_key(p)
+        same_key = [q for q in arrivals if rule.group_key(q) == key]
+        everything = _earlier(p, same_key, rule.window_ms)
+        received = _earlier(
+            p, [q for q in arrivals[:i] if rule.group_key(q) == key], rule.window_ms
+        )
+        new = all(q.field(rule.field) != p.field(rule.field) for q in everything)
+        if new and received and all(holds(c, p) for c in conditions):
+            assert txn_id in alerted, f"missed first {rule.field} {p.field(rule.field)}"
+
+
+# ------------------------------------------------------------------------- history rules
+
+
+def _statistic(name: str, amounts: list[Decimal]) -> Fraction:
+    """A statistic of amounts in exact rationals."""
+    exact = [Fraction(a) for a in amounts]
+    if name == "avg(amount)":
+        return sum(exact, Fraction(0)) / len(exact)
+    if name == "max(amount)":
+        return max(exact)
+    assert name == "sum(amount)"
+    return sum(exact, Fraction(0))
+
+
+def history_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str, str]]:
+    """The history rule's alerts, (key, txn id), for payments decided in ``arrivals`` order
+    (none late): a payment alerts when it passes the filter (read from the rule's JSON) and
+    the key's payments received before it hold at least ``min_earlier`` within the window
+    before it in event time, whose statistic, in exact rationals, compares with its amount."""
+    assert isinstance(rule, HistoryRule)
+    body = rule.to_json()
+    found: list[tuple[str, str]] = []
+    for key, p, earlier in _received(arrivals, rule):
+        amounts = [q.amount for q in earlier]
+        if all(holds(c, p) for c in body["filter"]) and len(amounts) >= body["min_earlier"]:
+            bound = Fraction(body["factor"]) * _statistic(body["statistic"], amounts)
+            amount = Fraction(p.amount)
+            compared = {
+                ">": amount > bound,
+                ">=": amount >= bound,
+                "<": amount < bound,
+                "<=": amount <= bound,
+            }[body["op"]]
+            if compared:
+                found.append((key, p.txn_id))
+    return found

@@ -163,3 +163,45 @@ def parse_aggregate(text: object, fields: Iterable[str]) -> Aggregate:
             raise ValueError(f"distinct_count field {match.group(2)!r} is not a payment field")
         return DistinctCount(match.group(2))
     return Count() if match.group(1) == "count" else SumOfAmounts()
+
+
+# ------------------------------------------------ statistics of a key's earlier payments
+
+
+@dataclass(frozen=True, slots=True)
+class Statistic:
+    """A statistic of the amounts of a key's earlier payments, as an exact fraction: a
+    payment's amount is compared with ``factor`` times it without rounding."""
+
+    text: ClassVar[str] = ""
+
+    def fraction(self, amounts: list[Decimal]) -> tuple[Decimal, int]:
+        """(numerator, denominator) of the statistic over ``amounts`` (never empty)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Average(Statistic):
+    text: ClassVar[str] = "avg(amount)"
+
+    def fraction(self, amounts: list[Decimal]) -> tuple[Decimal, int]:
+        return sum(amounts, Decimal(0)), len(amounts)
+
+
+@dataclass(frozen=True, slots=True)
+class Maximum(Statistic):
+    text: ClassVar[str] = "max(amount)"
+
+    def fraction(self, amounts: list[Decimal]) -> tuple[Decimal, int]:
+        return max(amounts), 1
+
+
+@dataclass(frozen=True, slots=True)
+class Total(Statistic):
+    text: ClassVar[str] = "sum(amount)"
+
+    def fraction(self, amounts: list[Decimal]) -> tuple[Decimal, int]:
+        return sum(amounts, Decimal(0)), 1
+
+
+STATISTICS: dict[str, Statistic] = {s.text: s for s in (Average(), Maximum(), Total())}

@@ -44,15 +44,16 @@ with no recent qualifying payment) free of any state write.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from typing import Any
 
-from app.detection.aggregates import Entry, Window
-from app.detection.models import Alert, Payment, alert_id_for, iso_from_ms
+from app.detection.kinds import KIND_OF, Context
+from app.detection.models import Alert, Payment
 from app.detection.rules import Rule
+from app.detection.state import KeyState, RuleState
+
+__all__ = ["MAX_KEY_EVENTS", "KeyState", "RuleState", "Verdict", "evaluate", "fit", "pools_nowhere"]
 
 # How many events (pooled and used, all rules together) one key keeps at most: a busy
 # key's cost and the size of its record. With ids of ordinary length an event encodes to
@@ -61,223 +62,6 @@ from app.detection.rules import Rule
 MAX_KEY_EVENTS = 2000
 # A key's record must fit Kafka's default message size (1 MiB) with its key and headers.
 MAX_STATE_BYTES = 1_000_000
-
-
-@dataclass(slots=True)
-class _SlidingWindow:
-    """The aggregate over ``pool[lo:]``, slid forward as in-order events arrive."""
-
-    lo: int
-    value: Window
-
-
-@dataclass(slots=True)
-class RuleState:
-    """One rule's events on one key. Only ``version``, ``pool`` and ``used`` are stored;
-    the rest is derived on first use and kept up to date by the methods below, which are
-    the only writers of the pool."""
-
-    version: int
-    pool: list[Entry] = field(default_factory=list)
-    # txn_id -> (ts_ms, fingerprint; "" for an event stored before fingerprints)
-    used: dict[str, tuple[int, str]] = field(default_factory=dict)
-    pooled: dict[str, str] | None = field(default=None, repr=False, compare=False)
-    window: _SlidingWindow | None = field(default=None, repr=False, compare=False)
-    # The aggregate over the whole pool: no window can exceed it (monotone aggregates).
-    whole: Window | None = field(default=None, repr=False, compare=False)
-    used_oldest: int | None = field(default=None, repr=False, compare=False)
-
-    def _pooled(self) -> dict[str, str]:
-        """txn_id -> fingerprint of the pooled events."""
-        if self.pooled is None:
-            self.pooled = {e[1]: e[5] for e in self.pool}
-        return self.pooled
-
-    def fingerprint_of(self, txn_id: str) -> str | None:
-        """The fingerprint of the event with this id if the rule holds it (pooled or used)."""
-        used = self.used.get(txn_id)
-        if used is not None:
-            return used[1]
-        return self._pooled().get(txn_id)
-
-    def holds(self, txn_id: str) -> bool:
-        """The event is pooled or used already: a redelivery."""
-        return self.fingerprint_of(txn_id) is not None
-
-    def size(self) -> int:
-        return len(self.pool) + len(self.used)
-
-    def insert(self, entry: Entry) -> int:
-        """Pool ``entry`` in event-time order; its index."""
-        pool = self.pool
-        if not pool or entry > pool[-1]:  # in event-time order: the common case
-            index = len(pool)
-            pool.append(entry)
-            if self.window is not None:
-                self.window.value.add(entry)
-        else:
-            index = bisect.bisect_left(pool, entry)
-            pool.insert(index, entry)
-            self.window = None
-        self._pooled()[entry[1]] = entry[5]
-        if self.whole is not None:
-            self.whole.add(entry)
-        return index
-
-    def take(self, first: int, end: int) -> list[Entry]:
-        """Take ``pool[first:end + 1]`` out of the pool: an alert used those events."""
-        run = self.pool[first : end + 1]
-        del self.pool[first : end + 1]
-        pooled = self._pooled()
-        for e in run:
-            del pooled[e[1]]
-            if self.whole is not None:
-                self.whole.remove(e)
-        self.mark_used({e[1]: (e[0], e[5]) for e in run})
-        return run
-
-    def mark_used(self, used: dict[str, tuple[int, str]]) -> None:
-        """These events are used by an alert: none of them stays pooled."""
-        pooled = self._pooled()
-        if any(txn_id in pooled for txn_id in used):
-            if self.whole is not None:
-                for e in self.pool:
-                    if e[1] in used:
-                        self.whole.remove(e)
-            self.pool = [e for e in self.pool if e[1] not in used]
-            for txn_id in used:
-                pooled.pop(txn_id, None)
-        self.window = None  # the window's run changed: rebuilt on its next use
-        self.used.update(used)
-        oldest = min(ts for ts, _ in used.values()) if used else None
-        if self.used_oldest is not None and oldest is not None:
-            self.used_oldest = min(self.used_oldest, oldest)
-
-    def expire(self, horizon: int, slack: int) -> None:
-        """Forget the events older than ``horizon``: none can share a window with a future
-        event that is not late. Used events are swept only once the oldest is ``slack``
-        past the horizon, so a sweep (which reads them all) is rare on a busy key."""
-        pool = self.pool
-        if pool and pool[0][0] < horizon:
-            self._drop_oldest_pooled(bisect.bisect_left(pool, (horizon,)))
-        if self.used:
-            if self.used_oldest is None:
-                self.used_oldest = min(ts for ts, _ in self.used.values())
-            if self.used_oldest < horizon - slack:
-                self.used = {t: v for t, v in self.used.items() if v[0] >= horizon}
-                self.used_oldest = None
-
-    def evict_oldest(self, count: int) -> None:
-        """Forget the ``count`` oldest events, pooled or used: the key is over its bound."""
-        oldest = sorted(
-            [(e[0], 0, e[1]) for e in self.pool[:count]]
-            + [(ts, 1, txn_id) for txn_id, (ts, _) in self.used.items()]
-        )[:count]
-        pooled = sum(1 for _, kind, _ in oldest if kind == 0)
-        self._drop_oldest_pooled(pooled)
-        if pooled < len(oldest):
-            for _, kind, txn_id in oldest:
-                if kind == 1:
-                    del self.used[txn_id]
-            self.used_oldest = None
-        self.window = None
-
-    def _drop_oldest_pooled(self, count: int) -> None:
-        for e in self.pool[:count]:
-            if self.pooled is not None:
-                del self.pooled[e[1]]
-            if self.whole is not None:
-                self.whole.remove(e)
-        del self.pool[:count]
-        window = self.window
-        if window is not None:
-            # Expired events are older than any window still to be evaluated.
-            window.lo -= count
-            if window.lo < 0:
-                self.window = None
-
-
-def _describe_entry(entry: Entry) -> dict[str, Any]:
-    ts_ms, txn_id, amount, country, distinct, _ = entry
-    event: dict[str, Any] = {
-        "ts": iso_from_ms(ts_ms),
-        "ts_ms": ts_ms,
-        "txn_id": txn_id,
-        "amount": amount,
-        "country": country,
-    }
-    if distinct:
-        event["distinct"] = distinct
-    return event
-
-
-def _entry(raw: Sequence[Any]) -> Entry:
-    # A state stored before fingerprints has 5 fields: its events' fingerprint is unknown.
-    ts_ms, txn_id, amount, country, distinct, *rest = raw
-    return (ts_ms, txn_id, amount, country, distinct, rest[0] if rest else "")
-
-
-def _used(raw: Any) -> tuple[int, str]:
-    # Stored before fingerprints: the event time alone.
-    return (raw, "") if isinstance(raw, int) else (raw[0], raw[1])
-
-
-@dataclass(slots=True)
-class KeyState:
-    """Everything one group key needs: its newest event time and each rule's pool; and,
-    set by whoever stores it, the wall-clock time it was last written (the store's sweep
-    forgets a key by it, as the changelog's retention does)."""
-
-    newest_ts: int | None = None
-    rules: dict[str, RuleState] = field(default_factory=dict)
-    written_ms: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "t": self.newest_ts,
-            "r": {
-                rule_id: {"v": s.version, "p": s.pool, "u": s.used}
-                for rule_id, s in self.rules.items()
-            },
-        }
-        if self.written_ms is not None:
-            body["w"] = self.written_ms
-        return body
-
-    def describe(self) -> dict[str, Any]:
-        """Readable per rule, for people (the card inspection endpoint)."""
-        return {
-            rule_id: {
-                "version": s.version,
-                # Qualifying events not (yet) part of an alert, oldest first.
-                "pending": [_describe_entry(entry) for entry in s.pool],
-                # Events already consumed by an alert, kept to recognise redeliveries.
-                "alerted": [
-                    {"txn_id": txn_id, "ts": iso_from_ms(ts), "ts_ms": ts}
-                    for txn_id, (ts, _) in sorted(
-                        s.used.items(), key=lambda item: (item[1][0], item[0])
-                    )
-                ],
-            }
-            for rule_id, s in sorted(self.rules.items())
-        }
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any] | None) -> KeyState:
-        if not body:
-            return cls()
-        return cls(
-            newest_ts=body["t"],
-            written_ms=body.get("w"),
-            rules={
-                rule_id: RuleState(
-                    version=s["v"],
-                    pool=[_entry(e) for e in s["p"]],
-                    used={t: _used(v) for t, v in s["u"].items()},
-                )
-                for rule_id, s in body["r"].items()
-            },
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,119 +77,6 @@ class Verdict:
 
 
 _NOTHING = Verdict(late=False, duplicate=False, alerts=(), changed=False)
-
-
-def _meets(rule: Rule, value: Decimal) -> bool:
-    return value >= rule.threshold if rule.threshold_op == ">=" else value > rule.threshold
-
-
-def _find_run(rule: Rule, rule_state: RuleState, index: int) -> tuple[int, int] | None:
-    """The earliest run ``pool[first:end + 1]`` that holds ``index``, spans at most the
-    window and meets the threshold; ``None`` if there is none.
-
-    Every aggregate is monotone, so for a given ``first`` the longest run within the window
-    meets the threshold if any does. An event that arrives in event-time order is the
-    pool's last: then the only candidate is the whole window behind it, whose value the
-    rule state slides forward in amortised O(1). An event from the past (within the
-    lateness) slides a fresh window over the runs that may hold it: O(events in reach).
-    """
-    pool = rule_state.pool
-    whole = rule_state.whole
-    if whole is None:
-        whole = rule_state.whole = rule.aggregate.window()
-        for entry in pool:
-            whole.add(entry)
-    if not _meets(rule, whole.value()):
-        # No run can meet the threshold if the whole pool does not: the usual case on a
-        # busy key whose events never add up (one card at a device, tiny amounts), and
-        # O(1) whatever the arrival order.
-        return None
-    window_ms = rule.window_ms
-    new_ts = pool[index][0]
-    lo = bisect.bisect_left(pool, (new_ts - window_ms,))
-    if index == len(pool) - 1:
-        sliding = rule_state.window
-        if sliding is None or sliding.lo > lo:
-            sliding = rule_state.window = _SlidingWindow(lo, rule.aggregate.window())
-            for entry in pool[lo:]:
-                sliding.value.add(entry)
-        while sliding.lo < lo:
-            sliding.value.remove(pool[sliding.lo])
-            sliding.lo += 1
-        return (lo, index) if _meets(rule, sliding.value.value()) else None
-    reach = rule.aggregate.window()  # over pool[first:end + 1]
-    end = lo - 1
-    for first in range(lo, index + 1):
-        limit = pool[first][0] + window_ms
-        while end + 1 < len(pool) and pool[end + 1][0] <= limit:
-            end += 1
-            reach.add(pool[end])
-        if _meets(rule, reach.value()):
-            return first, _shortest_end(rule, pool, first, index)
-        reach.remove(pool[first])
-    return None
-
-
-def _shortest_end(rule: Rule, pool: list[Entry], first: int, index: int) -> int:
-    """The smallest ``end >= index`` whose run from ``first`` meets the threshold (one
-    exists: the caller saw the longest run meet it)."""
-    run = rule.aggregate.window()
-    for entry in pool[first : index + 1]:
-        run.add(entry)
-    end = index
-    while not _meets(rule, run.value()):
-        end += 1
-        run.add(pool[end])
-    return end
-
-
-def _alert(
-    rule: Rule,
-    key: str,
-    run: Sequence[Entry],
-    trigger: Payment,
-    produced_at_ms: int,
-    detected_at_ms: int,
-) -> Alert:
-    txn_ids = [e[1] for e in run]
-    return Alert(
-        alert_id=alert_id_for(rule.rule_id, rule.version, key, txn_ids),
-        rule_id=rule.rule_id,
-        rule_version=rule.version,
-        status="shadow" if rule.status == "shadow" else "active",
-        group_by=rule.group_by_name,
-        group_key=key,
-        txn_ids=tuple(txn_ids),
-        amounts=tuple(e[2] for e in run),
-        countries=tuple(e[3] for e in run),
-        aggregate_value=str(rule.aggregate.value(run)),
-        first_event_ts=iso_from_ms(run[0][0]),
-        last_event_ts=iso_from_ms(run[-1][0]),
-        detected_at=iso_from_ms(detected_at_ms),
-        trigger_txn_id=trigger.txn_id,
-        trigger_produced_at_ms=produced_at_ms,
-        severity=rule.severity,
-        description=rule.description,
-    )
-
-
-def _pool_and_match(
-    rule: Rule, rule_state: RuleState, payment: Payment, fingerprint: str
-) -> list[Entry] | None:
-    """Add the payment to the rule's pool; if that makes a run meet the threshold, take the
-    earliest such run out of the pool (its events are used) and return it."""
-    entry: Entry = (
-        payment.ts_ms,
-        payment.txn_id,
-        str(payment.amount),
-        payment.country,
-        rule.aggregate.entry_value(payment),
-        fingerprint,
-    )
-    run = _find_run(rule, rule_state, rule_state.insert(entry))
-    if run is None:
-        return None
-    return rule_state.take(*run)
 
 
 def evaluate(
@@ -438,9 +109,8 @@ def evaluate(
     clock_moved = newest is None or payment.ts_ms > newest
     if clock_moved:
         state.newest_ts = payment.ts_ms
-    alerts, duplicate, changed = _apply_rules(
-        state, payment, key, rules, produced_at_ms, detected_at_ms
-    )
+    ctx = Context(key, produced_at_ms, detected_at_ms)
+    alerts, duplicate, changed = _apply_rules(state, payment, rules, ctx)
     changed = changed or clock_moved
     evicted = 0
     if changed:
@@ -460,12 +130,7 @@ def evaluate(
 
 
 def _apply_rules(
-    state: KeyState,
-    payment: Payment,
-    key: str,
-    rules: Sequence[Rule],
-    produced_at_ms: int,
-    detected_at_ms: int,
+    state: KeyState, payment: Payment, rules: Sequence[Rule], ctx: Context
 ) -> tuple[list[Alert], bool, bool]:
     """Pool the payment for every live rule it qualifies for: (alerts, whether some rule
     held it already, whether the state changed)."""
@@ -481,16 +146,16 @@ def _apply_rules(
         changed = changed or reset
         if not rule.qualifies(payment):
             continue
-        if rule_state is None:
-            rule_state = state.rules[rule.rule_id] = RuleState(version=rule.version)
-        elif rule_state.holds(payment.txn_id):
+        if rule_state is not None and rule_state.holds(payment.txn_id):
             duplicate = True
             continue
+        kind = KIND_OF[type(rule)]
+        rule_state = state.rules[rule.rule_id] = kind.state(rule, rule_state)
         fingerprint = fingerprint or payment.fingerprint()
-        used = _pool_and_match(rule, rule_state, payment, fingerprint)
+        alert = kind.apply(rule, rule_state, payment, fingerprint, ctx)
         changed = True
-        if used is not None:
-            alerts.append(_alert(rule, key, used, payment, produced_at_ms, detected_at_ms))
+        if alert is not None:
+            alerts.append(alert)
     # Paused or deleted rules keep no state.
     changed = _drop_rules_not_in(state, live_rule_ids) or changed
     return alerts, duplicate, changed
@@ -605,7 +270,6 @@ def _expire(state: KeyState, rules: Sequence[Rule], allowed_lateness_ms: int) ->
         return
     windows = {rule.rule_id: rule.window_ms for rule in rules}
     for rule_id, rule_state in state.rules.items():
-        reach = allowed_lateness_ms + windows.get(rule_id, 0)
-        rule_state.expire(newest - reach, reach // 8)
-    for rule_id in [r for r, s in state.rules.items() if not s.pool and not s.used]:
+        rule_state.expire_at(newest, allowed_lateness_ms, windows.get(rule_id, 0))
+    for rule_id in [r for r, s in state.rules.items() if s.empty()]:
         del state.rules[rule_id]

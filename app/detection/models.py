@@ -121,9 +121,16 @@ class Alert:
     trigger_produced_at_ms: int
     severity: str
     description: str = ""
+    # What explains an alert of a kind other than an aggregate rule; left out of its JSON
+    # when empty, so an aggregate rule's alert reads exactly as before kinds existed.
+    kind: str = "aggregate"
+    # A sequence's: the step (from 1) each of ``txn_ids`` matched.
+    steps: tuple[int, ...] = ()
+    # Other facts of the kind, as (name, value) pairs, e.g. a first-seen rule's field.
+    explanation: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body = {
             "alert_id": self.alert_id,
             "rule_id": self.rule_id,
             "rule_version": self.rule_version,
@@ -142,6 +149,13 @@ class Alert:
             "severity": self.severity,
             "description": self.description,
         }
+        if self.kind != "aggregate":
+            body["kind"] = self.kind
+        if self.steps:
+            body["steps"] = list(self.steps)
+        if self.explanation:
+            body["explanation"] = dict(self.explanation)
+        return body
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
@@ -167,4 +181,7 @@ class Alert:
             trigger_produced_at_ms=int(body["trigger_produced_at_ms"]),
             severity=body["severity"],
             description=body.get("description", ""),
+            kind=body.get("kind", "aggregate"),
+            steps=tuple(body.get("steps", ())),
+            explanation=tuple(body.get("explanation", {}).items()),
         )

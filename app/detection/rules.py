@@ -1,38 +1,69 @@
 """Rule model and validation.
 
-A rule arrives as JSON (or YAML via the CLI) and becomes an immutable :class:`Rule`.
-Anything that does not validate raises :class:`RuleError` naming the field and
-the problem, so the CLI, the HTTP API and the workers all refuse it the same way.
+A rule arrives as JSON (or YAML via the CLI) and becomes an immutable :class:`Rule`: one
+type per rule *kind*, chosen by the rule's ``kind`` field. A rule without ``kind`` is an
+:class:`AggregateRule` (the only kind before kinds existed), so every rule already on the
+rules topic keeps its meaning. Anything that does not validate raises :class:`RuleError`
+naming the field and the problem, so the CLI, the HTTP API and the workers all refuse it
+the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
+from typing import Any, ClassVar
 
-from app.detection.aggregates import Aggregate, parse_aggregate
+from app.detection.aggregates import STATISTICS, Aggregate, Statistic, parse_aggregate
+from app.detection.conditions import (
+    FILTER_FIELDS,
+    FILTER_OPS,
+    STRING_FIELDS,
+    Budget,
+    Holds,
+    Node,
+    Possible,
+    RuleError,
+    all_of,
+    all_possible,
+    always,
+    compile_holds,
+    compile_possible,
+    fields_of,
+    parse_decimal,
+    parse_filter,
+    refers_to_steps,
+    step_refs_of,
+)
 from app.detection.models import Payment
 
+__all__ = [
+    "FILTER_FIELDS",
+    "FILTER_OPS",
+    "GROUP_FIELDS",
+    "KINDS",
+    "RULE_KEYS",
+    "SEED_RULE",
+    "SEVERITIES",
+    "STATUSES",
+    "STRING_FIELDS",
+    "THRESHOLD_OPS",
+    "AggregateRule",
+    "FirstSeenRule",
+    "HistoryRule",
+    "Rule",
+    "RuleError",
+    "SequenceRule",
+    "Step",
+    "parse_rule",
+    "parse_rule_bytes",
+]
+
 GROUP_FIELDS = ("card_id", "account_id", "merchant_id", "device_id", "ip")
-STRING_FIELDS = (
-    "card_id",
-    "account_id",
-    "merchant_id",
-    "device_id",
-    "ip",
-    "currency",
-    "country",
-    "mcc",
-    "txn_id",
-)
-FILTER_FIELDS = (*STRING_FIELDS, "amount")
-FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
 # Only monotone thresholds: a burst rule fires when enough happened, never when too little.
 THRESHOLD_OPS = (">=", ">")
 STATUSES = ("active", "shadow", "paused")
@@ -41,100 +72,50 @@ _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_WINDOW_S = 7 * 24 * 3600
 # The most events a count or distinct count may need; a key keeps at least this many.
 MAX_COUNT_THRESHOLD = 1000
-RULE_KEYS = frozenset(
-    {
-        "rule_id",
-        "version",
-        "status",
-        "description",
-        "group_by",
-        "filter",
-        "aggregate",
-        "window",
-        "threshold",
-        "severity",
-    }
+# What every kind of rule has.
+COMMON_KEYS = frozenset(
+    {"rule_id", "version", "kind", "status", "description", "group_by", "window", "severity"}
 )
+# The keys of an aggregate rule (the kind a rule without ``kind`` is).
+RULE_KEYS = COMMON_KEYS | {"filter", "aggregate", "threshold"}
+SEQUENCE_KEYS = COMMON_KEYS | {"steps"}
+FIRST_SEEN_KEYS = COMMON_KEYS | {"field", "filter"}
+HISTORY_KEYS = COMMON_KEYS | {"filter", "statistic", "op", "factor", "min_earlier"}
+HISTORY_OPS = (">", ">=", "<", "<=")
+# How many earlier payments a history rule may ask for: a key keeps at least this many.
+MAX_MIN_EARLIER = MAX_COUNT_THRESHOLD
+# The fields whose first use a first-seen rule can watch (a txn id is always new).
+FIRST_SEEN_FIELDS = tuple(name for name in STRING_FIELDS if name != "txn_id")
+STEP_KEYS = frozenset({"filter"})
+# How many steps a sequence has: a bound on what matching one payment may cost.
+MIN_STEPS, MAX_STEPS = 2, 5
 
 
-class RuleError(ValueError):
-    """A rule failed validation; ``field`` names the offending field."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-# Each filter operator as a test factory: (field getter, rule value) -> payment test. Every
-# payment meets every filter, so a condition is compiled once into one closure rather than
-# interpreted per payment.
-_Test = Callable[[Payment], bool]
-_TESTS: dict[str, Callable[[Callable[[Payment], Any], Any], _Test]] = {
-    "in": lambda get, value: lambda payment: get(payment) in value,
-    "not in": lambda get, value: lambda payment: get(payment) not in value,
-    "==": lambda get, value: lambda payment: get(payment) == value,
-    "!=": lambda get, value: lambda payment: get(payment) != value,
-    ">=": lambda get, value: lambda payment: get(payment) >= value,
-    ">": lambda get, value: lambda payment: get(payment) > value,
-    "<=": lambda get, value: lambda payment: get(payment) <= value,
-    "<": lambda get, value: lambda payment: get(payment) < value,
-}
-
-
-def _always(payment: Payment) -> bool:
-    return True
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    field: str
-    op: str
-    value: Decimal | str | frozenset[str] | frozenset[Decimal]
-    # Compiled from the three above; a closure, so pickling goes through __reduce__.
-    matches: _Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
-
-    def __post_init__(self) -> None:
-        test = _TESTS[self.op](operator.attrgetter(self.field), self.value)
-        object.__setattr__(self, "matches", test)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Condition, (self.field, self.op, self.value))
-
-    def to_json(self) -> dict[str, Any]:
-        value: Any = self.value
-        if isinstance(value, frozenset):
-            value = sorted(str(v) for v in value)
-        elif isinstance(value, Decimal):
-            value = str(value)
-        return {"field": self.field, "op": self.op, "value": value}
+Test = Callable[[Payment], bool]
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """What every kind of rule has; each kind is a subclass (see ``KINDS``).
+
+    ``qualifies(payment)`` says whether the payment can matter to the rule at all: change
+    its state on the payment's key or raise an alert. The engine, the forwarding of
+    payments to other group-bys and the backtest skip every payment no live rule
+    qualifies, which is what keeps a payment that no rule looks at free of any state."""
+
     rule_id: str
     version: int
     status: str
     description: str
     group_by: tuple[str, ...]
-    filter: tuple[Condition, ...]
-    aggregate: Aggregate
     window_ms: int
-    threshold_op: str
-    threshold: Decimal
     severity: str
-    # Whether the payment passes every filter condition, compiled from ``filter``.
-    qualifies: _Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
-
-    def __post_init__(self) -> None:
-        tests = tuple(condition.matches for condition in self.filter)
-        if len(tests) > 1:
-            object.__setattr__(self, "qualifies", lambda payment: all(t(payment) for t in tests))
-        else:
-            object.__setattr__(self, "qualifies", tests[0] if tests else _always)
+    kind: ClassVar[str] = ""
+    qualifies: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Rule, tuple(getattr(self, f.name) for f in fields(self) if f.init))
+        # The compiled tests are closures: rebuild them from the fields.
+        return (type(self), tuple(getattr(self, f.name) for f in fields(self) if f.init))
 
     @property
     def group_by_name(self) -> str:
@@ -145,71 +126,201 @@ class Rule:
             return str(payment.field(self.group_by[0]))
         return "|".join(str(payment.field(name)) for name in self.group_by)
 
+    def _common_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"rule_id": self.rule_id, "version": self.version}
+        if self.kind != AggregateRule.kind:
+            # An aggregate rule is written without it, exactly as before kinds existed.
+            body["kind"] = self.kind
+        body.update(status=self.status, description=self.description, group_by=list(self.group_by))
+        return body
+
+    def _window_json(self) -> int | float:
+        return self.window_ms / 1000 if self.window_ms % 1000 else self.window_ms // 1000
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "rule_id": self.rule_id,
-            "version": self.version,
-            "status": self.status,
-            "description": self.description,
-            "group_by": list(self.group_by),
-            "filter": [condition.to_json() for condition in self.filter],
-            "aggregate": self.aggregate.text,
-            "window": self.window_ms / 1000 if self.window_ms % 1000 else self.window_ms // 1000,
-            "threshold": {"op": self.threshold_op, "value": str(self.threshold)},
-            "severity": self.severity,
-        }
+        raise NotImplementedError
+
+    def summary(self) -> dict[str, str]:
+        """What the rule measures and when it fires, in short, for the dashboard."""
+        raise NotImplementedError
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_json(), separators=(",", ":")).encode()
 
 
-def _decimal(field: str, value: object) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise RuleError(field, "must be a number")
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise RuleError(field, f"{value!r} is not a number") from None
-    if not number.is_finite():
-        raise RuleError(field, "must be finite")
-    return number
+@dataclass(frozen=True, slots=True)
+class AggregateRule(Rule):
+    """Enough qualifying payments on one key within a window: an aggregate (count, sum,
+    distinct count) over the payments that pass ``filter`` reaches ``threshold``."""
+
+    filter: tuple[Node, ...]
+    aggregate: Aggregate
+    threshold_op: str
+    threshold: Decimal
+    kind: ClassVar[str] = "aggregate"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "qualifies", all_of(c.matches for c in self.filter))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
+            "filter": [condition.to_json() for condition in self.filter],
+            "aggregate": self.aggregate.text,
+            "window": self._window_json(),
+            "threshold": {"op": self.threshold_op, "value": str(self.threshold)},
+            "severity": self.severity,
+        }
+
+    def summary(self) -> dict[str, str]:
+        return {
+            "aggregate": self.aggregate.text,
+            "threshold": f"{self.threshold_op} {self.threshold}",
+        }
 
 
-def _condition(index: int, raw: object) -> Condition:
-    where = f"filter[{index}]"
-    if not isinstance(raw, Mapping):
-        raise RuleError(where, "must be an object with field, op and value")
-    unknown = set(raw) - {"field", "op", "value"}
-    if unknown:
-        raise RuleError(where, f"unknown keys {sorted(unknown)}")
-    name, op = raw.get("field"), raw.get("op")
-    if name not in FILTER_FIELDS:
-        raise RuleError(f"{where}.field", f"{name!r} is not one of {', '.join(FILTER_FIELDS)}")
-    if op not in FILTER_OPS:
-        raise RuleError(f"{where}.op", f"{op!r} is not one of {', '.join(FILTER_OPS)}")
-    if "value" not in raw:
-        raise RuleError(f"{where}.value", "is missing")
-    if op in ("in", "not in"):
-        return _membership(where, name, op, raw["value"])
-    value = raw["value"]
-    if name == "amount":
-        return Condition(name, op, _decimal(f"{where}.value", value))
-    if not isinstance(value, str):
-        raise RuleError(f"{where}.value", f"must be a string for field {name!r}")
-    if op not in ("==", "!="):
-        raise RuleError(f"{where}.op", f"'{op}' compares numbers; field {name!r} is a string")
-    return Condition(name, op, value)
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a sequence: a filter, whose conditions may compare the payment with
+    the events the earlier steps matched (``ref: steps[0].country``)."""
+
+    filter: tuple[Node, ...]
+    # Whether the conditions read earlier steps; then ``possible`` may answer 2 (it
+    # depends on them) and ``holds`` decides.
+    refers: bool = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+    # (earlier step, field) of every field of an earlier step its conditions read.
+    reads: tuple[tuple[int, str], ...] = dataclasses.field(
+        init=False, repr=False, compare=False, hash=False
+    )
+    possible: Possible = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+    holds: Holds = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        parts = tuple(compile_possible(c) for c in self.filter)
+        holds = tuple(compile_holds(c) for c in self.filter)
+        object.__setattr__(self, "refers", any(refers_to_steps(c) for c in self.filter))
+        reads: set[tuple[int, str]] = set().union(*(step_refs_of(c) for c in self.filter))
+        object.__setattr__(self, "reads", tuple(sorted(reads)))
+        object.__setattr__(self, "possible", all_possible(parts))
+        object.__setattr__(self, "holds", lambda p, earlier: all(h(p, earlier) for h in holds))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Step, (self.filter,))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"filter": [c.to_json() for c in self.filter]}
 
 
-def _membership(where: str, name: str, op: str, value: object) -> Condition:
-    """An ``in`` / ``not in`` condition: a non-empty list of amounts or of strings."""
-    if not isinstance(value, list) or not value:
-        raise RuleError(f"{where}.value", f"must be a non-empty list for '{op}'")
-    if name == "amount":
-        return Condition(name, op, frozenset(_decimal(f"{where}.value", v) for v in value))
-    if not all(isinstance(v, str) for v in value):
-        raise RuleError(f"{where}.value", f"must be a list of strings for field {name!r}")
-    return Condition(name, op, frozenset(value))
+@dataclass(frozen=True, slots=True)
+class SequenceRule(Rule):
+    """Payments matching ``steps`` in event-time order on one key, the first and the last
+    at most ``window`` apart; each event is used by at most one alert (the matching rules
+    are in ``app.detection.kinds.sequence``)."""
+
+    steps: tuple[Step, ...]
+    kind: ClassVar[str] = "sequence"
+    # The fields of a payment its events keep to decide the steps that read earlier ones:
+    # every field such a step reads, and every field of an earlier step it reads.
+    kept_fields: tuple[str, ...] = dataclasses.field(
+        init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        possible = tuple(step.possible for step in self.steps)
+
+        def qualifies(payment: Payment) -> bool:
+            for test in possible:  # noqa: SIM110
+                if test(payment):
+                    return True
+            return False
+
+        object.__setattr__(self, "qualifies", qualifies)
+        kept: set[str] = set()
+        for step in self.steps:
+            if step.refers:
+                kept.update(*(fields_of(c) for c in step.filter))
+                kept.update(name for _, name in step.reads)
+        object.__setattr__(self, "kept_fields", tuple(sorted(kept)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
+            "steps": [step.to_json() for step in self.steps],
+            "window": self._window_json(),
+            "severity": self.severity,
+        }
+
+    def summary(self) -> dict[str, str]:
+        return {"aggregate": f"sequence of {len(self.steps)} steps", "threshold": ""}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHistoryRule(Rule):
+    """A kind that judges a payment by its key's earlier payments: every payment of the
+    key is history for the next, whatever ``filter`` says (a device first used for a small
+    payment is known when a large one follows), and a payment alerts only if it passes
+    ``filter``."""
+
+    filter: tuple[Node, ...]
+    # Whether a payment may alert, compiled from ``filter``.
+    alerts_on: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "qualifies", always)
+        object.__setattr__(self, "alerts_on", all_of(c.matches for c in self.filter))
+
+
+@dataclass(frozen=True, slots=True)
+class FirstSeenRule(KeyHistoryRule):
+    """A payment whose value of ``field`` the key has not seen within the window before it,
+    while it has seen others, and that passes ``filter`` (the matching rules are in
+    ``app.detection.kinds.first_seen``)."""
+
+    field: str
+    kind: ClassVar[str] = "first_seen"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
+            "field": self.field,
+            "filter": [condition.to_json() for condition in self.filter],
+            "window": self._window_json(),
+            "severity": self.severity,
+        }
+
+    def summary(self) -> dict[str, str]:
+        return {"aggregate": f"first {self.field}", "threshold": ""}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRule(KeyHistoryRule):
+    """A payment whose amount compares with ``factor`` times a statistic of its key's
+    earlier payments within the window (``amount > 10 * avg(amount)``), when the key has at
+    least ``min_earlier`` of them (the matching rules are in ``app.detection.kinds.history``)."""
+
+    statistic: Statistic
+    op: str
+    factor: Decimal
+    min_earlier: int
+    kind: ClassVar[str] = "history"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
+            "filter": [condition.to_json() for condition in self.filter],
+            "statistic": self.statistic.text,
+            "op": self.op,
+            "factor": str(self.factor),
+            "min_earlier": self.min_earlier,
+            "window": self._window_json(),
+            "severity": self.severity,
+        }
+
+    def summary(self) -> dict[str, str]:
+        return {
+            "aggregate": f"amount {self.op} {self.factor} * {self.statistic.text}",
+            "threshold": f"after {self.min_earlier}",
+        }
 
 
 def _group_by(raw: Mapping[str, Any]) -> tuple[str, ...]:
@@ -253,7 +364,7 @@ def _threshold(raw: Mapping[str, Any], aggregate: Aggregate) -> tuple[str, Decim
     op = threshold_raw.get("op", ">=")
     if op not in THRESHOLD_OPS:
         raise RuleError("threshold.op", f"{op!r} is not one of {', '.join(THRESHOLD_OPS)}")
-    threshold = _decimal("threshold.value", threshold_raw.get("value"))
+    threshold = parse_decimal("threshold.value", threshold_raw.get("value"))
     if threshold <= 0 if op == ">=" else threshold < 0:
         raise RuleError("threshold.value", "must be positive (a rule must need at least one event)")
     if aggregate.whole and threshold != threshold.to_integral_value():
@@ -264,14 +375,8 @@ def _threshold(raw: Mapping[str, Any], aggregate: Aggregate) -> tuple[str, Decim
     return op, threshold
 
 
-def parse_rule(raw: object) -> Rule:
-    """Validate a decoded JSON/YAML object and build a :class:`Rule`."""
-    if not isinstance(raw, Mapping):
-        raise RuleError("rule", "must be a JSON object")
-    unknown = set(raw) - RULE_KEYS
-    if unknown:
-        raise RuleError(sorted(unknown)[0], "is not a rule field")
-
+def _common(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every kind of rule has (those of :class:`Rule`), validated."""
     rule_id = raw.get("rule_id")
     if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
         raise RuleError("rule_id", "must be 1-64 characters of a-z, 0-9, '.', '_' or '-'")
@@ -285,30 +390,114 @@ def parse_rule(raw: object) -> Rule:
     if not isinstance(description, str) or len(description) > 500:
         raise RuleError("description", "must be a string of at most 500 characters")
     group_by = _group_by(raw)
-    filter_raw = raw.get("filter", [])
-    if not isinstance(filter_raw, list):
-        raise RuleError("filter", "must be a list of conditions")
-    conditions = tuple(_condition(i, c) for i, c in enumerate(filter_raw))
-    aggregate = _aggregate(raw)
     window_ms = _window_ms(raw)
-    threshold_op, threshold = _threshold(raw, aggregate)
     severity = raw.get("severity", "medium")
     if severity not in SEVERITIES:
         raise RuleError("severity", f"{severity!r} is not one of {', '.join(SEVERITIES)}")
+    return {
+        "rule_id": rule_id,
+        "version": version,
+        "status": status,
+        "description": description,
+        "group_by": group_by,
+        "window_ms": window_ms,
+        "severity": severity,
+    }
 
-    return Rule(
-        rule_id=rule_id,
-        version=version,
-        status=status,
-        description=description,
-        group_by=group_by,
+
+def _parse_aggregate_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> AggregateRule:
+    conditions = parse_filter("filter", raw.get("filter", []))
+    aggregate = _aggregate(raw)
+    threshold_op, threshold = _threshold(raw, aggregate)
+    return AggregateRule(
+        **common,
         filter=conditions,
         aggregate=aggregate,
-        window_ms=window_ms,
         threshold_op=threshold_op,
         threshold=threshold,
-        severity=severity,
     )
+
+
+def _parse_sequence_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> SequenceRule:
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, list) or not MIN_STEPS <= len(steps_raw) <= MAX_STEPS:
+        raise RuleError("steps", f"must be a list of {MIN_STEPS} to {MAX_STEPS} steps")
+    budget = Budget()
+    steps = []
+    for i, step in enumerate(steps_raw):
+        where = f"steps[{i}]"
+        if not isinstance(step, Mapping):
+            raise RuleError(where, "must be an object {filter}")
+        unknown = set(step) - STEP_KEYS
+        if unknown:
+            raise RuleError(where, f"unknown keys {sorted(unknown)}")
+        conditions = parse_filter(f"{where}.filter", step.get("filter", []), budget, i)
+        steps.append(Step(conditions))
+    return SequenceRule(**common, steps=tuple(steps))
+
+
+def _parse_first_seen_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> FirstSeenRule:
+    name = raw.get("field")
+    if name not in FIRST_SEEN_FIELDS:
+        raise RuleError("field", f"{name!r} is not one of {', '.join(FIRST_SEEN_FIELDS)}")
+    assert isinstance(name, str)
+    if name in common["group_by"]:
+        raise RuleError("field", f"{name!r} is the key itself: the rule groups by it")
+    conditions = parse_filter("filter", raw.get("filter", []))
+    return FirstSeenRule(**common, field=name, filter=conditions)
+
+
+def _parse_history_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> HistoryRule:
+    conditions = parse_filter("filter", raw.get("filter", []))
+    statistic = raw.get("statistic")
+    if statistic not in STATISTICS:
+        raise RuleError("statistic", f"{statistic!r} is not one of {', '.join(STATISTICS)}")
+    op = raw.get("op")
+    if op not in HISTORY_OPS:
+        raise RuleError("op", f"{op!r} is not one of {', '.join(HISTORY_OPS)}")
+    factor = parse_decimal("factor", raw.get("factor", 1))
+    if factor <= 0:
+        raise RuleError("factor", "must be more than 0")
+    min_earlier = raw.get("min_earlier", 1)
+    if (
+        isinstance(min_earlier, bool)
+        or not isinstance(min_earlier, int)
+        or not 1 <= min_earlier <= MAX_MIN_EARLIER
+    ):
+        raise RuleError("min_earlier", f"must be a whole number from 1 to {MAX_MIN_EARLIER}")
+    return HistoryRule(
+        **common,
+        filter=conditions,
+        statistic=STATISTICS[statistic],
+        op=op,
+        factor=factor,
+        min_earlier=min_earlier,
+    )
+
+
+# Every kind of rule: its keys and its parser. A rule without ``kind`` is an aggregate rule.
+_Parser = Callable[[Mapping[str, Any], dict[str, Any]], Rule]
+KINDS: dict[str, tuple[frozenset[str], _Parser]] = {
+    AggregateRule.kind: (RULE_KEYS, _parse_aggregate_rule),
+    SequenceRule.kind: (SEQUENCE_KEYS, _parse_sequence_rule),
+    FirstSeenRule.kind: (FIRST_SEEN_KEYS, _parse_first_seen_rule),
+    HistoryRule.kind: (HISTORY_KEYS, _parse_history_rule),
+}
+
+
+def parse_rule(raw: object) -> Rule:
+    """Validate a decoded JSON/YAML object and build the :class:`Rule` of its kind."""
+    if not isinstance(raw, Mapping):
+        raise RuleError("rule", "must be a JSON object")
+    kind = raw.get("kind", AggregateRule.kind)
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise RuleError("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    keys, parse = KINDS[kind]
+    unknown = set(raw) - keys
+    if unknown:
+        what = "a rule field" if kind == AggregateRule.kind else f"a field of a {kind} rule"
+        raise RuleError(sorted(unknown)[0], f"is not {what}")
+    return parse(raw, _common(raw))
 
 
 DEFAULT_MAX_RULE_BYTES = 16 * 1024
@@ -327,7 +516,13 @@ def parse_rule_bytes(raw: bytes | str, max_bytes: int = DEFAULT_MAX_RULE_BYTES) 
     return parse_rule(body)
 
 
-SEED_RULE = parse_rule(
+def _seed_rule(raw: dict[str, Any]) -> AggregateRule:
+    rule = parse_rule(raw)
+    assert isinstance(rule, AggregateRule)
+    return rule
+
+
+SEED_RULE = _seed_rule(
     {
         "rule_id": "high-value-burst",
         "version": 1,

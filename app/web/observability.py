@@ -48,9 +48,9 @@ def _rules() -> list[dict[str, Any]]:
             "severity": rule.severity,
             "description": rule.description,
             "group_by": rule.group_by_name,
-            "aggregate": rule.aggregate.text,
+            "kind": rule.kind,
+            **rule.summary(),
             "window_s": rule.window_ms / 1000,
-            "threshold": f"{rule.threshold_op} {rule.threshold}",
             "alerts": counts.get(rule.rule_id, {}),
         }
         for rule in rulebook.all()

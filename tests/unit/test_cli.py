@@ -175,7 +175,7 @@ def test_faust_registers_the_commands_through_fraud_command() -> None:
     Faust's click group, as OneLineUsage commands with the options given to app.command."""
     for command, params in (
         (rules, ["action", "target", "since", "until"]),
-        (generate, ["rate", "duration", "fraud_ratio", "seed", "cards", "truth"]),
+        (generate, ["rate", "duration", "fraud_ratio", "patterns", "seed", "cards", "truth"]),
     ):
         assert issubclass(command, FraudCommand)
         registered = cli.commands[command.__name__]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from app.detection.models import PAYMENT_FIELDS
-from app.detection.rules import parse_rule
+from app.detection.rules import KINDS, parse_rule
 from app.detection.validation import InvalidPayment, parse_keyed_payment, parse_payment
 from app.rules_admin.topic import bootstrap_servers as app_bootstrap_servers
 from app.rules_admin.topic import load_rule_file
@@ -116,3 +116,16 @@ def test_the_first_rule_as_json_is_the_yaml_rule_less_its_version() -> None:
     assert json_body == {k: v for k, v in yaml_body.items() if k != "version"}
     assert parse_rule({**json_body, "version": from_yaml.version}) == from_yaml
     assert from_yaml.status == "shadow"
+
+
+def test_the_kinds_examples_hold_one_shadow_rule_of_each_kind_saying_what_it_catches() -> None:
+    path = EXAMPLES / "rules" / "kinds.yaml"
+    rules = load_rule_file(path)
+    assert {rule.kind for rule in rules} == set(KINDS)
+    assert len({rule.rule_id for rule in rules}) == len(rules)
+    assert all(rule.status == "shadow" and rule.description for rule in rules)
+    # Each rule is introduced by a comment on the fraud it catches.
+    text = path.read_text(encoding="utf-8")
+    for rule in rules:
+        before = text[: text.index(f"- rule_id: {rule.rule_id}\n")].rstrip().splitlines()
+        assert before[-1].startswith("# "), rule.rule_id

@@ -7,9 +7,13 @@ import re
 
 import pytest
 
+from app.detection.engine import KeyState, evaluate
 from app.detection.pan import contains_pan
+from app.detection.rules import Rule
 from app.detection.validation import parse_keyed_payment
-from app.generator import PaymentGenerator, card_token
+from app.generator import PATTERNS, PaymentGenerator, card_token
+from app.rules_admin.topic import load_rule_file
+from tests.docs import REPO
 
 NOW_MS = 1_795_000_000_000
 
@@ -40,3 +44,34 @@ def test_a_seed_that_reads_as_a_card_number_is_refused() -> None:
     # It is in every txn id: every payment would be refused.
     with pytest.raises(ValueError, match="card number"):
         PaymentGenerator(seed=4111111111111111, cards=1)
+
+
+def test_injected_patterns_are_caught_by_the_rules_of_their_name() -> None:
+    """Each pattern's truth names the example rule that catches it: every injected pattern
+    has a payment in an alert of that rule (the rule's completeness), and the stream stays
+    in event-time order with the pattern's later payments minutes on."""
+    rules: dict[str, Rule] = {
+        r.rule_id: r for r in load_rule_file(REPO / "examples/rules/kinds.yaml")
+    }
+    generator = PaymentGenerator(seed=8, cards=500, fraud_ratio=0.0, pattern_ratio=0.002)
+    items = list(generator.stream(30_000, NOW_MS, step_ms=20))
+    payments = [p for p, _ in items]
+    assert [p.ts_ms for p in payments] == sorted(p.ts_ms for p in payments)
+    produced = {p.txn_id for p in payments}
+    # A pattern started near the end may have its later payments cut off by the count.
+    truths = [t for _, t in items if t is not None and produced.issuperset(t.txn_ids)]
+    assert {t.pattern for t in truths} == set(PATTERNS) and len(truths) > 30
+    states: dict[str, KeyState] = {}
+    alerted: dict[str, set[str]] = {name: set() for name in PATTERNS}
+    for p in payments:
+        state = states.setdefault(p.card_id, KeyState())
+        for alert in evaluate(state, p, p.card_id, list(rules.values()), 60_000, 0, 0).alerts:
+            alerted.setdefault(alert.rule_id, set()).update(alert.txn_ids)
+    for truth in truths:
+        assert alerted[truth.pattern] & set(truth.txn_ids), truth
+
+
+def test_no_patterns_leave_the_stream_as_it_was() -> None:
+    plain = PaymentGenerator(seed=3, cards=100).stream(2_000, NOW_MS)
+    zero = PaymentGenerator(seed=3, cards=100, pattern_ratio=0.0).stream(2_000, NOW_MS)
+    assert list(plain) == list(zero)

@@ -313,8 +313,8 @@ function renderStats(stats) {
       el("td", { class: "mono", title: rule.description || rule.rule_id }, rule.rule_id),
       el("td", {}, el("span", { class: `badge ${rule.status}` }, rule.status)),
       el("td", { class: "num" }, `v${rule.version}`),
-      el("td", { title: `group by ${rule.group_by}; severity ${rule.severity}` },
-        `${rule.aggregate} ${rule.threshold} in ${rule.window_s} s `,
+      el("td", { title: `${rule.kind || "aggregate"} rule; group by ${rule.group_by}; severity ${rule.severity}` },
+        `${[rule.aggregate, rule.threshold].filter(Boolean).join(" ")} in ${rule.window_s} s `,
         el("span", { class: "sev" }, rule.severity)),
       el("td", { class: "num" }, fmtInt(alerts),
         rule.status === "shadow" ? shadowEvidence(rule) : ""));
@@ -336,6 +336,15 @@ function renderStats(stats) {
     el("td", { class: "num" }, row.lag == null ? "–" : fmtInt(row.lag)))), "No partitions assigned", 4);
 }
 
+// What an alert of a kind other than an aggregate says about itself: the step each of
+// its payments matched, or the facts of its kind (a first-seen field and value, ...).
+function explain(alert) {
+  if (alert.steps) {
+    return alert.steps.map((step, i) => `step ${step}: ${(alert.txn_ids || [])[i]}`).join(", ");
+  }
+  return Object.entries(alert.explanation || {}).map(([name, value]) => `${name} ${value}`).join(", ");
+}
+
 function renderAlerts(body) {
   const alerts = body.alerts || [];
   const fresh = state.polls > 0; // everything on the first load is history, not news
@@ -345,7 +354,7 @@ function renderAlerts(body) {
     const detected = alert.detected_at ? fmtTime(new Date(alert.detected_at)) : "–";
     return el("tr", { class: isNew ? "fresh" : "", "data-alert-id": alert.alert_id },
       el("td", {}, detected),
-      el("td", { title: alert.description || "" },
+      el("td", { title: [alert.description, explain(alert)].filter(Boolean).join(" · ") },
         alert.rule_id, " ", el("span", { class: `badge ${alert.status}` }, alert.status)),
       el("td", { class: "mono card-link", title: `Inspect ${alert.group_key}`, "data-card": alert.group_key }, alert.group_key),
       el("td", { class: "num" }, (alert.txn_ids || []).length),
@@ -394,7 +403,8 @@ async function inspectCard(card) {
   for (const [ruleId, rule] of Object.entries(body.rules)) {
     const amounts = rule.pending.map((e) => e.amount).join(", ");
     lines.push(el("p", {}, el("b", {}, ruleId), ` v${rule.version}: ${rule.pending.length} pending`,
-      amounts ? ` (${amounts})` : "", `, ${rule.alerted.length} in alerts`));
+      amounts ? ` (${amounts})` : "", `, ${rule.alerted.length} in alerts`,
+      rule.seen ? `, ${rule.seen.length} earlier values known` : ""));
   }
   const windows = body.high_value_windows.map((w) => `${fmtTime(new Date(w.start_ms)).slice(0, 5)} ×${w.count}`);
   lines.push(el("p", {}, `High-value payments per 5 min: ${windows.length ? windows.join(", ") : "none"}`));

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import msgspec
 from hypothesis import given, settings
@@ -20,9 +19,16 @@ from app.detection.models import Alert, Payment, iso_from_ms
 from app.detection.rules import SEED_RULE, Rule, parse_rule
 from tests import factories
 from tests.oracle import assert_properties, oracle
-
-LATENESS_MS = 60_000
-BASE_MS = 1_795_000_000_000  # an arbitrary fixed epoch: the engine never reads the clock
+from tests.unit.detection.streams import (
+    BASE_MS,
+    LATENESS_MS,
+    Run,
+    assert_derived_state_matches_the_pool,
+    payment,
+    run_engine,
+    shuffle_within_lateness,
+    with_redeliveries,
+)
 
 SUM_RULE = parse_rule(
     {
@@ -84,7 +90,26 @@ DISTINCT_AT_LEAST_RULE = parse_rule(
         "threshold": {"op": ">=", "value": 2},
     }
 )
-# Every aggregate kind with both threshold operators, and every filter operator.
+# Groups and a comparison of two fields: any of (a high amount, not from US or GB).
+GROUPED_RULE = parse_rule(
+    {
+        "rule_id": "grouped-filter",
+        "version": 1,
+        "group_by": "card_id",
+        "filter": [
+            {
+                "any": [
+                    {"field": "amount", "op": ">=", "value": "1000"},
+                    {"not": {"field": "country", "op": "in", "value": ["US", "GB"]}},
+                ]
+            },
+            {"field": "merchant_id", "op": "!=", "ref": "account_id"},
+        ],
+        "window": 120,
+        "threshold": 3,
+    }
+)
+# Every aggregate kind with both threshold operators, every filter operator and groups.
 ALL_RULES = (
     SEED_RULE,
     SUM_RULE,
@@ -92,40 +117,8 @@ ALL_RULES = (
     STRICT_COUNT_RULE,
     STRICT_SUM_RULE,
     DISTINCT_AT_LEAST_RULE,
+    GROUPED_RULE,
 )
-
-
-def payment(txn: int, card: str, amount: str, ts_ms: int, country: str = "US") -> Payment:
-    return factories.payment(card, f"t{txn:04d}", amount, ts_ms, country=country)
-
-
-@dataclass
-class Run:
-    alerts: list[Alert]
-    accepted: list[Payment]
-    late: list[Payment]
-
-
-def run_engine(
-    arrivals: Sequence[Payment], rules: Sequence[Rule] = (SEED_RULE,), roundtrip: bool = False
-) -> Run:
-    states: dict[str, KeyState] = {}
-    run = Run([], [], [])
-    for p in arrivals:
-        state = states.get(p.card_id) or KeyState()
-        if roundtrip:  # what the RocksDB table and its changelog do between events
-            state = KeyState.from_json(_json_roundtrip(state.to_json()))
-        verdict = evaluate(state, p, p.card_id, rules, LATENESS_MS, 0, 0)
-        assert_derived_state_matches_the_pool(state, rules)
-        states[p.card_id] = state
-        (run.late if verdict.late else run.accepted).append(p)
-        run.alerts.extend(verdict.alerts)
-    return run
-
-
-def _json_roundtrip(body: object) -> dict[str, object]:
-    loaded: dict[str, object] = json.loads(json.dumps(body))
-    return loaded
 
 
 def check_properties(run: Run, rule: Rule) -> None:
@@ -171,12 +164,6 @@ def streams(draw: st.DrawFn, max_size: int = 40) -> list[Payment]:
     return events
 
 
-def shuffle_within_lateness(events: Sequence[Payment], seed: int) -> list[Payment]:
-    """An arrival order in which no event is late: sort by ts + jitter in [0, lateness]."""
-    rng = random.Random(seed)
-    return sorted(events, key=lambda p: p.ts_ms + rng.randint(0, LATENESS_MS))
-
-
 @settings(max_examples=300, deadline=None)
 @given(streams())
 def test_in_order_stream_equals_oracle(events: list[Payment]) -> None:
@@ -219,16 +206,9 @@ def test_arbitrary_order_marks_late_events_and_keeps_properties_for_the_rest(
 @settings(max_examples=200, deadline=None)
 @given(streams(), st.integers(min_value=0, max_value=2**32))
 def test_redelivery_and_state_roundtrip_change_nothing(events: list[Payment], seed: int) -> None:
-    rng = random.Random(seed)
     arrivals = shuffle_within_lateness(events, seed)
     baseline = run_engine(arrivals, ALL_RULES)
-    with_duplicates: list[Payment] = []
-    for p in arrivals:
-        with_duplicates.append(p)
-        if with_duplicates and rng.random() < 0.3:
-            # Redeliver something already seen that is still within the lateness.
-            seen = [q for q in with_duplicates if q.ts_ms >= p.ts_ms - LATENESS_MS // 2]
-            with_duplicates.append(rng.choice(seen))
+    with_duplicates = with_redeliveries(arrivals, seed)
     replayed = run_engine(with_duplicates, ALL_RULES, roundtrip=True)
     assert [a.alert_id for a in replayed.alerts] == [a.alert_id for a in baseline.alerts]
 
@@ -476,22 +456,6 @@ def test_a_small_bound_keeps_alerts_sound_and_disjoint(
         accepted.append(p)
     for rule in ALL_RULES:
         assert_properties(alerts, accepted, rule, complete=False)
-
-
-def assert_derived_state_matches_the_pool(state: KeyState, rules: Sequence[Rule]) -> None:
-    """What the engine keeps beside the stored state (ids, running aggregates) is always
-    what it would compute from the pool afresh."""
-    by_id = {rule.rule_id: rule for rule in rules}
-    for rule_id, rule_state in state.rules.items():
-        aggregate = by_id[rule_id].aggregate
-        pool = rule_state.pool
-        assert pool == sorted(pool)
-        if rule_state.pooled is not None:
-            assert rule_state.pooled == {e[1]: e[5] for e in pool}
-        if rule_state.whole is not None:
-            assert rule_state.whole.value() == aggregate.value(pool)
-        if rule_state.window is not None:
-            assert rule_state.window.value.value() == aggregate.value(pool[rule_state.window.lo :])
 
 
 def test_a_key_whose_record_would_outgrow_kafkas_message_limit_sheds_its_oldest_events() -> None:

@@ -7,16 +7,20 @@ from typing import Any
 
 import pytest
 
+from app.detection.kinds import KIND_OF
+from app.detection.rulebook import RuleBook
 from app.detection.rules import (
     FILTER_FIELDS,
     FILTER_OPS,
     GROUP_FIELDS,
+    KINDS,
     RULE_KEYS,
     SEED_RULE,
     SEVERITIES,
     STATUSES,
     STRING_FIELDS,
     THRESHOLD_OPS,
+    AggregateRule,
     RuleError,
     parse_rule,
 )
@@ -66,6 +70,8 @@ from tests.factories import rule_body
         (rule_body(threshold={"op": ">=", "value": 2.5}), "threshold.value", "whole number"),
         (rule_body(severity="urgent"), "severity", "'urgent'"),
         (rule_body(colour="red"), "colour", "not a rule field"),
+        (rule_body(kind="burst"), "kind", "'burst' is not one of"),
+        (rule_body(kind=["aggregate"]), "kind", "is not one of"),
         ([1, 2], "rule", "object"),
     ],
 )
@@ -79,6 +85,35 @@ def test_bad_rules_are_refused_naming_the_field(body: Any, field: str, problem: 
 
 def test_rule_round_trips_through_json() -> None:
     assert parse_rule(json.loads(SEED_RULE.to_bytes())) == SEED_RULE
+
+
+def test_a_rule_without_a_kind_is_an_aggregate_rule_written_as_before() -> None:
+    """Rules already on the rules topic keep their meaning, and an aggregate rule is
+    published without ``kind``, so a worker of a version before kinds still reads it."""
+    plain = parse_rule(rule_body())
+    assert isinstance(plain, AggregateRule)
+    assert parse_rule(rule_body(kind="aggregate")) == plain == SEED_RULE
+    assert "kind" not in plain.to_json()
+    assert plain.to_bytes() == SEED_RULE.to_bytes()
+
+
+def test_every_kind_has_an_engine() -> None:
+    """The engine finds a rule's kind by the rule's type: every kind the parser makes."""
+    for kind, (keys, _) in KINDS.items():
+        assert {"rule_id", "version", "kind", "status", "window", "severity"} <= keys, kind
+    made = {type(rule) for rule in load_rule_file(REPO / "examples/rules/kinds.yaml")}
+    assert {cls.kind for cls in made} == set(KINDS), "the examples show every kind"
+    assert made <= set(KIND_OF)
+
+
+def test_the_workers_refuse_a_rule_of_no_known_kind_and_keep_the_last_good_one() -> None:
+    book = RuleBook()
+    assert book.apply(b"high-value-burst", SEED_RULE.to_bytes()).startswith("applied")
+    bad = json.dumps(rule_body(version=2, kind="burst")).encode()
+    assert book.apply(b"high-value-burst", bad) == (
+        "poison: kind: 'burst' is not one of " + ", ".join(KINDS)
+    )
+    assert book.rules["high-value-burst"] == SEED_RULE
 
 
 def test_a_count_beyond_what_a_key_keeps_is_refused_naming_the_threshold() -> None:
@@ -99,6 +134,7 @@ def test_the_rule_format_page_lists_every_field_filter_field_and_operator() -> N
     assert rule_format("Group-by fields") == list(GROUP_FIELDS)
     assert rule_format("Filter") == [*FILTER_FIELDS, *FILTER_OPS]
     assert rule_format("Statuses") == list(STATUSES)
+    assert rule_format("Kinds") == list(KINDS)
     aggregates = rule_format("Aggregates")
     assert aggregates == ["count", "sum(amount)", "distinct_count(<field>)"]
     for text in aggregates:

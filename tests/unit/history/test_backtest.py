@@ -15,7 +15,7 @@ import pytest
 
 from app.detection.engine import KeyState, evaluate
 from app.detection.models import Payment, iso_from_ms
-from app.detection.rules import SEED_RULE
+from app.detection.rules import SEED_RULE, Rule
 from app.generator import PaymentGenerator
 from app.history import backtest as history_backtest
 from app.history.backtest import (
@@ -27,9 +27,13 @@ from app.history.backtest import (
 )
 from app.history.files import Archive, ArchiveError
 from app.history.rolling import PartitionBuffer
+from app.rules_admin.topic import load_rule_file
+from tests.docs import REPO
 from tests.oracle import oracle
 
 LATENESS_MS = 60_000
+# One rule of each kind (examples/rules/kinds.yaml).
+KIND_EXAMPLES = load_rule_file(REPO / "examples/rules/kinds.yaml")
 START_MS = int(datetime(2026, 11, 20, 22, 0, tzinfo=UTC).timestamp() * 1000)
 
 
@@ -72,15 +76,29 @@ def roll(archive: Archive, partition: int, buffer: PartitionBuffer) -> None:
         archive.write(path, f.table)
 
 
-def live(payments: list[Payment]) -> set[str]:
+def live(payments: list[Payment], rule: Rule = SEED_RULE) -> set[str]:
     """What a worker raises deciding the same payments in order."""
     states: dict[str, KeyState] = {}
     ids = set()
     for p in payments:
         state = states.setdefault(p.card_id, KeyState())
-        for alert in evaluate(state, p, p.card_id, [SEED_RULE], LATENESS_MS, 0, 0).alerts:
+        for alert in evaluate(state, p, p.card_id, [rule], LATENESS_MS, 0, 0).alerts:
             ids.add(alert.alert_id)
     return ids
+
+
+@pytest.mark.parametrize("rule", KIND_EXAMPLES, ids=lambda r: r.rule_id)
+def test_a_backtest_of_each_kind_raises_exactly_the_live_alerts(tmp_path: Path, rule: Rule) -> None:
+    generator = PaymentGenerator(
+        seed=11, cards=200, fraud_ratio=0.02, high_value_share=0.02, pattern_ratio=0.005
+    )
+    payments = [p for p, _ in generator.stream(6000, start_ms=START_MS, step_ms=1200)]
+    archive = archive_of(payments, tmp_path / "archive")
+    since = datetime(2026, 11, 20, tzinfo=UTC)
+    report = backtest(archive, rule, since, since + timedelta(days=7), LATENESS_MS)
+    assert report.payments == len(payments)
+    assert {a.alert_id for a in report.alerts} == live(payments, rule)
+    assert len(report.alerts) >= 3
 
 
 def test_a_backtest_raises_exactly_the_alerts_a_worker_raised_on_the_same_payments(

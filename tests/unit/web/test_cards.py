@@ -112,6 +112,55 @@ def test_card_view_reads_state_windows_and_alerts(
     run(check)
 
 
+def test_card_view_says_what_each_kind_of_rule_holds(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sequence rule's waiting payments with the steps each may match (the state's JSON
+    as the engine stores it: its fifth field is ``[step mask, kept values...]``); a
+    first-seen rule's recent payments with their values, and the values seen before."""
+    state = {
+        "t": NOW_MS,
+        "r": {
+            "testing-then-cash-out": {
+                "v": 2,
+                "k": "sequence",
+                "p": [[NOW_MS - 5_000, "t1", "1.00", "US", '[1,"m1"]', "f1"]],
+                "u": {},
+            },
+            "new-device-high-value": {
+                "v": 1,
+                "k": "first_seen",
+                "p": [[NOW_MS - 1_000, "t2", "900", "US", "dev-new", "f2"]],
+                "u": {"t2": [NOW_MS - 1_000, "f2"]},
+                "s": {"dev-old": NOW_MS - 3_600_000, "dev-usual": NOW_MS - 120_000},
+            },
+            "ten-times-usual-spend": {
+                "v": 1,
+                "k": "history",
+                "p": [[NOW_MS - 9_000, "t0", "40", "US", "", "f0"]],
+                "u": {},
+            },
+        },
+    }
+    patch_web(monkeypatch, "card_state", {CARD: state})
+    patch_web(monkeypatch, "card_alerts", {})
+    patch_web(monkeypatch, "high_value_counts", SimpleNamespace(table=FakeWindowedTable()))
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        status, body = await get(session, f"{base}/cards/{CARD}")
+        assert status == 200
+        (pending,) = body["rules"]["testing-then-cash-out"]["pending"]
+        assert (pending["txn_id"], pending["steps"]) == ("t1", [1])
+        first_seen = body["rules"]["new-device-high-value"]
+        assert [(e["txn_id"], e["value"]) for e in first_seen["pending"]] == [("t2", "dev-new")]
+        assert [a["txn_id"] for a in first_seen["alerted"]] == ["t2"]
+        assert [v["value"] for v in first_seen["seen"]] == ["dev-usual", "dev-old"]
+        history = body["rules"]["ten-times-usual-spend"]
+        assert [(e["txn_id"], e["amount"]) for e in history["pending"]] == [("t0", "40")]
+
+    run(check)
+
+
 def test_card_only_in_windows_is_known_and_card_in_nothing_is_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

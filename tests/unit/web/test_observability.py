@@ -7,11 +7,19 @@ import time
 import aiohttp
 import pytest
 
-from app.detection.rules import SEED_RULE
+from app.detection.rules import SEED_RULE, parse_rule
 from app.web.consumer import PartitionLag
 from app.web.metrics import Sources, new_registry
 from app.worker.stats import WorkerStats
-from tests.unit.web.fakes import families, get, patch_web, recorded_stats, run, samples
+from tests.unit.web.fakes import (
+    fake_rulebook,
+    families,
+    get,
+    patch_web,
+    recorded_stats,
+    run,
+    samples,
+)
 
 
 def test_stats_has_the_old_fields_and_the_new_ones(
@@ -44,6 +52,64 @@ def test_stats_has_the_old_fields_and_the_new_ones(
         for query, parameter in (("history=601", "history"), ("histroy=5", "histroy")):
             status, body = await get(session, f"{base}/stats?{query}")
             assert status == 400 and body["parameter"] == parameter
+
+    run(check)
+
+
+def test_stats_describe_each_kind_of_rule(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sequence = parse_rule(
+        {
+            "rule_id": "testing-then-cash-out",
+            "version": 1,
+            "kind": "sequence",
+            "steps": [{"filter": []}, {"filter": []}],
+            "window": 600,
+        }
+    )
+    first_seen = parse_rule(
+        {
+            "rule_id": "new-device",
+            "version": 1,
+            "kind": "first_seen",
+            "field": "device_id",
+            "window": 86400,
+        }
+    )
+    history = parse_rule(
+        {
+            "rule_id": "ten-times",
+            "version": 1,
+            "kind": "history",
+            "statistic": "avg(amount)",
+            "op": ">",
+            "factor": "10",
+            "min_earlier": 5,
+            "window": 86400,
+        }
+    )
+    rules = [SEED_RULE, sequence, first_seen, history]
+    patch_web(monkeypatch, "rulebook", fake_rulebook(rules))
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        status, body = await get(session, f"{base}/stats?history=0")
+        assert status == 200
+        by_id = {r["rule_id"]: r for r in body["rules"]}
+        assert by_id["high-value-burst"]["kind"] == "aggregate"
+        assert by_id["high-value-burst"]["aggregate"] == "count"
+        assert by_id["high-value-burst"]["threshold"] == ">= 3"
+        assert by_id["testing-then-cash-out"]["kind"] == "sequence"
+        assert by_id["testing-then-cash-out"]["aggregate"] == "sequence of 2 steps"
+        assert by_id["testing-then-cash-out"]["window_s"] == 600
+        assert (by_id["new-device"]["kind"], by_id["new-device"]["aggregate"]) == (
+            "first_seen",
+            "first device_id",
+        )
+        assert (by_id["ten-times"]["aggregate"], by_id["ten-times"]["threshold"]) == (
+            "amount > 10 * avg(amount)",
+            "after 5",
+        )
 
     run(check)
 

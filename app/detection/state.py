@@ -1,0 +1,417 @@
+"""What a key remembers between payments: its clock and each rule's state.
+
+One :class:`KeyState` per group key, stored as JSON in the card or group state table
+(``KeyState.to_json`` / ``from_json``, which still reads every older encoding). Each rule
+in force on the key has a :class:`RuleState`: the events it holds in event-time order (its
+*pool*) and the events its alerts used. Rule kinds that remember more keep it in a
+subclass (tagged ``k`` in the JSON). The decisions are in ``app.detection.engine``; these
+classes keep their own bookkeeping consistent.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from app.detection.aggregates import Entry, Window
+from app.detection.models import iso_from_ms
+
+
+@dataclass(slots=True)
+class SlidingWindow:
+    """The aggregate over ``pool[lo:]``, slid forward as in-order events arrive."""
+
+    lo: int
+    value: Window
+
+
+@dataclass(slots=True)
+class RuleState:
+    """One rule's events on one key. Only ``version``, ``pool`` and ``used`` are stored;
+    the rest is derived on first use and kept up to date by the methods below, which are
+    the only writers of the pool."""
+
+    version: int
+    pool: list[Entry] = field(default_factory=list)
+    # txn_id -> (ts_ms, fingerprint; "" for an event stored before fingerprints)
+    used: dict[str, tuple[int, str]] = field(default_factory=dict)
+    pooled: dict[str, str] | None = field(default=None, repr=False, compare=False)
+    window: SlidingWindow | None = field(default=None, repr=False, compare=False)
+    # The aggregate over the whole pool: no window can exceed it (monotone aggregates).
+    whole: Window | None = field(default=None, repr=False, compare=False)
+    used_oldest: int | None = field(default=None, repr=False, compare=False)
+    # The JSON tag of a subclass (a rule kind's own state); "" is a plain rule state.
+    kind: ClassVar[str] = ""
+
+    def _pooled(self) -> dict[str, str]:
+        """txn_id -> fingerprint of the pooled events."""
+        if self.pooled is None:
+            self.pooled = {e[1]: e[5] for e in self.pool}
+        return self.pooled
+
+    def fingerprint_of(self, txn_id: str) -> str | None:
+        """The fingerprint of the event with this id if the rule holds it (pooled or used)."""
+        used = self.used.get(txn_id)
+        if used is not None:
+            return used[1]
+        return self._pooled().get(txn_id)
+
+    def holds(self, txn_id: str) -> bool:
+        """The event is pooled or used already: a redelivery."""
+        return self.fingerprint_of(txn_id) is not None
+
+    def size(self) -> int:
+        return len(self.pool) + len(self.used)
+
+    def empty(self) -> bool:
+        """Nothing left to remember: the key needs no record for this rule."""
+        return not self.pool and not self.used
+
+    def expire_at(self, newest: int, lateness_ms: int, window_ms: int) -> None:
+        """Forget what no event that is not late can use any more, the key's newest event
+        time being ``newest``."""
+        reach = lateness_ms + window_ms
+        self.expire(newest - reach, reach // 8)
+
+    def insert(self, entry: Entry) -> int:
+        """Pool ``entry`` in event-time order; its index."""
+        pool = self.pool
+        if not pool or entry > pool[-1]:  # in event-time order: the common case
+            index = len(pool)
+            pool.append(entry)
+            if self.window is not None:
+                self.window.value.add(entry)
+        else:
+            index = bisect.bisect_left(pool, entry)
+            pool.insert(index, entry)
+            self.window = None
+        self._pooled()[entry[1]] = entry[5]
+        if self.whole is not None:
+            self.whole.add(entry)
+        return index
+
+    def take(self, first: int, end: int) -> list[Entry]:
+        """Take ``pool[first:end + 1]`` out of the pool: an alert used those events."""
+        run = self.pool[first : end + 1]
+        del self.pool[first : end + 1]
+        pooled = self._pooled()
+        for e in run:
+            del pooled[e[1]]
+            if self.whole is not None:
+                self.whole.remove(e)
+        self.mark_used({e[1]: (e[0], e[5]) for e in run})
+        return run
+
+    def mark_used(self, used: dict[str, tuple[int, str]]) -> None:
+        """These events are used by an alert: none of them stays pooled."""
+        pooled = self._pooled()
+        if any(txn_id in pooled for txn_id in used):
+            if self.whole is not None:
+                for e in self.pool:
+                    if e[1] in used:
+                        self.whole.remove(e)
+            self.pool = [e for e in self.pool if e[1] not in used]
+            for txn_id in used:
+                pooled.pop(txn_id, None)
+        self.window = None  # the window's run changed: rebuilt on its next use
+        self.used.update(used)
+        oldest = min(ts for ts, _ in used.values()) if used else None
+        if self.used_oldest is not None and oldest is not None:
+            self.used_oldest = min(self.used_oldest, oldest)
+
+    def expire(self, horizon: int, slack: int) -> None:
+        """Forget the events older than ``horizon``: none can share a window with a future
+        event that is not late. Used events are swept only once the oldest is ``slack``
+        past the horizon, so a sweep (which reads them all) is rare on a busy key."""
+        pool = self.pool
+        if pool and pool[0][0] < horizon:
+            self._drop_oldest_pooled(bisect.bisect_left(pool, (horizon,)))
+        if self.used:
+            if self.used_oldest is None:
+                self.used_oldest = min(ts for ts, _ in self.used.values())
+            if self.used_oldest < horizon - slack:
+                self.used = {t: v for t, v in self.used.items() if v[0] >= horizon}
+                self.used_oldest = None
+
+    def evict_oldest(self, count: int) -> None:
+        """Forget the ``count`` oldest events, pooled or used: the key is over its bound."""
+        oldest = sorted(
+            [(e[0], 0, e[1]) for e in self.pool[:count]]
+            + [(ts, 1, txn_id) for txn_id, (ts, _) in self.used.items()]
+        )[:count]
+        pooled = sum(1 for _, kind, _ in oldest if kind == 0)
+        self._drop_oldest_pooled(pooled)
+        if pooled < len(oldest):
+            for _, kind, txn_id in oldest:
+                if kind == 1:
+                    del self.used[txn_id]
+            self.used_oldest = None
+        self.window = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"v": self.version, "p": self.pool, "u": self.used}
+        if self.kind:
+            body["k"] = self.kind
+        return body
+
+    def load_extra(self, body: dict[str, Any]) -> None:
+        """Read what a subclass stores beside the pool and the used events."""
+
+    def describe(self) -> dict[str, Any]:
+        """Readable, for people (the card inspection endpoint)."""
+        return {
+            "version": self.version,
+            # Qualifying events not (yet) part of an alert, oldest first.
+            "pending": [self.describe_entry(entry) for entry in self.pool],
+            # Events already consumed by an alert, kept to recognise redeliveries.
+            "alerted": [
+                {"txn_id": txn_id, "ts": iso_from_ms(ts), "ts_ms": ts}
+                for txn_id, (ts, _) in sorted(
+                    self.used.items(), key=lambda item: (item[1][0], item[0])
+                )
+            ],
+        }
+
+    def describe_entry(self, entry: Entry) -> dict[str, Any]:
+        ts_ms, txn_id, amount, country, distinct, _ = entry
+        event: dict[str, Any] = {
+            "ts": iso_from_ms(ts_ms),
+            "ts_ms": ts_ms,
+            "txn_id": txn_id,
+            "amount": amount,
+            "country": country,
+        }
+        if distinct:
+            event["distinct"] = distinct
+        return event
+
+    def _drop_oldest_pooled(self, count: int) -> None:
+        for e in self.pool[:count]:
+            if self.pooled is not None:
+                del self.pooled[e[1]]
+            if self.whole is not None:
+                self.whole.remove(e)
+        del self.pool[:count]
+        window = self.window
+        if window is not None:
+            # Expired events are older than any window still to be evaluated.
+            window.lo -= count
+            if window.lo < 0:
+                self.window = None
+
+
+def _entry(raw: Sequence[Any]) -> Entry:
+    # A state stored before fingerprints has 5 fields: its events' fingerprint is unknown.
+    ts_ms, txn_id, amount, country, distinct, *rest = raw
+    return (ts_ms, txn_id, amount, country, distinct, rest[0] if rest else "")
+
+
+def _used(raw: Any) -> tuple[int, str]:
+    # Stored before fingerprints: the event time alone.
+    return (raw, "") if isinstance(raw, int) else (raw[0], raw[1])
+
+
+@dataclass(slots=True)
+class KeyState:
+    """Everything one group key needs: its newest event time and each rule's pool; and,
+    set by whoever stores it, the wall-clock time it was last written (the store's sweep
+    forgets a key by it, as the changelog's retention does)."""
+
+    newest_ts: int | None = None
+    rules: dict[str, RuleState] = field(default_factory=dict)
+    written_ms: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "t": self.newest_ts,
+            "r": {rule_id: s.to_json() for rule_id, s in self.rules.items()},
+        }
+        if self.written_ms is not None:
+            body["w"] = self.written_ms
+        return body
+
+    def describe(self) -> dict[str, Any]:
+        """Readable per rule, for people (the card inspection endpoint)."""
+        return {rule_id: s.describe() for rule_id, s in sorted(self.rules.items())}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any] | None) -> KeyState:
+        if not body:
+            return cls()
+        return cls(
+            newest_ts=body["t"],
+            written_ms=body.get("w"),
+            rules={rule_id: rule_state_from_json(s) for rule_id, s in body["r"].items()},
+        )
+
+
+@dataclass(slots=True)
+class SequenceState(RuleState):
+    """A sequence rule's events. The fifth field of a pooled entry says which steps the
+    event may match and what the steps that compare with earlier ones need of it: the JSON
+    ``[mask, value, ...]``, bit ``i`` of ``mask`` for step ``i``, then the values of the
+    rule's kept fields (``SequenceRule.kept_fields``)."""
+
+    kind: ClassVar[str] = "sequence"
+    # The fifth fields read so far (many events share one): mask and kept values.
+    decoded: dict[str, tuple[int, list[str]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def steps_of(self, entry: Entry) -> tuple[int, list[str]]:
+        info = entry[4]
+        found = self.decoded.get(info)
+        if found is None:
+            if len(self.decoded) > 4096:
+                self.decoded.clear()
+            mask, *values = json.loads(info)
+            found = self.decoded[info] = (mask, values)
+        return found
+
+    def describe_entry(self, entry: Entry) -> dict[str, Any]:
+        ts_ms, txn_id, amount, country, _, _ = entry
+        mask = self.steps_of(entry)[0]
+        return {
+            "ts": iso_from_ms(ts_ms),
+            "ts_ms": ts_ms,
+            "txn_id": txn_id,
+            "amount": amount,
+            "country": country,
+            # The steps (from 1) it may match.
+            "steps": [i + 1 for i in range(mask.bit_length()) if mask >> i & 1],
+        }
+
+
+@dataclass(slots=True)
+class KeptState(RuleState):
+    """The state of a kind whose pool holds every payment of the key, not only those an
+    alert may use: a payment that alerted stays in it, as the history of the next."""
+
+    def mark_used(self, used: dict[str, tuple[int, str]]) -> None:
+        """These payments alerted; they stay in the pool."""
+        self.used.update(used)
+        oldest = min(ts for ts, _ in used.values()) if used else None
+        if self.used_oldest is not None and oldest is not None:
+            self.used_oldest = min(self.used_oldest, oldest)
+
+
+@dataclass(slots=True)
+class HistoryState(KeptState):
+    """A history rule's memory of one key: every payment of the key within the window and
+    the lateness, its amount in each entry, and the payments that alerted."""
+
+    kind: ClassVar[str] = "history"
+
+
+@dataclass(slots=True)
+class FirstSeenState(KeptState):
+    """A first-seen rule's memory of one key: every payment of the key is an occurrence of
+    its value of the rule's field (the fifth field of its entry).
+
+    Occurrences within the allowed lateness of the key's newest event time stay in the
+    pool, one entry each, because a payment from the past may still fall between them. Older
+    ones are folded into ``seen``: per value, the latest event time it was seen at, which is
+    all a payment that is not late can still ask of them (it comes after all of them). A
+    value not seen since ``newest - lateness - window`` is forgotten. ``used`` holds the
+    payments that alerted, as every rule state's does."""
+
+    kind: ClassVar[str] = "first_seen"
+    seen: dict[str, int] = field(default_factory=dict)
+    # The oldest and the newest time in ``seen``, derived (None: to be computed).
+    seen_oldest: int | None = field(default=None, repr=False, compare=False)
+    seen_newest: int | None = field(default=None, repr=False, compare=False)
+
+    def size(self) -> int:
+        return len(self.pool) + len(self.used) + len(self.seen)
+
+    def empty(self) -> bool:
+        return not self.pool and not self.used and not self.seen
+
+    def newest_seen(self) -> int | None:
+        """The latest time any folded value was seen at."""
+        if self.seen_newest is None and self.seen:
+            self.seen_newest = max(self.seen.values())
+        return self.seen_newest
+
+    def expire_at(self, newest: int, lateness_ms: int, window_ms: int) -> None:
+        fold = newest - lateness_ms
+        pool = self.pool
+        if pool and pool[0][0] < fold:
+            count = bisect.bisect_left(pool, (fold,))
+            seen = self.seen
+            for ts, _, _, _, value, _ in pool[:count]:
+                if seen.get(value, ts - 1) < ts:
+                    seen[value] = ts
+                    if self.seen_newest is not None:
+                        self.seen_newest = max(self.seen_newest, ts)
+                    if self.seen_oldest is not None:
+                        self.seen_oldest = min(self.seen_oldest, ts)
+            self._drop_oldest_pooled(count)
+        horizon = fold - window_ms
+        if self.seen:
+            if self.seen_oldest is None:
+                self.seen_oldest = min(self.seen.values())
+            # Swept once the oldest is well past the horizon, so rarely on a busy key (a
+            # value past it is never asked: a window that is not late starts after it).
+            if self.seen_oldest < horizon - (lateness_ms + window_ms) // 8:
+                self.seen = {value: ts for value, ts in self.seen.items() if ts >= horizon}
+                self.seen_oldest = self.seen_newest = None
+        # The payments that alerted matter as long as a redelivery is not late.
+        self.expire(fold, lateness_ms // 8)
+
+    def evict_oldest(self, count: int) -> None:
+        """The values seen longest ago go first (they are older than every pooled one)."""
+        oldest = sorted(self.seen, key=lambda value: self.seen[value])[:count]
+        for value in oldest:
+            del self.seen[value]
+        self.seen_oldest = self.seen_newest = None
+        if count > len(oldest):
+            RuleState.evict_oldest(self, count - len(oldest))
+
+    def to_json(self) -> dict[str, Any]:
+        body = RuleState.to_json(self)
+        body["s"] = self.seen
+        return body
+
+    def load_extra(self, body: dict[str, Any]) -> None:
+        self.seen = dict(body.get("s", {}))
+
+    def describe(self) -> dict[str, Any]:
+        described = RuleState.describe(self)
+        # The values seen before the pending payments, the latest first.
+        described["seen"] = [
+            {"value": value, "ts": iso_from_ms(ts), "ts_ms": ts}
+            for value, ts in sorted(self.seen.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        return described
+
+    def describe_entry(self, entry: Entry) -> dict[str, Any]:
+        event = RuleState.describe_entry(self, entry)
+        event["value"] = event.pop("distinct", "")
+        return event
+
+
+def sequence_info(mask: int, values: Sequence[str]) -> str:
+    """The fifth field of a sequence rule's entry (see ``SequenceState``)."""
+    return json.dumps([mask, *values], separators=(",", ":"))
+
+
+# Each rule state type by its JSON tag (a state stored without one is a plain RuleState).
+STATE_TYPES: dict[str, type[RuleState]] = {
+    state_type.kind: state_type
+    for state_type in (RuleState, SequenceState, FirstSeenState, HistoryState)
+}
+
+
+def rule_state_from_json(body: dict[str, Any]) -> RuleState:
+    state_type = STATE_TYPES[body.get("k", "")]
+    rule_state = state_type(
+        version=body["v"],
+        pool=[_entry(e) for e in body["p"]],
+        used={t: _used(v) for t, v in body["u"].items()},
+    )
+    rule_state.load_extra(body)
+    return rule_state

@@ -1,0 +1,217 @@
+"""History rules (app/detection/kinds/history.py) against a brute-force oracle.
+
+Whatever the arrival order within the allowed lateness, the engine's alerts are exactly the
+oracle's for that order (tests/oracle.py: the statistic of the key's payments received
+within the window before the payment, in exact rationals); in event-time order, exactly the
+comparison with the key's whole history within the window.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.detection.engine import KeyState, evaluate
+from app.detection.models import Alert, Payment
+from app.detection.rules import HistoryRule, Rule, RuleError, parse_rule
+from app.detection.state import HistoryState
+from tests import factories
+from tests.docs import first_column, page, section
+from tests.oracle import history_oracle
+from tests.unit.detection.streams import (
+    BASE_MS,
+    LATENESS_MS,
+    run_engine,
+    shuffle_within_lateness,
+    with_redeliveries,
+)
+
+
+def history(rule_id: str, statistic: str, op: str, factor: str, **more: Any) -> HistoryRule:
+    body = {
+        "rule_id": rule_id,
+        "version": 1,
+        "kind": "history",
+        "statistic": statistic,
+        "op": op,
+        "factor": factor,
+        "window": 200,
+        **more,
+    }
+    rule = parse_rule(body)
+    assert isinstance(rule, HistoryRule)
+    return rule
+
+
+# The issue's example: more than 10 times the card's average, after at least 3 payments.
+TEN_TIMES_AVERAGE = history(
+    "ten-times-average",
+    "avg(amount)",
+    ">",
+    "10",
+    min_earlier=3,
+    filter=[{"field": "amount", "op": ">=", "value": "100"}],
+)
+ABOVE_MAXIMUM = history("above-maximum", "max(amount)", ">=", "1.5")
+SPENT_AGAIN = history("spent-again", "sum(amount)", "<=", "0.25", min_earlier=2)
+HISTORY_RULES = (TEN_TIMES_AVERAGE, ABOVE_MAXIMUM, SPENT_AGAIN)
+
+AMOUNTS = ["1", "3.33", "10", "33.34", "100", "150", "1000"]
+TS_STEPS = [0, 0, 1_000, 20_000, 59_000, 60_000, 61_000, 199_000, 200_000, 201_000]
+
+
+def payment(txn: int, card: str, amount: str, ts_ms: int) -> Payment:
+    return factories.payment(card, f"t{txn:04d}", amount, ts_ms)
+
+
+@st.composite
+def streams(draw: st.DrawFn, max_size: int = 30) -> list[Payment]:
+    ts = BASE_MS
+    events = []
+    for txn in range(draw(st.integers(min_value=0, max_value=max_size))):
+        ts += draw(st.sampled_from(TS_STEPS))
+        card = draw(st.sampled_from(["c1", "c2"]))
+        events.append(payment(txn, card, draw(st.sampled_from(AMOUNTS)), ts))
+    return events
+
+
+def alerted(alerts: list[Alert], rule: Rule) -> list[tuple[str, str]]:
+    return [(a.group_key, a.txn_ids[0]) for a in alerts if a.rule_id == rule.rule_id]
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams())
+def test_in_order_streams_compare_each_payment_with_its_keys_window(
+    events: list[Payment],
+) -> None:
+    run = run_engine(events, HISTORY_RULES)
+    for rule in HISTORY_RULES:
+        assert alerted(run.alerts, rule) == history_oracle(events, rule)
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.integers(min_value=0, max_value=2**32))
+def test_any_order_within_lateness_gives_the_oracles_alerts(
+    events: list[Payment], seed: int
+) -> None:
+    arrivals = shuffle_within_lateness(events, seed)
+    run = run_engine(arrivals, HISTORY_RULES)
+    assert not run.late
+    for rule in HISTORY_RULES:
+        assert alerted(run.alerts, rule) == history_oracle(arrivals, rule)
+
+
+@settings(max_examples=100, deadline=None)
+@given(streams(), st.integers(min_value=0, max_value=2**32))
+def test_arbitrary_order_marks_late_payments_and_decides_the_rest_as_the_oracle(
+    events: list[Payment], seed: int
+) -> None:
+    arrivals = list(events)
+    random.Random(seed).shuffle(arrivals)
+    run = run_engine(arrivals, HISTORY_RULES)
+    for rule in HISTORY_RULES:
+        assert alerted(run.alerts, rule) == history_oracle(run.accepted, rule)
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams(), st.integers(min_value=0, max_value=2**32))
+def test_redeliveries_and_the_stored_state_change_nothing(events: list[Payment], seed: int) -> None:
+    arrivals = shuffle_within_lateness(events, seed)
+    baseline = run_engine(arrivals, HISTORY_RULES)
+    replayed = run_engine(with_redeliveries(arrivals, seed), HISTORY_RULES, roundtrip=True)
+    assert [a.alert_id for a in replayed.alerts] == [a.alert_id for a in baseline.alerts]
+
+
+def test_ten_times_the_average_after_three_payments_alerts_and_explains_itself() -> None:
+    events = [
+        payment(0, "c1", "10", BASE_MS),
+        payment(1, "c1", "20", BASE_MS + 1_000),
+        payment(2, "c1", "600", BASE_MS + 2_000),  # 40 times the average, after 2 only
+        payment(3, "c1", "30", BASE_MS + 3_000),
+        payment(4, "c1", "1600", BASE_MS + 4_000),  # average 165: not ten times
+        payment(5, "c1", "4600", BASE_MS + 5_000),  # average 452: more than ten times
+    ]
+    (alert,) = run_engine(events, [TEN_TIMES_AVERAGE]).alerts
+    assert alert.txn_ids == ("t0005",) and alert.kind == "history"
+    assert dict(alert.explanation) == {
+        "statistic": "avg(amount)",
+        "value": "452.00",
+        "earlier_payments": "5",
+        "compared": "amount > 10 * avg(amount)",
+    }
+    assert alert.aggregate_value == "452.00"
+    assert Alert.from_json(alert.to_json()) == alert
+
+
+def test_the_average_is_compared_exactly() -> None:
+    """10, 10 and 10.01: the average is 10.00333..., ten times 100.0333...: 100.04 is
+    above it, 100.03 is not, whatever a rounded average would say."""
+    rule = history("exact", "avg(amount)", ">", "10", min_earlier=3)
+    start = [payment(i, "c1", a, BASE_MS + i) for i, a in enumerate(["10", "10", "10.01"])]
+    assert not run_engine([*start, payment(9, "c1", "100.03", BASE_MS + 9)], [rule]).alerts
+    assert run_engine([*start, payment(9, "c1", "100.04", BASE_MS + 9)], [rule]).alerts
+
+
+def test_payments_beyond_the_window_are_no_longer_history() -> None:
+    events = [
+        payment(0, "c1", "10", BASE_MS),
+        payment(1, "c1", "20", BASE_MS + 100_000),
+        payment(2, "c1", "30", BASE_MS + 200_000),  # t0 still in: at 200 s exactly
+        payment(3, "c1", "45", BASE_MS + 300_001),  # 1.5 * max: t1 and t0 gone, 30 left
+    ]
+    alerts = run_engine(events, [ABOVE_MAXIMUM]).alerts
+    assert [a.txn_ids for a in alerts] == [("t0001",), ("t0002",), ("t0003",)]
+
+
+def test_the_state_keeps_the_payments_of_the_window_and_reads_back_the_same() -> None:
+    state = KeyState()
+    for i in range(1_000):
+        evaluate(
+            state,
+            payment(i, "c1", "10", BASE_MS + i * 1_000),
+            "c1",
+            HISTORY_RULES,
+            LATENESS_MS,
+            0,
+            0,
+        )
+    rule_state = state.rules[ABOVE_MAXIMUM.rule_id]
+    assert isinstance(rule_state, HistoryState)
+    assert len(rule_state.pool) <= (200_000 + LATENESS_MS) // 1_000 + 1
+    stored = KeyState.from_json(json.loads(json.dumps(state.to_json())))
+    assert stored.describe() == state.describe()
+    assert isinstance(stored.rules[ABOVE_MAXIMUM.rule_id], HistoryState)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "problem"),
+    [
+        ({"statistic": "median(amount)"}, "statistic", "'median(amount)' is not one of"),
+        ({"op": "=="}, "op", "'==' is not one of"),
+        ({"factor": 0}, "factor", "more than 0"),
+        ({"factor": "lots"}, "factor", "not a number"),
+        ({"min_earlier": 0}, "min_earlier", "from 1 to 1000"),
+        ({"min_earlier": 1001}, "min_earlier", "from 1 to 1000"),
+        ({"threshold": 3}, "threshold", "not a field of a history rule"),
+    ],
+)
+def test_bad_history_rules_are_refused_naming_the_field(
+    changes: dict[str, Any], field: str, problem: str
+) -> None:
+    with pytest.raises(RuleError) as info:
+        parse_rule({**TEN_TIMES_AVERAGE.to_json(), **changes})
+    assert (info.value.field, problem in info.value.problem) == (field, True), info.value
+
+
+def test_a_history_rule_round_trips_and_the_page_lists_its_fields() -> None:
+    for rule in HISTORY_RULES:
+        assert parse_rule(json.loads(rule.to_bytes())) == rule
+    assert TEN_TIMES_AVERAGE.factor == Decimal("10")
+    text = section(page("reference/rule-format.md"), "History")
+    assert first_column(text)[:5] == ["statistic", "op", "factor", "min_earlier", "filter"]
