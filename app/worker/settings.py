@@ -43,6 +43,9 @@ class Settings:
     topic_rules: str = "fraud.rules"
     dynamodb_endpoint: str | None = None
     dynamodb_table: str = "fraud_alerts"
+    # Cases (app.cases): active alerts of one rule on one key grouped, in a table of their own.
+    cases_enabled: bool = True
+    cases_table: str = "fraud_cases"
     aws_region: str = "us-east-1"
     max_payment_bytes: int = 16 * 1024
     # How far ahead of this worker's clock a payment's ts may be. A payment moves its key's
@@ -340,6 +343,20 @@ DECLARED: tuple[Variable, ...] = (
         "Another DynamoDB endpoint, e.g. `http://127.0.0.1:8000` for DynamoDB Local. Unset: AWS.",
     ),
     Variable("DYNAMODB_TABLE", "dynamodb_table", _dynamodb_table, "The alerts table."),
+    Variable(
+        "CASES_ENABLED",
+        "cases_enabled",
+        _bool,
+        "Group active alerts into cases as the sink writes them: the first alert of a rule on"
+        " a key opens a case (and pages), later ones join it until it is closed.",
+    ),
+    Variable(
+        "CASES_TABLE",
+        "cases_table",
+        _dynamodb_table,
+        "The cases table (no TTL: cases outlive the alerts). The sink, the cases API and"
+        " `faust -A app cases` use it.",
+    ),
     Variable("AWS_REGION", "aws_region", _aws_region, "The AWS region, e.g. `eu-west-1`."),
     Variable(
         "MAX_PAYMENT_BYTES",

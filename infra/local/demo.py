@@ -272,6 +272,7 @@ class Demo:
                 rules=settings.topic_rules,
             ),
             table=settings.dynamodb_table,
+            cases_table=settings.cases_table,
         )
         rules = load_rule_file(DEFAULT_RULES)
         asyncio.run(

@@ -71,6 +71,32 @@ class Pipeline:
             ]
         )
 
+    @property
+    def alerts_table(self) -> str:
+        return f"alerts_{self.uid}"
+
+    @property
+    def cases_table(self) -> str:
+        return f"cases_{self.uid}"
+
+    def enable_sink(self) -> str:
+        """Create this deployment's alerts and cases tables and run the sink in its workers;
+        returns the alerts table's stream ARN."""
+        arn = self.stack.create_alerts_table(self.alerts_table)
+        self.stack.create_cases_table(self.cases_table)
+        self.extra_env.update(
+            {
+                "FRAUD_DYNAMODB_TABLE": self.alerts_table,
+                "FRAUD_CASES_TABLE": self.cases_table,
+                "FRAUD_SINK_ENABLED": "true",
+            }
+        )
+        return arn
+
+    def drop_tables(self) -> None:
+        for table in (self.alerts_table, self.cases_table):
+            self.stack.client().delete_table(TableName=table)
+
     def put_rules(self, rules: Sequence[Rule]) -> None:
         """Publish rules the way the CLI does (the topic is the only way in)."""
         run(publish(self.stack.bootstrap, self.rules, [(r.rule_id, r.to_bytes()) for r in rules]))

@@ -1,0 +1,180 @@
+"""Cases against DynamoDB Local: alerts grouped beside their rows, effectively once; cases
+closed with a disposition; the next alert opens a new case."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+
+from app.cases.model import CaseError, CaseFilter, Role, parse_closing
+from app.cases.store import CaseStore
+from app.detection.models import Alert
+from infra.local.stack import LocalStack
+from tests.factories import alert
+
+pytestmark = pytest.mark.integration
+
+WRITTEN_MS = 1_795_874_590_000
+
+
+@dataclass
+class Tables:
+    store: CaseStore
+    client: Any
+
+    def alert_row(self, alert_id: str) -> dict[str, Any] | None:
+        item: dict[str, Any] | None = self.client.get_item(
+            TableName=self.store.alerts_table,
+            Key={"alert_id": {"S": alert_id}},
+            ConsistentRead=True,
+        ).get("Item")
+        return item
+
+    def case_items(self) -> list[dict[str, Any]]:
+        items = self.client.scan(TableName=self.store.table, ConsistentRead=True)["Items"]
+        return [item for item in items if item["pk"]["S"].startswith("case#")]
+
+
+@pytest.fixture
+def tables(stack: LocalStack) -> Iterator[Tables]:
+    uid = uuid.uuid4().hex[:8]
+    alerts, cases = f"alerts_{uid}", f"cases_{uid}"
+    stack.create_alerts_table(alerts)
+    stack.create_cases_table(cases)
+    client = stack.client()
+    yield Tables(CaseStore(cases, alerts, client), client)
+    for table in (alerts, cases):
+        client.delete_table(TableName=table)
+
+
+def burst(n: int, key: str = "card-tok-1", **overrides: Any) -> Alert:
+    return alert(
+        n,
+        group_key=key,
+        txn_ids=(f"t{n}a", f"t{n}b", f"t{n}c"),
+        detected_at=f"2026-11-28T14:{n:02d}:07.250Z",
+        **overrides,
+    )
+
+
+def closing(disposition: str = "fraud") -> Any:
+    return parse_closing(disposition, "customer confirmed", "alice")
+
+
+def test_the_first_alert_opens_a_case_and_later_ones_join_it(tables: Tables) -> None:
+    store = tables.store
+    assert store.write_alert(burst(1), WRITTEN_MS) is Role.OPENED
+    assert store.write_alert(burst(2), WRITTEN_MS) is Role.JOINED
+    assert store.write_alert(burst(3, key="card-tok-2"), WRITTEN_MS) is Role.OPENED
+
+    [case] = store.list(CaseFilter(group_key="card-tok-1"))
+    assert (case.status, case.alert_count, case.alert_ids) == (
+        "open",
+        2,
+        (burst(1).alert_id, burst(2).alert_id),
+    )
+    assert case.txn_ids == ("t1a", "t1b", "t1c", "t2a", "t2b", "t2c")
+    assert (case.opened_at, case.last_alert_at) == (burst(1).detected_at, burst(2).detected_at)
+    row = tables.alert_row(burst(2).alert_id)
+    assert row is not None
+    assert (row["case_id"]["S"], row["case_role"]["S"]) == (case.case_id, "joined")
+    assert len(store.list(CaseFilter(status="open"))) == 2
+
+
+def test_a_replayed_alert_changes_nothing(tables: Tables) -> None:
+    store = tables.store
+    store.write_alert(burst(1), WRITTEN_MS)
+    store.write_alert(burst(2), WRITTEN_MS)
+    before = tables.case_items()
+    assert store.write_alert(burst(1), WRITTEN_MS + 5) is None
+    assert store.write_alert(burst(2), WRITTEN_MS + 5) is None
+    assert tables.case_items() == before
+
+
+def test_a_replay_of_the_opening_alert_after_its_case_closed_opens_no_second_case(
+    tables: Tables,
+) -> None:
+    store = tables.store
+    store.write_alert(burst(1), WRITTEN_MS)
+    [case] = store.list(CaseFilter())
+    store.close(case.case_id, closing(), "2026-11-28T15:00:00.000Z")
+    # Even once the alert's row has expired (TTL), the replay finds the case it went to.
+    tables.client.delete_item(
+        TableName=store.alerts_table, Key={"alert_id": {"S": burst(1).alert_id}}
+    )
+    assert store.write_alert(burst(1), WRITTEN_MS + 5) is Role.REPLAYED
+    assert [c.case_id for c in store.list(CaseFilter())] == [case.case_id]
+    row = tables.alert_row(burst(1).alert_id)
+    assert row is not None and row["case_role"]["S"] == "replayed"
+    assert row["case_id"]["S"] == case.case_id
+
+
+def test_closing_records_the_disposition_and_the_next_alert_opens_a_new_case(
+    tables: Tables,
+) -> None:
+    store = tables.store
+    store.write_alert(burst(1), WRITTEN_MS)
+    [case] = store.list(CaseFilter())
+    closed, now = store.close(
+        case.case_id,
+        parse_closing("not_fraud", "card 4111 1111 1111 1111 is the owner's", " bob "),
+        "2026-11-28T15:00:00.000Z",
+    )
+    assert now
+    assert (closed.status, closed.disposition, closed.closed_by, closed.closed_at) == (
+        "closed",
+        "not_fraud",
+        "bob",
+        "2026-11-28T15:00:00.000Z",
+    )
+    assert closed.note == "card **** **** **** 1111 is the owner's"
+
+    assert store.write_alert(burst(2), WRITTEN_MS) is Role.OPENED
+    assert [c.status for c in store.list(CaseFilter())] == ["open", "closed"]
+    assert [c.case_id for c in store.list(CaseFilter(disposition="not_fraud"))] == [case.case_id]
+
+
+def test_closing_again_is_a_no_op_for_the_same_request_and_refused_otherwise(
+    tables: Tables,
+) -> None:
+    store = tables.store
+    store.write_alert(burst(1), WRITTEN_MS)
+    [case] = store.list(CaseFilter())
+    store.close(case.case_id, closing(), "2026-11-28T15:00:00.000Z")
+    again, now = store.close(case.case_id, closing(), "2026-11-28T15:05:00.000Z")
+    assert not now and again.closed_at == "2026-11-28T15:00:00.000Z"
+    with pytest.raises(CaseError, match="already closed \\(fraud, by alice") as refused:
+        store.close(case.case_id, closing("not_fraud"), "2026-11-28T15:05:00.000Z")
+    assert refused.value.status == 409
+    with pytest.raises(CaseError, match="no case") as missing:
+        store.close("0" * 24, closing(), "2026-11-28T15:05:00.000Z")
+    assert missing.value.status == 404
+
+
+def test_alerts_of_one_rule_and_key_written_at_once_open_one_case(tables: Tables) -> None:
+    alerts = [burst(n) for n in range(1, 13)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        roles = list(pool.map(lambda a: tables.store.write_alert(a, WRITTEN_MS), alerts))
+    assert roles.count(Role.OPENED) == 1 and roles.count(Role.JOINED) == 11
+    [case] = tables.store.list(CaseFilter())
+    assert case.alert_count == 12 and sorted(case.alert_ids) == sorted(a.alert_id for a in alerts)
+
+
+def test_cases_are_listed_newest_first_and_filtered(tables: Tables) -> None:
+    store = tables.store
+    for n in range(1, 6):
+        store.write_alert(burst(n, key=f"card-{n}"), WRITTEN_MS)
+    store.write_alert(replace(burst(6, key="card-1"), rule_id="other-rule"), WRITTEN_MS)
+    listed = store.list(CaseFilter(limit=3))
+    assert [c.group_key for c in listed] == ["card-1", "card-5", "card-4"]
+    assert [c.rule_id for c in listed] == ["other-rule", "high-value-burst", "high-value-burst"]
+    assert [c.group_key for c in store.list(CaseFilter(rule_id="high-value-burst", limit=2))] == [
+        "card-5",
+        "card-4",
+    ]
+    assert store.list(CaseFilter(status="closed")) == []
