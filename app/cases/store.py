@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from app.cases.model import (
     CLOSED,
@@ -42,7 +42,7 @@ from app.cases.model import (
     opened_item,
     slot_of,
 )
-from app.delivery.dynamodb import alert_item
+from app.delivery.dynamodb import alert_item, error_code
 from app.detection.models import Alert
 
 CONDITION_NEW = "attribute_not_exists(pk)"
@@ -306,6 +306,16 @@ class CaseStore:
             f" at {case.closed_at})",
             status=409,
         )
+
+
+def table_problem(exc: BaseException, table: str, endpoint: str | None) -> str:
+    """One line on a failed call to the cases table: an error code, never a message."""
+    if isinstance(exc, EndpointConnectionError):
+        return f"cannot reach DynamoDB at {endpoint or 'AWS'} (FRAUD_DYNAMODB_ENDPOINT)"
+    code = error_code(exc)
+    if code == "ResourceNotFoundException":
+        return f"the cases table {table!r} does not exist (FRAUD_CASES_TABLE)"
+    return f"the cases table {table!r} did not answer: {code}"
 
 
 def _string(item: Mapping[str, Any] | None, name: str) -> str | None:

@@ -3,6 +3,13 @@ closed with a disposition; the next alert opens a new case."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +21,14 @@ import pytest
 from app.cases.model import CaseError, CaseFilter, Role, parse_closing
 from app.cases.store import CaseStore
 from app.detection.models import Alert
+from infra.local.slack_receiver import SlackReceiver
 from infra.local.stack import LocalStack
-from tests.factories import alert
+from infra.local.stream_poller import StreamPoller
+from lambdas.notifier.adapters.idempotency import ensure_table
+from lambdas.notifier.handlers import notify as notifier
+from tests.cli import assert_one_error_line, free_port, run_cli
+from tests.factories import alert, payment
+from tests.integration.harness import Pipeline, keyed, produce, run, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -178,3 +191,146 @@ def test_cases_are_listed_newest_first_and_filtered(tables: Tables) -> None:
         "card-4",
     ]
     assert store.list(CaseFilter(status="closed")) == []
+
+
+# --- the whole path: payments -> worker -> alerts and cases -> notifier -> Slack; the API
+# and the CLI -------------------------------------------------------------------------------
+
+TOKEN = "test-token-not-a-secret"
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def notify_from_the_stream(stack: LocalStack, stream_arn: str, slack_url: str) -> None:
+    """Every record on the alerts table's stream through the real notifier handler, as the
+    Lambda's event source mapping hands them over."""
+    client = stack.client()
+    idempotency = f"idem_{uuid.uuid4().hex[:8]}"
+    ensure_table(client, idempotency)
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            "IDEMPOTENCY_TABLE": idempotency,
+            "FRAUD_DYNAMODB_ENDPOINT": stack.dynamodb_endpoint,
+            "SLACK_WEBHOOK_URL": slack_url,
+            "FRAUD_INSPECT_BASE_URL": "http://127.0.0.1:6066",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_REGION": "us-east-1",
+        }
+    )
+    notifier.reset_notifier()
+    try:
+        StreamPoller(
+            streams_client=stack.client("dynamodbstreams"),
+            stream_arn=stream_arn,
+            handler=notifier.handler,
+            retry_backoff_s=0.01,
+        ).poll_once()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        notifier.reset_notifier()
+        client.delete_table(TableName=idempotency)
+
+
+def test_a_burst_opens_a_case_a_second_joins_it_without_a_page_and_an_analyst_closes_it(
+    pipeline: Pipeline, stack: LocalStack
+) -> None:
+    stream_arn = pipeline.enable_sink()
+    pipeline.extra_env["FRAUD_API_TOKEN"] = TOKEN
+    start = int(time.time() * 1000) - 60_000
+    card = f"tok_case_{pipeline.uid}"
+    # Two bursts of the seed rule on one card (3 payments >= 1000 within 5 minutes each).
+    payments = [
+        payment(card, f"{pipeline.uid}-{n}", "1500", ts_ms=start + n * 1000) for n in range(6)
+    ]
+    worker = pipeline.worker("cases").start()
+    try:
+        run(produce(stack.bootstrap, pipeline.payments, keyed(payments)))
+        base = f"http://127.0.0.1:{worker.web_port}"
+
+        def the_case() -> dict[str, Any] | None:
+            status, body = http("GET", f"{base}/cases?key={card}")
+            assert status == 200, body
+            cases = body["cases"]
+            return cases[0] if cases and cases[0]["alert_count"] == 2 else None
+
+        wait_until(lambda: the_case() is not None, 60, "one case holding both alerts")
+        case = the_case()
+        assert case is not None and case["status"] == "open"
+        assert case["rule_id"] == "high-value-burst" and case["group_key"] == card
+        assert sorted(case["txn_ids"]) == sorted(p.txn_id for p in payments)
+
+        out = io.StringIO()
+        receiver = SlackReceiver(0, out=out)
+        threading.Thread(target=receiver.serve_forever, args=(0.05,), daemon=True).start()
+        try:
+            notify_from_the_stream(
+                stack, stream_arn, f"http://127.0.0.1:{receiver.port}/services/local"
+            )
+        finally:
+            receiver.shutdown()
+            receiver.server_close()
+        pages = out.getvalue().splitlines()
+        assert len(pages) == 1, pages  # the second alert joined the case: no second page
+        assert case["case_id"] in pages[0] and card in pages[0]
+
+        url = f"{base}/cases/{case['case_id']}/close"
+        good = {"disposition": "fraud", "note": "customer denies both", "closed_by": "alice"}
+        assert http("POST", url, good)[0] == 401
+        status, body = http("POST", url, {**good, "disposition": "maybe"}, token=TOKEN)
+        assert (status, body["field"]) == (400, "disposition")
+        status, body = http("POST", url, good, token=TOKEN)
+        assert status == 200 and body["closed"]["disposition"] == "fraud", body
+        status, body = http("POST", url, {**good, "disposition": "not_fraud"}, token=TOKEN)
+        assert status == 409 and "already closed" in body["error"]
+        assert http("GET", f"{base}/cases/{'f' * 24}")[0] == 404
+        status, body = http("GET", f"{base}/cases?status=shut")
+        assert (status, body["parameter"]) == (400, "status")
+
+        # The CLI sees the same cases, and refuses in one line.
+        listed = run_cli(["cases", "list", "--status", "closed"], worker.env)
+        assert listed.returncode == 0, listed.stderr
+        [line] = listed.stdout.splitlines()
+        assert line.startswith(f"{case['case_id']}\tclosed\tfraud\thigh-value-burst\t")
+        shown = run_cli(["cases", "show", case["case_id"]], worker.env)
+        assert json.loads(shown.stdout)["closed_by"] == "alice"
+        refused = run_cli(
+            [
+                "cases",
+                "close",
+                case["case_id"],
+                "--disposition",
+                "not_fraud",
+                "--note",
+                "x",
+                "--by",
+                "bob",
+            ],
+            worker.env,
+        )
+        assert_one_error_line(refused, 1, "already closed")
+        assert_one_error_line(run_cli(["cases", "show", "nope"], worker.env), 2, "case_id")
+        assert_one_error_line(
+            run_cli(["cases", "close", case["case_id"]], worker.env), 2, "--disposition"
+        )
+        assert_one_error_line(run_cli(["cases", "show", "0" * 24], worker.env), 1, "no case")
+    finally:
+        worker.stop()
+        pipeline.drop_tables()
+
+
+def test_the_cli_names_a_missing_cases_table_in_one_line(pipeline: Pipeline) -> None:
+    env = {**pipeline.env("cli", free_port()), "FRAUD_CASES_TABLE": f"missing_{pipeline.uid}"}
+    assert_one_error_line(run_cli(["cases", "list"], env), 1, f"missing_{pipeline.uid}")
