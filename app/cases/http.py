@@ -63,17 +63,25 @@ def table_problem(exc: BaseException) -> str:
     return store_problem(exc, settings.cases_table, settings.dynamodb_endpoint)
 
 
+class Answered(Exception):
+    """The store's call ended in an answer of its own (a refusal, the table down)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("answered")
+        self.response = response
+
+
 class CasesApiView(RulesApiView):
-    async def call(self, work: Callable[[CaseStore], _T]) -> _T | Response:
-        """``work`` on the store in a thread; a refusal as its status, a failure of the table
-        as a 503 (an aiohttp response: Faust's ``Response`` is only its type's name)."""
+    async def call(self, work: Callable[[CaseStore], _T]) -> _T:
+        """``work`` on the store in a thread; raises :class:`Answered` with a refusal as its
+        status, or a failure of the table as a 503."""
         try:
             return await asyncio.to_thread(lambda: work(case_store()))
         except CaseError as exc:
-            return self.problem(exc.status, str(exc), field=exc.field)
+            raise Answered(self.problem(exc.status, str(exc), field=exc.field)) from None
         except (ClientError, BotoCoreError) as exc:
             log.warning("cases API: %s", table_problem(exc))
-            return error(self, 503, table_problem(exc))
+            raise Answered(error(self, 503, table_problem(exc))) from None
 
 
 class CasesView(CasesApiView):
@@ -93,9 +101,10 @@ class CasesView(CasesApiView):
             return bad_request(self, exc)
         except CaseError as exc:
             return bad_request(self, BadParameter(_parameter(exc.field), exc.problem))
-        found = await self.call(lambda store: store.list(wanted))
-        if isinstance(found, web.StreamResponse):
-            return found
+        try:
+            found = await self.call(lambda store: store.list(wanted))
+        except Answered as answered:
+            return answered.response
         cases = [case.to_json() for case in found]
         return self.json({"cases": cases, "count": len(cases), "limit": wanted.limit})
 
@@ -110,9 +119,10 @@ class CaseView(CasesApiView):
             parse_case_id(case_id)
         except CaseError as exc:
             return self.problem(400, str(exc), field=exc.field)
-        found = await self.call(lambda store: store.get(case_id))
-        if isinstance(found, web.StreamResponse):
-            return found
+        try:
+            found = await self.call(lambda store: store.get(case_id))
+        except Answered as answered:
+            return answered.response
         if found is None:
             return self.problem(404, f"no case {case_id!r}")
         return self.json(found.to_json())
@@ -139,10 +149,10 @@ class CaseCloseView(CasesApiView):
                 return self.problem(400, str(exc), field=exc.field)
             return self.problem(400, "body: is not JSON", field="body")
         closed_at = iso_from_ms(int(time.time() * 1000))
-        result = await self.call(lambda store: store.close(case_id, closing, closed_at))
-        if isinstance(result, web.StreamResponse):
-            return result
-        case, now = result
+        try:
+            case, now = await self.call(lambda store: store.close(case_id, closing, closed_at))
+        except Answered as answered:
+            return answered.response
         await on_closed(case)
         return self.json({"closed": case.to_json(), "already": not now})
 

@@ -8,8 +8,6 @@ import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +18,7 @@ import pytest
 
 from app.cases.model import CaseError, CaseFilter, Role, parse_closing
 from app.cases.store import CaseStore
-from app.detection.models import Alert
+from app.detection.models import Alert, iso_from_ms
 from infra.local.slack_receiver import SlackReceiver
 from infra.local.stack import LocalStack
 from infra.local.stream_poller import StreamPoller
@@ -28,11 +26,12 @@ from lambdas.notifier.adapters.idempotency import ensure_table
 from lambdas.notifier.handlers import notify as notifier
 from tests.cli import assert_one_error_line, free_port, run_cli
 from tests.factories import alert, payment
-from tests.integration.harness import Pipeline, keyed, produce, run, wait_until
+from tests.integration.harness import Pipeline, http, keyed, produce, run, wait_until
 
 pytestmark = pytest.mark.integration
 
-WRITTEN_MS = 1_795_874_590_000
+NOW_MS = int(time.time() * 1000)
+WRITTEN_MS = NOW_MS
 
 
 @dataclass
@@ -70,7 +69,8 @@ def burst(n: int, key: str = "card-tok-1", **overrides: Any) -> Alert:
         n,
         group_key=key,
         txn_ids=(f"t{n}a", f"t{n}b", f"t{n}c"),
-        detected_at=f"2026-11-28T14:{n:02d}:07.250Z",
+        # Recent: DynamoDB Local's TTL sweeper deletes rows whose expires_at has passed.
+        detected_at=iso_from_ms(NOW_MS + n * 60_000),
         **overrides,
     )
 
@@ -197,18 +197,6 @@ def test_cases_are_listed_newest_first_and_filtered(tables: Tables) -> None:
 # and the CLI -------------------------------------------------------------------------------
 
 TOKEN = "test-token-not-a-secret"
-
-
-def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
 
 
 def notify_from_the_stream(stack: LocalStack, stream_arn: str, slack_url: str) -> None:
