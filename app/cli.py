@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import IO, Any, ClassVar, NoReturn
 
 import click
@@ -24,6 +25,7 @@ from faust.cli import AppCommand, argument, option
 from faust.cli.base import cli
 from mode.worker import exiting
 
+from app.cases.labels import LabelFileError, disposition_label, parse_chargebacks, publish_labels
 from app.cases.model import (
     DISPOSITIONS,
     STATUSES,
@@ -425,12 +427,42 @@ async def cases(
     closing = parse_closing(disposition, note, closed_by)
     closed_at = iso_from_ms(int(time.time() * 1000))
     case, now = await asyncio.to_thread(lambda: _case_store().close(case_id, closing, closed_at))
+    # Published after the close, and again by the same close repeated: a lost label is
+    # made good by retrying the command (the labels topic is compacted by case).
+    await publish_labels(
+        bootstrap_servers(settings.broker), settings.topic_labels, [disposition_label(case)]
+    )
     if now:
         click.echo(f"closed {case.case_id} as {case.disposition} (by {case.closed_by})")
     else:
-        click.echo(f"{case.case_id} was already closed so; nothing changed")
+        click.echo(f"{case.case_id} was already closed so; its label published again")
 
 
 def _case_store() -> CaseStore:
     client = make_client(settings.aws_region, settings.dynamodb_endpoint)
     return CaseStore(settings.cases_table, settings.dynamodb_table, client)
+
+
+@app.command(
+    argument("action", type=click.Choice(("import",)), metavar="ACTION"),
+    argument("path", metavar="FILE"),
+    base=FraudCommand,
+)
+async def labels(self: object, action: str, path: str) -> None:
+    """Labels: import FILE, a chargebacks CSV (txn_id,date,reason), to the labels topic
+    (FRAUD_TOPIC_LABELS), one record per payment keyed txn:<txn_id>.
+
+    The whole file is checked first: a bad line refuses it all, naming the line.
+    """
+    try:
+        text = await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
+    except OSError as exc:
+        raise click.UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise click.UsageError(f"cannot read {path}: not UTF-8 text") from None
+    try:
+        found = parse_chargebacks(text)
+    except LabelFileError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    await publish_labels(bootstrap_servers(settings.broker), settings.topic_labels, found)
+    click.echo(f"published {len(found)} chargeback labels to {settings.topic_labels}")

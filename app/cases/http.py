@@ -5,6 +5,10 @@ $FRAUD_API_TOKEN`` (the token of the rules API).
     GET  /cases/{case_id}        one case, with its alert and txn ids
     POST /cases/{case_id}/close  {"disposition": ..., "note": ..., "closed_by": ...}
 
+A close publishes the disposition's label (``app.cases.labels``) once the case is closed;
+if Kafka cannot take it, the answer is a 503 and the same close again (a no-op on the case)
+publishes it.
+
 Every worker answers: cases are read from and written to the cases table, not to a
 worker's state. A table that cannot be reached answers 503 with ``Retry-After``.
 """
@@ -17,18 +21,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 from faust.web import Request, Response
 
-from app.cases.model import CaseError, CaseFilter, parse_case_id, parse_closing
+from app.cases.labels import disposition_label, publish_labels
+from app.cases.model import Case, CaseError, CaseFilter, parse_case_id, parse_closing
 from app.cases.store import CaseStore
 from app.cases.store import table_problem as store_problem
 from app.delivery.alert_writer import make_client
 from app.detection.models import iso_from_ms
 from app.rules_admin.http import RulesApiView, token_ok
+from app.rules_admin.topic import bootstrap_servers
 from app.web.params import (
     BadParameter,
     bad_request,
@@ -153,12 +159,24 @@ class CaseCloseView(CasesApiView):
             case, now = await self.call(lambda store: store.close(case_id, closing, closed_at))
         except Answered as answered:
             return answered.response
-        await on_closed(case)
+        try:
+            await publish_disposition(case)
+        except Exception as exc:  # Kafka down: the close stands, its label is owed
+            log.warning("cases API: label of case %s not published: %r", case_id, exc)
+            return error(
+                self,
+                503,
+                f"case {case_id} is closed, but its label did not reach the labels topic"
+                f" ({type(exc).__name__}): send the same close again",
+            )
         return self.json({"closed": case.to_json(), "already": not now})
 
 
-async def on_closed(case: Any) -> None:
-    """What follows a disposition (its label goes to the labels topic: app.cases.labels)."""
+async def publish_disposition(case: Case) -> None:
+    """The disposition's label to the labels topic (app.cases.labels)."""
+    await publish_labels(
+        bootstrap_servers(settings.broker), settings.topic_labels, [disposition_label(case)]
+    )
 
 
 for _path in ("/cases", "/cases/"):

@@ -41,6 +41,7 @@ class Settings:
     topic_alerts: str = "fraud.alerts"
     topic_dlq: str = "payments.dlq"
     topic_rules: str = "fraud.rules"
+    topic_labels: str = "fraud.labels"
     dynamodb_endpoint: str | None = None
     dynamodb_table: str = "fraud_alerts"
     # Cases (app.cases): active alerts of one rule on one key grouped, in a table of their own.
@@ -335,6 +336,13 @@ DECLARED: tuple[Variable, ...] = (
     Variable("TOPIC_DLQ", "topic_dlq", _topic, "The dead-letter topic."),
     Variable(
         "TOPIC_RULES", "topic_rules", _topic, "The rules topic (compacted, keyed by rule id)."
+    ),
+    Variable(
+        "TOPIC_LABELS",
+        "topic_labels",
+        _topic,
+        "The labels topic (compacted, keyed by what a label labels: `case:<id>` for a"
+        " disposition, `txn:<id>` for a chargeback).",
     ),
     Variable(
         "DYNAMODB_ENDPOINT",

@@ -91,13 +91,15 @@ def default_topics(
     alerts: str = "fraud.alerts",
     dlq: str = "payments.dlq",
     rules: str = "fraud.rules",
+    labels: str = "fraud.labels",
 ) -> list[Topic]:
-    """The pipeline's topics; rules are compacted so the latest version of each rule survives."""
+    """The pipeline's topics; rules and labels are compacted so the latest of each survives."""
     return [
         Topic(payments, partitions),
         Topic(alerts, partitions),
         Topic(dlq, partitions),
         Topic(rules, 1, {"cleanup.policy": "compact"}),
+        Topic(labels, 1, {"cleanup.policy": "compact"}),
     ]
 
 

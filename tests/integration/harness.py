@@ -62,6 +62,10 @@ class Pipeline:
     def rules(self) -> str:
         return f"fraud.rules.{self.uid}"
 
+    @property
+    def labels(self) -> str:
+        return f"fraud.labels.{self.uid}"
+
     def create_topics(self) -> None:
         self.stack.create_topics(
             [
@@ -69,6 +73,7 @@ class Pipeline:
                 Topic(self.alerts, self.partitions),
                 Topic(self.dlq, self.partitions),
                 Topic(self.rules, 1, {"cleanup.policy": "compact"}),
+                Topic(self.labels, 1, {"cleanup.policy": "compact"}),
             ]
         )
 
@@ -114,6 +119,7 @@ class Pipeline:
             "FRAUD_TOPIC_ALERTS": self.alerts,
             "FRAUD_TOPIC_DLQ": self.dlq,
             "FRAUD_TOPIC_RULES": self.rules,
+            "FRAUD_TOPIC_LABELS": self.labels,
             # Only the sink's own tests create an alerts table; the others leave it off.
             "FRAUD_SINK_ENABLED": "false",
             # Likewise the archive: on in its own tests (test_history), where it goes here.

@@ -26,7 +26,15 @@ from lambdas.notifier.adapters.idempotency import ensure_table
 from lambdas.notifier.handlers import notify as notifier
 from tests.cli import assert_one_error_line, free_port, run_cli
 from tests.factories import alert, payment
-from tests.integration.harness import Pipeline, http, keyed, produce, run, wait_until
+from tests.integration.harness import (
+    Pipeline,
+    http,
+    keyed,
+    produce,
+    read_all,
+    run,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -281,6 +289,12 @@ def test_a_burst_opens_a_case_a_second_joins_it_without_a_page_and_an_analyst_cl
         assert (status, body["field"]) == (400, "disposition")
         status, body = http("POST", url, good, token=TOKEN)
         assert status == 200 and body["closed"]["disposition"] == "fraud", body
+        # The disposition is a label on the labels topic, keyed by the case it labels.
+        [record] = run(read_all(stack.bootstrap, pipeline.labels, 1, idle_s=1.0, until=1))
+        label = json.loads(record.value)
+        assert record.key == f"case:{case['case_id']}".encode()
+        assert (label["label"], label["by"]) == ("fraud", "alice")
+        assert sorted(label["txn_ids"]) == sorted(p.txn_id for p in payments)
         status, body = http("POST", url, {**good, "disposition": "not_fraud"}, token=TOKEN)
         assert status == 409 and "already closed" in body["error"]
         assert http("GET", f"{base}/cases/{'f' * 24}")[0] == 404
@@ -322,3 +336,26 @@ def test_a_burst_opens_a_case_a_second_joins_it_without_a_page_and_an_analyst_cl
 def test_the_cli_names_a_missing_cases_table_in_one_line(pipeline: Pipeline) -> None:
     env = {**pipeline.env("cli", free_port()), "FRAUD_CASES_TABLE": f"missing_{pipeline.uid}"}
     assert_one_error_line(run_cli(["cases", "list"], env), 1, f"missing_{pipeline.uid}")
+
+
+def test_chargebacks_imported_from_a_file_are_labels_keyed_by_payment(
+    pipeline: Pipeline, tmp_path: Any
+) -> None:
+    env = pipeline.env("cli", free_port())
+    good = tmp_path / "chargebacks.csv"
+    good.write_text("txn_id,date,reason\nt-1,2026-11-28,stolen card\nt-2,2026-11-29,not me\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("txn_id,date,reason\nt-3,2026-11-28,x\nt-4,yesterday,y\n")
+
+    refused = run_cli(["labels", "import", str(bad)], env)
+    assert_one_error_line(refused, 1, "bad.csv", "line 3", "date")
+    imported = run_cli(["labels", "import", str(good)], env)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == f"published 2 chargeback labels to {pipeline.labels}"
+    assert_one_error_line(run_cli(["labels", "import", str(tmp_path / "no.csv")], env), 2, "no.csv")
+
+    records = run(read_all(pipeline.stack.bootstrap, pipeline.labels, 1, idle_s=1.0))
+    assert [(r.key, json.loads(r.value)["label"]) for r in records] == [
+        (b"txn:t-1", "fraud"),
+        (b"txn:t-2", "fraud"),
+    ]  # nothing of the refused file
