@@ -110,12 +110,14 @@ async def sink(stream: Any) -> None:
     writer = AlertWriter(
         settings.dynamodb_table,
         lambda: make_client(settings.aws_region, settings.dynamodb_endpoint),
+        cases_table=settings.cases_table if settings.cases_enabled else None,
     )
     log.info(
-        "dynamodb sink: writing alerts from %s to table %s at %s",
+        "dynamodb sink: writing alerts from %s to table %s at %s (%s)",
         alerts_topic.get_topic_name(),
         settings.dynamodb_table,
         settings.dynamodb_endpoint or f"AWS {settings.aws_region}",
+        f"cases in table {settings.cases_table}" if settings.cases_enabled else "no cases",
     )
     try:
         await run_sink(stream, writer)

@@ -24,6 +24,7 @@ WIRING = (
     "agents",
     "app.cli",
     "app.rules_admin.http",
+    "app.cases.http",
     "app.history.http",
     "app.web.routes",
 )

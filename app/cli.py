@@ -12,16 +12,33 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import IO, Any, ClassVar, NoReturn
 
 import click
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from botocore.exceptions import BotoCoreError, ClientError
 from faust.cli import AppCommand, argument, option
 from faust.cli.base import cli
 from mode.worker import exiting
 
+from app.cases.labels import LabelFileError, disposition_label, parse_chargebacks, publish_labels
+from app.cases.model import (
+    DISPOSITIONS,
+    STATUSES,
+    Case,
+    CaseError,
+    CaseFilter,
+    parse_case_id,
+    parse_closing,
+)
+from app.cases.store import CaseStore, table_problem
+from app.delivery.alert_writer import make_client
+from app.detection.models import iso_from_ms
+from app.detection.pan import contains_pan
 from app.detection.rulebook import RuleBook
 from app.detection.rules import Rule, RuleError, parse_rule
 from app.generator import PaymentGenerator, produce
@@ -71,6 +88,12 @@ def user_error(exc: BaseException) -> click.ClickException | None:
         return click.ClickException(f"Kafka at {bootstrap}: {exc}")
     if isinstance(exc, TopicUnreadable):
         return click.ClickException(f"{exc} (Kafka at {bootstrap})")
+    if isinstance(exc, ClientError | BotoCoreError):
+        return click.ClickException(
+            table_problem(exc, settings.cases_table, settings.dynamodb_endpoint)
+        )
+    if isinstance(exc, CaseError):
+        return click.ClickException(str(exc))
     return None
 
 
@@ -334,3 +357,123 @@ async def change_rule(bootstrap: str, topic: str, action: str, rule_id: str) -> 
         body = with_status(rule, "paused" if action == "pause" else "active")
         await publish(bootstrap, topic, [(rule.rule_id, parse_rule(body).to_bytes())])
         click.echo(f"published {rule.rule_id} v{body['version']} ({body['status']})")
+
+
+CASE_ACTIONS = ("list", "show", "close")
+
+
+def case_line(case: Case) -> str:
+    """One case as ``cases list`` prints it (tab-separated, like ``rules list``)."""
+    return "\t".join(
+        (
+            case.case_id,
+            case.status,
+            case.disposition or "-",
+            case.rule_id,
+            f"{case.group_by}={case.group_key}",
+            f"{case.alert_count} alert{'s' if case.alert_count != 1 else ''}",
+            f"opened {case.opened_at}",
+        )
+    )
+
+
+@app.command(
+    argument("action", type=click.Choice(CASE_ACTIONS), metavar="ACTION"),
+    argument("case_id", required=False),
+    option("--status", type=click.Choice(STATUSES), default=None, help="list: open or closed."),
+    option("--rule", default=None, help="list: one rule's cases."),
+    option("--key", default=None, help="list: one key's cases (a card token, ...)."),
+    option(
+        "--disposition",
+        type=click.Choice(DISPOSITIONS),
+        default=None,
+        help="list: cases closed so; close: the disposition.",
+    ),
+    option("--limit", type=click.IntRange(1, 500), default=50, show_default=True),
+    option("--note", default=None, help="close: why (card numbers are masked)."),
+    option("--by", "closed_by", default=None, help="close: who closes the case."),
+    base=FraudCommand,
+)
+async def cases(
+    self: object,
+    action: str,
+    case_id: str | None,
+    status: str | None,
+    rule: str | None,
+    key: str | None,
+    disposition: str | None,
+    limit: int,
+    note: str | None,
+    closed_by: str | None,
+) -> None:
+    """Fraud cases: list [--status --rule --key --disposition --limit] | show ID |
+    close ID --disposition fraud|not_fraud|inconclusive --note TEXT --by NAME.
+
+    Cases are read from and closed in the cases table (FRAUD_CASES_TABLE).
+    """
+    if action == "list":
+        if key is not None and contains_pan(key):
+            raise click.UsageError("--key looks like a card number; use the card token")
+        wanted = CaseFilter(
+            status=status, rule_id=rule, group_key=key, disposition=disposition, limit=limit
+        )
+        for case in await asyncio.to_thread(lambda: _case_store().list(wanted)):
+            click.echo(case_line(case))
+        return
+    if case_id is None:
+        raise click.UsageError(f"'cases {action}' needs ID")
+    try:
+        parse_case_id(case_id)
+    except CaseError as exc:
+        raise click.UsageError(str(exc)) from None
+    if action == "show":
+        found = await asyncio.to_thread(lambda: _case_store().get(case_id))
+        if found is None:
+            raise click.ClickException(f"no case {case_id!r}")
+        click.echo(json.dumps(found.to_json(), indent=2))
+        return
+    for name, value in (("--disposition", disposition), ("--note", note), ("--by", closed_by)):
+        if value is None:
+            raise click.UsageError(f"'cases close' needs {name}")
+    closing = parse_closing(disposition, note, closed_by)
+    closed_at = iso_from_ms(int(time.time() * 1000))
+    case, now = await asyncio.to_thread(lambda: _case_store().close(case_id, closing, closed_at))
+    # Published after the close, and again by the same close repeated: a lost label is
+    # made good by retrying the command (the labels topic is compacted by case).
+    await publish_labels(
+        bootstrap_servers(settings.broker), settings.topic_labels, [disposition_label(case)]
+    )
+    if now:
+        click.echo(f"closed {case.case_id} as {case.disposition} (by {case.closed_by})")
+    else:
+        click.echo(f"{case.case_id} was already closed so; its label published again")
+
+
+def _case_store() -> CaseStore:
+    client = make_client(settings.aws_region, settings.dynamodb_endpoint)
+    return CaseStore(settings.cases_table, settings.dynamodb_table, client)
+
+
+@app.command(
+    argument("action", type=click.Choice(("import",)), metavar="ACTION"),
+    argument("path", metavar="FILE"),
+    base=FraudCommand,
+)
+async def labels(self: object, action: str, path: str) -> None:
+    """Labels: import FILE, a chargebacks CSV (txn_id,date,reason), to the labels topic
+    (FRAUD_TOPIC_LABELS), one record per payment keyed txn:<txn_id>.
+
+    The whole file is checked first: a bad line refuses it all, naming the line.
+    """
+    try:
+        text = await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
+    except OSError as exc:
+        raise click.UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise click.UsageError(f"cannot read {path}: not UTF-8 text") from None
+    try:
+        found = parse_chargebacks(text)
+    except LabelFileError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    await publish_labels(bootstrap_servers(settings.broker), settings.topic_labels, found)
+    click.echo(f"published {len(found)} chargeback labels to {settings.topic_labels}")

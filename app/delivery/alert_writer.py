@@ -25,6 +25,11 @@ sink retries, its partitions' offsets do not move, so a crash or restart in an o
 loses nothing. A record that does not decode as an alert can never be written; it goes
 to the DLQ topic (reason ``alert_undecodable``) with its original bytes and is acked
 once the DLQ has it.
+
+Cases. With a cases table (``FRAUD_CASES_ENABLED``), an active alert's row is written in
+one transaction with its case (``app.cases.store``: it opens one, or joins the open case of
+its rule and key); the row's condition is the same, so a replay is still "already written".
+Shadow alerts open no case: they page nobody and no analyst reviews them.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ import boto3
 from botocore.config import Config
 from hdrh.histogram import HdrHistogram
 
+from app.cases.model import Role
+from app.cases.store import CaseStore
 from app.delivery.backoff import backoff_delay
 from app.delivery.dynamodb import ErrorKind, classify_error, error_code, put_request
 from app.detection.models import Alert
@@ -67,6 +74,8 @@ class SinkStats:
     throttled: int = 0  # of which DynamoDB said "slow down"
     retries: int = 0  # retry rounds (each re-issues all still-failing alerts of a batch)
     dead_lettered: int = 0  # undecodable records sent to the DLQ
+    cases_opened: int = 0  # alerts that opened a case (each pages)
+    cases_joined: int = 0  # alerts that joined an open case (no page)
     batches: int = 0
     last_error_at: float | None = None  # epoch seconds
     last_error: str | None = None  # an error code, never a message with data in it
@@ -112,6 +121,8 @@ class SinkStats:
             "throttled": self.throttled,
             "retries": self.retries,
             "dead_lettered": self.dead_lettered,
+            "cases_opened": self.cases_opened,
+            "cases_joined": self.cases_joined,
             "batches": self.batches,
             "failing_for_s": round(self.failing_for(), 3),
             "last_error": self.last_error,
@@ -152,6 +163,23 @@ def make_client(region: str, endpoint: str | None) -> Any:
     return session.client("dynamodb", **kwargs)
 
 
+def _chain_of(alert: Alert) -> tuple[str, str, str]:
+    """The alerts that must be written one after another: those of one case slot (a shadow
+    alert opens no case, so each is a chain of its own)."""
+    if alert.status != "active":
+        return (alert.alert_id, "", "")
+    return (alert.rule_id, alert.group_by, alert.group_key)
+
+
+@dataclass(frozen=True)
+class Landed:
+    """An alert's write that succeeded: when, and what it did to the cases."""
+
+    at: float  # epoch seconds
+    role: Role | None = None
+    duplicate: bool = False  # its row existed already (a replay)
+
+
 class AlertWriter:
     """Writes batches of alerts to the table, each exactly once, retrying until done."""
 
@@ -163,8 +191,11 @@ class AlertWriter:
         stats: SinkStats | None = None,
         threads: int = WRITE_THREADS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        cases_table: str | None = None,
     ) -> None:
         self.table = table
+        self.cases_table = cases_table
+        self._cases: CaseStore | None = None
         self.stats = sink_stats if stats is None else stats
         self._client_factory = client_factory
         self._client: Any = None
@@ -181,14 +212,20 @@ class AlertWriter:
             )
         return self._executor
 
-    def _put(self, alert: Alert) -> float:
-        """One conditional PutItem (in a pool thread); returns the epoch time it landed."""
+    def _put(self, alert: Alert) -> Landed:
+        """One conditional PutItem, or the transaction of an alert and its case (in a pool
+        thread); when it landed and what it did to the cases."""
         if self._client is None:
             with self._client_lock:  # client creation is slow and not thread-safe
                 if self._client is None:
                     self._client = self._client_factory()
+                    if self.cases_table:
+                        self._cases = CaseStore(self.cases_table, self.table, self._client)
+        if self._cases is not None and alert.status == "active":
+            role = self._cases.write_alert(alert, int(time.time() * 1000))
+            return Landed(time.time(), role, duplicate=role is None)
         self._client.put_item(**put_request(self.table, alert))
-        return time.time()
+        return Landed(time.time())
 
     async def write(self, alerts: Sequence[Alert]) -> None:
         """Return once every alert has a row (written now or before); retry forever."""
@@ -207,17 +244,24 @@ class AlertWriter:
         # (ERROR once a failure cannot heal by itself) counts alerts and error codes.
         attempt = 0
         while pending:
-            results = await asyncio.gather(
-                *(loop.run_in_executor(executor, self._put, alert) for alert in pending),
-                return_exceptions=True,
+            # Alerts of one case slot (rule and key) go one after another, in one thread:
+            # written at once they would only race for the slot and retry.
+            chains: dict[tuple[str, str, str], list[Alert]] = {}
+            for alert in pending:
+                chains.setdefault(_chain_of(alert), []).append(alert)
+            ordered = [alert for chain in chains.values() for alert in chain]
+            chained = await asyncio.gather(
+                *(loop.run_in_executor(executor, self._put_chain, c) for c in chains.values())
             )
+            results = [result for chain in chained for result in chain]
+            pending = ordered
             now = time.monotonic()
             failed: list[Alert] = []
             codes: Counter[str] = Counter()
             errors: list[tuple[ErrorKind, BaseException]] = []
             for alert, result in zip(pending, results, strict=True):
-                if isinstance(result, float):
-                    self.stats.record_written(result, alert.trigger_produced_at_ms)
+                if isinstance(result, Landed):
+                    self._record(result, alert)
                     continue
                 kind = classify_error(result)
                 if kind is ErrorKind.DUPLICATE:
@@ -265,6 +309,26 @@ class AlertWriter:
             )
         self.stats.failing_since = None
         self.stats.blocked = False
+
+    def _put_chain(self, alerts: Sequence[Alert]) -> list[Landed | BaseException]:
+        """:meth:`_put` of each alert in turn (in a pool thread); a failure is returned."""
+        results: list[Landed | BaseException] = []
+        for alert in alerts:
+            try:
+                results.append(self._put(alert))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _record(self, landed: Landed, alert: Alert) -> None:
+        if landed.duplicate:
+            self.stats.duplicates_skipped += 1
+            return
+        self.stats.record_written(landed.at, alert.trigger_produced_at_ms)
+        if landed.role is Role.OPENED:
+            self.stats.cases_opened += 1
+        elif landed.role is Role.JOINED:
+            self.stats.cases_joined += 1
 
     def close(self) -> None:
         if self._executor is not None:

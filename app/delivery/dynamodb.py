@@ -18,6 +18,7 @@ from typing import Any
 
 from botocore import exceptions as botocore_exceptions
 
+from app.cases.model import RaceLostError
 from app.detection.models import Alert
 
 # The table's TTL attribute deletes a row this long after the alert was detected.
@@ -49,6 +50,10 @@ TRANSIENT_CODES = frozenset(
     }
 )
 DUPLICATE_CODE = "ConditionalCheckFailedException"
+# A transaction (an alert and its case, app.cases.store) cancelled for these item reasons
+# heals by itself; the store has already handled a failed condition.
+TRANSACTION_THROTTLED = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded"})
+TRANSACTION_TRANSIENT = frozenset({"None", "TransactionConflict", "ConditionalCheckFailed"})
 
 
 class ErrorKind(enum.Enum):
@@ -83,6 +88,16 @@ def classify_error(exc: BaseException) -> ErrorKind:
         code = error_code(exc)
         if code == DUPLICATE_CODE:
             return ErrorKind.DUPLICATE
+        if code == "TransactionCanceledException":
+            reasons = {
+                str(reason.get("Code", "None"))
+                for reason in exc.response.get("CancellationReasons") or []
+            }
+            if reasons & TRANSACTION_THROTTLED:
+                return ErrorKind.THROTTLED
+            return (
+                ErrorKind.TRANSIENT if reasons <= TRANSACTION_TRANSIENT else ErrorKind.NON_RETRYABLE
+            )
         if code in THROTTLING_CODES:
             return ErrorKind.THROTTLED
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -100,6 +115,8 @@ def classify_error(exc: BaseException) -> ErrorKind:
             botocore_exceptions.CredentialRetrievalError,
             ConnectionError,
             TimeoutError,
+            # Another writer kept winning an alert's case slot (app.cases.store).
+            RaceLostError,
         ),
     ):
         return ErrorKind.TRANSIENT

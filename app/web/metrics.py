@@ -115,6 +115,8 @@ _SINK_COUNTERS = {
     "retries": "Retry rounds of the sink.",
     "dead_lettered": "Undecodable alert records sent to the DLQ by the sink.",
     "batches": "Batches written by the sink.",
+    "cases_opened": "Alerts that opened a case (the ones that page).",
+    "cases_joined": "Alerts that joined an open case of their rule and key (no page).",
 }
 
 

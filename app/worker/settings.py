@@ -41,8 +41,12 @@ class Settings:
     topic_alerts: str = "fraud.alerts"
     topic_dlq: str = "payments.dlq"
     topic_rules: str = "fraud.rules"
+    topic_labels: str = "fraud.labels"
     dynamodb_endpoint: str | None = None
     dynamodb_table: str = "fraud_alerts"
+    # Cases (app.cases): active alerts of one rule on one key grouped, in a table of their own.
+    cases_enabled: bool = True
+    cases_table: str = "fraud_cases"
     aws_region: str = "us-east-1"
     max_payment_bytes: int = 16 * 1024
     # How far ahead of this worker's clock a payment's ts may be. A payment moves its key's
@@ -334,12 +338,33 @@ DECLARED: tuple[Variable, ...] = (
         "TOPIC_RULES", "topic_rules", _topic, "The rules topic (compacted, keyed by rule id)."
     ),
     Variable(
+        "TOPIC_LABELS",
+        "topic_labels",
+        _topic,
+        "The labels topic (compacted, keyed by what a label labels: `case:<id>` for a"
+        " disposition, `txn:<id>` for a chargeback).",
+    ),
+    Variable(
         "DYNAMODB_ENDPOINT",
         "dynamodb_endpoint",
         _http_url,
         "Another DynamoDB endpoint, e.g. `http://127.0.0.1:8000` for DynamoDB Local. Unset: AWS.",
     ),
     Variable("DYNAMODB_TABLE", "dynamodb_table", _dynamodb_table, "The alerts table."),
+    Variable(
+        "CASES_ENABLED",
+        "cases_enabled",
+        _bool,
+        "Group active alerts into cases as the sink writes them: the first alert of a rule on"
+        " a key opens a case (and pages), later ones join it until it is closed.",
+    ),
+    Variable(
+        "CASES_TABLE",
+        "cases_table",
+        _dynamodb_table,
+        "The cases table (no TTL: cases outlive the alerts). The sink, the cases API and"
+        " `faust -A app cases` use it.",
+    ),
     Variable("AWS_REGION", "aws_region", _aws_region, "The AWS region, e.g. `eu-west-1`."),
     Variable(
         "MAX_PAYMENT_BYTES",

@@ -70,6 +70,7 @@ TOPICS = (
     ("TOPIC_ALERTS", "topic_alerts"),
     ("TOPIC_DLQ", "topic_dlq"),
     ("TOPIC_RULES", "topic_rules"),
+    ("TOPIC_LABELS", "topic_labels"),
 )
 
 
@@ -270,8 +271,10 @@ class Demo:
                 alerts=settings.topic_alerts,
                 dlq=settings.topic_dlq,
                 rules=settings.topic_rules,
+                labels=settings.topic_labels,
             ),
             table=settings.dynamodb_table,
+            cases_table=settings.cases_table,
         )
         rules = load_rule_file(DEFAULT_RULES)
         asyncio.run(

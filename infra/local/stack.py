@@ -49,6 +49,8 @@ import boto3
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from botocore.config import Config
 
+from app.cases.store import create_table as create_cases_table
+
 log = logging.getLogger("infra.local.stack")
 
 HERE = Path(__file__).resolve().parent
@@ -89,13 +91,15 @@ def default_topics(
     alerts: str = "fraud.alerts",
     dlq: str = "payments.dlq",
     rules: str = "fraud.rules",
+    labels: str = "fraud.labels",
 ) -> list[Topic]:
-    """The pipeline's topics; rules are compacted so the latest version of each rule survives."""
+    """The pipeline's topics; rules and labels are compacted so the latest of each survives."""
     return [
         Topic(payments, partitions),
         Topic(alerts, partitions),
         Topic(dlq, partitions),
         Topic(rules, 1, {"cleanup.policy": "compact"}),
+        Topic(labels, 1, {"cleanup.policy": "compact"}),
     ]
 
 
@@ -870,17 +874,24 @@ class LocalStack:
         arn: str = client.describe_table(TableName=name)["Table"]["LatestStreamArn"]
         return arn
 
+    def create_cases_table(self, name: str = "fraud_cases") -> None:
+        """Create the cases table (key pk, on demand, the by_status index) if missing."""
+        create_cases_table(self.client(), name)
+
     def provision(
         self,
         *,
         topics: Iterable[Topic | str] | None = None,
         table: str | None = "fraud_alerts",
+        cases_table: str | None = "fraud_cases",
     ) -> None:
-        """Create the default topics (or `topics`) and the alerts table, as `up` does."""
+        """Create the default topics (or `topics`), the alerts and cases tables, as `up` does."""
         if self._want_kafka or self._external_broker:
             self.create_topics(default_topics(self.partitions) if topics is None else topics)
         if self._want_dynamodb and table:
             self.create_alerts_table(table)
+        if self._want_dynamodb and cases_table:
+            self.create_cases_table(cases_table)
 
     def check(self) -> None:
         """Raise if a service this stack runs has died."""
@@ -940,6 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start everything, print the env, wait for Ctrl-C")
     up.add_argument("--partitions", type=int, default=8, help="partitions per topic (8)")
     up.add_argument("--table", default="fraud_alerts", help="alerts table name")
+    up.add_argument("--cases-table", default="fraud_cases", help="cases table name")
     up.add_argument("--run-dir", type=Path, help="logs and data (default: a temp dir)")
     up.add_argument("--no-kafka", action="store_true", help="do not start a broker")
     up.add_argument("--no-dynamodb", action="store_true", help="do not start DynamoDB")
@@ -969,7 +981,7 @@ def main(argv: list[str] | None = None) -> int:
             use_java=not args.no_java,
         )
         with signals_exit(), stack:
-            stack.provision(table=args.table)
+            stack.provision(table=args.table, cases_table=args.cases_table)
             for key, value in stack.env().items():
                 print(f"export {key}={shlex.quote(value)}")
             print(f"# logs: {stack.run_dir}; Ctrl-C stops the stack", flush=True)

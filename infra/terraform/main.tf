@@ -82,6 +82,13 @@ module "alerts" {
   deletion_protection = var.deletion_protection
 }
 
+module "cases" {
+  source              = "./modules/cases"
+  table_name          = "${var.name}_cases"
+  kms_key_arn         = module.kms.key_arn
+  deletion_protection = var.deletion_protection
+}
+
 module "archive" {
   source          = "./modules/archive"
   name            = var.name
@@ -139,6 +146,8 @@ module "workers" {
   group_arn_prefix        = module.kafka.group_arn_prefix
   alerts_table_name       = module.alerts.table_name
   alerts_table_arn        = module.alerts.table_arn
+  cases_table_name        = module.cases.table_name
+  cases_table_arn         = module.cases.table_arn
   archive_bucket_arn      = module.archive.bucket_arn
   archive_prefix          = var.archive_prefix
   archive_url             = module.archive.url

@@ -18,6 +18,11 @@ output "alerts_table" {
   value       = module.alerts.table_name
 }
 
+output "cases_table" {
+  description = "The cases table (FRAUD_CASES_TABLE): cases outlive the alerts' 24 h."
+  value       = module.cases.table_name
+}
+
 output "alerts_stream_arn" {
   description = "The alerts table's stream, the notifier's event source."
   value       = module.alerts.stream_arn

@@ -9,6 +9,7 @@ the workers' own settings and Kafka security (``FRAUD_BROKER``, ``FRAUD_KAFKA_*`
 
 - the payments, alerts and DLQ topics with ``FRAUD_PARTITIONS`` partitions;
 - the rules topic compacted, with one partition (every worker reads all of it);
+- the labels topic (dispositions and chargebacks) compacted, with one partition;
 - ``FRAUD_TOPIC_REPLICATION`` replicas each.
 
 Exit 0 when every topic is as wanted; exit 2, naming each difference, when one exists with
@@ -51,6 +52,7 @@ def wanted_topics(
     rules: str,
     partitions: int | None,
     replication: int,
+    labels: str = "fraud.labels",
 ) -> list[TopicSpec]:
     """The four topics the app expects, as the local stack creates them."""
     if partitions is None:
@@ -60,6 +62,7 @@ def wanted_topics(
         TopicSpec(alerts, partitions, replication, {"cleanup.policy": "delete"}),
         TopicSpec(dlq, partitions, replication, {"cleanup.policy": "delete"}),
         TopicSpec(rules, 1, replication, {"cleanup.policy": "compact"}),
+        TopicSpec(labels, 1, replication, {"cleanup.policy": "compact"}),
     ]
 
 
@@ -152,6 +155,7 @@ def main() -> int:
             alerts=settings.topic_alerts,
             dlq=settings.topic_dlq,
             rules=settings.topic_rules,
+            labels=settings.topic_labels,
             partitions=settings.partitions,
             replication=settings.topic_replication,
         )

@@ -20,6 +20,7 @@ from typing import Any
 import hcl2
 import pytest
 
+from app.cases.model import STATUS_INDEX
 from app.worker.settings import PREFIX, VARIABLES
 from infra.checks import checkov
 from infra.checks.terraform_refs import check_tree, load_module
@@ -100,7 +101,17 @@ def only(body: dict[str, Any], key: str) -> dict[str, Any]:
 def test_the_tree_has_every_module_and_root_file() -> None:
     names = {str(p.relative_to(TERRAFORM)) for p in TF_FILES}
     assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf"} <= names
-    modules = ("network", "kafka", "workers", "alerts", "archive", "notifier", "monitoring", "web")
+    modules = (
+        "network",
+        "kafka",
+        "workers",
+        "alerts",
+        "cases",
+        "archive",
+        "notifier",
+        "monitoring",
+        "web",
+    )
     for module in modules:
         assert {f"modules/{module}/{f}.tf" for f in ("main", "variables", "outputs")} <= names
     assert (TERRAFORM / "terraform.tfvars.example").is_file()
@@ -288,6 +299,22 @@ def test_the_alerts_table_keeps_its_key_ttl_and_stream() -> None:
     assert unquote(table["stream_view_type"]) == "NEW_IMAGE"
     root = next(b['"alerts"'] for b in parsed("main.tf")["module"] if '"alerts"' in b)
     assert unquote(root["table_name"]) == "${var.name}_alerts"  # fraud_alerts, the app's default
+
+
+def test_the_cases_table_keeps_its_key_and_status_index_and_no_ttl() -> None:
+    table = block("modules/cases/main.tf", "resource", "aws_dynamodb_table", "cases")
+    assert unquote(table["hash_key"]) == "pk" and "ttl" not in table
+    index = only(table, "global_secondary_index")
+    assert (unquote(index["name"]), unquote(index["hash_key"]), unquote(index["range_key"])) == (
+        STATUS_INDEX,
+        "status",
+        "opened_at",
+    )
+    root = next(b['"cases"'] for b in parsed("main.tf")["module"] if '"cases"' in b)
+    assert unquote(root["table_name"]) == "${var.name}_cases"  # fraud_cases, the app's default
+    workers = block("modules/workers/main.tf", "data", "aws_iam_policy_document", "task")
+    text = str(workers)
+    assert "dynamodb:ConditionCheckItem" in text and "/index/by_status" in text
 
 
 def test_the_notifier_keeps_its_handler_environment_and_batch_failures() -> None:

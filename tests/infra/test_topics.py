@@ -41,6 +41,11 @@ def test_the_rules_topic_is_compacted_with_one_partition_whatever_the_count() ->
     assert (rules.partitions, rules.config["cleanup.policy"]) == (1, "compact")
 
 
+def test_the_labels_topic_is_compacted_with_one_partition_whatever_the_count() -> None:
+    labels = next(t for t in wanted(48) if t.name == "fraud.labels")
+    assert (labels.partitions, labels.config["cleanup.policy"]) == (1, "compact")
+
+
 def test_fraud_partitions_must_be_set() -> None:
     with pytest.raises(ValueError, match="FRAUD_PARTITIONS"):
         wanted(None)
@@ -61,6 +66,7 @@ def test_every_difference_is_named_and_nothing_is_altered() -> None:
         "topic 'payments.raw' has 8 partitions, not 12",
         "topic 'payments.dlq' does not exist",
         "topic 'fraud.rules' has cleanup.policy=delete, not compact",
+        "topic 'fraud.labels' does not exist",
     ]
 
 

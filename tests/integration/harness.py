@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable, Sequence
@@ -61,6 +62,10 @@ class Pipeline:
     def rules(self) -> str:
         return f"fraud.rules.{self.uid}"
 
+    @property
+    def labels(self) -> str:
+        return f"fraud.labels.{self.uid}"
+
     def create_topics(self) -> None:
         self.stack.create_topics(
             [
@@ -68,8 +73,35 @@ class Pipeline:
                 Topic(self.alerts, self.partitions),
                 Topic(self.dlq, self.partitions),
                 Topic(self.rules, 1, {"cleanup.policy": "compact"}),
+                Topic(self.labels, 1, {"cleanup.policy": "compact"}),
             ]
         )
+
+    @property
+    def alerts_table(self) -> str:
+        return f"alerts_{self.uid}"
+
+    @property
+    def cases_table(self) -> str:
+        return f"cases_{self.uid}"
+
+    def enable_sink(self) -> str:
+        """Create this deployment's alerts and cases tables and run the sink in its workers;
+        returns the alerts table's stream ARN."""
+        arn = self.stack.create_alerts_table(self.alerts_table)
+        self.stack.create_cases_table(self.cases_table)
+        self.extra_env.update(
+            {
+                "FRAUD_DYNAMODB_TABLE": self.alerts_table,
+                "FRAUD_CASES_TABLE": self.cases_table,
+                "FRAUD_SINK_ENABLED": "true",
+            }
+        )
+        return arn
+
+    def drop_tables(self) -> None:
+        for table in (self.alerts_table, self.cases_table):
+            self.stack.client().delete_table(TableName=table)
 
     def put_rules(self, rules: Sequence[Rule]) -> None:
         """Publish rules the way the CLI does (the topic is the only way in)."""
@@ -87,6 +119,7 @@ class Pipeline:
             "FRAUD_TOPIC_ALERTS": self.alerts,
             "FRAUD_TOPIC_DLQ": self.dlq,
             "FRAUD_TOPIC_RULES": self.rules,
+            "FRAUD_TOPIC_LABELS": self.labels,
             # Only the sink's own tests create an alerts table; the others leave it off.
             "FRAUD_SINK_ENABLED": "false",
             # Likewise the archive: on in its own tests (test_history), where it goes here.
@@ -160,6 +193,19 @@ class Worker:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    """(status, JSON body) of one request; an HTTP error's body is read as JSON too."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
 
 
 def run(coro: Any) -> Any:

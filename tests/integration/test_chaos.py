@@ -216,9 +216,8 @@ def test_broker_restart_mid_stream_loses_no_alert(pipeline: Pipeline, workers: W
 def test_dynamodb_frozen_for_20_s_loses_and_duplicates_no_row(
     pipeline: Pipeline, stack: LocalStack, workers: Workers
 ) -> None:
-    table = f"alerts_{pipeline.uid}"
-    stack.create_alerts_table(table)
-    pipeline.extra_env.update({"FRAUD_DYNAMODB_TABLE": table, "FRAUD_SINK_ENABLED": "true"})
+    pipeline.enable_sink()
+    table = pipeline.alerts_table
     payments, expected = stream(45, seed=41)
     worker = workers("d1").start()
     feed = Feed(pipeline, payments)

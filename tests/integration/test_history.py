@@ -33,13 +33,13 @@ from tests.integration.harness import (
     Worker,
     alerts_on,
     free_port,
+    http,
     keyed,
     produce,
     run,
     wait_until,
 )
 from tests.integration.test_pipeline import generated_stream
-from tests.integration.test_rules import http
 from tests.oracle import oracle
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,6 @@ import base64
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +28,7 @@ from tests.integration.harness import (
     Pipeline,
     Worker,
     alerts_on,
+    http,
     produce,
     read_all,
     run,
@@ -37,18 +36,6 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-not-a-secret"
-
-
-def http(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
 
 
 def rule_on(worker: Worker, rule_id: str) -> tuple[int, Any]:

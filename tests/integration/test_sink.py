@@ -116,12 +116,9 @@ class SinkSetup:
 
 @pytest.fixture
 def sink(pipeline: Pipeline, stack: LocalStack) -> Iterator[SinkSetup]:
-    table = f"alerts_{pipeline.uid}"
-    arn = stack.create_alerts_table(table)
-    pipeline.extra_env["FRAUD_DYNAMODB_TABLE"] = table
-    pipeline.extra_env["FRAUD_SINK_ENABLED"] = "true"
-    yield SinkSetup(pipeline, stack, table, arn)
-    stack.client().delete_table(TableName=table)
+    arn = pipeline.enable_sink()
+    yield SinkSetup(pipeline, stack, pipeline.alerts_table, arn)
+    pipeline.drop_tables()
 
 
 @pytest.fixture

@@ -325,13 +325,11 @@ def _holding_card_numbers(text: str, numbers: list[str]) -> list[str]:
 def test_no_card_number_reaches_any_topic_state_log_table_or_archive(
     pipeline: Pipeline, stack: LocalStack
 ) -> None:
-    table = f"alerts_{pipeline.uid}"
-    stack.create_alerts_table(table)
+    pipeline.enable_sink()
+    table = pipeline.alerts_table
     archive = pipeline.tmp / "archive"
     pipeline.extra_env.update(
         {
-            "FRAUD_DYNAMODB_TABLE": table,
-            "FRAUD_SINK_ENABLED": "true",
             "FRAUD_ARCHIVE_ENABLED": "true",
             "FRAUD_ARCHIVE_URL": str(archive),
             "FRAUD_ARCHIVE_ROLL_SECONDS": "1",
@@ -410,6 +408,8 @@ def test_no_card_number_reaches_any_topic_state_log_table_or_archive(
     assert not _holding_card_numbers(worker.log_path.read_text(errors="replace"), numbers)
     rows = stack.client().scan(TableName=table)["Items"]
     assert len(rows) == 4 and not _holding_card_numbers(json.dumps(rows), numbers)
+    cases = stack.client().scan(TableName=pipeline.cases_table)["Items"]
+    assert len(cases) >= 4 and not _holding_card_numbers(json.dumps(cases), numbers)
     archived = _archived_rows(archive)
     assert not _holding_card_numbers(json.dumps(archived, default=str), numbers)
     for row in archived:
@@ -419,7 +419,7 @@ def test_no_card_number_reaches_any_topic_state_log_table_or_archive(
     assert {r["txn_id"] for r in archived if "txn_id" in r} >= {
         p.txn_id for p in [*digit_token, *txn_keyed]
     }
-    stack.client().delete_table(TableName=table)
+    pipeline.drop_tables()
 
 
 def test_poison_rule_records_do_not_freeze_the_rules_and_zero_rules_is_ready(

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from faust.cli.base import cli
 
-from app.cli import RULE_ACTIONS, FraudCommand, OneLineUsage, generate, rules
+from app.cli import CASE_ACTIONS, RULE_ACTIONS, FraudCommand, OneLineUsage, cases, generate, rules
 from tests.cli import assert_one_error_line, free_port, run_cli
 from tests.docs import first_column, page, section
 from tests.factories import rule_body
@@ -192,10 +192,13 @@ def test_the_cli_page_lists_every_rules_action_and_every_option() -> None:
     documented = {cell for cell in first_column(cli_page) if cell.startswith("--")}
     declared = {
         name
-        for command in (generate, rules)
+        for command in (generate, rules, cases)
         for option in command.options or ()
         for name in getattr(option, "args", ())
         if name.startswith("--")
     }
     assert declared <= documented
     assert "| 1 | refused" in cli_page and "| 2 | usage" in cli_page
+    cases_section = section(cli_page, "`faust -A app cases`")
+    listed = [cell.split()[0] for cell in first_column(cases_section) if not cell.startswith("-")]
+    assert listed == list(CASE_ACTIONS)

@@ -78,6 +78,14 @@ def card_url(base_url: str | None, alert: Alert) -> str | None:
     return url if len(url) <= _URL_MAX else None
 
 
+def case_url(base_url: str | None, alert: Alert) -> str | None:
+    """The dashboard's view of the alert's case, None without a case or a base URL."""
+    if not base_url or not alert.case_id:
+        return None
+    url = f"{base_url.rstrip('/')}/#case={quote(alert.case_id, safe='')}"
+    return url if len(url) <= _URL_MAX else None
+
+
 def _key_label(alert: Alert) -> str:
     return "Card" if alert.group_by == "card_id" else alert.group_by
 
@@ -93,6 +101,7 @@ def fallback_text(alert: Alert) -> str:
         f"amounts {summarize(alert.amounts)}" if alert.amounts else "",
         f"countries {summarize(distinct(alert.countries))}" if alert.countries else "",
         f"at {alert.last_event_ts}" if alert.last_event_ts else "",
+        f"case {alert.case_id}" if alert.case_id else "",
         f"alert {alert.alert_id}",
     ]
     return escape_mrkdwn(" · ".join(p for p in parts if p))
@@ -126,7 +135,9 @@ def build_blocks(alert: Alert, inspect_base_url: str | None) -> list[dict[str, A
                 {
                     "type": "mrkdwn",
                     "text": _truncate(
-                        f"Detected {slack_time(alert.detected_at)} · alert "
+                        f"Detected {slack_time(alert.detected_at)} · "
+                        + (f"case `{escape_mrkdwn(alert.case_id)}` · " if alert.case_id else "")
+                        + "alert "
                         f"`{escape_mrkdwn(alert.alert_id)}` · txns "
                         f"{escape_mrkdwn(summarize(alert.txn_ids))}",
                         _FIELD_MAX,
@@ -135,19 +146,19 @@ def build_blocks(alert: Alert, inspect_base_url: str | None) -> list[dict[str, A
             ],
         },
     ]
-    url = card_url(inspect_base_url, alert)
-    if url is not None:
-        blocks.append(
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": "inspect_card",
-                        "text": {"type": "plain_text", "text": "Inspect card"},
-                        "url": url,
-                    }
-                ],
-            }
+    buttons = [
+        {
+            "type": "button",
+            "action_id": action_id,
+            "text": {"type": "plain_text", "text": text},
+            "url": url,
+        }
+        for action_id, text, url in (
+            ("inspect_card", "Inspect card", card_url(inspect_base_url, alert)),
+            ("open_case", "Open case", case_url(inspect_base_url, alert)),
         )
+        if url is not None
+    ]
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
     return blocks

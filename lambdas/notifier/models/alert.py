@@ -18,6 +18,10 @@ TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 
 ACTIVE = "active"
 SHADOW = "shadow"
+# The row's case_role (app.cases): only the alert that opened its case pages; one that
+# joined an open case, or was written again by a replay after its row expired, does not.
+# A row without a case_role (cases off) pages as before.
+OPENED = "opened"
 
 
 class MalformedAlertError(ValueError):
@@ -44,6 +48,8 @@ class Alert:
     severity: str
     trigger_produced_at_ms: int | None = None
     expires_at: int | None = None
+    case_id: str | None = None
+    case_role: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         """JSON-ready dict (the SNS message body; lists rather than tuples)."""
@@ -64,6 +70,7 @@ class Alert:
             "severity": self.severity,
             "trigger_produced_at_ms": self.trigger_produced_at_ms,
             "expires_at": self.expires_at,
+            "case_id": self.case_id,
         }
 
 
@@ -155,6 +162,8 @@ def alert_from_image(image: Mapping[str, Any]) -> Alert:
         severity=(_string(image, "severity", required=False) or "medium").lower(),
         trigger_produced_at_ms=_integer(image, "trigger_produced_at_ms", required=False),
         expires_at=_integer(image, "expires_at", required=False),
+        case_id=_string(image, "case_id", required=False) or None,
+        case_role=_string(image, "case_role", required=False) or None,
     )
 
 
@@ -172,7 +181,8 @@ def classify_record(record: Mapping[str, Any]) -> Decision:
     """Decide whether a DynamoDB Streams record (Lambda event shape) is a new active alert.
 
     Only INSERTs notify: a MODIFY is the sink rewriting an alert that was already
-    announced, a REMOVE is TTL expiry or an operator's delete.
+    announced, a REMOVE is TTL expiry or an operator's delete. Of the INSERTs, only an
+    alert that opened its case (or one written without cases) pages.
     """
     alert_id = _alert_id_of(record)
     event_name = record.get("eventName")
@@ -194,5 +204,12 @@ def classify_record(record: Mapping[str, Any]) -> Decision:
     if alert.status != ACTIVE:
         return Decision(
             notify=False, reason=f"status:{alert.status}", alert=alert, alert_id=alert.alert_id
+        )
+    if alert.case_role is not None and alert.case_role != OPENED:
+        return Decision(
+            notify=False,
+            reason=f"case-{alert.case_role}",
+            alert=alert,
+            alert_id=alert.alert_id,
         )
     return Decision(notify=True, reason="new-active-alert", alert=alert, alert_id=alert.alert_id)

@@ -138,3 +138,20 @@ def test_payload_is_json_ready_and_complete() -> None:
     assert json.loads(json.dumps(payload)) == payload
     assert payload["txn_ids"] == ["t1", "t2", "t3"]
     assert set(payload) >= {"alert_id", "rule_id", "group_key", "amounts", "detected_at"}
+
+
+def test_only_the_alert_that_opened_its_case_pages() -> None:
+    opened = classify_record(
+        record("INSERT", alert_image(case_id={"S": "c" * 24}, case_role={"S": "opened"}))
+    )
+    assert opened.notify and opened.alert is not None and opened.alert.case_id == "c" * 24
+    for role in ("joined", "replayed"):
+        decision = classify_record(
+            record("INSERT", alert_image(case_id={"S": "c" * 24}, case_role={"S": role}))
+        )
+        assert (decision.notify, decision.reason) == (False, f"case-{role}")
+
+
+def test_an_alert_written_without_cases_pages_as_before() -> None:
+    decision = classify_record(record("INSERT", alert_image()))
+    assert decision.notify and decision.alert is not None and decision.alert.case_id is None

@@ -121,3 +121,15 @@ def test_summarize() -> None:
     assert summarize(()) == "-"
     assert summarize(("a", "b"), limit=2) == "a, b"
     assert summarize(("a", "b", "c"), limit=2) == "a, b … (+1 more)"
+
+
+def test_a_case_alert_names_its_case_and_links_to_it_in_the_dashboard() -> None:
+    alert = make_alert(case_id={"S": "0a1b2c3d4e5f60718293a4b5"}, case_role={"S": "opened"})
+    blocks = build_blocks(alert, "https://fraud.example.com")
+    buttons = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    assert [(b["text"]["text"], b["url"]) for b in buttons] == [
+        ("Inspect card", "https://fraud.example.com/cards/tok_4242"),
+        ("Open case", "https://fraud.example.com/#case=0a1b2c3d4e5f60718293a4b5"),
+    ]
+    assert "case `0a1b2c3d4e5f60718293a4b5`" in _all_text(blocks)
+    assert "· case 0a1b2c3d4e5f60718293a4b5 · alert al-7f3a" in fallback_text(alert)

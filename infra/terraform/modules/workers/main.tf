@@ -51,6 +51,7 @@ locals {
     FRAUD_WEB_BIND       = "0.0.0.0"
     FRAUD_WEB_PORT       = tostring(var.web_port)
     FRAUD_DYNAMODB_TABLE = var.alerts_table_name
+    FRAUD_CASES_TABLE    = var.cases_table_name
     FRAUD_ARCHIVE_URL    = var.archive_url
   })
 
@@ -189,6 +190,22 @@ data "aws_iam_policy_document" "task" {
     sid       = "WriteAlerts"
     actions   = ["dynamodb:PutItem", "dynamodb:DescribeTable"]
     resources = [var.alerts_table_arn]
+  }
+
+  # Cases: grouped by the sink in one transaction with the alert's row (puts, an update,
+  # conditions), read and closed by the API and the CLI, listed from the by_status index.
+  statement {
+    sid = "GroupListAndCloseCases"
+    actions = [
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+      "dynamodb:DeleteItem",
+      "dynamodb:ConditionCheckItem",
+      "dynamodb:Query",
+      "dynamodb:DescribeTable",
+    ]
+    resources = [var.cases_table_arn, "${var.cases_table_arn}/index/by_status"]
   }
 
   # The archive: whole-file uploads (multipart), listing, reads for backtests, and the

@@ -151,6 +151,16 @@ variable "alerts_table_name" {
   type        = string
 }
 
+variable "cases_table_name" {
+  description = "The cases table (FRAUD_CASES_TABLE)."
+  type        = string
+}
+
+variable "cases_table_arn" {
+  description = "ARN of the cases table."
+  type        = string
+}
+
 variable "alerts_table_arn" {
   description = "ARN of the alerts table."
   type        = string
