@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 # While the rules topic is read at start, where it stands is logged this often.
 LOADING_REPORT_S = 10.0
+# How long one poll of the rules topic waits for records. A fetched record is handed over
+# at once whatever this is: it only says how often the loop wakes up with nothing to do.
+# While the topic is read at start (the end can be reached with no record handed over) or
+# when a ``stop`` event may end it (the CLI's read_all, tests), a tenth of a second; a
+# worker's follower, loaded and running until cancelled, once a second.
+FOLLOW_POLL_MS = 1000
+BUSY_POLL_MS = 100
 
 
 class TopicUnreadable(RuntimeError):
@@ -129,7 +136,8 @@ async def follow(
                             f"partition {p} at {at} of {e}" for p, (at, e) in book.unread.items()
                         ),
                     )
-            batch = await consumer.getmany(timeout_ms=100)
+            poll_ms = FOLLOW_POLL_MS if stop is None and not unread else BUSY_POLL_MS
+            batch = await consumer.getmany(timeout_ms=poll_ms)
             for messages in batch.values():
                 for message in messages:
                     outcome = book.apply(message.key, message.value)
