@@ -165,6 +165,7 @@ class WorkerStats:
     # What the previous tick saw: (time, processed, alerts, dlq) and the latency counts.
     _tick_totals: tuple[float, int, int, int] | None = field(default=None, repr=False)
     _tick_counts: list[int] | None = field(default=None, repr=False)
+    _tick_recorded: int = field(default=0, repr=False)  # the histogram's count at _tick_counts
 
     def record_decisions(self, produced_at_ms: list[int], now_ms: float) -> None:
         """Decision latencies of payments decided together at ``now_ms``. A batch's produce
@@ -185,15 +186,21 @@ class WorkerStats:
         """
         now = time.time() if now is None else now
         alerts, dlq = sum(self.alerts.values()), sum(self.dlq.values())
-        counts = counts_of(self.decision_latency)
         previous = self._tick_totals or (self.started_at, 0, 0, 0)
-        delta = (
-            counts
-            if self._tick_counts is None
-            else list(map(operator.sub, counts, self._tick_counts))
-        )
-        self._tick_totals, self._tick_counts = (now, self.processed, alerts, dlq), counts
-        found = interval_percentiles(self.decision_latency, delta, (50.0, 99.0))
+        recorded = self.decision_latency.get_total_count()
+        found: tuple[list[float], float] | None = None
+        if recorded != self._tick_recorded:
+            counts = counts_of(self.decision_latency)
+            delta = (
+                counts
+                if self._tick_counts is None
+                else list(map(operator.sub, counts, self._tick_counts))
+            )
+            self._tick_counts, self._tick_recorded = counts, recorded
+            found = interval_percentiles(self.decision_latency, delta, (50.0, 99.0))
+        # else nothing was decided since the last tick: no latency, and no copy of the
+        # histogram's 21k buckets to learn that (most of an idle worker's second tick).
+        self._tick_totals = (now, self.processed, alerts, dlq)
         seconds = max(now - previous[0], 1e-6)
         processed = self.processed - previous[1]
         sample = Sample(

@@ -41,6 +41,19 @@ def test_tick_gives_each_second_its_own_latency_percentiles() -> None:
     assert [s.t for s in stats.history] == [101.0, 103.0, 104.0]
     assert stats.throughput(2) == pytest.approx(1.0)
 
+    # An idle second skips the histogram; the second after it still has only its own.
+    stats.decision_latency.record_value(7_000)
+    stats.processed += 1
+    after_idle = stats.tick(now=105.0)
+    assert after_idle.processed == 1
+    assert after_idle.p50_ms == after_idle.max_ms == new_histogram_value_ms(7_000)
+
+
+def new_histogram_value_ms(value_us: int) -> float:
+    histogram = new_histogram()
+    histogram.record_value(value_us)
+    return float(histogram.get_value_at_percentile(50)) / 1000
+
 
 def test_percentiles_agree_with_hdrh_and_batched_decisions_with_single_ones() -> None:
     rng = random.Random(7)
