@@ -193,19 +193,14 @@ def _conflict(state: KeyState, payment: Payment, rules: Sequence[Rule]) -> tuple
 
 
 def _redelivered(state: KeyState, payment: Payment, rules: Sequence[Rule]) -> bool:
-    """A rule in force holds this txn_id with this content (or from before fingerprints)."""
-    fingerprint = ""
-    for rule in rules:
-        rule_state = state.rules.get(rule.rule_id)
-        if rule_state is None or rule_state.version != rule.version:
-            continue
-        held = rule_state.fingerprint_of(payment.txn_id)
-        if held is None:
-            continue
-        fingerprint = fingerprint or payment.fingerprint()
-        if held in ("", fingerprint):
-            return True
-    return False
+    """A rule in force holds this txn_id, and none with other content (``_conflict``)."""
+    held = any(
+        (rule_state := state.rules.get(rule.rule_id)) is not None
+        and rule_state.version == rule.version
+        and rule_state.holds(payment.txn_id)
+        for rule in rules
+    )
+    return held and _conflict(state, payment, rules) is None
 
 
 def _bound(state: KeyState, max_key_events: int) -> int:
