@@ -320,11 +320,13 @@ class Batch:
             # stored state alone rather than write a guess.
             del self.keys[where]
 
-    def _state_writes(self) -> tuple[list[StateWrite], list[tuple[tuple[str, str], KeyState]]]:
+    def _state_writes(
+        self,
+    ) -> tuple[list[StateWrite], list[tuple[tuple[str, str], bytes, KeyState]]]:
         """Every changed state, encoded once for its store and its changelog (a key left
         without events is deleted); and the written states to keep decoded."""
         writes: list[StateWrite] = []
-        keep: list[tuple[tuple[str, str], KeyState]] = []
+        keep: list[tuple[tuple[str, str], bytes, KeyState]] = []
         for where, entry in self.keys.items():
             if entry.changed and entry.state.rules:
                 entry.state.written_ms = int(self.now_ms)
@@ -332,7 +334,7 @@ class Batch:
                 encoded, shed = fit(entry.state, encode_value)
                 stats.key_events_evicted += shed
                 writes.append(StateWrite(entry.table, self.partition, where[1], encoded))
-                keep.append((where, entry.state))
+                keep.append((where, encoded, entry.state))
             elif entry.raw is not None and not entry.state.rules:
                 writes.append(StateWrite(entry.table, self.partition, where[1], None))
         return writes, keep
@@ -346,10 +348,8 @@ class Batch:
 
         def after_write() -> None:
             """The inspection tables and counters, once the state is written."""
-            for write, (where, state) in zip(
-                (w for w in writes if w.value is not None), keep, strict=True
-            ):
-                decoded_states.put(where, write.value or b"", state)
+            for where, encoded, state in keep:
+                decoded_states.put(where, encoded, state)
             for (card_id, _), (ts_s, count) in self.high_value.items():
                 current_event_time.set(ts_s)
                 high_value_counts[card_id] += count

@@ -108,10 +108,11 @@ async def sweep_partition(
         candidates = [(key, raw) for key, raw in chunk if expired(raw, written_ms, horizon_ms)]
         if candidates:
             async with partition_locks[partition]:
+                keys = [(decode_value(key), raw) for key, raw in candidates]
                 writes = [
-                    StateWrite(table, partition, decode_value(key), None)
-                    for key, raw in candidates
-                    if store.read(partition, decode_value(key)) == raw  # unchanged meanwhile
+                    StateWrite(table, partition, key, None)
+                    for key, raw in keys
+                    if store.read(partition, key) == raw  # unchanged meanwhile
                 ]
                 durable = await commit(
                     app,
