@@ -152,7 +152,8 @@ class Batch:
             record_key = group_record_key(CARD_GROUP, card)
             self._forward(record_key, card_partition(card, self.partitions), message, payment)
             return
-        await self._decide_for_card(message, payment)
+        if payment.card_id:  # an event without a card (a login) has only its other keys
+            await self._decide_for_card(message, payment)
 
     def _forward(self, record_key: str, partition: int, message: Record, payment: Payment) -> None:
         forwarded = Forwarded(record_key, int(message.timestamp * 1000), payment)

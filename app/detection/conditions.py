@@ -37,6 +37,7 @@ STRING_FIELDS = (
     "country",
     "mcc",
     "txn_id",
+    "type",  # the event's type: payment unless it says (app.detection.models.EVENT_TYPES)
 )
 FILTER_FIELDS = (*STRING_FIELDS, "amount")
 FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")

@@ -30,6 +30,25 @@ PAYMENT_FIELDS = (
     "ip",
     "ts",
 )
+# What an event on ``payments.raw`` may be (its optional ``type``; none is a payment), and
+# per type the fields it must have and may have besides ``txn_id``, ``account_id`` and ``ts``
+# (which every type has) and ``lat``/``lon`` (which every type may have, both or neither).
+# A payment's are today's eleven; a field a type has not reads as "" (an amount as 0).
+PAYMENT = "payment"
+EVENT_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    PAYMENT: (
+        ("card_id", "amount", "currency", "merchant_id", "mcc", "country", "device_id", "ip"),
+        (),
+    ),
+    "refund": (
+        ("card_id", "amount", "currency", "merchant_id"),
+        ("mcc", "country", "device_id", "ip"),
+    ),
+    "login": (("device_id", "ip"), ("country",)),
+    "password_reset": ((), ("device_id", "ip", "country")),
+    "card_added": (("card_id",), ("device_id", "ip", "country")),
+    "payout": (("amount", "currency"), ("card_id", "device_id", "ip", "country")),
+}
 
 
 class Payment(NamedTuple):
@@ -45,6 +64,11 @@ class Payment(NamedTuple):
     ip: str
     ts: str
     ts_ms: int  # event time as epoch milliseconds, derived from ``ts``
+    # An event of another type (``EVENT_TYPES``) is a Payment too, its absent fields empty;
+    # a record without ``type`` is a payment. Where it happened, when the event says so.
+    type: str = PAYMENT
+    lat: float | None = None
+    lon: float | None = None
 
     def field(self, name: str) -> str | Decimal:
         """A payment attribute by its wire name (rules address fields by name)."""
@@ -71,11 +95,23 @@ class Payment(NamedTuple):
                 str(self.ts_ms),
             )
         )
+        if self.type != PAYMENT or self.lat is not None:
+            # Only then: a payment without a location keeps the fingerprint it always had.
+            material += f"\x1f{self.type}\x1f{self.lat!r}\x1f{self.lon!r}"
         return hashlib.blake2b(material.encode(), digest_size=8).hexdigest()
 
     def to_json(self) -> bytes:
-        body = {name: getattr(self, name) for name in PAYMENT_FIELDS}
-        body["amount"] = str(self.amount)
+        if self.type != PAYMENT:
+            needed, optional = EVENT_TYPES[self.type]
+            names = ("txn_id", "account_id", *needed, *optional, "ts")
+            body: dict[str, Any] = {"type": self.type}
+            body.update((name, getattr(self, name)) for name in names if getattr(self, name) != "")
+        else:
+            body = {name: getattr(self, name) for name in PAYMENT_FIELDS}
+        if "amount" in body:
+            body["amount"] = str(self.amount)
+        if self.lat is not None:
+            body["lat"], body["lon"] = self.lat, self.lon
         return json.dumps(body, separators=(",", ":")).encode()
 
 

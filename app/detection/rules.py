@@ -30,7 +30,6 @@ from app.detection.conditions import (
     RuleError,
     all_of,
     all_possible,
-    always,
     compile_holds,
     compile_possible,
     fields_of,
@@ -39,7 +38,7 @@ from app.detection.conditions import (
     refers_to_steps,
     step_refs_of,
 )
-from app.detection.models import Payment
+from app.detection.models import PAYMENT, Payment
 
 __all__ = [
     "FILTER_FIELDS",
@@ -84,14 +83,51 @@ HISTORY_KEYS = COMMON_KEYS | {"filter", "statistic", "op", "factor", "min_earlie
 HISTORY_OPS = (">", ">=", "<", "<=")
 # How many earlier payments a history rule may ask for: a key keeps at least this many.
 MAX_MIN_EARLIER = MAX_COUNT_THRESHOLD
-# The fields whose first use a first-seen rule can watch (a txn id is always new).
-FIRST_SEEN_FIELDS = tuple(name for name in STRING_FIELDS if name != "txn_id")
+# The fields whose first use a first-seen rule can watch (a txn id is always new; an
+# event's type is not a value of the key's).
+FIRST_SEEN_FIELDS = tuple(name for name in STRING_FIELDS if name not in ("txn_id", "type"))
 STEP_KEYS = frozenset({"filter"})
 # How many steps a sequence has: a bound on what matching one payment may cost.
 MIN_STEPS, MAX_STEPS = 2, 5
 
 
 Test = Callable[[Payment], bool]
+
+
+def is_payment(event: Payment) -> bool:
+    return event.type == PAYMENT
+
+
+def _payment_possible(event: Payment) -> int:
+    return 1 if event.type == PAYMENT else 0
+
+
+def names_type(conditions: tuple[Node, ...]) -> bool:
+    """Whether a filter reads the event's ``type``: one that does not is about payments."""
+    return any("type" in fields_of(c) for c in conditions)
+
+
+def typed(conditions: tuple[Node, ...], group_by: tuple[str, ...]) -> Test:
+    """The test of a filter, with what its event types imply. A filter that names no
+    ``type`` passes payments only, so no rule written before event types existed sees
+    another; one that names a type also needs the event to have every group-by field (a
+    login has no card, nor a merchant): such an event is not evaluated by that rule."""
+    tests = [c.matches for c in conditions]
+    if not names_type(conditions):
+        return all_of([*tests, is_payment])  # last: most payments fail a condition before
+    return all_of([*tests, has_fields(group_by)])
+
+
+def has_fields(names: tuple[str, ...]) -> Test:
+    """Whether an event has each of these fields (a field its type has not is empty)."""
+
+    def present(event: Payment) -> bool:
+        for name in names:  # noqa: SIM110
+            if not getattr(event, name):
+                return False
+        return True
+
+    return present
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +196,7 @@ class AggregateRule(Rule):
     kind: ClassVar[str] = "aggregate"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "qualifies", all_of(c.matches for c in self.filter))
+        object.__setattr__(self, "qualifies", typed(self.filter, self.group_by))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,6 +233,8 @@ class Step:
 
     def __post_init__(self) -> None:
         parts = tuple(compile_possible(c) for c in self.filter)
+        if not names_type(self.filter):
+            parts = (*parts, _payment_possible)  # a step that names no type: payments only
         holds = tuple(compile_holds(c) for c in self.filter)
         object.__setattr__(self, "refers", any(refers_to_steps(c) for c in self.filter))
         reads: set[tuple[int, str]] = set().union(*(step_refs_of(c) for c in self.filter))
@@ -234,7 +272,11 @@ class SequenceRule(Rule):
                     return True
             return False
 
-        object.__setattr__(self, "qualifies", qualifies)
+        if any(names_type(step.filter) for step in self.steps):
+            present = has_fields(self.group_by)
+            object.__setattr__(self, "qualifies", lambda p: qualifies(p) and present(p))
+        else:
+            object.__setattr__(self, "qualifies", qualifies)
         kept: set[str] = set()
         for step in self.steps:
             if step.refers:
@@ -266,8 +308,16 @@ class KeyHistoryRule(Rule):
     alerts_on: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "qualifies", always)
-        object.__setattr__(self, "alerts_on", all_of(c.matches for c in self.filter))
+        alerts_on = all_of(c.matches for c in self.filter)
+        if names_type(self.filter):
+            # History is the key's payments and the events of the types it may alert on.
+            present = has_fields(self.group_by)
+            object.__setattr__(
+                self, "qualifies", lambda p: (p.type == PAYMENT or alerts_on(p)) and present(p)
+            )
+        else:
+            object.__setattr__(self, "qualifies", is_payment)
+        object.__setattr__(self, "alerts_on", alerts_on)
 
 
 @dataclass(frozen=True, slots=True)

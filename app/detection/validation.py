@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pycountry
 
-from app.detection.models import PAYMENT_FIELDS, Payment
+from app.detection.models import EVENT_TYPES, PAYMENT, PAYMENT_FIELDS, Payment
 from app.detection.pan import bytes_hold_pan, contains_pan, may_hold_pan
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
@@ -103,10 +103,12 @@ def _loads(raw: bytes) -> Any:
 # gives the reason (tests/unit/detection/test_validation.py holds the two to that).
 _STRINGS_DECODER = msgspec.json.Decoder(dict[str, str])
 _REQUIRED = frozenset(PAYMENT_FIELDS)
+_PAYMENT_SIZE = len(PAYMENT_FIELDS)
 
 
-def _decode(raw: bytes | None, limits: Limits) -> dict[str, Any]:
-    """The record's JSON object, or the reason it is not one."""
+def _decode(raw: bytes | None, limits: Limits) -> tuple[dict[str, Any], bool]:
+    """The record's JSON object, or the reason it is not one; and whether it is a plain
+    payment: today's eleven fields, all strings, nothing else (most records)."""
     if raw is None:
         raise InvalidPayment("empty", "record has no value")
     if len(raw) > limits.max_bytes:
@@ -117,11 +119,13 @@ def _decode(raw: bytes | None, limits: Limits) -> dict[str, Any]:
         body = _decode_json(raw)
     else:
         if body.keys() >= _REQUIRED:  # strings only: none of them can be null
-            return body
+            return body, len(body) == _PAYMENT_SIZE
+    if body.get("type", PAYMENT) != PAYMENT:
+        return body, False  # another type of event: its fields are checked by _parse_event
     for name in PAYMENT_FIELDS:
         if body.get(name) is None:
             raise InvalidPayment("missing_field", f"field {name!r} is missing")
-    return body
+    return body, False
 
 
 def _decode_json(raw: bytes) -> dict[str, Any]:
@@ -148,15 +152,17 @@ def _holds_pan(value: object) -> bool:
     return isinstance(value, int | Decimal) and contains_pan(str(value))
 
 
-def _refuse_card_numbers(body: dict[str, Any], raw: bytes | None) -> None:
+def _refuse_card_numbers(
+    body: dict[str, Any], raw: bytes | None, kept: tuple[str, ...] = PAYMENT_FIELDS
+) -> None:
     """A card number in any field of the payment (the ones it keeps: others are dropped) is
     refused before any check whose detail quotes a value. The common record, ASCII
     without a long digit chain, is cleared by one scan of its bytes."""
     if raw is not None and not may_hold_pan(raw):
         return
-    if _holds_pan(body["card_id"]):
+    if "card_id" in kept and _holds_pan(body["card_id"]):
         raise InvalidPayment("pan_in_card_id", "field 'card_id' holds a card number, not a token")
-    for name in PAYMENT_FIELDS:
+    for name in kept:
         # A PAN in any other field would flow into topics, state and alerts in clear.
         if name != "card_id" and _holds_pan(body[name]):
             raise InvalidPayment("pan_in_field", f"field {name!r} holds a card number")
@@ -171,38 +177,61 @@ def refuse_pan_in_key(key: bytes | None) -> None:
         raise InvalidPayment("pan_in_key", "the record's Kafka key holds a card number")
 
 
-def _check_identifiers(body: dict[str, Any]) -> None:
+def _check_identifiers(
+    body: dict[str, Any],
+    strings: tuple[str, ...] = _STRING_FIELDS,
+    others: tuple[str, ...] = _OTHER_FIELDS,
+) -> None:
     """Identifiers are non-empty strings, and no text field is longer than any real one can
     be: the card-number check, next, then reads short text only (its cost grows with the
     digits it reads). No detail here quotes a value."""
-    for name in _STRING_FIELDS:
+    for name in strings:
         value = body[name]
         if not isinstance(value, str) or not value.strip():
             raise InvalidPayment("bad_type", f"field {name!r} must be a non-empty string")
         if len(value) > _MAX_ID_LENGTH:
             raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
-    for name in _OTHER_FIELDS:
+    for name in others:
         value = body[name]
         if isinstance(value, str) and len(value) > _MAX_ID_LENGTH:
             raise InvalidPayment("bad_value", f"field {name!r} is longer than {_MAX_ID_LENGTH}")
 
 
-def _codes(body: dict[str, Any]) -> tuple[str, str, str]:
-    """Currency, country and merchant category code, each checked against its standard."""
-    currency = body["currency"]
+def _currency(currency: object) -> str:
     if not isinstance(currency, str) or currency not in CURRENCIES:
         raise InvalidPayment("unknown_currency", f"field 'currency' is not ISO 4217: {currency!r}")
-    country = body["country"]
+    return currency
+
+
+def _country(country: object) -> str:
     if not isinstance(country, str) or country not in COUNTRIES:
         raise InvalidPayment(
             "unknown_country", f"field 'country' is not ISO 3166-1 alpha-2: {country!r}"
         )
-    mcc = body["mcc"]
+    return country
+
+
+def _mcc(mcc: object) -> str:
     if isinstance(mcc, int) and not isinstance(mcc, bool):
         mcc = f"{mcc:04d}"
     if not isinstance(mcc, str) or not _MCC.fullmatch(mcc):
         raise InvalidPayment("bad_value", "field 'mcc' must be a 4-digit merchant category code")
-    return currency, country, mcc
+    return mcc
+
+
+def _codes(body: dict[str, Any]) -> tuple[str, str, str]:
+    """Currency, country and merchant category code, each checked against its standard."""
+    currency, country, mcc = body["currency"], body["country"], body["mcc"]
+    if (
+        type(currency) is str
+        and currency in CURRENCIES
+        and type(country) is str
+        and country in COUNTRIES
+        and type(mcc) is str
+        and _MCC.fullmatch(mcc)
+    ):
+        return currency, country, mcc  # what producers send, without three calls
+    return _currency(currency), _country(country), _mcc(mcc)
 
 
 def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> Payment:
@@ -210,23 +239,17 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
 
     ``now_ms`` bounds only absurd timestamps; windows never look at the wall clock.
     """
-    body = _decode(raw, limits)
+    body, plain = _decode(raw, limits)
+    if not plain:
+        kind = body.get("type", PAYMENT)
+        if kind != PAYMENT:
+            return _parse_event(body, raw, now_ms, limits, kind)
     _check_identifiers(body)
     _refuse_card_numbers(body, raw)
     amount = parse_amount(body["amount"], limits)
     currency, country, mcc = _codes(body)
-    ts_ms = parse_event_time(body["ts"])
-    if ts_ms > now_ms + limits.max_future_skew_ms:
-        # It would move its key's clock ahead of ours (see Settings.max_future_skew_s).
-        raise InvalidPayment(
-            "ts_in_future",
-            f"field 'ts' is {(ts_ms - now_ms) / 1000:.3f} s ahead of the worker's clock,"
-            f" more than the {limits.max_future_skew_ms / 1000:g} s allowed",
-        )
-    if ts_ms < now_ms - limits.max_event_age_ms:
-        raise InvalidPayment("timestamp_out_of_range", "field 'ts' is too far in the past")
-
-    return Payment(
+    ts_ms = _event_time(body, now_ms, limits)
+    payment = Payment(
         txn_id=body["txn_id"],
         card_id=body["card_id"],
         account_id=body["account_id"],
@@ -240,6 +263,104 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
         ts=body["ts"],
         ts_ms=ts_ms,
     )
+    if plain:
+        return payment
+    return _located(payment, body)
+
+
+def _event_time(body: dict[str, Any], now_ms: int, limits: Limits) -> int:
+    ts_ms = parse_event_time(body["ts"])
+    if ts_ms > now_ms + limits.max_future_skew_ms:
+        # It would move its key's clock ahead of ours (see Settings.max_future_skew_s).
+        raise InvalidPayment(
+            "ts_in_future",
+            f"field 'ts' is {(ts_ms - now_ms) / 1000:.3f} s ahead of the worker's clock,"
+            f" more than the {limits.max_future_skew_ms / 1000:g} s allowed",
+        )
+    if ts_ms < now_ms - limits.max_event_age_ms:
+        raise InvalidPayment("timestamp_out_of_range", "field 'ts' is too far in the past")
+    return ts_ms
+
+
+# Fields every type of event has, and those no type keeps as text of its own.
+_EVERY_TYPE = ("txn_id", "account_id", "ts")
+_LOCATION = ("lat", "lon")
+_STRING_SET = frozenset(_STRING_FIELDS)
+
+
+def _parse_event(
+    body: dict[str, Any], raw: bytes | None, now_ms: int, limits: Limits, kind: object
+) -> Payment:
+    """An event of a type other than a payment (``EVENT_TYPES``): its own required fields,
+    those it may have, and nothing of another type's."""
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+        shown = kind[:40] if isinstance(kind, str) else kind
+        raise InvalidPayment(
+            "unknown_type", f"field 'type' is not one of {', '.join(EVENT_TYPES)}: {shown!r}"
+        )
+    needed, optional = EVENT_TYPES[kind]
+    for name in (*_EVERY_TYPE, *needed):
+        if body.get(name) is None:
+            raise InvalidPayment("missing_field", f"field {name!r} is missing (a {kind} has it)")
+    present = tuple(name for name in optional if body.get(name) is not None)
+    for name in PAYMENT_FIELDS:
+        if name in body and name not in _EVERY_TYPE and name not in needed + present:
+            raise InvalidPayment("field_not_of_type", f"field {name!r} is not a field of a {kind}")
+    kept = (*_EVERY_TYPE, *needed, *present)
+    _check_identifiers(
+        body,
+        tuple(name for name in kept if name in _STRING_SET),
+        tuple(name for name in kept if name not in _STRING_SET),
+    )
+    _refuse_card_numbers(body, raw, kept)
+    fields: dict[str, Any] = {}
+    if "amount" in kept:
+        fields["amount"] = parse_amount(body["amount"], limits)
+    if "currency" in kept:
+        fields["currency"] = _currency(body["currency"])
+    if "country" in kept:
+        fields["country"] = _country(body["country"])
+    if "mcc" in kept:
+        fields["mcc"] = _mcc(body["mcc"])
+    ts_ms = _event_time(body, now_ms, limits)
+    for name in kept:
+        if name in _STRING_SET:
+            fields[name] = body[name]
+    event = _EMPTY_EVENT._replace(**fields, ts=body["ts"], ts_ms=ts_ms, type=kind)
+    return _located(event, body)
+
+
+_EMPTY_EVENT = Payment("", "", "", Decimal(0), "", "", "", "", "", "", "", 0)
+
+
+def _located(payment: Payment, body: dict[str, Any]) -> Payment:
+    """The event with where it happened, if it says: ``lat`` and ``lon`` both, each a JSON
+    number or a decimal string of degrees within its range."""
+    if body.get("lat") is None and body.get("lon") is None:
+        return payment
+    lat, lon = (_degrees(body, name, bound) for name, bound in (("lat", 90), ("lon", 180)))
+    return payment._replace(lat=lat, lon=lon)
+
+
+def _degrees(body: dict[str, Any], name: str, bound: int) -> float:
+    value = body.get(name)
+    if value is None:
+        raise InvalidPayment(
+            "missing_field", f"field {name!r} is missing (lat and lon go together)"
+        )
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise InvalidPayment(
+            "bad_type", f"field {name!r} must be a JSON number or a decimal string"
+        )
+    try:
+        degrees = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except InvalidOperation:
+        degrees = Decimal("NaN")
+    if not degrees.is_finite() or not -bound <= degrees <= bound:
+        raise InvalidPayment(
+            "bad_location", f"field {name!r} must be a number of degrees from -{bound} to {bound}"
+        )
+    return float(degrees)
 
 
 def parse_keyed_payment(
@@ -247,9 +368,11 @@ def parse_keyed_payment(
 ) -> tuple[Payment, bool]:
     """A record of ``payments.raw`` with its Kafka key: the payment, and whether it must be
     re-keyed (its key is not its card id). Refused as :func:`parse_payment` refuses, and
-    as ``pan_in_key`` when the key holds a card number."""
+    as ``pan_in_key`` when the key holds a card number (whatever the event's type)."""
     payment = parse_payment(raw, now_ms, limits)
-    rekeyed = key != payment.card_id.encode()
-    if rekeyed:
-        refuse_pan_in_key(key)
-    return payment, rekeyed
+    # An event without a card (a login) has no card partition: it is never re-keyed, and
+    # reaches the rules of its other keys (account, device, ip) by forwarding.
+    if key == payment.card_id.encode():
+        return payment, False
+    refuse_pan_in_key(key)
+    return payment, payment.card_id != ""
