@@ -3,7 +3,9 @@
 Deterministic for a seed: the same seed and clock give the same stream, and the
 injected fraud is reported so tests and the demo know the ground truth: bursts of
 high-value payments (``fraud_ratio``) and, with ``pattern_ratio``, the patterns the other
-rule kinds catch (``PATTERNS``; the rules are in ``examples/rules/kinds.yaml``).
+rule kinds catch (``PATTERNS``; the rules are in ``examples/rules/kinds.yaml``), among them
+impossible travel (payments with positions) and events other than payments (a password
+reset then a payout).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import IO, Any
 from aiokafka import AIOKafkaProducer
 from faker import Faker
 
+from app.detection.geo import distance_km
 from app.detection.models import Payment, iso_from_ms, ms_from_iso
 from app.detection.pan import contains_pan
 from app.worker.kafka_security import kafka_options
@@ -43,6 +46,25 @@ CURRENCY_BY_COUNTRY = {
     "SE": "SEK",
 }
 MCCS = ("5411", "5812", "5999", "4111", "5732", "5944", "7995", "4829", "5311", "5541")
+# Where a card-present terminal in each country is: its largest city (the positions the
+# impossible-travel pattern gives its payments).
+CITIES = {
+    "US": (40.7128, -74.006),
+    "GB": (51.5072, -0.1276),
+    "FR": (48.8566, 2.3522),
+    "DE": (52.52, 13.405),
+    "ES": (40.4168, -3.7038),
+    "IT": (41.9028, 12.4964),
+    "NL": (52.3676, 4.9041),
+    "JP": (35.6762, 139.6503),
+    "CA": (43.6532, -79.3832),
+    "AU": (-33.8688, 151.2093),
+    "BR": (-23.5558, -46.6396),
+    "IN": (19.076, 72.8777),
+    "SG": (1.3521, 103.8198),
+    "CH": (47.3769, 8.5417),
+    "SE": (59.3293, 18.0686),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +109,15 @@ class Burst:
 # The patterns ``pattern_ratio`` injects, each the rule id that catches it.
 TESTING_THEN_CASH_OUT = "testing-then-cash-out"
 NEW_DEVICE_HIGH_VALUE = "new-device-high-value"
-PATTERNS = (TESTING_THEN_CASH_OUT, NEW_DEVICE_HIGH_VALUE)
+IMPOSSIBLE_TRAVEL = "impossible-travel"
+RESET_THEN_PAYOUT = "reset-then-payout"
+PATTERNS = (TESTING_THEN_CASH_OUT, NEW_DEVICE_HIGH_VALUE, IMPOSSIBLE_TRAVEL, RESET_THEN_PAYOUT)
+# An impossible trip is at least this long, and takes at most half an hour.
+_FAR_KM = 2000
+
+
+# An event other than a payment, every field empty: each pattern fills in what its type has.
+_EVENT = Payment("", "", "", Decimal(0), "", "", "", "", "", "", "", 0)
 
 
 def card_token(rng: random.Random) -> str:
@@ -219,6 +249,56 @@ class PaymentGenerator:
         truth = Burst(card.card_id, (fraud.txn_id,), fraud.ts, fraud.ts, NEW_DEVICE_HIGH_VALUE)
         return [usual, fraud], truth
 
+    def impossible_travel(self, ts_ms: int) -> tuple[list[Payment], Burst]:
+        """A card used at a terminal at home (with its position), then 5 to 30 minutes
+        later at one in a city at least 2 000 km away: faster than 4 000 km/h."""
+        card = self.rng.choice(self.cards)
+        home = CITIES[card.country]
+        far = [c for c in CITIES if distance_km(home, CITIES[c]) >= _FAR_KM]
+        away = self.rng.choice(far)
+        later = ts_ms + self.rng.randint(5 * 60_000, 30 * 60_000)
+        trip = []
+        for country, at in ((card.country, ts_ms), (away, later)):
+            lat, lon = CITIES[country]
+            payment = self._payment(card, self._normal_amount(), at)
+            currency = CURRENCY_BY_COUNTRY[country]
+            trip.append(payment._replace(country=country, currency=currency, lat=lat, lon=lon))
+        first, second = trip
+        truth = Burst(
+            card.card_id, (first.txn_id, second.txn_id), first.ts, second.ts, IMPOSSIBLE_TRAVEL
+        )
+        return trip, truth
+
+    def reset_then_payout(self, ts_ms: int) -> tuple[list[Payment], Burst]:
+        """Account takeover: a password reset from the account's usual device, then 1 to 20
+        minutes later a payout of 500 to 5 000 from a device it has never used. Neither
+        event has a card (the payout goes to a bank account): they are keyed by account."""
+        card = self.rng.choice(self.cards)
+        blank = _EVENT._replace(account_id=card.account_id, country=card.country)
+        reset = blank._replace(
+            txn_id=self._txn_id(),
+            type="password_reset",
+            device_id=card.device_id,
+            ip=card.ip,
+            ts=iso_from_ms(ts_ms),
+            ts_ms=ts_ms,
+        )
+        later = ts_ms + self.rng.randint(60_000, 20 * 60_000)
+        payout = blank._replace(
+            txn_id=self._txn_id(),
+            type="payout",
+            amount=Decimal(self.rng.randint(500_00, 5_000_00)) / 100,
+            currency=CURRENCY_BY_COUNTRY[card.country],
+            device_id=f"dev_{self.rng.getrandbits(48):012x}",
+            ip=f"198.51.100.{self.rng.randint(1, 254)}",
+            ts=iso_from_ms(later),
+            ts_ms=later,
+        )
+        truth = Burst(
+            card.card_id, (reset.txn_id, payout.txn_id), reset.ts, payout.ts, RESET_THEN_PAYOUT
+        )
+        return [reset, payout], truth
+
     def payments(self, ts_ms: int) -> tuple[list[Payment], Burst | None]:
         """The next payment, or a whole burst or pattern, stamped from event time ``ts_ms``
         (a pattern's later payments later)."""
@@ -226,9 +306,13 @@ class PaymentGenerator:
             burst, truth = self.burst(ts_ms)
             return burst, truth
         if self.pattern_ratio and self.rng.random() < self.pattern_ratio * len(PATTERNS):
-            if self.rng.random() < 0.5:
-                return self.testing_then_cash_out(ts_ms)
-            return self.new_device_high_value(ts_ms)
+            inject = (
+                self.testing_then_cash_out,
+                self.new_device_high_value,
+                self.impossible_travel,
+                self.reset_then_payout,
+            )
+            return inject[self.rng.randrange(len(inject))](ts_ms)
         return [self._payment(self.rng.choice(self.cards), self._normal_amount(), ts_ms)], None
 
     def stream(
@@ -311,7 +395,9 @@ async def produce(
     scheduled: list[tuple[int, str, Payment]] = []
 
     async def send(payment: Payment) -> None:
-        await producer.send(topic, payment.to_json(), key=payment.card_id.encode())
+        # An event without a card (a password reset, a payout) is keyed by its account.
+        key = payment.card_id or payment.account_id
+        await producer.send(topic, payment.to_json(), key=key.encode())
 
     try:
         await producer.start()  # inside: a start that fails leaves connections to close

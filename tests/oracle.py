@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from app.detection.geo import BORDERS, distance_km, place
 from app.detection.models import Alert, Payment, alert_id_for
-from app.detection.rules import AggregateRule, FirstSeenRule, HistoryRule, Rule, SequenceRule
+from app.detection.rules import (
+    AggregateRule,
+    FirstSeenRule,
+    GeoVelocityRule,
+    HistoryRule,
+    Rule,
+    SequenceRule,
+)
 
 
 def _value(field: str, raw: Any) -> Any:
@@ -309,3 +318,97 @@ def history_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str, s
             if compared:
                 found.append((key, p.txn_id))
     return found
+
+
+# -------------------------------------------------------------------- geo-velocity rules
+
+
+def _geo_impossible(rule: GeoVelocityRule, a: Payment, b: Payment) -> bool:
+    """Two events (``a`` first) at most the window apart, at least the minimum distance
+    apart, and further than the speed covers in the time between them (floats, as km are)."""
+    here, there = place(a), place(b)
+    assert here is not None and there is not None
+    by_centroid = a.lat is None or b.lat is None
+    if by_centroid and (a.country == b.country or b.country in BORDERS.get(a.country, ())):
+        return False  # a centroid cannot tell them apart
+    elapsed = b.ts_ms - a.ts_ms
+    distance = distance_km(here, there)
+    return (
+        elapsed <= rule.window_ms
+        and distance >= float(rule.min_distance_km)
+        and distance > float(rule.max_speed_kmh) * (elapsed / 3_600_000)
+    )
+
+
+def geo_velocity_oracle(
+    arrivals: Sequence[Payment], rule: Rule
+) -> list[tuple[str, tuple[str, str]]]:
+    """The geo-velocity rule's alerts, (key, (earlier txn id, later txn id)), for events
+    decided in ``arrivals`` order (none late), from scratch for each: sort the key's
+    qualifying events received so far, find the new one's neighbours by scanning, and alert
+    on the earlier neighbour pair, else the later, that is impossible with neither event in
+    an alert already. A redelivered txn id changes nothing."""
+    assert isinstance(rule, GeoVelocityRule)
+    received: dict[str, list[Payment]] = {}
+    used: set[str] = set()
+    found: list[tuple[str, tuple[str, str]]] = []
+    for p in arrivals:
+        if not rule.qualifies(p):
+            continue
+        key = rule.group_key(p)
+        events = received.setdefault(key, [])
+        if any(q.txn_id == p.txn_id for q in events):
+            continue
+        events.append(p)
+        ordered = sorted(events, key=_order)
+        i = next(n for n, q in enumerate(ordered) if q.txn_id == p.txn_id)
+        for a, b in ((i - 1, i), (i, i + 1)):
+            if a < 0 or b >= len(ordered):
+                continue
+            first, second = ordered[a], ordered[b]
+            if first.txn_id in used or second.txn_id in used:
+                continue
+            if _geo_impossible(rule, first, second):
+                used.update((first.txn_id, second.txn_id))
+                found.append((key, (first.txn_id, second.txn_id)))
+                break
+    return found
+
+
+def assert_geo_velocity_properties(
+    alerts: Sequence[Alert], accepted: Sequence[Payment], rule: Rule
+) -> None:
+    """Whatever the arrival order: every alert is an impossible pair of qualifying events of
+    one key with the id of its events; no event is in two alerts; every impossible pair of
+    neighbours in the final event-time order has an event in an alert; and with no minimum
+    distance and every event at its own position, so has some event between any two
+    impossible events within the window."""
+    assert isinstance(rule, GeoVelocityRule)
+    by_txn = {p.txn_id: p for p in accepted}
+    used: set[str] = set()
+    for alert in (a for a in alerts if a.rule_id == rule.rule_id):
+        first, second = (by_txn[t] for t in alert.txn_ids)
+        assert rule.qualifies(first) and rule.qualifies(second)
+        assert rule.group_key(first) == rule.group_key(second) == alert.group_key
+        assert _order(first) < _order(second) and _geo_impossible(rule, first, second)
+        assert alert.alert_id == alert_id_for(
+            rule.rule_id, rule.version, alert.group_key, list(alert.txn_ids)
+        )
+        assert used.isdisjoint(alert.txn_ids), "an event in two alerts"
+        used.update(alert.txn_ids)
+    by_key: dict[str, list[Payment]] = {}
+    for p in by_txn.values():
+        if rule.qualifies(p):
+            by_key.setdefault(rule.group_key(p), []).append(p)
+    for events in by_key.values():
+        ordered = sorted(events, key=_order)
+        for a, b in itertools.pairwise(ordered):
+            if _geo_impossible(rule, a, b):
+                assert {a.txn_id, b.txn_id} & used, f"missed {a.txn_id} -> {b.txn_id}"
+        if rule.min_distance_km or any(p.lat is None for p in ordered):
+            continue
+        for i, a in enumerate(ordered):
+            for j in range(i + 1, len(ordered)):
+                if _geo_impossible(rule, a, ordered[j]):
+                    between = {q.txn_id for q in ordered[i : j + 1]}
+                    assert between & used, f"missed {a.txn_id} -> {ordered[j].txn_id}"

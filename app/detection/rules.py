@@ -38,6 +38,7 @@ from app.detection.conditions import (
     refers_to_steps,
     step_refs_of,
 )
+from app.detection.geo import located
 from app.detection.models import PAYMENT, Payment
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "THRESHOLD_OPS",
     "AggregateRule",
     "FirstSeenRule",
+    "GeoVelocityRule",
     "HistoryRule",
     "Rule",
     "RuleError",
@@ -586,3 +588,76 @@ SEED_RULE = _seed_rule(
         "severity": "high",
     }
 )
+
+
+# ------------------------------------------------------------------- geo-velocity rules
+
+GEO_VELOCITY_KEYS = COMMON_KEYS | {"filter", "max_speed_kmh", "min_distance_km", "use_centroids"}
+# Faster than any airliner by default; at least this far apart, so that neighbouring
+# countries' centroids (hundreds of km apart, the payments perhaps near one border) do not
+# alert by themselves.
+DEFAULT_MAX_SPEED_KMH = Decimal(1000)
+DEFAULT_MIN_DISTANCE_KM = Decimal(500)
+_HALF_EQUATOR_KM = Decimal(20_100)  # no two places on Earth are further apart
+
+
+@dataclass(frozen=True, slots=True)
+class GeoVelocityRule(Rule):
+    """Two events of one key, next to each other in event time and at most ``window``
+    apart, from places at least ``min_distance_km`` apart and too far for the time between
+    them at ``max_speed_kmh`` (the matching rules are in ``app.detection.kinds.geo_velocity``).
+    An event qualifies when it passes ``filter`` (payments only unless it names a type)
+    and has a place: its ``lat``/``lon``, or (``use_centroids``) its country's centroid."""
+
+    filter: tuple[Node, ...]
+    max_speed_kmh: Decimal
+    min_distance_km: Decimal
+    use_centroids: bool = True
+    kind: ClassVar[str] = "geo_velocity"
+
+    def __post_init__(self) -> None:
+        test = typed(self.filter, self.group_by)
+        if self.use_centroids:
+            object.__setattr__(self, "qualifies", lambda p: test(p) and located(p))
+        else:
+            object.__setattr__(self, "qualifies", lambda p: test(p) and p.lat is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
+            "filter": [condition.to_json() for condition in self.filter],
+            "max_speed_kmh": str(self.max_speed_kmh),
+            "min_distance_km": str(self.min_distance_km),
+            "use_centroids": self.use_centroids,
+            "window": self._window_json(),
+            "severity": self.severity,
+        }
+
+    def summary(self) -> dict[str, str]:
+        return {
+            "aggregate": f"travel faster than {self.max_speed_kmh} km/h",
+            "threshold": f"over {self.min_distance_km} km",
+        }
+
+
+def _parse_geo_velocity_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> GeoVelocityRule:
+    conditions = parse_filter("filter", raw.get("filter", []))
+    speed = parse_decimal("max_speed_kmh", raw.get("max_speed_kmh", DEFAULT_MAX_SPEED_KMH))
+    if not 0 < speed <= 1_000_000:
+        raise RuleError("max_speed_kmh", "must be more than 0 and at most 1000000 (km/h)")
+    distance = parse_decimal("min_distance_km", raw.get("min_distance_km", DEFAULT_MIN_DISTANCE_KM))
+    if not 0 <= distance <= _HALF_EQUATOR_KM:
+        raise RuleError("min_distance_km", f"must be from 0 to {_HALF_EQUATOR_KM} (km)")
+    centroids = raw.get("use_centroids", True)
+    if not isinstance(centroids, bool):
+        raise RuleError("use_centroids", "must be true or false")
+    return GeoVelocityRule(
+        **common,
+        filter=conditions,
+        max_speed_kmh=speed,
+        min_distance_km=distance,
+        use_centroids=centroids,
+    )
+
+
+KINDS[GeoVelocityRule.kind] = (GEO_VELOCITY_KEYS, _parse_geo_velocity_rule)

@@ -415,3 +415,22 @@ def rule_state_from_json(body: dict[str, Any]) -> RuleState:
     )
     rule_state.load_extra(body)
     return rule_state
+
+
+@dataclass(slots=True)
+class GeoVelocityState(KeptState):
+    """A geo-velocity rule's memory of one key: its qualifying events within the window and
+    the lateness, each with its place (the fifth field of its entry: ``lat,lon``, or "" for
+    its country's centroid), and the
+    events its alerts used (which stay in the pool: an event's neighbours are all of the
+    key's events, used or not)."""
+
+    kind: ClassVar[str] = "geo_velocity"
+
+    def describe_entry(self, entry: Entry) -> dict[str, Any]:
+        event = RuleState.describe_entry(self, entry)
+        event["place"] = event.pop("distinct", "")
+        return event
+
+
+STATE_TYPES[GeoVelocityState.kind] = GeoVelocityState

@@ -54,19 +54,29 @@ def test_injected_patterns_are_caught_by_the_rules_of_their_name() -> None:
         r.rule_id: r for r in load_rule_file(REPO / "examples/rules/kinds.yaml")
     }
     generator = PaymentGenerator(seed=8, cards=500, fraud_ratio=0.0, pattern_ratio=0.002)
-    items = list(generator.stream(30_000, NOW_MS, step_ms=20))
+    items = list(generator.stream(30_000, NOW_MS, step_ms=50))
     payments = [p for p, _ in items]
     assert [p.ts_ms for p in payments] == sorted(p.ts_ms for p in payments)
     produced = {p.txn_id for p in payments}
     # A pattern started near the end may have its later payments cut off by the count.
     truths = [t for _, t in items if t is not None and produced.issuperset(t.txn_ids)]
     assert {t.pattern for t in truths} == set(PATTERNS) and len(truths) > 30
-    states: dict[str, KeyState] = {}
+    states: dict[tuple[tuple[str, ...], str], KeyState] = {}
     alerted: dict[str, set[str]] = {name: set() for name in PATTERNS}
+    groups: dict[tuple[str, ...], list[Rule]] = {}
+    for rule in rules.values():
+        groups.setdefault(rule.group_by, []).append(rule)
     for p in payments:
-        state = states.setdefault(p.card_id, KeyState())
-        for alert in evaluate(state, p, p.card_id, list(rules.values()), 60_000, 0, 0).alerts:
-            alerted.setdefault(alert.rule_id, set()).update(alert.txn_ids)
+        # What a worker receives: the event as the generator sends it, keyed as it keys it.
+        parsed, _ = parse_keyed_payment((p.card_id or p.account_id).encode(), p.to_json(), p.ts_ms)
+        assert parsed == p
+        for group_by, grouped in groups.items():
+            if not any(r.qualifies(p) for r in grouped):
+                continue
+            key = grouped[0].group_key(p)
+            state = states.setdefault((group_by, key), KeyState())
+            for alert in evaluate(state, p, key, grouped, 60_000, 0, 0).alerts:
+                alerted.setdefault(alert.rule_id, set()).update(alert.txn_ids)
     for truth in truths:
         assert alerted[truth.pattern] & set(truth.txn_ids), truth
 

@@ -5,11 +5,12 @@ versions, expiry and the per-key bound."""
 
 from __future__ import annotations
 
-from app.detection.kinds import aggregate, first_seen, history, sequence
+from app.detection.kinds import aggregate, first_seen, geo_velocity, history, sequence
 from app.detection.kinds.base import Context, Kind
 from app.detection.rules import (
     AggregateRule,
     FirstSeenRule,
+    GeoVelocityRule,
     HistoryRule,
     Rule,
     SequenceRule,
@@ -20,6 +21,7 @@ KIND_OF: dict[type[Rule], Kind] = {
     SequenceRule: sequence.KIND,
     FirstSeenRule: first_seen.KIND,
     HistoryRule: history.KIND,
+    GeoVelocityRule: geo_velocity.KIND,
 }
 
 __all__ = ["KIND_OF", "Context", "Kind"]
