@@ -153,7 +153,20 @@ def _strings(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 def alert_item(alert: Alert, written_at_ms: int) -> dict[str, dict[str, Any]]:
-    """The table row for ``alert``, in DynamoDB's attribute-value format."""
+    """The table row for ``alert``, in DynamoDB's attribute-value format. An alert of a
+    kind other than an aggregate rule also has its ``kind``, the ``steps`` its events
+    matched (a sequence's) and its ``explanation`` (a map of strings), as in its JSON."""
+    item = _aggregate_item(alert, written_at_ms)
+    if alert.kind != "aggregate":
+        item["kind"] = {"S": alert.kind}
+    if alert.steps:
+        item["steps"] = {"L": [{"N": str(step)} for step in alert.steps]}
+    if alert.explanation:
+        item["explanation"] = {"M": {name: {"S": value} for name, value in alert.explanation}}
+    return item
+
+
+def _aggregate_item(alert: Alert, written_at_ms: int) -> dict[str, dict[str, Any]]:
     return {
         "alert_id": {"S": alert.alert_id},
         "rule_id": {"S": alert.rule_id},

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
+from app.detection.rules import Rule
 from app.rules_admin.topic import load_rule_file, publish
 from app.worker.settings import Settings, SettingsError, load_settings
 from infra.local.stack import (
@@ -57,6 +58,8 @@ from infra.local.stack import (
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEFAULT_RULES = REPO / "app" / "rules_admin" / "default_rules.yaml"
+# One rule of each kind (shadow), which the generator's --patterns fire.
+KINDS_RULES = REPO / "examples" / "rules" / "kinds.yaml"
 # The worker's default archive directory, made absolute for the messages and the exports.
 ARCHIVE = REPO / ".cache" / "archive"
 ENV_FILE = REPO / ".cache" / "demo.env"
@@ -206,7 +209,19 @@ def render(alert: dict[str, object]) -> str:
         f"{' (shadow)' if alert['status'] == 'shadow' else ''} "
         f"{alert['group_by']}={alert['group_key']} amounts=[{amounts}] "
         f"{alert['first_event_ts']} .. {alert['last_event_ts']} latency={latency:.0f} ms"
+        + "".join(f" {name}={value}" for name, value in _explanation(alert).items())
     )
+
+
+def _explanation(alert: dict[str, object]) -> dict[str, object]:
+    """What explains an alert of a kind other than an aggregate rule (distance, speed...)."""
+    explanation = alert.get("explanation")
+    return explanation if isinstance(explanation, dict) else {}
+
+
+def demo_rules() -> list[Rule]:
+    """What the demo publishes: the default rules, and one rule of each kind."""
+    return load_rule_file(DEFAULT_RULES) + load_rule_file(KINDS_RULES)
 
 
 async def print_alerts(bootstrap: str, topic: str, stop: asyncio.Event) -> None:
@@ -276,7 +291,7 @@ class Demo:
             table=settings.dynamodb_table,
             cases_table=settings.cases_table,
         )
-        rules = load_rule_file(DEFAULT_RULES)
+        rules = demo_rules()
         asyncio.run(
             publish(
                 self.stack.bootstrap,
@@ -284,7 +299,7 @@ class Demo:
                 [(r.rule_id, r.to_bytes()) for r in rules],
             )
         )
-        print(f"demo: published {len(rules)} default rules: {', '.join(r.rule_id for r in rules)}")
+        print(f"demo: published {len(rules)} rules: {', '.join(r.rule_id for r in rules)}")
 
         port = web_port(self.args.web_port)
         web_url = f"http://127.0.0.1:{port}"
@@ -360,6 +375,8 @@ class Demo:
                 "86400",
                 "--fraud-ratio",
                 str(self.args.fraud_ratio),
+                "--patterns",
+                str(self.args.patterns),
             ]
             self._spawn("generator", generate, env)
             print(f"demo: generating {self.args.rate:g} payments/s. Ctrl-C stops.", flush=True)
@@ -445,6 +462,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rate", type=float, default=200.0, help="payments per second")
     parser.add_argument("--fraud-ratio", type=float, default=0.005, help="share starting a burst")
+    parser.add_argument(
+        "--patterns",
+        type=float,
+        default=0.001,
+        help="share starting each pattern of examples/rules/kinds.yaml (impossible travel, ...)",
+    )
     parser.add_argument(
         "--no-generator",
         action="store_true",

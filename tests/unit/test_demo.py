@@ -11,20 +11,24 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+from app.detection.rules import KINDS
 from app.worker.settings import Settings
 from infra.local.demo import (
     ARCHIVE,
     DEFAULT_WEB_PORT,
     REPO,
     archive_location,
+    demo_rules,
     env_file_text,
     export_lines,
     remove_env_file,
+    render,
     session_exports,
     set_archive_aside,
     web_port,
     write_env_file,
 )
+from tests import factories
 
 DEFAULTS = Settings()
 
@@ -114,3 +118,13 @@ def test_the_web_port_is_6066_unless_it_is_taken() -> None:
     assert port != DEFAULT_WEB_PORT
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))
+
+
+def test_the_demo_publishes_one_rule_of_each_kind_and_prints_what_explains_an_alert() -> None:
+    rules = demo_rules()
+    assert {rule.kind for rule in rules} == set(KINDS)
+    assert len({rule.rule_id for rule in rules}) == len(rules)
+    travel = factories.alert(kind="geo_velocity", explanation=(("distance_km", "5570"),))
+    line = render({**travel.to_dict(), "trigger_produced_at_ms": 0})
+    assert line.startswith("ALERT high-value-burst") and line.endswith(" distance_km=5570")
+    assert "distance_km" not in render({**factories.alert().to_dict()})

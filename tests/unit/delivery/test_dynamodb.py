@@ -159,3 +159,18 @@ def test_errors_are_classified(exc: BaseException, kind: ErrorKind) -> None:
 def test_error_code_names_the_aws_code_or_the_class() -> None:
     assert error_code(client_error("ThrottlingException")) == "ThrottlingException"
     assert error_code(bexc.EndpointConnectionError(endpoint_url="u")) == ("EndpointConnectionError")
+
+
+def test_an_alert_of_another_kind_carries_its_explanation_to_its_row() -> None:
+    explained = factories.alert(
+        kind="geo_velocity",
+        txn_ids=("t1", "t2"),
+        explanation=(("distance_km", "5570"), ("speed_kmh", "5570")),
+    )
+    item = alert_item(explained, written_at_ms=0)
+    assert item["kind"] == {"S": "geo_velocity"}
+    assert item["explanation"] == {"M": {"distance_km": {"S": "5570"}, "speed_kmh": {"S": "5570"}}}
+    sequence = alert_item(factories.alert(kind="sequence", steps=(1, 2, 3)), written_at_ms=0)
+    assert sequence["steps"] == {"L": [{"N": "1"}, {"N": "2"}, {"N": "3"}]}
+    # An aggregate rule's row is as it always was.
+    assert not {"kind", "steps", "explanation"} & set(alert_item(factories.alert(), 0))

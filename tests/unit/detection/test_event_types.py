@@ -22,16 +22,9 @@ from tests.unit.detection.streams import BASE_MS, LATENESS_MS
 from tests.unit.detection.test_validation import encode, good
 
 NOW_MS = 1_795_000_000_000
-# A value for every field any type may have.
+# A value for every field any type may have: a good payment's.
 VALUES: dict[str, Any] = {
-    "card_id": "tok_abc",
-    "amount": "250.00",
-    "currency": "EUR",
-    "merchant_id": "m_1",
-    "mcc": "5411",
-    "country": "FR",
-    "device_id": "dev_1",
-    "ip": "203.0.113.9",
+    name: value for name, value in good().items() if name not in ("txn_id", "account_id", "ts")
 }
 
 
