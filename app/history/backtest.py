@@ -32,10 +32,10 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from app.detection.engine import MAX_KEY_EVENTS, KeyState, evaluate
-from app.detection.models import PAYMENT_FIELDS, Alert, Payment, iso_from_ms
+from app.detection.models import PAYMENT, PAYMENT_FIELDS, Alert, Payment, iso_from_ms
 from app.detection.rules import Rule
 from app.history.files import Archive, ArchivedFile, ArchiveError
-from app.history.schema import ALERTS, PAYMENTS, TIME
+from app.history.schema import ALERTS, EVENT_COLUMNS, PAYMENTS, TIME
 
 
 class BacktestError(ValueError):
@@ -108,7 +108,7 @@ BATCH_ROWS = 4096
 # Batches pyarrow may decode ahead of the one in use, per file; more buys no speed here
 # (the replay is pure Python) and costs a batch of memory each.
 _READAHEAD = 1
-_READ_COLUMNS = [*PAYMENT_FIELDS, "kafka_offset", "kafka_timestamp"]
+_READ_COLUMNS = [*PAYMENT_FIELDS, "kafka_offset", "kafka_timestamp", *EVENT_COLUMNS]
 _HOUR = timedelta(hours=1)
 
 # (Kafka offset, Kafka timestamp in ms, payment)
@@ -198,6 +198,7 @@ def _file_rows(
         ts_ms = batch.column("ts").cast(pa.int64()).to_pylist()
         kafka_ms = batch.column("kafka_timestamp").cast(pa.int64()).to_pylist()
         offsets = batch.column("kafka_offset").to_pylist()
+        kinds, lats, lons = (batch.column(name).to_pylist() for name in EVENT_COLUMNS)
         for i, ts in enumerate(ts_ms):
             payment = Payment(
                 txn_id=column["txn_id"][i],
@@ -212,6 +213,9 @@ def _file_rows(
                 ip=column["ip"][i],
                 ts=iso_from_ms(ts),
                 ts_ms=ts,
+                type=kinds[i] or PAYMENT,
+                lat=lats[i],
+                lon=lons[i],
             )
             yield offsets[i], ts if kafka_ms[i] is None else kafka_ms[i], payment
 

@@ -56,7 +56,7 @@ import pyarrow.json as pj
 from app.detection.models import PAYMENT_FIELDS
 from app.detection.pan import contains_pan, may_hold_pan
 from app.detection.validation import COUNTRIES, CURRENCIES, Limits
-from app.history.schema import AMOUNT, PAYMENTS, TIME, payment_values
+from app.history.schema import AMOUNT, EVENT_COLUMNS, PAYMENTS, TIME, payment_values
 
 HOUR_MS = 3_600_000
 # Records parsed at once: each C-level call on a chunk holds the GIL a few milliseconds at
@@ -218,7 +218,7 @@ def _candidates(
     clears them all, the common case; else each record is looked at."""
     present = [v for v in values if v is not None]
     blob = b"\n".join(present) if len(present) == len(values) else None
-    if blob is not None and not may_hold_pan(blob):
+    if blob is not None and not may_hold_pan(blob) and _untyped(blob):
         found = list(range(len(values)))
     else:
         found, blob = [i for i, value in enumerate(values) if _plain(value)], None
@@ -233,8 +233,23 @@ def _candidates(
     return [i for i in found if 0 < len(values[i] or b"") <= max_bytes], None
 
 
+# An event that may say its type or where it happened (``"type"``, ``"lat"`` or ``"lon"``
+# anywhere in it) is the validator's to read: the bulk read knows a payment's fields only.
+_EVENT_KEYS = (b'"type"', b'"lat"', b'"lon"')
+
+
+def _untyped(raw: bytes) -> bool:
+    return not any(key in raw for key in _EVENT_KEYS)
+
+
 def _plain(raw: bytes | None) -> bool:
-    return raw is not None and raw.isascii() and b"\\" not in raw and b"\x00" not in raw
+    return (
+        raw is not None
+        and raw.isascii()
+        and b"\\" not in raw
+        and b"\x00" not in raw
+        and _untyped(raw)
+    )
 
 
 def _clear(raw: bytes | None) -> bool:
@@ -372,6 +387,8 @@ def _certain(
             "kafka_partition": pc.cast(pa.repeat(partition, len(indexes)), pa.int32()),
             "kafka_offset": sources,
             "kafka_timestamp": pc.cast(now, TIME),
+            # Only records that say neither their type nor a position come this way.
+            **{name: pa.nulls(len(indexes), PAYMENTS.field(name).type) for name in EVENT_COLUMNS},
         }
     )
     # Whole hours: ts_ms >= 0 in every row vouched for, so integer division rounds down.

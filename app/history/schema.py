@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from app.detection.models import Alert, ms_from_iso
+from app.detection.models import PAYMENT, Alert, ms_from_iso
 from app.detection.validation import InvalidPayment, Limits, parse_keyed_payment
 
 AMOUNT = pa.decimal128(38, 12)
@@ -44,8 +44,15 @@ PAYMENTS = pa.schema(
         pa.field("ip", pa.string(), nullable=False),
         pa.field("ts", TIME, nullable=False),
         *_SOURCE,
+        # An event other than a payment says its type (null: a payment, as in files written
+        # before event types); lat/lon where it happened, when it says.
+        pa.field("type", pa.string()),
+        pa.field("lat", pa.float64()),
+        pa.field("lon", pa.float64()),
     ]
 )
+# What the archive keeps of an event beyond a payment's fields, as read back.
+EVENT_COLUMNS = ("type", "lat", "lon")
 
 ALERTS = pa.schema(
     [
@@ -158,6 +165,9 @@ def payment_values(
         "ip": payment.ip,
         "ts": _utc(payment.ts_ms),
         **_source(partition, offset, timestamp_ms),
+        "type": None if payment.type == PAYMENT else payment.type,
+        "lat": payment.lat,
+        "lon": payment.lon,
     }
     return payment.ts_ms, values
 

@@ -81,8 +81,9 @@ def live(payments: list[Payment], rule: Rule = SEED_RULE) -> set[str]:
     states: dict[str, KeyState] = {}
     ids = set()
     for p in payments:
-        state = states.setdefault(p.card_id, KeyState())
-        for alert in evaluate(state, p, p.card_id, [rule], LATENESS_MS, 0, 0).alerts:
+        key = rule.group_key(p)  # the card, or the account of a rule grouped by it
+        state = states.setdefault(key, KeyState())
+        for alert in evaluate(state, p, key, [rule], LATENESS_MS, 0, 0).alerts:
             ids.add(alert.alert_id)
     return ids
 

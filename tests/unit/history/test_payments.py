@@ -462,3 +462,28 @@ def test_damaged_records_are_refused_or_read_as_the_validator_reads_them(
     values: list[bytes],
 ) -> None:
     assert_same_rows(Roll.of(list(values)))
+
+
+def test_events_of_other_types_and_positions_are_archived_with_them() -> None:
+    """A login and a payment with a position take the validator's way and keep their type
+    and position; a plain payment beside them has neither (null), as before event types."""
+    login = {
+        "type": "login",
+        "txn_id": "txn-login",
+        "account_id": "acct_1",
+        "device_id": "dev_1",
+        "ip": "203.0.113.42",
+        "ts": "2026-11-28T06:50:08.000Z",
+    }
+    records = [
+        raw(txn_id="txn-plain"),
+        json.dumps(login).encode(),
+        raw(txn_id="txn-located", lat="51.5072", lon=-0.1276),
+        raw(txn_id="txn-typed", type="payment"),
+    ]
+    table = assert_same_rows(Roll.of(records))
+    rows = {row["txn_id"]: row for row in table.to_pylist()}
+    assert (rows["txn-login"]["type"], rows["txn-login"]["card_id"]) == ("login", "")
+    assert (rows["txn-located"]["lat"], rows["txn-located"]["lon"]) == (51.5072, -0.1276)
+    for plain in ("txn-plain", "txn-typed"):
+        assert (rows[plain]["type"], rows[plain]["lat"], rows[plain]["lon"]) == (None, None, None)
