@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,13 @@ def test_a_payment_a_published_alert_used_is_a_redelivery_after_a_replay(rule: R
     published.record("a1", (rule.rule_id, "c1"), ("t1",), BASE_MS)
     state = KeyState()
     published.mark_used(state, "c1", [rule])
-    earlier = factories.payment("c1", "t0", "1.00", BASE_MS - 1_000, device_id="phone")
-    used = factories.payment("c1", "t1", "900", BASE_MS, device_id="laptop", mcc="7995")
+    # At a terminal (a geo-velocity rule compares positions); a password reset for the rule
+    # across event types, whose first step it is.
+    where: dict[str, Any] = {"lat": 51.5072, "lon": -0.1276}
+    if rule.rule_id == "reset-then-payout":
+        where["type"] = "password_reset"
+    earlier = factories.payment("c1", "t0", "1.00", BASE_MS - 1_000, device_id="phone", **where)
+    used = factories.payment("c1", "t1", "900", BASE_MS, device_id="laptop", mcc="7995", **where)
     assert rule.qualifies(used)
     verdicts = [evaluate(state, p, "c1", [rule], LATENESS_MS, 0, 0) for p in (earlier, used)]
     assert [v.alerts for v in verdicts] == [(), ()] and verdicts[1].duplicate

@@ -349,7 +349,9 @@ def test_the_rule_format_page_shows_the_example_rule_and_every_sequence_field() 
     text = section(rule_format, "Sequences")
     shown = parse_rule(yaml.safe_load(text.split("```yaml\n")[1].split("```")[0]))
     (example,) = [
-        r for r in load_rule_file(REPO / "examples/rules/kinds.yaml") if r.kind == "sequence"
+        r
+        for r in load_rule_file(REPO / "examples/rules/kinds.yaml")
+        if r.rule_id == "testing-then-cash-out"
     ]
     assert isinstance(shown, SequenceRule) and isinstance(example, SequenceRule)
     assert (shown.steps, shown.window_ms) == (example.steps, example.window_ms)
