@@ -112,7 +112,7 @@ NEW_DEVICE_HIGH_VALUE = "new-device-high-value"
 IMPOSSIBLE_TRAVEL = "impossible-travel"
 RESET_THEN_PAYOUT = "reset-then-payout"
 PATTERNS = (TESTING_THEN_CASH_OUT, NEW_DEVICE_HIGH_VALUE, IMPOSSIBLE_TRAVEL, RESET_THEN_PAYOUT)
-# An impossible trip is at least this long, and takes at most half an hour.
+# An impossible trip is at least this long, and takes at most 10 minutes.
 _FAR_KM = 2000
 
 
@@ -250,13 +250,13 @@ class PaymentGenerator:
         return [usual, fraud], truth
 
     def impossible_travel(self, ts_ms: int) -> tuple[list[Payment], Burst]:
-        """A card used at a terminal at home (with its position), then 5 to 30 minutes
-        later at one in a city at least 2 000 km away: faster than 4 000 km/h."""
+        """A card used at a terminal at home (with its position), then 1 to 10 minutes
+        later at one in a city at least 2 000 km away: faster than 12 000 km/h."""
         card = self.rng.choice(self.cards)
         home = CITIES[card.country]
         far = [c for c in CITIES if distance_km(home, CITIES[c]) >= _FAR_KM]
         away = self.rng.choice(far)
-        later = ts_ms + self.rng.randint(5 * 60_000, 30 * 60_000)
+        later = ts_ms + self.rng.randint(60_000, 10 * 60_000)
         trip = []
         for country, at in ((card.country, ts_ms), (away, later)):
             lat, lon = CITIES[country]
@@ -270,8 +270,8 @@ class PaymentGenerator:
         return trip, truth
 
     def reset_then_payout(self, ts_ms: int) -> tuple[list[Payment], Burst]:
-        """Account takeover: a password reset from the account's usual device, then 1 to 20
-        minutes later a payout of 500 to 5 000 from a device it has never used. Neither
+        """Account takeover: a password reset from the account's usual device, then 30 s to
+        10 minutes later a payout of 500 to 5 000 from a device it has never used. Neither
         event has a card (the payout goes to a bank account): they are keyed by account."""
         card = self.rng.choice(self.cards)
         blank = _EVENT._replace(account_id=card.account_id, country=card.country)
@@ -283,7 +283,7 @@ class PaymentGenerator:
             ts=iso_from_ms(ts_ms),
             ts_ms=ts_ms,
         )
-        later = ts_ms + self.rng.randint(60_000, 20 * 60_000)
+        later = ts_ms + self.rng.randint(30_000, 10 * 60_000)
         payout = blank._replace(
             txn_id=self._txn_id(),
             type="payout",
