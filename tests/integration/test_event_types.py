@@ -59,6 +59,18 @@ def test_a_reset_then_payout_and_impossible_travel_alert_and_explain_themselves(
     pipeline.put_rules(rules)
     worker = pipeline.worker().start()
     try:
+        # On a loaded machine the group can settle after "ready": produce once it holds
+        # every partition of the payments topic and of the repartition topic.
+        def holds_everything() -> bool:
+            status, stats = http("GET", f"http://127.0.0.1:{worker.web_port}/stats?history=0")
+            actives = stats["assignment"]["actives"] if status == 200 else {}
+            everything = list(range(pipeline.partitions))
+            return all(
+                actives.get(topic) == everything
+                for topic in (pipeline.payments, f"fraud-{pipeline.uid}-payments-by-group")
+            )
+
+        wait_until(holds_everything, 120, "the worker holding every partition")
         now = int(time.time() * 1000)
         records = [
             # Impossible travel: London, then New York 40 minutes later (card-present).
