@@ -210,12 +210,11 @@ def test_an_event_without_a_place_is_not_compared() -> None:
     assert "AQ" not in CENTROIDS  # Antarctica: no centroid in the data
     assert not IMPOSSIBLE_TRAVEL.qualifies(event(1, "c1", "5", BASE_MS, country="AQ"))
     assert IMPOSSIBLE_TRAVEL.qualifies(event(1, "c1", "5", BASE_MS, country="AQ", lat=-75, lon=0))
-    positions_only = geo("positions-only", use_centroids=False)
     gb, jp = event(1, "c1", "5", BASE_MS, country="GB"), event(2, "c1", "5", BASE_MS, country="JP")
-    assert not positions_only.qualifies(gb)
-    assert not run_engine([gb, jp], (positions_only,)).alerts
+    assert not POSITIONS_ONLY.qualifies(gb)
+    assert not run_engine([gb, jp], (POSITIONS_ONLY,)).alerts
     london, tokyo = gb._replace(lat=51.5, lon=-0.13), jp._replace(lat=35.7, lon=139.7)
-    assert run_engine([london, tokyo], (positions_only,)).alerts
+    assert run_engine([london, tokyo], (POSITIONS_ONLY,)).alerts
 
 
 def test_the_state_keeps_the_window_and_reads_back_the_same() -> None:
