@@ -20,7 +20,7 @@ from app.worker.partition_check import (
     existing_partition_counts,
     plan_partitions,
 )
-from app.worker.settings import Settings, SettingsError, load_settings
+from app.worker.settings import Settings, SettingsError, load_settings, state_retention_ms
 from app.worker.stats import stats
 from app.worker.transport import PRODUCE_BATCH_BYTES, BatchHandler, Transport
 
@@ -39,6 +39,8 @@ def _settings_or_exit() -> Settings:
 settings = _settings_or_exit()
 rulebook.max_rules = settings.max_rules
 rulebook.max_rule_bytes = settings.max_rule_bytes
+rulebook.state_retention_ms = state_retention_ms(settings)
+rulebook.allowed_lateness_ms = int(settings.allowed_lateness_s * 1000)
 failures.max_internal_errors_per_minute = settings.max_internal_errors_per_minute
 # Until the topics have been asked (FraudApp.on_first_start), the configured count.
 PARTITIONS = settings.partitions or DEFAULT_PARTITIONS
