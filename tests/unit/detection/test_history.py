@@ -250,7 +250,7 @@ def test_a_sixty_day_average_reads_day_buckets_and_a_quiet_card_keeps_it() -> No
         payment(5, "c1", "600", BASE_MS + 59 * day),
     ]
     state = KeyState()
-    alerts = []
+    alerts: list[Alert] = []
     for p in events:
         state = KeyState.from_json(json.loads(json.dumps(state.to_json())))
         alerts += evaluate(state, p, "c1", [rule], LATENESS_MS, 0, 0).alerts
@@ -289,7 +289,7 @@ def test_a_state_stored_before_buckets_loads_and_decides_the_same() -> None:
         },
     }
     state = KeyState.from_json(json.loads(json.dumps(old)))
-    alerts = []
+    alerts: list[Alert] = []
     for p in tail:
         alerts += evaluate(state, p, "c1", HISTORY_RULES, LATENESS_MS, 0, 0).alerts
     for rule in HISTORY_RULES:
