@@ -332,9 +332,33 @@ class HistoryState(KeptState):
     # (index, max) with decreasing maxima: the max over the buckets from an index on is
     # that of the first with an index at least it; derived (None: to be computed).
     peaks: deque[tuple[int, Decimal]] | None = field(default=None, repr=False, compare=False)
+    # Count and sum of the pooled amounts, derived (None: to be computed).
+    pooled_totals: tuple[int, Decimal] | None = field(default=None, repr=False, compare=False)
 
     def size(self) -> int:
         return len(self.pool) + len(self.used) + len(self.buckets)
+
+    def insert(self, entry: Entry) -> int:
+        if self.pooled_totals is not None:
+            count, total = self.pooled_totals
+            self.pooled_totals = (count + 1, total + Decimal(entry[2]))
+        return RuleState.insert(self, entry)
+
+    def pooled_sum(self, first: int, end: int) -> Decimal:
+        """The sum of ``pool[first:end]``'s amounts: from the pool's running sum when the
+        run is most of the pool (a payment in order on a busy key), else summed."""
+        pool = self.pool
+        if (end - first) * 2 <= len(pool):
+            return _amounts(pool[first:end])
+        if self.pooled_totals is None:
+            self.pooled_totals = (len(pool), _amounts(pool))
+        return self.pooled_totals[1] - _amounts(pool[:first]) - _amounts(pool[end:])
+
+    def _drop_oldest_pooled(self, count: int) -> None:
+        if self.pooled_totals is not None and count:
+            gone = _amounts(self.pool[:count])
+            self.pooled_totals = (self.pooled_totals[0] - count, self.pooled_totals[1] - gone)
+        RuleState._drop_oldest_pooled(self, count)
 
     def empty(self) -> bool:
         return not self.pool and not self.used and not self.buckets
@@ -535,6 +559,11 @@ class FirstSeenState(KeptState):
         event = RuleState.describe_entry(self, entry)
         event["value"] = event.pop("distinct", "")
         return event
+
+
+def _amounts(entries: Sequence[Entry]) -> Decimal:
+    """The sum of the entries' amounts."""
+    return sum((Decimal(e[2]) for e in entries), Decimal(0))
 
 
 def sequence_info(mask: int, values: Sequence[str]) -> str:

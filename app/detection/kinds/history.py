@@ -28,7 +28,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from app.detection.aggregates import Entry
+from app.detection.aggregates import Entry, Maximum
 from app.detection.kinds.base import Context, make_alert, own_state
 from app.detection.models import Alert, Payment
 from app.detection.rules import HistoryRule, Rule
@@ -102,13 +102,15 @@ def compare(rule: HistoryRule, state: HistoryState, payment: Payment) -> tuple[s
     count += before - first
     if count < rule.min_earlier:
         return None
-    for e in pool[first:before]:
-        amount = Decimal(e[2])
-        total += amount
-        if peak is None or amount > peak:
-            peak = amount
-    assert peak is not None
-    numerator, denominator = rule.statistic.of(count, total, peak)
+    if isinstance(rule.statistic, Maximum):
+        for e in pool[first:before]:
+            amount = Decimal(e[2])
+            if peak is None or amount > peak:
+                peak = amount
+    else:  # only the sum: from the pool's running sum on a busy key
+        total += state.pooled_sum(first, before)
+    # A maximum over at least one payment is never None; the other statistics ignore it.
+    numerator, denominator = rule.statistic.of(count, total, peak or Decimal(0))
     if not _COMPARE[rule.op](payment.amount * denominator, rule.factor * numerator):
         return None
     value = (numerator / denominator).quantize(_CENT)
