@@ -17,6 +17,7 @@ the worker refuses to start, naming the topic, both values and the command that 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from app.worker.kafka_security import kafka_options
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PARTITIONS = 8
 
@@ -114,7 +117,13 @@ async def topic_retentions(bootstrap: str, topics: Iterable[str]) -> dict[str, t
     found: dict[str, tuple[str, int]] = {}
     for response in responses:
         for error_code, _, _, name, entries in response.resources:
-            if error_code:
+            if error_code:  # e.g. not authorised: said, not fatal
+                log.warning(
+                    "cannot read the configuration of %r (error %d): its retention is not"
+                    " checked against FRAUD_STATE_RETENTION",
+                    name,
+                    error_code,
+                )
                 continue
             values = {entry[0]: entry[1] for entry in entries}
             found[str(name)] = (
