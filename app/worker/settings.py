@@ -459,7 +459,7 @@ DECLARED: tuple[Variable, ...] = (
         "state_sweep_interval_s",
         _positive_seconds,
         "Seconds between sweeps of the local state stores: a key not written for the state"
-        " retention (the longest rule window, the allowed lateness and a day) is forgotten"
+        " retention (`FRAUD_STATE_RETENTION`) is forgotten"
         " locally as its changelog forgets it, and counted in `fraud_state_keys_swept_total`.",
     ),
     Variable(
