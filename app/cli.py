@@ -40,7 +40,7 @@ from app.delivery.alert_writer import make_client
 from app.detection.models import iso_from_ms
 from app.detection.pan import contains_pan
 from app.detection.rulebook import RuleBook
-from app.detection.rules import Rule, RuleError, parse_rule
+from app.detection.rules import Rule, RuleError, check_retention, parse_rule
 from app.generator import PaymentGenerator, produce
 from app.history.evidence import run_backtest, shadow_evidence
 from app.rules_admin.topic import (
@@ -52,6 +52,7 @@ from app.rules_admin.topic import (
     with_status,
 )
 from app.worker.faust_app import app, settings
+from app.worker.settings import state_retention_ms
 
 
 def one_line(text: str) -> str:
@@ -231,7 +232,7 @@ RULE_ACTIONS = ("put", "list", "show", "pause", "activate", "delete", "backtest"
 
 
 def over_limits(new_rules: list[Rule], book: RuleBook) -> str | None:
-    """Why the workers would refuse these rules (size or count), or None."""
+    """Why the workers would refuse these rules (size, window or count), or None."""
     for rule in new_rules:
         size = len(rule.to_bytes())
         if size > settings.max_rule_bytes:
@@ -239,6 +240,13 @@ def over_limits(new_rules: list[Rule], book: RuleBook) -> str | None:
                 f"rule: {rule.rule_id} is {size} bytes, more than the limit of"
                 f" {settings.max_rule_bytes} (FRAUD_MAX_RULE_BYTES)"
             )
+    for rule in new_rules:
+        try:
+            check_retention(
+                rule, state_retention_ms(settings), int(settings.allowed_lateness_s * 1000)
+            )
+        except RuleError as exc:
+            return f"{rule.rule_id}: {exc}"
     ids = set(book.rules) | {rule.rule_id for rule in new_rules}
     if len(ids) > settings.max_rules:
         return (

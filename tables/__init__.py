@@ -8,18 +8,20 @@ from typing import Any, cast
 
 import faust
 
-from app.detection.rules import MAX_WINDOW_S
 from app.worker.faust_app import PARTITIONS, app, settings
+from app.worker.settings import state_retention_ms
 
 JSON_SCHEMA: faust.Schema[str, Any] = faust.Schema(key_serializer="json", value_serializer="json")
 
-# A key's changelog record outlives what any rule could still use of it: the longest
-# window a rule may have, the allowed lateness and a day's margin, counted from the
-# record's last write. A key seen once and never again (random card tokens) then leaves
-# the changelog, so a restore (a new or moved worker) does not carry it forever: compacted
-# *and* deleted by age. Faust applies this when it creates the topic; an existing
-# deployment's changelogs need it set once (docs/how-to/upgrade.md).
-STATE_RETENTION_MS = int((MAX_WINDOW_S + settings.allowed_lateness_s + 24 * 3600) * 1000)
+# A key's changelog record outlives what any rule could still use of it: the state
+# retention (FRAUD_STATE_RETENTION; by default the longest aggregate or sequence window,
+# the allowed lateness and a day's margin; no rule in force has a window and lateness
+# beyond it), counted from the record's last write. A key seen once and never again
+# (random card tokens) then leaves the changelog, so a restore (a new or moved worker)
+# does not carry it forever: compacted *and* deleted by age. Faust applies this when it
+# creates the topic; an existing deployment's changelogs need it set whenever it changes
+# (docs/how-to/upgrade.md).
+STATE_RETENTION_MS = state_retention_ms(settings)
 STATE_TOPIC_CONFIGS = {"cleanup.policy": "compact,delete", "retention.ms": str(STATE_RETENTION_MS)}
 
 # The state of each card: newest event time and every card-keyed rule's pool of

@@ -1,14 +1,15 @@
 """The local stores forget what the changelogs forget.
 
-A state table's changelog is compacted and deleted by age (``tables.STATE_RETENTION_MS``:
-the longest window a rule may have, the allowed lateness and a day, counted from a key's
-last write), so a worker that restores (a new or moved one) no longer has a key nobody
-wrote for that long. A worker that keeps running would: random card tokens seen once
-would grow its RocksDB, and every key it holds, without bound. Every
-``FRAUD_STATE_SWEEP_INTERVAL`` seconds this sweep deletes such keys from the local stores
-by the same clock, the wall-clock time of the key's last write (``w`` in a state, the
-newest alert's ``detected_at`` in ``card-alerts``), so a worker's stores hold what a
-restore would give it.
+A state table's changelog is compacted and deleted by age (``tables.STATE_RETENTION_MS``,
+the state retention ``FRAUD_STATE_RETENTION``: by default the longest aggregate or sequence
+window, the allowed lateness and a day, and never less than the longest window of a rule in
+force and the lateness; counted from a key's last write), so a worker that restores (a new
+or moved one) no longer has a key nobody wrote for that long. A worker that keeps running
+would: random card tokens seen once would grow its RocksDB, and every key it holds, without
+bound. Every ``FRAUD_STATE_SWEEP_INTERVAL`` seconds this sweep deletes such keys from the
+local stores by the same clock, the wall-clock time of the key's last write (``w`` in a
+state, the newest alert's ``detected_at`` in ``card-alerts``), so a worker's stores hold
+what a restore would give it.
 
 Why the write time and not event time: lateness is judged per key, so a key's own clock
 may lag its partition's by any amount, and a backlog replayed days late has old event

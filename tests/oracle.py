@@ -214,15 +214,15 @@ def _earlier(p: Payment, others: Sequence[Payment], window_ms: int) -> list[Paym
 def _received(
     arrivals: Sequence[Payment], rule: Rule
 ) -> Iterator[tuple[str, Payment, list[Payment]]]:
-    """(key, payment, the key's payments received before it within the window before it in
-    event time) for each payment of ``arrivals`` but redeliveries."""
+    """(key, payment, the key's payments received before it) for each payment of
+    ``arrivals`` but redeliveries."""
     received: dict[str, list[Payment]] = {}
     for p in arrivals:
         key = rule.group_key(p)
         before = received.setdefault(key, [])
         if any(q.txn_id == p.txn_id for q in before):
             continue
-        yield key, p, _earlier(p, before, rule.window_ms)
+        yield key, p, list(before)
         before.append(p)
 
 
@@ -234,7 +234,8 @@ def first_seen_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str
     assert isinstance(rule, FirstSeenRule)
     conditions = rule.to_json()["filter"]
     found: list[tuple[str, str]] = []
-    for key, p, earlier in _received(arrivals, rule):
+    for key, p, before in _received(arrivals, rule):
+        earlier = _earlier(p, before, rule.window_ms)
         value = p.field(rule.field)
         if (
             all(holds(c, p) for c in conditions)
@@ -296,16 +297,27 @@ def _statistic(name: str, amounts: list[Decimal]) -> Fraction:
     return sum(exact, Fraction(0))
 
 
+def history_bucket_ms(window_s: float) -> int:
+    """The width of a history rule's buckets as the rule format states it: a sixtieth of the
+    window in whole seconds, at least one."""
+    return max(1, int(window_s) // 60) * 1000
+
+
 def history_oracle(arrivals: Sequence[Payment], rule: Rule) -> list[tuple[str, str]]:
     """The history rule's alerts, (key, txn id), for payments decided in ``arrivals`` order
     (none late): a payment alerts when it passes the filter (read from the rule's JSON) and
-    the key's payments received before it hold at least ``min_earlier`` within the window
-    before it in event time, whose statistic, in exact rationals, compares with its amount."""
+    the key's payments received before it hold at least ``min_earlier`` that come before it
+    in event time (ties by txn id) at or after the start of its window rounded down to the
+    bucket width (``ts >= (p.ts - window) // width * width``), whose statistic, in exact
+    rationals, compares with its amount. A redelivered txn id changes nothing."""
     assert isinstance(rule, HistoryRule)
     body = rule.to_json()
+    width = history_bucket_ms(body["window"])
+    window_ms = int(Fraction(str(body["window"])) * 1000)
     found: list[tuple[str, str]] = []
-    for key, p, earlier in _received(arrivals, rule):
-        amounts = [q.amount for q in earlier]
+    for key, p, before in _received(arrivals, rule):
+        start = (p.ts_ms - window_ms) // width * width
+        amounts = [q.amount for q in before if _order(q) < _order(p) and q.ts_ms >= start]
         if all(holds(c, p) for c in body["filter"]) and len(amounts) >= body["min_earlier"]:
             bound = Fraction(body["factor"]) * _statistic(body["statistic"], amounts)
             amount = Fraction(p.amount)

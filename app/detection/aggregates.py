@@ -175,8 +175,9 @@ class Statistic:
 
     text: ClassVar[str] = ""
 
-    def fraction(self, amounts: list[Decimal]) -> tuple[Decimal, int]:
-        """(numerator, denominator) of the statistic over ``amounts`` (never empty)."""
+    def of(self, count: int, total: Decimal, peak: Decimal) -> tuple[Decimal, int]:
+        """(numerator, denominator) of the statistic of ``count`` amounts (at least one)
+        summing to ``total``, the largest ``peak``: all a history rule keeps of them."""
         raise NotImplementedError
 
 
@@ -184,24 +185,24 @@ class Statistic:
 class Average(Statistic):
     text: ClassVar[str] = "avg(amount)"
 
-    def fraction(self, amounts: list[Decimal]) -> tuple[Decimal, int]:
-        return sum(amounts, Decimal(0)), len(amounts)
+    def of(self, count: int, total: Decimal, peak: Decimal) -> tuple[Decimal, int]:
+        return total, count
 
 
 @dataclass(frozen=True, slots=True)
 class Maximum(Statistic):
     text: ClassVar[str] = "max(amount)"
 
-    def fraction(self, amounts: list[Decimal]) -> tuple[Decimal, int]:
-        return max(amounts), 1
+    def of(self, count: int, total: Decimal, peak: Decimal) -> tuple[Decimal, int]:
+        return peak, 1
 
 
 @dataclass(frozen=True, slots=True)
 class Total(Statistic):
     text: ClassVar[str] = "sum(amount)"
 
-    def fraction(self, amounts: list[Decimal]) -> tuple[Decimal, int]:
-        return sum(amounts, Decimal(0)), 1
+    def of(self, count: int, total: Decimal, peak: Decimal) -> tuple[Decimal, int]:
+        return total, 1
 
 
 STATISTICS: dict[str, Statistic] = {s.text: s for s in (Average(), Maximum(), Total())}

@@ -22,7 +22,13 @@ from decimal import Decimal
 from app.detection.keys import group_record_key
 from app.detection.models import Payment
 from app.detection.pan import redact_text_cut
-from app.detection.rules import DEFAULT_MAX_RULE_BYTES, Rule, RuleError, parse_rule_bytes
+from app.detection.rules import (
+    DEFAULT_MAX_RULE_BYTES,
+    Rule,
+    RuleError,
+    check_retention,
+    parse_rule_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,11 @@ class RuleBook:
     high_value_amount: Decimal = Decimal("1000")
     max_rules: int = 100
     max_rule_bytes: int = DEFAULT_MAX_RULE_BYTES
+    # The state retention and the allowed lateness (FRAUD_STATE_RETENTION and
+    # FRAUD_ALLOWED_LATENESS): a rule whose window and the lateness exceed the retention is a
+    # poison record. None: no limit beyond the rule format's.
+    state_retention_ms: int | None = None
+    allowed_lateness_ms: int = 0
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     # Until ``loaded``: per rules-topic partition not yet read to the end offset it had at
     # start, (consumer position, that end offset); what /readyz shows while it waits.
@@ -90,6 +101,8 @@ class RuleBook:
             return f"deleted {rule_id}"
         try:
             rule = parse_rule_bytes(value, self.max_rule_bytes)
+            if self.state_retention_ms is not None:
+                check_retention(rule, self.state_retention_ms, self.allowed_lateness_ms)
         except RuleError as exc:
             self.poison_records += 1
             log.warning("ignored invalid rule record %r: %s", rule_id[:80], exc)

@@ -60,6 +60,7 @@ __all__ = [
     "RuleError",
     "SequenceRule",
     "Step",
+    "check_retention",
     "parse_rule",
     "parse_rule_bytes",
 ]
@@ -71,6 +72,10 @@ STATUSES = ("active", "shadow", "paused")
 SEVERITIES = ("low", "medium", "high", "critical")
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_WINDOW_S = 7 * 24 * 3600
+# The longest window of the kinds that remember a key's history compactly (history and
+# first-seen rules): a year. A worker refuses any window longer than its state retention
+# allows (``check_retention``).
+MAX_KEY_HISTORY_WINDOW_S = 366 * 24 * 3600
 # The most events a count or distinct count may need; a key keeps at least this many.
 MAX_COUNT_THRESHOLD = 1000
 # What every kind of rule has.
@@ -371,6 +376,12 @@ class HistoryRule(KeyHistoryRule):
             "severity": self.severity,
         }
 
+    @property
+    def bucket_ms(self) -> int:
+        """The width of the time buckets the key's older payments are folded into: a
+        sixtieth of the window in whole seconds, at least one (a 60-day window: a day)."""
+        return max(1000, self.window_ms // 60 // 1000 * 1000)
+
     def summary(self) -> dict[str, str]:
         return {
             "aggregate": f"amount {self.op} {self.factor} * {self.statistic.text}",
@@ -401,12 +412,13 @@ def _aggregate(raw: Mapping[str, Any]) -> Aggregate:
 
 def _window_ms(raw: Mapping[str, Any]) -> int:
     window = raw.get("window")
-    if (
-        isinstance(window, bool)
-        or not isinstance(window, int | float)
-        or not 0 < window <= MAX_WINDOW_S
-    ):
-        raise RuleError("window", f"must be a number of seconds in (0, {MAX_WINDOW_S}]")
+    longest = (
+        MAX_KEY_HISTORY_WINDOW_S
+        if raw.get("kind") in (FirstSeenRule.kind, HistoryRule.kind)
+        else MAX_WINDOW_S
+    )
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window <= longest:
+        raise RuleError("window", f"must be a number of seconds in (0, {longest}]")
     return int(Decimal(str(window)) * 1000)
 
 
@@ -553,6 +565,18 @@ def parse_rule(raw: object) -> Rule:
         what = "a rule field" if kind == AggregateRule.kind else f"a field of a {kind} rule"
         raise RuleError(sorted(unknown)[0], f"is not {what}")
     return parse(raw, _common(raw))
+
+
+def check_retention(rule: Rule, retention_ms: int, lateness_ms: int) -> None:
+    """Refuse (naming ``window``) a rule whose window and the allowed lateness exceed the
+    state retention (``FRAUD_STATE_RETENTION``): a key quiet for its window would lose its
+    state before the window ends."""
+    if rule.window_ms + lateness_ms > retention_ms:
+        raise RuleError(
+            "window",
+            f"{rule.window_ms / 1000:g} s and the allowed lateness ({lateness_ms / 1000:g} s)"
+            f" exceed the state retention, {retention_ms / 1000:g} s (FRAUD_STATE_RETENTION)",
+        )
 
 
 DEFAULT_MAX_RULE_BYTES = 16 * 1024

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from app.detection.aggregates import Entry, Window
 from app.detection.models import iso_from_ms
+
+# A history rule's bucket of folded payments: [index (ts_ms // width), count, sum, max].
+Bucket = list[Any]
 
 
 @dataclass(slots=True)
@@ -300,10 +305,172 @@ class KeptState(RuleState):
 
 @dataclass(slots=True)
 class HistoryState(KeptState):
-    """A history rule's memory of one key: every payment of the key within the window and
-    the lateness, its amount in each entry, and the payments that alerted."""
+    """A history rule's memory of one key: its recent payments one by one, older ones
+    folded into time buckets.
+
+    Payments within the allowed lateness of the key's newest event time stay in the pool,
+    one entry each (amount in each), because a payment from the past may still fall
+    between them. Older ones are folded into ``buckets``: per bucket of ``width_ms`` of
+    event time (aligned on the epoch), ``[index, count, sum, max]`` of their amounts, where
+    ``index`` is ``ts_ms // width_ms``. A payment that is not late comes after all of
+    them, so that is all it can still ask of them; a bucket whose end is older than
+    ``newest - lateness - window`` (rounded down to a bucket) is forgotten. The state is
+    then at most ``window / width + 2`` buckets and the payments of the lateness, whatever
+    the key's rate. ``used`` holds the payments that alerted, as every rule state's does,
+    for as long as a redelivery of them is not late.
+
+    A state stored before buckets (every payment of the window in the pool) loads as is:
+    its payments older than the lateness are folded on its next payment."""
 
     kind: ClassVar[str] = "history"
+    buckets: list[Bucket] = field(default_factory=list)
+    # The bucket width the buckets were folded with: the rule's (``HistoryRule.bucket_ms``,
+    # set by the kind); 0 in a state stored before buckets, until the kind sets it.
+    width_ms: int = 0
+    # Count and sum over every bucket, derived (None: to be computed).
+    totals: tuple[int, Decimal] | None = field(default=None, repr=False, compare=False)
+    # (index, max) with decreasing maxima: the max over the buckets from an index on is
+    # that of the first with an index at least it; derived (None: to be computed).
+    peaks: deque[tuple[int, Decimal]] | None = field(default=None, repr=False, compare=False)
+    # Count and sum of the pooled amounts, derived (None: to be computed).
+    pooled_totals: tuple[int, Decimal] | None = field(default=None, repr=False, compare=False)
+
+    def size(self) -> int:
+        return len(self.pool) + len(self.used) + len(self.buckets)
+
+    def insert(self, entry: Entry) -> int:
+        if self.pooled_totals is not None:
+            count, total = self.pooled_totals
+            self.pooled_totals = (count + 1, total + Decimal(entry[2]))
+        return RuleState.insert(self, entry)
+
+    def pooled_sum(self, first: int, end: int) -> Decimal:
+        """The sum of ``pool[first:end]``'s amounts: from the pool's running sum when the
+        run is most of the pool (a payment in order on a busy key), else summed."""
+        pool = self.pool
+        if (end - first) * 2 <= len(pool):
+            return _amounts(pool[first:end])
+        if self.pooled_totals is None:
+            self.pooled_totals = (len(pool), _amounts(pool))
+        return self.pooled_totals[1] - _amounts(pool[:first]) - _amounts(pool[end:])
+
+    def _drop_oldest_pooled(self, count: int) -> None:
+        if self.pooled_totals is not None and count:
+            gone = _amounts(self.pool[:count])
+            self.pooled_totals = (self.pooled_totals[0] - count, self.pooled_totals[1] - gone)
+        RuleState._drop_oldest_pooled(self, count)
+
+    def empty(self) -> bool:
+        return not self.pool and not self.used and not self.buckets
+
+    def folded(self, first_index: int) -> tuple[int, Decimal, Decimal | None]:
+        """(count, sum, max) of the folded payments in the buckets from ``first_index`` on."""
+        if self.totals is None:
+            self.totals = (
+                sum(b[1] for b in self.buckets),
+                sum((b[2] for b in self.buckets), Decimal(0)),
+            )
+        count, total = self.totals
+        for b in self.buckets:  # the few oldest, which only the window's start excludes
+            if b[0] >= first_index:
+                break
+            count -= b[1]
+            total -= b[2]
+        peaks = self._peaks()
+        peak = next((m for index, m in peaks if index >= first_index), None)
+        return count, total, peak
+
+    def _peaks(self) -> deque[tuple[int, Decimal]]:
+        if self.peaks is None:
+            self.peaks = deque()
+            for b in self.buckets:
+                self._push_peak(b[0], b[3])
+        return self.peaks
+
+    def _push_peak(self, index: int, peak: Decimal) -> None:
+        assert self.peaks is not None
+        while self.peaks and self.peaks[-1][1] <= peak:
+            self.peaks.pop()
+        self.peaks.append((index, peak))
+
+    def expire_at(self, newest: int, lateness_ms: int, window_ms: int) -> None:
+        fold = newest - lateness_ms
+        pool = self.pool
+        width = self.width_ms
+        if width and pool and pool[0][0] < fold:
+            count = bisect.bisect_left(pool, (fold,))
+            buckets = self.buckets
+            for e in pool[:count]:  # in event-time order: each goes in the last bucket or after
+                index, amount = e[0] // width, Decimal(e[2])
+                if buckets and buckets[-1][0] == index:
+                    last = buckets[-1]
+                    last[1] += 1
+                    last[2] += amount
+                    last[3] = max(last[3], amount)
+                else:
+                    buckets.append([index, 1, amount, amount])
+                if self.totals is not None:
+                    self.totals = (self.totals[0] + 1, self.totals[1] + amount)
+                if self.peaks is not None:
+                    self._push_peak(index, amount)
+            self._drop_oldest_pooled(count)
+        if self.buckets and width:
+            # No payment that is not late has a window starting in an older bucket.
+            first = (fold - window_ms) // width
+            if self.buckets[0][0] < first:
+                drop = bisect.bisect_left(self.buckets, [first])
+                gone = self.buckets[:drop]
+                del self.buckets[:drop]
+                if self.totals is not None:
+                    self.totals = (
+                        self.totals[0] - sum(b[1] for b in gone),
+                        self.totals[1] - sum((b[2] for b in gone), Decimal(0)),
+                    )
+                while self.peaks and self.peaks[0][0] < first:
+                    self.peaks.popleft()
+        # The payments that alerted matter as long as a redelivery is not late.
+        self.expire(fold, lateness_ms // 8)
+
+    def evict_oldest(self, count: int) -> None:
+        """The oldest buckets go first (they are older than every pooled payment)."""
+        drop = min(count, len(self.buckets))
+        del self.buckets[:drop]
+        self.totals = self.peaks = None
+        if count > drop:
+            RuleState.evict_oldest(self, count - drop)
+
+    def to_json(self) -> dict[str, Any]:
+        body = RuleState.to_json(self)
+        if self.width_ms:
+            body["bw"] = self.width_ms
+        if self.buckets:
+            body["b"] = [
+                [index, n, str(total), str(peak)] for index, n, total, peak in self.buckets
+            ]
+        return body
+
+    def load_extra(self, body: dict[str, Any]) -> None:
+        self.width_ms = int(body.get("bw", 0))
+        self.buckets = [
+            [int(index), int(n), Decimal(total), Decimal(peak)]
+            for index, n, total, peak in body.get("b", [])
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        described = RuleState.describe(self)
+        # The payments folded before the pending ones, per bucket, oldest first.
+        described["buckets"] = [
+            {
+                "from": iso_from_ms(index * self.width_ms),
+                "from_ms": index * self.width_ms,
+                "width_ms": self.width_ms,
+                "count": n,
+                "sum": str(total),
+                "max": str(peak),
+            }
+            for index, n, total, peak in self.buckets
+        ]
+        return described
 
 
 @dataclass(slots=True)
@@ -392,6 +559,11 @@ class FirstSeenState(KeptState):
         event = RuleState.describe_entry(self, entry)
         event["value"] = event.pop("distinct", "")
         return event
+
+
+def _amounts(entries: Sequence[Entry]) -> Decimal:
+    """The sum of the entries' amounts."""
+    return sum((Decimal(e[2]) for e in entries), Decimal(0))
 
 
 def sequence_info(mask: int, values: Sequence[str]) -> str:

@@ -15,9 +15,10 @@ from aiohttp import web
 from faust.web import Request, Response, View
 
 from app.detection.rulebook import rulebook
-from app.detection.rules import RuleError, parse_rule, parse_rule_bytes
+from app.detection.rules import RuleError, check_retention, parse_rule, parse_rule_bytes
 from app.rules_admin.topic import bootstrap_servers, publish
 from app.worker.faust_app import app, settings
+from app.worker.settings import state_retention_ms
 
 
 def token_ok(request: Request) -> bool:
@@ -82,6 +83,10 @@ class RuleView(RulesApiView):
             body.setdefault("version", current + 1)
         try:
             rule = parse_rule(body)
+            # What the workers will refuse: a window their state retention cannot keep.
+            check_retention(
+                rule, state_retention_ms(settings), int(settings.allowed_lateness_s * 1000)
+            )
         except RuleError as exc:
             return self.problem(400, str(exc), field=exc.field)
         if rule.rule_id != rule_id:

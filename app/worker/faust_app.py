@@ -17,10 +17,13 @@ from app.worker.kafka_security import faust_credentials
 from app.worker.partition_check import (
     DEFAULT_PARTITIONS,
     PartitionMismatch,
+    RetentionTooShort,
+    check_retentions,
     existing_partition_counts,
     plan_partitions,
+    topic_retentions,
 )
-from app.worker.settings import Settings, SettingsError, load_settings
+from app.worker.settings import Settings, SettingsError, load_settings, state_retention_ms
 from app.worker.stats import stats
 from app.worker.transport import PRODUCE_BATCH_BYTES, BatchHandler, Transport
 
@@ -39,6 +42,8 @@ def _settings_or_exit() -> Settings:
 settings = _settings_or_exit()
 rulebook.max_rules = settings.max_rules
 rulebook.max_rule_bytes = settings.max_rule_bytes
+rulebook.state_retention_ms = state_retention_ms(settings)
+rulebook.allowed_lateness_ms = int(settings.allowed_lateness_s * 1000)
 failures.max_internal_errors_per_minute = settings.max_internal_errors_per_minute
 # Until the topics have been asked (FraudApp.on_first_start), the configured count.
 PARTITIONS = settings.partitions or DEFAULT_PARTITIONS
@@ -84,6 +89,19 @@ class FraudApp(faust.App):
         except PartitionMismatch as exc:
             # One line, then stop: a worker on mismatched partitions would crash-loop
             # past payments while looking alive.
+            log.critical("fraud-detection: refusing to start: %s", exc)
+            print(f"fraud-detection: refusing to start: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        # The state changelogs (those with a retention of their own) must keep it.
+        stateful = [
+            t.changelog_topic.get_topic_name()
+            for t in self.tables.values()
+            if "retention.ms" in t.extra_topic_configs
+        ]
+        retentions = await retry.run(lambda: topic_retentions(bootstrap, stateful))
+        try:
+            check_retentions(retentions, state_retention_ms(settings))
+        except RetentionTooShort as exc:
             log.critical("fraud-detection: refusing to start: %s", exc)
             print(f"fraud-detection: refusing to start: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None

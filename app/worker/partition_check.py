@@ -7,22 +7,36 @@ fails (``PartitionsMismatch``), the agent crashes, Faust restarts it past the re
 and commits: a crash loop that drops payments. So the worker checks before it
 consumes anything and refuses to start, in one line naming both numbers; when the
 setting is unset it takes the payments topic's own count and says so.
+
+Likewise the state changelogs' retention: Faust sets ``retention.ms`` (the state retention,
+``FRAUD_STATE_RETENTION``) only when it creates a changelog. A changelog that exists with a
+shorter one (created before the setting was raised for a 60-day rule) would forget, on the
+next restore, the keys quiet for longer than it, while the worker's own sweep keeps them:
+the worker refuses to start, naming the topic, both values and the command that fixes it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from app.worker.kafka_security import kafka_options
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PARTITIONS = 8
 
 
 class PartitionMismatch(RuntimeError):
     """The configured or derived partition count disagrees with a topic that exists."""
+
+
+class RetentionTooShort(RuntimeError):
+    """A state changelog that exists deletes records sooner than the state retention."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +101,46 @@ def plan_partitions(
                 f" or use {count} partitions)"
             )
     return plan
+
+
+async def topic_retentions(bootstrap: str, topics: Iterable[str]) -> dict[str, tuple[str, int]]:
+    """(cleanup.policy, retention.ms) of each of ``topics`` that exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())  # never name a missing topic (see above)
+        wanted = [topic for topic in topics if topic in existing]
+        resources = [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in wanted]
+        responses = await admin.describe_configs(resources) if wanted else []
+    finally:
+        await admin.close()
+    found: dict[str, tuple[str, int]] = {}
+    for response in responses:
+        for error_code, _, _, name, entries in response.resources:
+            if error_code:  # e.g. not authorised: said, not fatal
+                log.warning(
+                    "cannot read the configuration of %r (error %d): its retention is not"
+                    " checked against FRAUD_STATE_RETENTION",
+                    name,
+                    error_code,
+                )
+                continue
+            values = {entry[0]: entry[1] for entry in entries}
+            found[str(name)] = (
+                str(values.get("cleanup.policy", "")),
+                int(values.get("retention.ms") or -1),
+            )
+    return found
+
+
+def check_retentions(existing: Mapping[str, tuple[str, int]], retention_ms: int) -> None:
+    """:class:`RetentionTooShort` if a changelog of ``existing`` deletes by age (its cleanup
+    policy has ``delete``) sooner than ``retention_ms`` (-1: never deletes by age)."""
+    for topic, (policy, found_ms) in sorted(existing.items()):
+        if "delete" in policy.split(",") and 0 <= found_ms < retention_ms:
+            raise RetentionTooShort(
+                f"changelog {topic!r} has retention.ms={found_ms} but FRAUD_STATE_RETENTION"
+                f" needs {retention_ms}: a restore would lose the keys quiet for longer; run"
+                f" kafka-configs.sh --alter --entity-type topics --entity-name {topic}"
+                f" --add-config retention.ms={retention_ms} (docs/how-to/upgrade.md)"
+            )

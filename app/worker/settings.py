@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from app.detection.engine import MAX_KEY_EVENTS
-from app.detection.rules import MAX_COUNT_THRESHOLD
+from app.detection.rules import MAX_COUNT_THRESHOLD, MAX_KEY_HISTORY_WINDOW_S, MAX_WINDOW_S
 
 PREFIX = "FRAUD_"
 
@@ -74,6 +74,10 @@ class Settings:
     # How often the local stores forget keys the changelogs' retention forgets (tables.sweep).
     state_sweep_interval_s: float = 3600.0
     max_rule_bytes: int = 16 * 1024
+    # How long a key's state outlives its last write (changelog retention.ms and the local
+    # stores' sweep); None: the longest aggregate or sequence window (7 days), the allowed
+    # lateness and a day. A rule whose window and the lateness exceed it is refused.
+    state_retention_s: float | None = None
     # /healthz fails while more records than this are dead-lettered as internal_error
     # within a minute.
     max_internal_errors_per_minute: int = 10
@@ -455,8 +459,19 @@ DECLARED: tuple[Variable, ...] = (
         "state_sweep_interval_s",
         _positive_seconds,
         "Seconds between sweeps of the local state stores: a key not written for the state"
-        " retention (the longest rule window, the allowed lateness and a day) is forgotten"
+        " retention (`FRAUD_STATE_RETENTION`) is forgotten"
         " locally as its changelog forgets it, and counted in `fraud_state_keys_swept_total`.",
+    ),
+    Variable(
+        "STATE_RETENTION",
+        "state_retention_s",
+        _positive_seconds,
+        "Seconds a key's state outlives its last write: the changelogs' `retention.ms` and"
+        " the local stores' sweep. Unset: the longest aggregate or sequence window (7 days),"
+        " the allowed lateness and a day. At least those 7 days and the lateness (checked at"
+        " start-up); a history or first-seen rule whose window and the lateness exceed it is"
+        " refused naming `window` (CLI, API, workers). Set it above your longest window (e.g."
+        " 5 270 400 for 60 days) for a card quiet for most of it to keep its history.",
     ),
     Variable(
         "MAX_RULE_BYTES",
@@ -574,7 +589,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     loaded = replace(Settings(), **values)  # type: ignore[arg-type]
     _check_kafka_security(loaded)
     _check_clock_bounds(loaded)
+    _check_state_retention(loaded)
     return loaded
+
+
+def state_retention_ms(settings: Settings) -> int:
+    """How long a key's state outlives its last write (``FRAUD_STATE_RETENTION``)."""
+    if settings.state_retention_s is not None:
+        return int(settings.state_retention_s * 1000)
+    return int((MAX_WINDOW_S + settings.allowed_lateness_s + 24 * 3600) * 1000)
+
+
+def _check_state_retention(settings: Settings) -> None:
+    """Every aggregate or sequence rule (windows up to 7 days) must keep its state."""
+    retention = settings.state_retention_s
+    if retention is None:
+        return
+    least = MAX_WINDOW_S + settings.allowed_lateness_s
+    if retention < least:
+        raise SettingsError(
+            f"{PREFIX}STATE_RETENTION={retention:g}: must be at least {least:g}, the longest"
+            f" aggregate or sequence window ({MAX_WINDOW_S} s) and {PREFIX}ALLOWED_LATENESS"
+        )
+    if retention > MAX_KEY_HISTORY_WINDOW_S + settings.allowed_lateness_s + 24 * 3600:
+        raise SettingsError(
+            f"{PREFIX}STATE_RETENTION={retention:g}: more than the longest window a rule may"
+            f" have ({MAX_KEY_HISTORY_WINDOW_S} s), the allowed lateness and a day"
+        )
 
 
 def _check_clock_bounds(settings: Settings) -> None:

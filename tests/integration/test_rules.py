@@ -36,6 +36,7 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-not-a-secret"
+LONG_HISTORY = REPO / "examples" / "rules" / "long-history.yaml"
 
 
 def rule_on(worker: Worker, rule_id: str) -> tuple[int, Any]:
@@ -298,6 +299,9 @@ def test_cli_refuses_a_bad_rule_an_unknown_id_a_missing_topic_and_bad_usage_in_o
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**country_pair_rule("x", "GB"), "aggregate": "median(amount)"}))
     assert_one_error_line(cli(pipeline, worker, "put", str(bad)), 1, "aggregate")
+    assert_one_error_line(
+        cli(pipeline, worker, "put", str(LONG_HISTORY)), 1, "window", "FRAUD_STATE_RETENTION"
+    )
     assert_one_error_line(cli(pipeline, worker, "frobnicate"), 2, "'frobnicate'")
     for action in ("show", "pause", "activate", "delete"):
         unknown = cli(pipeline, worker, action, "no-such-rule")
@@ -426,6 +430,9 @@ def test_every_rule_kind_alerts_on_real_kafka_explains_itself_and_is_refused_by_
             "steps": [{}, {"filter": [{"field": "ip", "op": "==", "ref": "steps[1].ip"}]}],
         }
         refused = http("PUT", f"{base}/rules/bad-sequence/", bad, token=TOKEN)
+        # A 60-day history the default state retention (8 days) cannot keep.
+        (long,) = [r for r in load_rule_file(LONG_HISTORY) if r.kind == "history"]
+        too_long = http("PUT", f"{base}/rules/{long.rule_id}/", long.to_json(), token=TOKEN)
     finally:
         worker.stop()
     sequence = by_rule["testing-then-cash-out"]
@@ -442,6 +449,8 @@ def test_every_rule_kind_alerts_on_real_kafka_explains_itself_and_is_refused_by_
     assert [e["value"] for e in seen["pending"]] == ["phone", "laptop"]
     assert [a["txn_id"] for a in seen["alerted"]] == ["k-new"]
     assert refused[0] == 400 and refused[1]["field"] == "steps[1].filter[0].ref"
+    assert too_long[0] == 400 and too_long[1]["field"] == "window"
+    assert "FRAUD_STATE_RETENTION" in too_long[1]["error"]
 
 
 def alerts_input(payments: list[Payment]) -> list[tuple[bytes, bytes]]:

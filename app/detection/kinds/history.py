@@ -1,18 +1,23 @@
 """History rules: a payment compared with its key's own earlier payments.
 
 A payment alerts when it passes the rule's filter, the key has at least ``min_earlier``
-payments within ``[ts - window, ts)`` before it (event-time order, ties by ``txn_id``), and
-its amount compares (``op``) with ``factor`` times the statistic of their amounts:
-``amount > 10 * avg(amount)``. The comparison is exact: an average is compared as
-``amount * n`` against ``factor * sum``. Every payment of the key is history, whether or not
-it passes the filter, and a payment that alerted stays history for the next. As for
-first-seen rules, a payment is decided at once on the payments the key has received
-(``docs/reference/rule-format.md#history``).
+earlier payments in its history, and its amount compares (``op``) with ``factor`` times the
+statistic of their amounts: ``amount > 10 * avg(amount)``. The comparison is exact: an
+average is compared as ``amount * n`` against ``factor * sum``. Every payment of the key is
+history, whether or not it passes the filter, and a payment that alerted stays history for
+the next. As for first-seen rules, a payment is decided at once on the payments the key has
+received (``docs/reference/rule-format.md#history``).
 
-The key's state (``HistoryState``) is its payments within the window and the lateness, one
-entry each, bounded by the key's bound (``MAX_KEY_EVENTS``: past it the oldest are
-forgotten, and the statistic is over the payments remembered). A decision reads the
-payments of the window before it: O(payments in the window).
+A payment's history is the key's payments received before it that come before it in event
+time (ties by ``txn_id``) at or after the start of its window *rounded down to the rule's
+bucket* (``HistoryRule.bucket_ms``, a sixtieth of the window): with ``w`` the bucket width,
+``ts >= (payment.ts - window) // w * w``. So every payment within the window counts, and so
+do those of the window's oldest bucket before its start (at most ``w`` older).
+
+The key's state (``HistoryState``) keeps the payments within the lateness one by one and
+folds older ones into buckets of ``w`` (count, sum, max): at most ``window / w + 2``
+buckets, and a decision reads the pooled payments of the lateness and a few buckets, not
+every payment of the window.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from app.detection.aggregates import Entry
+from app.detection.aggregates import Entry, Maximum
 from app.detection.kinds.base import Context, make_alert, own_state
 from app.detection.models import Alert, Payment
 from app.detection.rules import HistoryRule, Rule
@@ -40,7 +45,12 @@ _CENT = Decimal("0.01")
 
 class HistoryKind:
     def state(self, rule: Rule, held: RuleState | None) -> RuleState:
-        return own_state(HistoryState, rule, held)
+        assert isinstance(rule, HistoryRule)
+        rule_state = own_state(HistoryState, rule, held)
+        assert isinstance(rule_state, HistoryState)
+        if not rule_state.width_ms:  # new, or stored before buckets
+            rule_state.width_ms = rule.bucket_ms
+        return rule_state
 
     def apply(
         self, rule: Rule, rule_state: RuleState, payment: Payment, fingerprint: str, ctx: Context
@@ -81,16 +91,27 @@ KIND = HistoryKind()
 
 def compare(rule: HistoryRule, state: HistoryState, payment: Payment) -> tuple[str, int] | None:
     """(the statistic to the cent, how many earlier payments) if the payment's amount
-    compares with the statistic of the key's earlier payments within the window as the
-    rule says; None if not, or if there are fewer than ``min_earlier`` of them."""
+    compares with the statistic of its history (see the module) as the rule says; None if
+    not, or if there are fewer than ``min_earlier`` earlier payments."""
+    width = state.width_ms or rule.bucket_ms
+    first_index = (payment.ts_ms - rule.window_ms) // width
+    count, total, peak = state.folded(first_index)
     pool = state.pool
     before = bisect.bisect_left(pool, (payment.ts_ms, payment.txn_id))
-    first = bisect.bisect_left(pool, (payment.ts_ms - rule.window_ms,))
-    if before - first < rule.min_earlier:
+    first = bisect.bisect_left(pool, (first_index * width,))
+    count += before - first
+    if count < rule.min_earlier:
         return None
-    amounts = [Decimal(e[2]) for e in pool[first:before]]
-    numerator, denominator = rule.statistic.fraction(amounts)
+    if isinstance(rule.statistic, Maximum):
+        for e in pool[first:before]:
+            amount = Decimal(e[2])
+            if peak is None or amount > peak:
+                peak = amount
+    else:  # only the sum: from the pool's running sum on a busy key
+        total += state.pooled_sum(first, before)
+    # A maximum over at least one payment is never None; the other statistics ignore it.
+    numerator, denominator = rule.statistic.of(count, total, peak or Decimal(0))
     if not _COMPARE[rule.op](payment.amount * denominator, rule.factor * numerator):
         return None
     value = (numerator / denominator).quantize(_CENT)
-    return str(value), len(amounts)
+    return str(value), count

@@ -8,10 +8,12 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from app.detection.engine import MAX_KEY_EVENTS, KeyState, evaluate
 from app.detection.models import Alert, Payment
 from app.detection.rules import SEED_RULE, AggregateRule, Rule
+from app.detection.state import HistoryState
 from tests import factories
 
 LATENESS_MS = 60_000
@@ -86,6 +88,9 @@ def assert_derived_state_matches_the_pool(state: KeyState, rules: Sequence[Rule]
         assert pool == sorted(pool)
         if rule_state.pooled is not None:
             assert rule_state.pooled == {e[1]: e[5] for e in pool}
+        if isinstance(rule_state, HistoryState) and rule_state.pooled_totals is not None:
+            amounts = [Decimal(e[2]) for e in pool]
+            assert rule_state.pooled_totals == (len(amounts), sum(amounts, Decimal(0)))
         rule = by_id[rule_id]
         if not isinstance(rule, AggregateRule):
             continue

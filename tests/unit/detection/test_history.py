@@ -71,11 +71,13 @@ def payment(txn: int, card: str, amount: str, ts_ms: int) -> Payment:
 
 
 @st.composite
-def streams(draw: st.DrawFn, max_size: int = 30) -> list[Payment]:
-    ts = BASE_MS
+def streams(
+    draw: st.DrawFn, max_size: int = 30, steps: list[int] = TS_STEPS, offset: int = 0
+) -> list[Payment]:
+    ts = BASE_MS + draw(st.integers(min_value=0, max_value=offset))
     events = []
     for txn in range(draw(st.integers(min_value=0, max_value=max_size))):
-        ts += draw(st.sampled_from(TS_STEPS))
+        ts += draw(st.sampled_from(steps))
         card = draw(st.sampled_from(["c1", "c2"]))
         events.append(payment(txn, card, draw(st.sampled_from(AMOUNTS)), ts))
     return events
@@ -169,7 +171,10 @@ def test_payments_beyond_the_window_are_no_longer_history() -> None:
     assert [a.txn_ids for a in alerts] == [("t0001",), ("t0002",), ("t0003",)]
 
 
-def test_the_state_keeps_the_payments_of_the_window_and_reads_back_the_same() -> None:
+def test_the_state_is_the_lateness_one_by_one_and_buckets_and_reads_back_the_same() -> None:
+    """A payment a second for 1 000 s against a 200 s window (3 s buckets): the state holds
+    the payments of the last minute (the lateness) and at most 200 / 3 + 2 buckets, not the
+    200 payments of the window."""
     state = KeyState()
     for i in range(1_000):
         evaluate(
@@ -183,10 +188,115 @@ def test_the_state_keeps_the_payments_of_the_window_and_reads_back_the_same() ->
         )
     rule_state = state.rules[ABOVE_MAXIMUM.rule_id]
     assert isinstance(rule_state, HistoryState)
-    assert len(rule_state.pool) <= (200_000 + LATENESS_MS) // 1_000 + 1
+    assert ABOVE_MAXIMUM.bucket_ms == 3_000
+    assert len(rule_state.pool) <= LATENESS_MS // 1_000 + 1
+    assert len(rule_state.buckets) <= 200 // 3 + 2
+    assert sum(b[1] for b in rule_state.buckets) >= 200 - LATENESS_MS // 1_000
     stored = KeyState.from_json(json.loads(json.dumps(state.to_json())))
     assert stored.describe() == state.describe()
     assert isinstance(stored.rules[ABOVE_MAXIMUM.rule_id], HistoryState)
+
+
+# A window of 600 s: buckets of 10 s, and payments that straddle their edges.
+WIDE_RULES = (
+    history("wide-average", "avg(amount)", ">", "3", window=600, min_earlier=2),
+    history("wide-maximum", "max(amount)", ">=", "1.5", window=600),
+    history("wide-sum", "sum(amount)", "<", "0.5", window=600, min_earlier=3),
+)
+WIDE_STEPS = [0, 0, 1_000, 4_000, 9_000, 30_000, 61_000, 500_000, 595_000, 600_000, 606_000]
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(steps=WIDE_STEPS, offset=9_999), st.integers(min_value=0, max_value=2**32))
+def test_buckets_straddling_the_windows_start_give_the_oracles_alerts_in_any_order(
+    events: list[Payment], seed: int
+) -> None:
+    arrivals = shuffle_within_lateness(events, seed)
+    run = run_engine(with_redeliveries(arrivals, seed), WIDE_RULES, roundtrip=seed % 2 == 0)
+    assert not run.late
+    for rule in WIDE_RULES:
+        assert alerted(run.alerts, rule) == history_oracle(arrivals, rule)
+
+
+def test_the_windows_oldest_bucket_counts_whole_and_the_one_before_not_at_all() -> None:
+    """Buckets of 10 s: a payment at 600.5 s before another is in the bucket where the
+    later one's window starts, so it is history; one a bucket earlier is not."""
+    rule = WIDE_RULES[1]  # at least 1.5 times the maximum
+    assert rule.bucket_ms == 10_000 and BASE_MS % 10_000 == 0
+    events = [
+        payment(0, "c1", "100", BASE_MS - 1_000),  # the bucket before: not history
+        payment(1, "c1", "10", BASE_MS + 1_000),
+        payment(2, "c1", "15", BASE_MS + 601_500),  # window from BASE + 1.5 s: bucket BASE
+    ]
+    (alert,) = run_engine(events, [rule]).alerts
+    assert alert.txn_ids == ("t0002",)
+    assert dict(alert.explanation)["value"] == "10.00"
+    assert dict(alert.explanation)["earlier_payments"] == "1"
+
+
+SIXTY_DAYS = 60 * 24 * 3600
+
+
+def test_a_sixty_day_average_reads_day_buckets_and_a_quiet_card_keeps_it() -> None:
+    """The issue's example over 60 days: 120 payments of about 50 over 59 days, then
+    nothing for 58 days but one payment, then 600 (more than ten times the average) alerts
+    against every earlier payment of the 60 days, from a state of at most 62 buckets."""
+    rule = history("sixty-days", "avg(amount)", ">", "10", window=SIXTY_DAYS, min_earlier=5)
+    assert rule.bucket_ms == 24 * 3600 * 1000
+    day = 24 * 3600 * 1000
+    events = [payment(i, "c1", "50", BASE_MS + i * day // 2) for i in range(4)]
+    events += [
+        payment(4, "c1", "60", BASE_MS + 2 * day),
+        payment(5, "c1", "600", BASE_MS + 59 * day),
+    ]
+    state = KeyState()
+    alerts: list[Alert] = []
+    for p in events:
+        state = KeyState.from_json(json.loads(json.dumps(state.to_json())))
+        alerts += evaluate(state, p, "c1", [rule], LATENESS_MS, 0, 0).alerts
+    (alert,) = alerts
+    assert dict(alert.explanation)["value"] == "52.00"
+    assert dict(alert.explanation)["earlier_payments"] == "5"
+    rule_state = state.rules[rule.rule_id]
+    assert isinstance(rule_state, HistoryState) and len(rule_state.buckets) <= 62
+
+
+def test_a_state_stored_before_buckets_loads_and_decides_the_same() -> None:
+    """A worker upgraded with states written by the previous release (every payment of the
+    window in the pool, no buckets): it decides the next payments as the oracle does over the
+    whole stream, and folds the old payments on the way."""
+    events = [
+        payment(i, "c1", ["10", "20", "35", "1000"][i % 4], BASE_MS + i * 7_000) for i in range(60)
+    ]
+    head, tail = events[:40], events[40:]
+    # The previous release's encoding of the key after ``head``: every payment of the window
+    # and the lateness pooled, [ts, txn, amount, country, "", fingerprint], no "b" nor "bw".
+    newest = head[-1].ts_ms
+    old = {
+        "t": newest,
+        "r": {
+            rule.rule_id: {
+                "v": 1,
+                "p": [
+                    [p.ts_ms, p.txn_id, str(p.amount), p.country, "", p.fingerprint()]
+                    for p in head
+                    if p.ts_ms >= newest - LATENESS_MS - rule.window_ms
+                ],
+                "u": {},
+                "k": "history",
+            }
+            for rule in HISTORY_RULES
+        },
+    }
+    state = KeyState.from_json(json.loads(json.dumps(old)))
+    alerts: list[Alert] = []
+    for p in tail:
+        alerts += evaluate(state, p, "c1", HISTORY_RULES, LATENESS_MS, 0, 0).alerts
+    for rule in HISTORY_RULES:
+        expected = [hit for hit in history_oracle(events, rule) if int(hit[1][1:]) >= 40]
+        assert alerted(alerts, rule) == expected
+        rule_state = state.rules[rule.rule_id]
+        assert isinstance(rule_state, HistoryState) and rule_state.buckets
 
 
 @pytest.mark.parametrize(
@@ -199,6 +309,7 @@ def test_the_state_keeps_the_payments_of_the_window_and_reads_back_the_same() ->
         ({"min_earlier": 0}, "min_earlier", "from 1 to 1000"),
         ({"min_earlier": 1001}, "min_earlier", "from 1 to 1000"),
         ({"threshold": 3}, "threshold", "not a field of a history rule"),
+        ({"window": 366 * 24 * 3600 + 1}, "window", "(0, 31622400]"),
     ],
 )
 def test_bad_history_rules_are_refused_naming_the_field(

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.worker.partition_check import DEFAULT_PARTITIONS, PartitionMismatch, plan_partitions
+from app.worker.partition_check import (
+    DEFAULT_PARTITIONS,
+    PartitionMismatch,
+    RetentionTooShort,
+    check_retentions,
+    plan_partitions,
+)
 
 CHANGELOG = "fraud-detection-card-state-changelog"
 REGROUP = "fraud-detection-payments-by-group"
@@ -36,3 +42,21 @@ def test_an_existing_changelog_with_another_count_is_refused() -> None:
         plan_partitions(None, "payments.raw", [REGROUP, CHANGELOG], existing)
     assert f"topic '{CHANGELOG}' has 8 partitions" in str(caught.value)
     assert "gives 4" in str(caught.value)
+
+
+def test_a_state_changelog_deleting_sooner_than_the_retention_is_refused_naming_the_fix() -> None:
+    week = 8 * 24 * 3600 * 1000
+    sixty_one_days = 61 * 24 * 3600 * 1000
+    with pytest.raises(RetentionTooShort) as caught:
+        check_retentions({CHANGELOG: ("compact,delete", week)}, sixty_one_days)
+    assert str(caught.value).startswith(
+        f"changelog '{CHANGELOG}' has retention.ms={week} but FRAUD_STATE_RETENTION needs"
+        f" {sixty_one_days}"
+    )
+    assert f"--entity-name {CHANGELOG} --add-config retention.ms={sixty_one_days}" in str(
+        caught.value
+    )
+    # Long enough, compacted only (never deleted by age), or an infinite retention: kept.
+    check_retentions({CHANGELOG: ("compact,delete", sixty_one_days)}, sixty_one_days)
+    check_retentions({CHANGELOG: ("compact", week)}, sixty_one_days)
+    check_retentions({CHANGELOG: ("compact,delete", -1)}, sixty_one_days)

@@ -219,3 +219,19 @@ def test_a_future_skew_beyond_the_allowed_lateness_stops_the_worker_naming_both(
 def test_a_key_bound_outside_its_range_stops_the_worker(value: str) -> None:
     with pytest.raises(SettingsError, match="FRAUD_MAX_KEY_EVENTS"):
         load_settings({"FRAUD_MAX_KEY_EVENTS": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("86400", "FRAUD_STATE_RETENTION=86400: must be at least 604860"),
+        ("40000000", "FRAUD_STATE_RETENTION=4e+07: more than the longest window"),
+        ("soon", "FRAUD_STATE_RETENTION='soon'"),
+    ],
+)
+def test_a_state_retention_shorter_than_a_week_and_the_lateness_stops_the_worker(
+    value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"FRAUD_STATE_RETENTION": value})
+    assert str(info.value).startswith(message), info.value

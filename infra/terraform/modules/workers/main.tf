@@ -254,6 +254,13 @@ data "aws_iam_policy_document" "task" {
     actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:ReadData", "kafka-cluster:WriteData"]
     resources = concat(values(local.topic_arns), [local.internal_topics_arn])
   }
+  # A worker reads its state changelogs' retention.ms at start and refuses to start while one
+  # deletes sooner than FRAUD_STATE_RETENTION (app/worker/partition_check.py).
+  statement {
+    sid       = "ReadTheChangelogsRetention"
+    actions   = ["kafka-cluster:DescribeTopicDynamicConfiguration"]
+    resources = [local.internal_topics_arn]
+  }
   # Faust declares (CreateTopics) every topic an agent consumes at each start, and Kafka
   # checks CREATE before it answers "already exists": payments and alerts (made by the
   # create-topics task) and Faust's own changelog, repartition and leader topics.
