@@ -52,6 +52,7 @@ __all__ = [
     "STATUSES",
     "STRING_FIELDS",
     "THRESHOLD_OPS",
+    "AbsenceRule",
     "AggregateRule",
     "FirstSeenRule",
     "HistoryRule",
@@ -323,6 +324,42 @@ class HistoryRule(KeyHistoryRule):
         }
 
 
+ABSENCE_KEYS = COMMON_KEYS | {"filter", "not_followed_by"}
+
+
+@dataclass(frozen=True, slots=True)
+class AbsenceRule(Rule):
+    """A payment passing ``filter`` (A) that no payment passing ``not_followed_by`` (B)
+    follows on its key within ``window`` (T) of event time: alerted once the key's
+    partition's event time has passed A's deadline by the allowed lateness (the matching
+    rules are in ``app.detection.kinds.absence``)."""
+
+    filter: tuple[Node, ...]
+    not_followed_by: tuple[Node, ...]
+    kind: ClassVar[str] = "absence"
+    is_a: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+    is_b: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        is_a = all_of(c.matches for c in self.filter)
+        is_b = all_of(c.matches for c in self.not_followed_by)
+        object.__setattr__(self, "is_a", is_a)
+        object.__setattr__(self, "is_b", is_b)
+        object.__setattr__(self, "qualifies", lambda payment: is_a(payment) or is_b(payment))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
+            "filter": [condition.to_json() for condition in self.filter],
+            "not_followed_by": [condition.to_json() for condition in self.not_followed_by],
+            "window": self._window_json(),
+            "severity": self.severity,
+        }
+
+    def summary(self) -> dict[str, str]:
+        return {"aggregate": "not followed within the window", "threshold": ""}
+
+
 def _group_by(raw: Mapping[str, Any]) -> tuple[str, ...]:
     group_by = raw.get("group_by", ["card_id"])
     if isinstance(group_by, str):
@@ -475,6 +512,14 @@ def _parse_history_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> Histo
     )
 
 
+def _parse_absence_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> AbsenceRule:
+    conditions = parse_filter("filter", raw.get("filter", []))
+    if "not_followed_by" not in raw:
+        raise RuleError("not_followed_by", "is required: the filter of the payment expected")
+    expected = parse_filter("not_followed_by", raw["not_followed_by"])
+    return AbsenceRule(**common, filter=conditions, not_followed_by=expected)
+
+
 # Every kind of rule: its keys and its parser. A rule without ``kind`` is an aggregate rule.
 _Parser = Callable[[Mapping[str, Any], dict[str, Any]], Rule]
 KINDS: dict[str, tuple[frozenset[str], _Parser]] = {
@@ -483,6 +528,7 @@ KINDS: dict[str, tuple[frozenset[str], _Parser]] = {
     FirstSeenRule.kind: (FIRST_SEEN_KEYS, _parse_first_seen_rule),
     HistoryRule.kind: (HISTORY_KEYS, _parse_history_rule),
 }
+KINDS[AbsenceRule.kind] = (ABSENCE_KEYS, _parse_absence_rule)
 
 
 def parse_rule(raw: object) -> Rule:

@@ -415,3 +415,57 @@ def rule_state_from_json(body: dict[str, Any]) -> RuleState:
     )
     rule_state.load_extra(body)
     return rule_state
+
+
+@dataclass(slots=True)
+class AbsenceState(RuleState):
+    """An absence rule's events on one key. The fifth field of a pooled entry is its role:
+    ``a`` a pending A (waiting for its deadline or for a B), ``ab`` a pending A that is a B
+    too, ``b`` a B (kept for the lateness and the window, for an A from the past that
+    arrives after it). An A that is resolved (followed by a B, or alerted) leaves the pool
+    for ``used``, or stays as a ``b`` if it is a B too. Pending As are never expired by the
+    key's clock: only their alert (``app.detection.kinds.absence``) or the key's bound
+    removes them."""
+
+    kind: ClassVar[str] = "absence"
+
+    def expire_at(self, newest: int, lateness_ms: int, window_ms: int) -> None:
+        horizon = newest - lateness_ms - window_ms
+        pool = self.pool
+        if pool and pool[0][0] < horizon and any(e[4] == "b" for e in pool):
+            kept = [e for e in pool if e[0] >= horizon or e[4] != "b"]
+            if len(kept) != len(pool):
+                self.pool = kept
+                self.pooled = None
+        if self.used:
+            if self.used_oldest is None:
+                self.used_oldest = min(ts for ts, _ in self.used.values())
+            if self.used_oldest < horizon:
+                self.used = {t: v for t, v in self.used.items() if v[0] >= horizon}
+                self.used_oldest = None
+
+    def pending(self) -> list[Entry]:
+        """The As still waiting, oldest first."""
+        return [e for e in self.pool if e[4] != "b"]
+
+    def resolve(self, entry: Entry) -> None:
+        """``entry`` (a pending A) is followed by a B or alerted: it is no longer pending."""
+        index = bisect.bisect_left(self.pool, entry)
+        assert self.pool[index] == entry
+        if entry[4] == "ab":
+            self.pool[index] = (*entry[:4], "b", entry[5])
+        else:
+            del self.pool[index]
+            self._pooled().pop(entry[1], None)
+            self.used[entry[1]] = (entry[0], entry[5])
+            if self.used_oldest is not None:
+                self.used_oldest = min(self.used_oldest, entry[0])
+
+    def describe_entry(self, entry: Entry) -> dict[str, Any]:
+        event = RuleState.describe_entry(self, entry)
+        event["role"] = {"a": "A, pending", "ab": "A, pending; B", "b": "B"}[entry[4]]
+        event.pop("distinct", None)
+        return event
+
+
+STATE_TYPES[AbsenceState.kind] = AbsenceState

@@ -5,9 +5,10 @@ versions, expiry and the per-key bound."""
 
 from __future__ import annotations
 
-from app.detection.kinds import aggregate, first_seen, history, sequence
+from app.detection.kinds import absence, aggregate, first_seen, history, sequence
 from app.detection.kinds.base import Context, Kind
 from app.detection.rules import (
+    AbsenceRule,
     AggregateRule,
     FirstSeenRule,
     HistoryRule,
@@ -21,5 +22,6 @@ KIND_OF: dict[type[Rule], Kind] = {
     FirstSeenRule: first_seen.KIND,
     HistoryRule: history.KIND,
 }
+KIND_OF[AbsenceRule] = absence.KIND
 
 __all__ = ["KIND_OF", "Context", "Kind"]
