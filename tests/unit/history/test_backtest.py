@@ -82,7 +82,7 @@ def live(payments: list[Payment], rule: Rule = SEED_RULE, partitions: int = 3) -
     (``write_payments``), whose event-time progress passes absence rules' deadlines."""
     states: dict[str, KeyState] = {}
     clocks: dict[int, absence.Timers] = {}
-    ids = set()
+    ids: set[str] = set()
     for p in payments:
         timers = clocks.setdefault(hash(p.card_id) % partitions, absence.Timers())
         if timers.advance(p.ts_ms):
