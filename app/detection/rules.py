@@ -357,7 +357,7 @@ class AbsenceRule(Rule):
         }
 
     def summary(self) -> dict[str, str]:
-        return {"aggregate": "not followed within the window", "threshold": ""}
+        return {"aggregate": "A not followed by B", "threshold": ""}
 
 
 def _group_by(raw: Mapping[str, Any]) -> tuple[str, ...]:

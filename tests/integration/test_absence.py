@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 WINDOW_S = 2
 # A: a payment of 500 or more; B: one under 1 on the same card, within 2 s.
+TOKEN = "test-token-not-a-secret"
 RULE = absence_rule("large-not-confirmed", window=WINDOW_S)
 
 
@@ -75,8 +76,12 @@ def test_an_absence_alerts_by_the_partitions_progress_and_after_a_restart(
     (pending,) = card["rules"][RULE.rule_id]["pending"]
     assert pending["txn_id"] == "a-restarted" and pending["role"].startswith("A, pending")
 
+    pipeline.extra_env["FRAUD_API_TOKEN"] = TOKEN
     second = pipeline.worker("w2").start()
     try:
+        bad = {**RULE.to_json(), "version": 2, "not_followed_by": [{"field": "amount"}]}
+        url = f"http://127.0.0.1:{second.web_port}/rules/{RULE.rule_id}/"
+        refused = http("PUT", url, bad, token=TOKEN)
         # The new worker rebuilt the deadlines from the state it restored; the partition's
         # next payment moves its clock past the pending A's deadline and lateness.
         send(pipeline, [factories.payment(other, "tick-2", "10", now - 100_000)])
@@ -86,3 +91,4 @@ def test_an_absence_alerts_by_the_partitions_progress_and_after_a_restart(
         second.stop()
     assert sorted(a.txn_ids[0] for a in alerts) == ["a-restarted", "a-silent"]
     assert "absence deadlines of" in log and "rebuilt: 1 keys pending" in log
+    assert refused[0] == 400 and refused[1]["field"].startswith("not_followed_by[0]")

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from app.detection.engine import KeyState, evaluate
 from app.detection.kinds import absence
 from app.detection.models import Alert, Payment, alert_id_for, iso_from_ms
+from app.detection.rulebook import RuleBook
 from app.detection.rules import AbsenceRule, RuleError, parse_rule
 from app.detection.state import AbsenceState
 from app.history.backtest import Replay
@@ -264,3 +265,12 @@ def test_a_bad_absence_rule_is_refused_naming_the_field(body: dict[str, Any], fi
 
 def test_an_absence_rule_survives_its_json() -> None:
     assert parse_rule(json.loads(BOTH.to_bytes())) == BOTH
+
+
+def test_a_worker_refuses_a_bad_absence_rule_naming_the_field_and_keeps_the_last_good_one() -> None:
+    book = RuleBook()
+    assert book.apply(RULE.rule_id.encode(), RULE.to_bytes()).startswith("applied")
+    bad = {**RULE.to_json(), "version": 2, "not_followed_by": [{"field": "amount", "op": "<"}]}
+    outcome = book.apply(RULE.rule_id.encode(), json.dumps(bad).encode())
+    assert outcome.startswith("poison: not_followed_by[0]")
+    assert book.rules[RULE.rule_id] == RULE
