@@ -432,7 +432,11 @@ class AbsenceState(RuleState):
     def expire_at(self, newest: int, lateness_ms: int, window_ms: int) -> None:
         horizon = newest - lateness_ms - window_ms
         pool = self.pool
-        if pool and pool[0][0] < horizon and any(e[4] == "b" for e in pool):
+        # Swept once the oldest is well past the horizon, so rarely on a busy key: a B kept
+        # longer could only follow an A that is late. (With the partition's clock ahead of
+        # the key's, a pending A is alerted before the key's clock takes it past here.)
+        slack = (lateness_ms + window_ms) // 8
+        if pool and pool[0][0] < horizon - slack and any(e[4] == "b" for e in pool):
             kept = [e for e in pool if e[0] >= horizon or e[4] != "b"]
             if len(kept) != len(pool):
                 self.pool = kept
@@ -440,7 +444,7 @@ class AbsenceState(RuleState):
         if self.used:
             if self.used_oldest is None:
                 self.used_oldest = min(ts for ts, _ in self.used.values())
-            if self.used_oldest < horizon:
+            if self.used_oldest < horizon - slack:
                 self.used = {t: v for t, v in self.used.items() if v[0] >= horizon}
                 self.used_oldest = None
 

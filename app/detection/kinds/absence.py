@@ -15,8 +15,8 @@ partition that receives nothing more, nothing alerts (``docs/reference/rule-form
 
 Per key the rule keeps (``AbsenceState``) its pending As, the Bs of the lateness and the
 window (an A from the past may arrive after its B), and the resolved As for redeliveries.
-Applying a payment is O(pending As + Bs within its window); alerting a due key is
-O(its pending As).
+Applying a payment is a binary search and O(events within its window); alerting a due key
+is O(its events).
 """
 
 from __future__ import annotations
@@ -48,11 +48,10 @@ class AbsenceKind:
         is_a, is_b = rule.is_a(payment), rule.is_b(payment)
         ts, window = payment.ts_ms, rule.window_ms
         if is_b:
-            for pending in [
-                e
-                for e in rule_state.pending()
-                if e[0] <= ts <= e[0] + window and e[1] != payment.txn_id
-            ]:
+            pool = rule_state.pool
+            lo = bisect.bisect_left(pool, (ts - window,))
+            hi = bisect.bisect_left(pool, (ts + 1,))
+            for pending in [e for e in pool[lo:hi] if e[4] != "b" and e[1] != payment.txn_id]:
                 rule_state.resolve(pending)
         followed = is_a and _followed(rule_state, payment, window)
         role = ("a" if is_a and not followed else "") + ("b" if is_b else "")
