@@ -23,6 +23,7 @@ from typing import Any
 
 from faust.types import TP
 
+from agents import deadlines
 from agents.decisions import (
     LATENESS_MS,
     LIMITS,
@@ -243,6 +244,10 @@ class Batch:
     ) -> bool:
         """Apply the payment to its key's state; False when it is dead-lettered (late, or its
         txn_id reused with other content)."""
+        # Absence rules: the partition's clock moves, keys whose deadline passed alert.
+        await deadlines.advance(
+            self, table, table_key, payment.ts_ms, int(message.timestamp * 1000)
+        )
         where = (str(table.name), table_key)
         entry = self.keys.get(where)
         if entry is None:
@@ -351,6 +356,7 @@ class Batch:
             """The inspection tables and counters, once the state is written."""
             for where, encoded, state in keep:
                 decoded_states.put(where, encoded, state)
+            deadlines.written(self, keep)
             for (card_id, _), (ts_s, count) in self.high_value.items():
                 current_event_time.set(ts_s)
                 high_value_counts[card_id] += count

@@ -11,6 +11,7 @@ from typing import Any
 from app.detection.geo import BORDERS, distance_km, place
 from app.detection.models import Alert, Payment, alert_id_for
 from app.detection.rules import (
+    AbsenceRule,
     AggregateRule,
     FirstSeenRule,
     GeoVelocityRule,
@@ -424,3 +425,46 @@ def assert_geo_velocity_properties(
                 if _geo_impossible(rule, a, ordered[j]):
                     between = {q.txn_id for q in ordered[i : j + 1]}
                     assert between & used, f"missed {a.txn_id} -> {ordered[j].txn_id}"
+
+
+# ------------------------------------------------------------------------- absence rules
+
+
+def absence_oracle(
+    arrivals: Sequence[Payment], rule: Rule, lateness_ms: int
+) -> list[tuple[str, str]]:
+    """The absence rule's alerts, sorted (key, A's txn id), for payments decided in
+    ``arrivals`` order on one partition (none late). The partition's clock at arrival ``i``
+    is the newest event time of ``arrivals[:i + 1]``. An A (a payment passing ``filter``,
+    read literally from the rule's JSON) alerts at the first arrival after it whose clock is
+    past ``A.ts + window + lateness``, unless a B (another payment of its key passing
+    ``not_followed_by`` with ``A.ts <= B.ts <= A.ts + window``) arrived before that. A
+    redelivered txn id changes nothing."""
+    assert isinstance(rule, AbsenceRule)
+    body = rule.to_json()
+    first: dict[str, int] = {}
+    for i, p in enumerate(arrivals):
+        first.setdefault(p.txn_id, i)
+    clocks: list[int] = []
+    for p in arrivals:
+        clocks.append(max(p.ts_ms, clocks[-1]) if clocks else p.ts_ms)
+    found: list[tuple[str, str]] = []
+    for txn_id, j in first.items():
+        a = arrivals[j]
+        if not all(holds(c, a) for c in body["filter"]):
+            continue
+        due = a.ts_ms + rule.window_ms + lateness_ms
+        fired = next((i for i in range(j + 1, len(arrivals)) if clocks[i] > due), None)
+        if fired is None:
+            continue
+        followed = any(
+            i < fired
+            and b.txn_id != txn_id
+            and rule.group_key(b) == rule.group_key(a)
+            and a.ts_ms <= b.ts_ms <= a.ts_ms + rule.window_ms
+            and all(holds(c, b) for c in body["not_followed_by"])
+            for b, i in ((arrivals[i], i) for i in first.values())
+        )
+        if not followed:
+            found.append((rule.group_key(a), txn_id))
+    return sorted(found)

@@ -52,6 +52,7 @@ __all__ = [
     "STATUSES",
     "STRING_FIELDS",
     "THRESHOLD_OPS",
+    "AbsenceRule",
     "AggregateRule",
     "FirstSeenRule",
     "GeoVelocityRule",
@@ -389,6 +390,43 @@ class HistoryRule(KeyHistoryRule):
         }
 
 
+ABSENCE_KEYS = COMMON_KEYS | {"filter", "not_followed_by"}
+
+
+@dataclass(frozen=True, slots=True)
+class AbsenceRule(Rule):
+    """A payment passing ``filter`` (A) that no payment passing ``not_followed_by`` (B)
+    follows on its key within ``window`` (T) of event time: alerted once the key's
+    partition's event time has passed A's deadline by the allowed lateness (the matching
+    rules are in ``app.detection.kinds.absence``)."""
+
+    filter: tuple[Node, ...]
+    not_followed_by: tuple[Node, ...]
+    kind: ClassVar[str] = "absence"
+    is_a: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+    is_b: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # Each side, like any filter, passes payments only unless it names a ``type``.
+        is_a = typed(self.filter, self.group_by)
+        is_b = typed(self.not_followed_by, self.group_by)
+        object.__setattr__(self, "is_a", is_a)
+        object.__setattr__(self, "is_b", is_b)
+        object.__setattr__(self, "qualifies", lambda payment: is_a(payment) or is_b(payment))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self._common_json(),
+            "filter": [condition.to_json() for condition in self.filter],
+            "not_followed_by": [condition.to_json() for condition in self.not_followed_by],
+            "window": self._window_json(),
+            "severity": self.severity,
+        }
+
+    def summary(self) -> dict[str, str]:
+        return {"aggregate": "A not followed by B", "threshold": ""}
+
+
 def _group_by(raw: Mapping[str, Any]) -> tuple[str, ...]:
     group_by = raw.get("group_by", ["card_id"])
     if isinstance(group_by, str):
@@ -542,6 +580,14 @@ def _parse_history_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> Histo
     )
 
 
+def _parse_absence_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> AbsenceRule:
+    conditions = parse_filter("filter", raw.get("filter", []))
+    if "not_followed_by" not in raw:
+        raise RuleError("not_followed_by", "is required: the filter of the payment expected")
+    expected = parse_filter("not_followed_by", raw["not_followed_by"])
+    return AbsenceRule(**common, filter=conditions, not_followed_by=expected)
+
+
 # Every kind of rule: its keys and its parser. A rule without ``kind`` is an aggregate rule.
 _Parser = Callable[[Mapping[str, Any], dict[str, Any]], Rule]
 KINDS: dict[str, tuple[frozenset[str], _Parser]] = {
@@ -688,3 +734,4 @@ def _parse_geo_velocity_rule(raw: Mapping[str, Any], common: dict[str, Any]) -> 
 
 
 KINDS[GeoVelocityRule.kind] = (GEO_VELOCITY_KEYS, _parse_geo_velocity_rule)
+KINDS[AbsenceRule.kind] = (ABSENCE_KEYS, _parse_absence_rule)

@@ -133,7 +133,7 @@ class RuleState:
         past the horizon, so a sweep (which reads them all) is rare on a busy key."""
         pool = self.pool
         if pool and pool[0][0] < horizon:
-            self._drop_oldest_pooled(bisect.bisect_left(pool, (horizon,)))
+            self.drop_oldest_pooled(bisect.bisect_left(pool, (horizon,)))
         if self.used:
             if self.used_oldest is None:
                 self.used_oldest = min(ts for ts, _ in self.used.values())
@@ -148,7 +148,7 @@ class RuleState:
             + [(ts, 1, txn_id) for txn_id, (ts, _) in self.used.items()]
         )[:count]
         pooled = sum(1 for _, kind, _ in oldest if kind == 0)
-        self._drop_oldest_pooled(pooled)
+        self.drop_oldest_pooled(pooled)
         if pooled < len(oldest):
             for _, kind, txn_id in oldest:
                 if kind == 1:
@@ -193,7 +193,7 @@ class RuleState:
             event["distinct"] = distinct
         return event
 
-    def _drop_oldest_pooled(self, count: int) -> None:
+    def drop_oldest_pooled(self, count: int) -> None:
         for e in self.pool[:count]:
             if self.pooled is not None:
                 del self.pooled[e[1]]
@@ -354,11 +354,11 @@ class HistoryState(KeptState):
             self.pooled_totals = (len(pool), _amounts(pool))
         return self.pooled_totals[1] - _amounts(pool[:first]) - _amounts(pool[end:])
 
-    def _drop_oldest_pooled(self, count: int) -> None:
+    def drop_oldest_pooled(self, count: int) -> None:
         if self.pooled_totals is not None and count:
             gone = _amounts(self.pool[:count])
             self.pooled_totals = (self.pooled_totals[0] - count, self.pooled_totals[1] - gone)
-        RuleState._drop_oldest_pooled(self, count)
+        RuleState.drop_oldest_pooled(self, count)
 
     def empty(self) -> bool:
         return not self.pool and not self.used and not self.buckets
@@ -413,7 +413,7 @@ class HistoryState(KeptState):
                     self.totals = (self.totals[0] + 1, self.totals[1] + amount)
                 if self.peaks is not None:
                     self._push_peak(index, amount)
-            self._drop_oldest_pooled(count)
+            self.drop_oldest_pooled(count)
         if self.buckets and width:
             # No payment that is not late has a window starting in an older bucket.
             first = (fold - window_ms) // width
@@ -516,7 +516,7 @@ class FirstSeenState(KeptState):
                         self.seen_newest = max(self.seen_newest, ts)
                     if self.seen_oldest is not None:
                         self.seen_oldest = min(self.seen_oldest, ts)
-            self._drop_oldest_pooled(count)
+            self.drop_oldest_pooled(count)
         horizon = fold - window_ms
         if self.seen:
             if self.seen_oldest is None:
@@ -606,3 +606,60 @@ class GeoVelocityState(KeptState):
 
 
 STATE_TYPES[GeoVelocityState.kind] = GeoVelocityState
+
+
+class AbsenceState(RuleState):
+    """An absence rule's events on one key. The fifth field of a pooled entry is its role:
+    ``a`` a pending A (waiting for its deadline or for a B), ``ab`` a pending A that is a B
+    too, ``b`` a B (kept for the lateness and the window, for an A from the past that
+    arrives after it). An A that is resolved (followed by a B, or alerted) leaves the pool
+    for ``used``, or stays as a ``b`` if it is a B too. Pending As are never expired by the
+    key's clock: only their alert (``app.detection.kinds.absence``) or the key's bound
+    removes them."""
+
+    kind: ClassVar[str] = "absence"
+
+    def expire_at(self, newest: int, lateness_ms: int, window_ms: int) -> None:
+        horizon = newest - lateness_ms - window_ms
+        pool = self.pool
+        # Swept once the oldest is well past the horizon, so rarely on a busy key: a B kept
+        # longer could only follow an A that is late. (With the partition's clock ahead of
+        # the key's, a pending A is alerted before the key's clock takes it past here.)
+        slack = (lateness_ms + window_ms) // 8
+        if pool and pool[0][0] < horizon - slack and any(e[4] == "b" for e in pool):
+            kept = [e for e in pool if e[0] >= horizon or e[4] != "b"]
+            if len(kept) != len(pool):
+                self.pool = kept
+                self.pooled = None
+        if self.used:
+            if self.used_oldest is None:
+                self.used_oldest = min(ts for ts, _ in self.used.values())
+            if self.used_oldest < horizon - slack:
+                self.used = {t: v for t, v in self.used.items() if v[0] >= horizon}
+                self.used_oldest = None
+
+    def pending(self) -> list[Entry]:
+        """The As still waiting, oldest first."""
+        return [e for e in self.pool if e[4] != "b"]
+
+    def resolve(self, entry: Entry) -> None:
+        """``entry`` (a pending A) is followed by a B or alerted: it is no longer pending."""
+        index = bisect.bisect_left(self.pool, entry)
+        assert self.pool[index] == entry
+        if entry[4] == "ab":
+            self.pool[index] = (*entry[:4], "b", entry[5])
+        else:
+            del self.pool[index]
+            self._pooled().pop(entry[1], None)
+            self.used[entry[1]] = (entry[0], entry[5])
+            if self.used_oldest is not None:
+                self.used_oldest = min(self.used_oldest, entry[0])
+
+    def describe_entry(self, entry: Entry) -> dict[str, Any]:
+        event = RuleState.describe_entry(self, entry)
+        event["role"] = {"a": "A, pending", "ab": "A, pending; B", "b": "B"}[entry[4]]
+        event.pop("distinct", None)
+        return event
+
+
+STATE_TYPES[AbsenceState.kind] = AbsenceState

@@ -32,8 +32,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from app.detection.engine import MAX_KEY_EVENTS, KeyState, evaluate
+from app.detection.kinds import absence
 from app.detection.models import PAYMENT, PAYMENT_FIELDS, Alert, Payment, iso_from_ms
-from app.detection.rules import Rule
+from app.detection.rules import AbsenceRule, Rule
 from app.history.files import Archive, ArchivedFile, ArchiveError
 from app.history.schema import ALERTS, EVENT_COLUMNS, PAYMENTS, TIME
 
@@ -255,6 +256,21 @@ def archived_payments(
 ) -> Iterator[tuple[int, Payment]]:
     """(Kafka timestamp in ms, payment) in replay order: each partition in offset order,
     partitions merged by Kafka timestamp. Streamed: see BATCH_ROWS."""
+    for kafka_ts, payment, _ in archived_payments_of_partitions(
+        archive, since, until, arrived_since, batch_rows
+    ):
+        yield kafka_ts, payment
+
+
+def archived_payments_of_partitions(
+    archive: Archive,
+    since: datetime,
+    until: datetime,
+    arrived_since: datetime | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[tuple[int, Payment, int]]:
+    """``archived_payments`` with the source partition of each: the partition whose
+    event-time progress an absence rule's deadlines follow."""
     wanted = in_range(PAYMENTS, "ts", since, until)
     if arrived_since is not None:
         wanted = wanted & (ds.field("kafka_timestamp") >= pa.scalar(arrived_since, type=TIME))
@@ -265,9 +281,11 @@ def archived_payments(
     def rows_of(file: ArchivedFile) -> Iterator[_Row]:
         return _file_rows(archive, file, wanted, batch_rows)
 
-    streams = [_in_offset_order(partitions[key], rows_of) for key in sorted(partitions)]
-    for _, kafka_ts, payment in heapq.merge(*streams, key=lambda row: row[1]):
-        yield kafka_ts, payment
+    streams = [
+        ((kafka_ts, payment, key[1]) for _, kafka_ts, payment in _in_offset_order(files, rows_of))
+        for key, files in sorted(partitions.items())
+    ]
+    yield from heapq.merge(*streams, key=lambda row: row[0])
 
 
 @dataclass
@@ -309,11 +327,23 @@ class Replay:
             # The engine skips paused rules; a backtest asks what the rule would catch.
             self.rule = replace(self.rule, status="shadow")
 
-    def alerts(self, payments: Iterable[tuple[int, Payment]]) -> Iterator[Alert]:
+    def alerts(
+        self, payments: Iterable[tuple[int, Payment] | tuple[int, Payment, int]]
+    ) -> Iterator[Alert]:
+        """The alerts, in the order a worker raises them. With each payment's source
+        partition (a third item), an absence rule's deadlines follow each partition's
+        event-time progress as a worker's do (``app.detection.kinds.absence``); without,
+        the stream is one partition."""
         rule, rules = self.rule, [self.rule]
         states: dict[str, KeyState] = {}
-        for kafka_ts, payment in payments:
+        timers: dict[int, absence.Timers] | None = {} if isinstance(rule, AbsenceRule) else None
+        for row in payments:
+            kafka_ts, payment = row[0], row[1]
             self.payments += 1
+            if timers is not None:
+                lane = timers.setdefault(row[2] if len(row) > 2 else 0, absence.Timers())
+                if lane.advance(payment.ts_ms):
+                    yield from self._fire(lane, states, kafka_ts)
             key = rule.group_key(payment)
             state = states.get(key)
             if state is None:
@@ -333,8 +363,22 @@ class Replay:
             if verdict.late:
                 self.late += 1
             yield from verdict.alerts
+            if timers is not None:
+                lane.schedule(key, absence.next_due(state, rules, self.allowed_lateness_ms))
             if not state.rules:
                 del states[key]
+
+    def _fire(
+        self, lane: absence.Timers, states: dict[str, KeyState], kafka_ts: int
+    ) -> Iterator[Alert]:
+        """The alerts of the keys whose deadline the partition's clock has passed."""
+        assert lane.clock is not None
+        for key in lane.pop_due():
+            state = states[key]
+            yield from absence.fire_due(
+                state, key, [self.rule], lane.clock, self.allowed_lateness_ms, kafka_ts, kafka_ts
+            )
+            lane.schedule(key, absence.next_due(state, [self.rule], self.allowed_lateness_ms))
 
 
 def backtest(
@@ -352,7 +396,9 @@ def backtest(
     started = time.perf_counter()
     report = Report(rule.rule_id, rule.version, since.isoformat(), until.isoformat())
     replay = Replay(rule, allowed_lateness_ms, max_key_events)
-    report.alerts = list(replay.alerts(archived_payments(archive, since, until, arrived_since)))
+    report.alerts = list(
+        replay.alerts(archived_payments_of_partitions(archive, since, until, arrived_since))
+    )
     report.payments, report.late = replay.payments, replay.late
     live = live_alerts(archive, since, until)
     report.live_alerts = live.rows

@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 from app.detection.rules import Rule
 from app.history.backtest import (
     Replay,
-    archived_payments,
+    archived_payments_of_partitions,
     backtest,
     check_range,
     files_in_range,
@@ -94,7 +94,7 @@ def shadow_evidence(
     live = live_alerts(archive, since, until)
     replay = Replay(rule, int(settings.allowed_lateness_s * 1000), settings.max_key_events)
     raised = overlapping = 0
-    for alert in replay.alerts(archived_payments(archive, since, until, published)):
+    for alert in replay.alerts(archived_payments_of_partitions(archive, since, until, published)):
         raised += 1
         overlapping += not live.txn_ids.isdisjoint(alert.txn_ids)
     return {

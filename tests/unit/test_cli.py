@@ -43,6 +43,12 @@ CASES = [
     # rules put
     Case("put-refused", ("rules", "put", "{dir}/bad.yaml"), REFUSED, ("rule refused", "version")),
     Case(
+        "put-absence-refused",
+        ("rules", "put", "{dir}/bad-absence.yaml"),
+        REFUSED,
+        ("rule refused", "not_followed_by"),
+    ),
+    Case(
         "put-not-yaml",
         ("rules", "put", "{dir}/garbled.yaml"),
         REFUSED,
@@ -137,6 +143,8 @@ def write_files(directory: Path) -> None:
     (directory / "good.yaml").write_text(yaml.safe_dump(rule_body()))
     (directory / "bad.yaml").write_text(yaml.safe_dump(rule_body(version=0)))
     (directory / "garbled.yaml").write_text("{{{[")
+    absence = rule_body(kind="absence", aggregate=..., threshold=...)  # no not_followed_by
+    (directory / "bad-absence.yaml").write_text(yaml.safe_dump(absence))
     two = [rule_body(), rule_body(rule_id="second")]
     (directory / "two.yaml").write_text(json.dumps(two))
 

@@ -5,9 +5,10 @@ versions, expiry and the per-key bound."""
 
 from __future__ import annotations
 
-from app.detection.kinds import aggregate, first_seen, geo_velocity, history, sequence
+from app.detection.kinds import absence, aggregate, first_seen, geo_velocity, history, sequence
 from app.detection.kinds.base import Context, Kind
 from app.detection.rules import (
+    AbsenceRule,
     AggregateRule,
     FirstSeenRule,
     GeoVelocityRule,
@@ -23,5 +24,6 @@ KIND_OF: dict[type[Rule], Kind] = {
     HistoryRule: history.KIND,
     GeoVelocityRule: geo_velocity.KIND,
 }
+KIND_OF[AbsenceRule] = absence.KIND
 
 __all__ = ["KIND_OF", "Context", "Kind"]

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from app.detection.engine import KeyState, evaluate
+from app.detection.kinds import absence
 from app.detection.models import Payment, iso_from_ms
 from app.detection.rules import SEED_RULE, Rule
 from app.generator import PaymentGenerator
@@ -76,15 +77,27 @@ def roll(archive: Archive, partition: int, buffer: PartitionBuffer) -> None:
         archive.write(path, f.table)
 
 
-def live(payments: list[Payment], rule: Rule = SEED_RULE) -> set[str]:
-    """What a worker raises deciding the same payments in order."""
+def live(payments: list[Payment], rule: Rule = SEED_RULE, partitions: int = 3) -> set[str]:
+    """What a worker raises deciding the same payments in order: each card on its partition
+    (``write_payments``), whose event-time progress passes absence rules' deadlines."""
     states: dict[str, KeyState] = {}
-    ids = set()
+    clocks: dict[int, absence.Timers] = {}
+    ids: set[str] = set()
     for p in payments:
         key = rule.group_key(p)  # the card, or the account of a rule grouped by it
+        timers = clocks.setdefault(hash(key) % partitions, absence.Timers())
+        if timers.advance(p.ts_ms):
+            assert timers.clock is not None
+            for card in timers.pop_due():
+                fired = absence.fire_due(
+                    states[card], card, [rule], timers.clock, LATENESS_MS, 0, 0
+                )
+                ids.update(alert.alert_id for alert in fired)
+                timers.schedule(card, absence.next_due(states[card], [rule], LATENESS_MS))
         state = states.setdefault(key, KeyState())
         for alert in evaluate(state, p, key, [rule], LATENESS_MS, 0, 0).alerts:
             ids.add(alert.alert_id)
+        timers.schedule(p.card_id, absence.next_due(state, [rule], LATENESS_MS))
     return ids
 
 

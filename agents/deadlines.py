@@ -1,0 +1,206 @@
+"""Absence rules' deadlines on a worker: time passing for keys that receive nothing more.
+
+An absence rule alerts on a pending A once its key's *partition* has moved past A's
+deadline plus the allowed lateness (``app.detection.kinds.absence``). Per state table and
+partition this module keeps that clock (the newest event time of the payments decided on
+it) and the next deadline of each key with a pending A (``absence.Timers``, a heap): a
+payment costs a comparison with the earliest deadline, and time passing visits only the
+keys whose deadline passed.
+
+The batch path (``agents.batch``) calls it twice:
+
+- ``advance`` before each payment it decides on a table: the key decided just before is
+  rescheduled from its state, the clock moves, and every key now due is read (from the
+  batch or the store, like any key the batch decides) and alerted. Its alerts and its new
+  state join the batch's, so they go through the same commit protocol
+  (``app.worker.checkpoint``): the alert is acknowledged by Kafka before the state that
+  resolved its A is written.
+- ``written`` once the batch's state is written (the commit's step 3): every written
+  key is rescheduled from what was written, and the partition's index is clean again.
+
+The index lives in memory. It is rebuilt from the partition's stored states (their pending
+As, and as the clock the newest event time they hold, a lower bound of the partition's) the
+first time a batch needs it after a rebalance or a restart (a new consumer generation), and
+after a batch that did not reach its write (the index may then be ahead of the store). A
+rebuild reads every key of the partition's store a chunk at a time, yielding to the event
+loop between chunks, under the partition's lock like the batch that asks for it.
+
+Nothing here reads the wall clock: a partition that receives nothing more alerts nothing
+(``docs/reference/rule-format.md#absence``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agents.decisions import LATENESS_MS, recent_alert_ids
+from app.detection.keys import split_group_record_key
+from app.detection.kinds import absence
+from app.detection.rulebook import CARD_GROUP, rulebook
+from app.detection.rules import AbsenceRule, Rule
+from app.detection.state import KeyState
+from app.worker.faust_app import app
+from tables import card_state
+from tables.store import Table, decode_value, store_of
+
+if TYPE_CHECKING:
+    from agents.batch import Batch
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000  # keys read between two turns of the event loop when an index is rebuilt
+# What a stored state holding an absence rule's state contains (msgspec writes no spaces).
+_ABSENCE_TAG = b'"k":"absence"'
+
+
+@dataclass
+class _Partition:
+    """One table partition's clock and deadlines, and who last used them."""
+
+    active: bool  # some live absence rule groups its table's keys
+    generation: int | None = None
+    timers: absence.Timers = field(default_factory=absence.Timers)
+    # A batch has changed it and not written yet: rebuilt if that batch never writes.
+    dirty: bool = False
+    batch: weakref.ref[Batch] | None = None
+    previous: str | None = None  # the key the batch decided last, to reschedule
+
+
+_partitions: dict[tuple[str, int], _Partition] = {}
+
+
+def _rules_of(table: Table | str, table_key: str) -> tuple[str, list[Rule]]:
+    """(key, its group's rules) of a key of ``table`` (or the table of that name)."""
+    if table is card_state or table == str(card_state.name):
+        return table_key, rulebook.rules_for(CARD_GROUP)
+    group_by, key = split_group_record_key(table_key)
+    return key, rulebook.rules_for(group_by)
+
+
+def _absence_live(table: Table) -> bool:
+    """Some live absence rule keeps its state in ``table``."""
+    on_cards = table is card_state
+    return any(
+        isinstance(rule, AbsenceRule)
+        and rule.status != "paused"
+        and (rule.group_by == CARD_GROUP) == on_cards
+        for rule in rulebook.rules.values()
+    )
+
+
+async def advance(
+    batch: Batch, table: Table, table_key: str, ts_ms: int, produced_at_ms: int
+) -> None:
+    """Before ``batch`` decides a payment of ``ts_ms`` on ``table_key``: move the
+    partition's clock and alert every key whose deadline it passed."""
+    where = (str(table.name), batch.partition)
+    part = _partitions.get(where)
+    if part is None or part.batch is None or part.batch() is not batch:
+        part = await _begin(batch, table, part)
+    if not part.active:
+        return
+    if part.previous is not None:
+        _reschedule(batch, table, part, part.previous)
+    part.previous = table_key
+    if part.timers.advance(ts_ms):
+        await _fire(batch, table, part, produced_at_ms)
+
+
+async def _begin(batch: Batch, table: Table, part: _Partition | None) -> _Partition:
+    """The partition's index for a new batch: rebuilt when it may not match the store."""
+    where = (str(table.name), batch.partition)
+    if not _absence_live(table):
+        part = _Partition(active=False)
+    else:
+        generation = app.consumer_generation_id
+        if part is None or not part.active or part.dirty or part.generation != generation:
+            part = _Partition(active=True, generation=generation)
+            await _rebuild(table, batch.partition, part)
+        part.dirty = True
+        part.previous = None
+    part.batch = weakref.ref(batch)
+    _partitions[where] = part
+    return part
+
+
+async def _rebuild(table: Table, partition: int, part: _Partition) -> None:
+    """The partition's deadlines and clock from its stored states."""
+    store = store_of(table)
+    timers, after, keys = part.timers, None, 0
+    while True:
+        chunk = store.items_of(partition, after, CHUNK)
+        if not chunk:
+            break
+        after = chunk[-1][0]
+        for raw_key, raw in chunk:
+            if _ABSENCE_TAG not in raw:
+                continue
+            table_key = decode_value(raw_key)
+            state = KeyState.from_json(decode_value(raw))
+            _, rules = _rules_of(table, table_key)
+            due = absence.next_due(state, rules, LATENESS_MS)
+            timers.schedule(table_key, due)
+            keys += due is not None
+            if state.newest_ts is not None:
+                timers.advance(state.newest_ts)
+        await asyncio.sleep(0)
+    log.info(
+        "absence deadlines of %s[%d] rebuilt: %d keys pending, clock %s",
+        table.name,
+        partition,
+        keys,
+        timers.clock,
+    )
+
+
+def _reschedule(batch: Batch, table: Table, part: _Partition, table_key: str) -> None:
+    entry = batch.keys.get((str(table.name), table_key))
+    if entry is not None:
+        _, rules = _rules_of(table, table_key)
+        part.timers.schedule(table_key, absence.next_due(entry.state, rules, LATENESS_MS))
+
+
+async def _fire(batch: Batch, table: Table, part: _Partition, produced_at_ms: int) -> None:
+    """Alert every key whose deadline the clock passed; their alerts and states join the
+    batch's."""
+    from agents.batch import _Key, decoded_states  # noqa: PLC0415 (batch imports this module)
+
+    clock = part.timers.clock
+    assert clock is not None
+    for table_key in part.timers.pop_due():
+        key, rules = _rules_of(table, table_key)
+        where = (str(table.name), table_key)
+        entry = batch.keys.get(where)
+        if entry is None:
+            raw = store_of(table).read(batch.partition, table_key)
+            if raw is None:
+                continue  # forgotten since (the sweep, a deleted rule)
+            entry = _Key(table, raw, KeyState())
+            entry.state = decoded_states.take(where, raw) or entry.stored_state()
+            recent_alert_ids.mark_used(entry.state, key, rules)
+            batch.keys[where] = entry
+        alerts = absence.fire_due(
+            entry.state, key, rules, clock, LATENESS_MS, produced_at_ms, int(batch.now_ms)
+        )
+        if alerts:
+            entry.changed = True
+            batch.alerts.update((alert.alert_id, alert) for alert in alerts)
+        part.timers.schedule(table_key, absence.next_due(entry.state, rules, LATENESS_MS))
+
+
+def written(batch: Batch, states: Sequence[tuple[tuple[str, str], Any, KeyState]]) -> None:
+    """``batch`` wrote ``states`` ((table name, key), bytes, state): reschedule them; the
+    partition's index matches its store again."""
+    for (table_name, table_key), _, state in states:
+        part = _partitions.get((table_name, batch.partition))
+        if part is not None and part.active:
+            _, rules = _rules_of(table_name, table_key)
+            part.timers.schedule(table_key, absence.next_due(state, rules, LATENESS_MS))
+    for part in _partitions.values():
+        if part.batch is not None and part.batch() is batch:
+            part.dirty = False
