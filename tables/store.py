@@ -69,10 +69,16 @@ def deciding(partition: int) -> Iterator[None]:
 # back: msgspec writes and reads the plain JSON states ~4x faster (compact, UTF-8 rather
 # than \u escapes). Each is encoded once for the store and the changelog.
 def encode_key(key: str) -> bytes:
+    # Printable ASCII (every key the generator and most producers make): msgspec spells it
+    # exactly as json.dumps does (only " and \ escaped, as \" and \\), ten times faster.
+    # Anything else keeps json.dumps's escapes (\u for non-ASCII and control characters).
+    if key.isascii() and key.isprintable():
+        return _encode_str(key)
     return json.dumps(key).encode()
 
 
 encode_value: Callable[[Any], bytes] = msgspec.json.Encoder().encode
+_encode_str: Callable[[str], bytes] = msgspec.json.Encoder().encode
 decode_value: Callable[[bytes], Any] = msgspec.json.Decoder().decode
 
 
