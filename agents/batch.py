@@ -156,7 +156,7 @@ class Batch:
             return
         refused = self._decide_for_card(produced_ms, payment)
         if refused is not None:
-            await dead_letter(message, *refused)
+            await dead_letter(message, refused.reason, refused.detail)
 
     def _forward(self, record_key: str, partition: int, produced_ms: int, payment: Payment) -> None:
         forwarded = Forwarded(record_key, produced_ms, payment)
@@ -175,7 +175,7 @@ class Batch:
                 group = _group_of(item.record_key)
                 try:
                     refused = (
-                        ("bad_group_key", _NO_GROUP_KEY)
+                        InvalidPayment("bad_group_key", _NO_GROUP_KEY)
                         if group is None
                         else self._decide_forwarded(
                             item.produced_ms, item.record_key, *group, item.payment
@@ -187,7 +187,9 @@ class Batch:
                     await guarded(self.agent, _ForwardedPayment(message, item), _raise(exc))
                     continue
                 if refused is not None:
-                    await dead_letter(_ForwardedPayment(message, item), *refused)
+                    await dead_letter(
+                        _ForwardedPayment(message, item), refused.reason, refused.detail
+                    )
             return
         try:
             text = (message.key or b"").decode()
@@ -205,7 +207,7 @@ class Batch:
             return
         refused = self._decide_forwarded(int(message.timestamp * 1000), text, *group, payment)
         if refused is not None:
-            await dead_letter(message, *refused)
+            await dead_letter(message, refused.reason, refused.detail)
 
     def _decide_forwarded(
         self,
@@ -214,10 +216,10 @@ class Batch:
         group_by: tuple[str, ...],
         key: str,
         payment: Payment,
-    ) -> tuple[str, str] | None:
+    ) -> InvalidPayment | None:
         """A forwarded payment, validated on ``payments.raw``: not validated again (a
         payment accepted there is not dead-lettered for the age it gained on the way).
-        The reason and detail of its dead letter if it is refused."""
+        Why it is refused (its dead letter's reason and detail), if it is."""
         rules = rulebook.rules_for(group_by)
         if group_by == CARD_GROUP:
             return self._decide_for_card(produced_ms, payment)
@@ -228,7 +230,7 @@ class Batch:
             self.grouped += 1
         return refused
 
-    def _decide_for_card(self, produced_ms: int, payment: Payment) -> tuple[str, str] | None:
+    def _decide_for_card(self, produced_ms: int, payment: Payment) -> InvalidPayment | None:
         rules = rulebook.rules_for(CARD_GROUP)
         card = payment.card_id
         if rules:
@@ -250,9 +252,9 @@ class Batch:
         rules: list[Rule],
         produced_ms: int,
         payment: Payment,
-    ) -> tuple[str, str] | None:
-        """Apply the payment to its key's state; the reason and detail of its dead letter
-        if it is refused (late, or its txn_id reused with other content). Synchronous, as
+    ) -> InvalidPayment | None:
+        """Apply the payment to its key's state; why it is refused (its dead letter's reason
+        and detail), if it is (late, or its txn_id reused with other content). Synchronous, as
         is the path to it: a payment that is decided (nearly all) costs no coroutine."""
         where = (str(table.name), table_key)
         entry = self.keys.get(where)
@@ -276,14 +278,14 @@ class Batch:
             raise
         if verdict.late:
             stats.late += 1
-            return (
+            return InvalidPayment(
                 "late_event",
                 f"event time {payment.ts} is more than {settings.allowed_lateness_s:g} s older"
                 f" than the newest seen for {rules[0].group_by_name} {key}",
             )
         if verdict.conflict is not None:
             held, this = verdict.conflict
-            return (
+            return InvalidPayment(
                 "conflicting_txn_id",
                 f"txn_id {payment.txn_id} was seen with other content on"
                 f" {rules[0].group_by_name} {key}: fingerprint {held} held, {this} here",
