@@ -109,7 +109,7 @@ class _Key:
     state: KeyState
     changed: bool = False
     # The batch's payments already applied, to rebuild the state if one of them trips a bug.
-    applied: list[tuple[Record, Payment]] = field(default_factory=list)
+    applied: list[tuple[int, Payment]] = field(default_factory=list)  # (produced ms, payment)
 
     def stored_state(self) -> KeyState:
         return KeyState.from_json(None if self.raw is None else decode_value(self.raw))
@@ -144,20 +144,25 @@ class Batch:
         except InvalidPayment as exc:
             await dead_letter(message, exc.reason, exc.detail)
             return
+        produced_ms = int(message.timestamp * 1000)
         # Another group-by's rule counts it: forward it (most payments have nowhere to go).
         for record_key in rulebook.regroup_keys(payment):
-            self._forward(record_key, key_partition(record_key, self.partitions), message, payment)
+            partition = key_partition(record_key, self.partitions)
+            self._forward(record_key, partition, produced_ms, payment)
         if rekeyed:
             stats.rekeyed += 1
             card = payment.card_id
             record_key = group_record_key(CARD_GROUP, card)
-            self._forward(record_key, card_partition(card, self.partitions), message, payment)
+            self._forward(record_key, card_partition(card, self.partitions), produced_ms, payment)
             return
-        if payment.card_id:  # an event without a card (a login) has only its other keys
-            await self._decide_for_card(message, payment)
+        if not payment.card_id:  # an event without a card (a login) has only its other keys
+            return
+        refused = self._decide_for_card(produced_ms, payment)
+        if refused is not None:
+            await dead_letter(message, refused.reason, refused.detail)
 
-    def _forward(self, record_key: str, partition: int, message: Record, payment: Payment) -> None:
-        forwarded = Forwarded(record_key, int(message.timestamp * 1000), payment)
+    def _forward(self, record_key: str, partition: int, produced_ms: int, payment: Payment) -> None:
+        forwarded = Forwarded(record_key, produced_ms, payment)
         self.forwards.setdefault(partition, []).append(forwarded)
 
     async def add_forwarded(self, message: Record) -> None:
@@ -170,17 +175,32 @@ class Batch:
                 await dead_letter(message, "bad_forwarded_record", str(exc))
                 return
             for item in items:
-                payment_message = _ForwardedPayment(message, item)
-                group = await self._group_of(payment_message, item.record_key)
-                if group is not None:
-                    await guarded(
-                        self.agent,
-                        payment_message,
-                        self._decide_forwarded(payment_message, *group, item.payment),
+                group = _group_of(item.record_key)
+                try:
+                    refused = (
+                        InvalidPayment("bad_group_key", _NO_GROUP_KEY)
+                        if group is None
+                        else self._decide_forwarded(
+                            item.produced_ms, item.record_key, *group, item.payment
+                        )
+                    )
+                except Exception as exc:
+                    # As ``guarded`` handles it for a record; the item stands for a Kafka
+                    # message only when it is dead-lettered.
+                    await guarded(self.agent, _ForwardedPayment(message, item), _raise(exc))
+                    continue
+                if refused is not None:
+                    await dead_letter(
+                        _ForwardedPayment(message, item), refused.reason, refused.detail
                     )
             return
-        group = await self._group_of(message, message.key or b"")
+        try:
+            text = (message.key or b"").decode()
+        except ValueError:  # UnicodeDecodeError
+            text = ""
+        group = _group_of(text)
         if group is None:
+            await dead_letter(message, "bad_group_key", _NO_GROUP_KEY)
             return
         try:
             payment = self._parse(message)
@@ -188,73 +208,66 @@ class Batch:
             # Validated before forwarding; only the wall-clock age bound can have moved.
             await dead_letter(message, exc.reason, exc.detail)
             return
-        await self._decide_forwarded(message, *group, payment)
+        refused = self._decide_forwarded(int(message.timestamp * 1000), text, *group, payment)
+        if refused is not None:
+            await dead_letter(message, refused.reason, refused.detail)
 
-    @staticmethod
-    async def _group_of(
-        message: Record, record_key: str | bytes
-    ) -> tuple[str, tuple[str, ...], str] | None:
-        """``(record key, group_by, key)`` of a forwarded payment, or None once the payment
-        is dead-lettered for a record key that names no group."""
-        try:
-            text = record_key.decode() if isinstance(record_key, bytes) else record_key
-            group_by, key = split_group_record_key(text)
-        except ValueError:  # UnicodeDecodeError too
-            await dead_letter(message, "bad_group_key", "repartition record without a group key")
-            return None
-        return text, group_by, key
-
-    async def _decide_forwarded(
+    def _decide_forwarded(
         self,
-        message: Record,
+        produced_ms: int,
         record_key: str,
         group_by: tuple[str, ...],
         key: str,
         payment: Payment,
-    ) -> None:
+    ) -> InvalidPayment | None:
         """A forwarded payment, validated on ``payments.raw``: not validated again (a
-        payment accepted there is not dead-lettered for the age it gained on the way)."""
+        payment accepted there is not dead-lettered for the age it gained on the way).
+        Why it is refused (its dead letter's reason and detail), if it is."""
         rules = rulebook.rules_for(group_by)
         if group_by == CARD_GROUP:
-            await self._decide_for_card(message, payment)
-        elif not rules:
-            return  # every rule of this group was deleted since the payment was forwarded
-        elif await self._evaluate(group_state, record_key, key, rules, message, payment):
+            return self._decide_for_card(produced_ms, payment)
+        if not rules:
+            return None  # every rule of this group was deleted since the payment was forwarded
+        refused = self._evaluate(group_state, record_key, key, rules, produced_ms, payment)
+        if refused is None:
             self.grouped += 1
+        return refused
 
-    async def _decide_for_card(self, message: Record, payment: Payment) -> None:
+    def _decide_for_card(self, produced_ms: int, payment: Payment) -> InvalidPayment | None:
         rules = rulebook.rules_for(CARD_GROUP)
         card = payment.card_id
-        if rules and not await self._evaluate(card_state, card, card, rules, message, payment):
-            return
+        if rules:
+            refused = self._evaluate(card_state, card, card, rules, produced_ms, payment)
+            if refused is not None:
+                return refused
         if payment.amount >= rulebook.high_value_amount:
             window = (card, int(payment.ts_ms // (WINDOW_S * 1000)))
             _, count = self.high_value.get(window, (0.0, 0))
             self.high_value[window] = (payment.ts_ms / 1000, count + 1)
-        self.produced_ms.append(int(message.timestamp * 1000))
+        self.produced_ms.append(produced_ms)
+        return None
 
-    async def _evaluate(
+    def _evaluate(
         self,
         table: Table,
         table_key: str,
         key: str,
         rules: list[Rule],
-        message: Record,
+        produced_ms: int,
         payment: Payment,
-    ) -> bool:
-        """Apply the payment to its key's state; False when it is dead-lettered (late, or its
-        txn_id reused with other content)."""
+    ) -> InvalidPayment | None:
+        """Apply the payment to its key's state; why it is refused (its dead letter's reason
+        and detail), if it is (late, or its txn_id reused with other content). Synchronous, as
+        is the path to it: a payment that is decided (nearly all) costs no coroutine."""
         # Absence rules: the partition's clock moves, keys whose deadline passed alert.
-        await deadlines.advance(
-            self, table, table_key, payment.ts_ms, int(message.timestamp * 1000)
-        )
+        deadlines.advance(self, table, table_key, payment.ts_ms, produced_ms)
         where = (str(table.name), table_key)
         entry = self.keys.get(where)
         if entry is None:
             raw = store_of(table).read(self.partition, table_key)
             fresh = raw is None and not recent_alert_ids.used_for(key)
             if fresh and pools_nowhere(payment, rules):
-                return True  # what evaluate decides on an empty state, without building one
+                return None  # what evaluate decides on an empty state, without building one
             entry = _Key(table, raw, KeyState())
             state = decoded_states.take(where, raw) if raw is not None else None
             entry.state = state or entry.stored_state()
@@ -262,7 +275,7 @@ class Batch:
             recent_alert_ids.mark_used(entry.state, key, rules)
             self.keys[where] = entry
         try:
-            verdict = self._apply(entry, key, rules, message, payment)
+            verdict = self._apply(entry, key, rules, produced_ms, payment)
         except Exception:
             # The state may be half-updated: rebuild it from the table and this batch's
             # earlier payments, then let the caller dead-letter this one.
@@ -270,27 +283,23 @@ class Batch:
             raise
         if verdict.late:
             stats.late += 1
-            await dead_letter(
-                message,
+            return InvalidPayment(
                 "late_event",
                 f"event time {payment.ts} is more than {settings.allowed_lateness_s:g} s older"
                 f" than the newest seen for {rules[0].group_by_name} {key}",
             )
-            return False
         if verdict.conflict is not None:
             held, this = verdict.conflict
-            await dead_letter(
-                message,
+            return InvalidPayment(
                 "conflicting_txn_id",
                 f"txn_id {payment.txn_id} was seen with other content on"
                 f" {rules[0].group_by_name} {key}: fingerprint {held} held, {this} here",
             )
-            return False
-        entry.applied.append((message, payment))
-        return True
+        entry.applied.append((produced_ms, payment))
+        return None
 
     def _apply(
-        self, entry: _Key, key: str, rules: list[Rule], message: Record, payment: Payment
+        self, entry: _Key, key: str, rules: list[Rule], produced_ms: int, payment: Payment
     ) -> Verdict:
         verdict = evaluate(
             entry.state,
@@ -298,7 +307,7 @@ class Batch:
             key,
             rules,
             LATENESS_MS,
-            produced_at_ms=int(message.timestamp * 1000),
+            produced_at_ms=produced_ms,
             detected_at_ms=int(self.now_ms),
             max_key_events=settings.max_key_events,
         )
@@ -319,8 +328,8 @@ class Batch:
         entry.state, entry.changed = entry.stored_state(), False
         recent_alert_ids.mark_used(entry.state, key, rules)
         try:
-            for message, payment in entry.applied:
-                self._apply(entry, key, rules, message, payment)
+            for produced_ms, payment in entry.applied:
+                self._apply(entry, key, rules, produced_ms, payment)
         except Exception:
             # Not reproducible from the same input would be a second bug: leave the key's
             # stored state alone rather than write a guess.
@@ -379,6 +388,23 @@ class Batch:
         )
 
 
+_NO_GROUP_KEY = "repartition record without a group key"
+
+
+def _group_of(record_key: str) -> tuple[tuple[str, ...], str] | None:
+    """``(group_by, key)`` of a forwarded payment's record key; None if it names no group."""
+    try:
+        return split_group_record_key(record_key)
+    except ValueError:
+        return None
+
+
+async def _raise(exc: Exception) -> None:
+    """``exc`` raised again where ``guarded`` can dead-letter its record: the batch loops
+    catch errors themselves, so that a record handled without one costs no coroutine."""
+    raise exc
+
+
 class _ForwardedPayment:
     """A payment of a forwarded batch record where the agents expect a Kafka message: its
     dead letter names the batch record (topic, partition, offset) and holds the payment."""
@@ -416,8 +442,14 @@ async def decide_batch(
     batch = Batch(time.time() * 1000, partition, agent=agent)
     with deciding(partition):
         async with partition_locks[partition]:
+            # Absence deadlines: each table's index for this partition, rebuilt from the
+            # store first if it may not match it (the decisions below do not wait).
+            await deadlines.begin(batch, (card_state, group_state))
             for message in messages:
-                await guarded(agent, message, add(batch, message))
+                try:
+                    await add(batch, message)
+                except Exception as exc:  # as guarded does (cancellation is no Exception)
+                    await guarded(agent, message, _raise(exc))
             sent = await batch.finish(generation)
     # The inspection tables' changelog writes wait in Faust's producer buffer; let it drain
     # below its limit, as Faust's conductor does before each record.

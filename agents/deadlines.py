@@ -7,8 +7,10 @@ it) and the next deadline of each key with a pending A (``absence.Timers``, a he
 payment costs a comparison with the earliest deadline, and time passing visits only the
 keys whose deadline passed.
 
-The batch path (``agents.batch``) calls it twice:
+The batch path (``agents.batch``) calls it three times:
 
+- ``begin`` once per batch, before it decides anything: each table's index for the batch's
+  partition, rebuilt first if it may not match the store.
 - ``advance`` before each payment it decides on a table: the key decided just before is
   rescheduled from its state, the clock moves, and every key now due is read (from the
   batch or the store, like any key the batch decides) and alerted. Its alerts and its new
@@ -93,22 +95,26 @@ def _absence_live(table: Table) -> bool:
     )
 
 
-async def advance(
-    batch: Batch, table: Table, table_key: str, ts_ms: int, produced_at_ms: int
-) -> None:
+async def begin(batch: Batch, tables: Sequence[Table]) -> None:
+    """Before ``batch`` decides anything: each table's index for its partition, rebuilt
+    from the store when it may not match it (so that deciding a payment never waits)."""
+    for table in tables:
+        part = _partitions.get((str(table.name), batch.partition))
+        if part is None or part.batch is None or part.batch() is not batch:
+            await _begin(batch, table, part)
+
+
+def advance(batch: Batch, table: Table, table_key: str, ts_ms: int, produced_at_ms: int) -> None:
     """Before ``batch`` decides a payment of ``ts_ms`` on ``table_key``: move the
-    partition's clock and alert every key whose deadline it passed."""
-    where = (str(table.name), batch.partition)
-    part = _partitions.get(where)
-    if part is None or part.batch is None or part.batch() is not batch:
-        part = await _begin(batch, table, part)
-    if not part.active:
-        return
+    partition's clock and alert every key whose deadline it passed (``begin`` first)."""
+    part = _partitions.get((str(table.name), batch.partition))
+    if part is None or not part.active or part.batch is None or part.batch() is not batch:
+        return  # no live absence rule on this table when the batch began
     if part.previous is not None:
         _reschedule(batch, table, part, part.previous)
     part.previous = table_key
     if part.timers.advance(ts_ms):
-        await _fire(batch, table, part, produced_at_ms)
+        _fire(batch, table, part, produced_at_ms)
 
 
 async def _begin(batch: Batch, table: Table, part: _Partition | None) -> _Partition:
@@ -165,7 +171,7 @@ def _reschedule(batch: Batch, table: Table, part: _Partition, table_key: str) ->
         part.timers.schedule(table_key, absence.next_due(entry.state, rules, LATENESS_MS))
 
 
-async def _fire(batch: Batch, table: Table, part: _Partition, produced_at_ms: int) -> None:
+def _fire(batch: Batch, table: Table, part: _Partition, produced_at_ms: int) -> None:
     """Alert every key whose deadline the clock passed; their alerts and states join the
     batch's."""
     from agents.batch import _Key, decoded_states  # noqa: PLC0415 (batch imports this module)

@@ -69,10 +69,16 @@ def deciding(partition: int) -> Iterator[None]:
 # back: msgspec writes and reads the plain JSON states ~4x faster (compact, UTF-8 rather
 # than \u escapes). Each is encoded once for the store and the changelog.
 def encode_key(key: str) -> bytes:
+    # Printable ASCII (every key the generator and most producers make): msgspec spells it
+    # exactly as json.dumps does (only " and \ escaped, as \" and \\), ten times faster.
+    # Anything else keeps json.dumps's escapes (\u for non-ASCII and control characters).
+    if key.isascii() and key.isprintable():
+        return _encode_str(key)
     return json.dumps(key).encode()
 
 
 encode_value: Callable[[Any], bytes] = msgspec.json.Encoder().encode
+_encode_str: Callable[[str], bytes] = msgspec.json.Encoder().encode
 decode_value: Callable[[bytes], Any] = msgspec.json.Decoder().decode
 
 
@@ -136,12 +142,13 @@ class RocksDBStateStore(rocksdb.Store):
         batch = self._staged.get(partition)
         if batch is None:
             batch = self._staged[partition] = rocksdict.WriteBatch(raw_mode=True)
+        # Faust's key index (key -> partition, a locked LRU: ~1.5 µs a write) is only a
+        # hint for reads outside a batch, which try every partition without it: not kept up
+        # by the batch's writes (a key never changes partition, so it cannot go wrong).
         if value is None:
             batch.delete(raw_key)
-            self._key_index.pop(raw_key, None)
         else:
             batch.put(raw_key, value)
-            self._key_index[raw_key] = partition
 
     def write_staged(self) -> None:
         for partition, batch in self._staged.items():

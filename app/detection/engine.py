@@ -45,8 +45,7 @@ with no recent qualifying payment) free of any state write.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.detection.kinds import KIND_OF, Context
 from app.detection.models import Alert, Payment
@@ -64,8 +63,11 @@ MAX_KEY_EVENTS = 2000
 MAX_STATE_BYTES = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
+    """What one payment did to its key. A NamedTuple, not a frozen dataclass: one is built
+    for every payment evaluated, and a frozen dataclass sets each field through
+    ``object.__setattr__`` (about three times the cost)."""
+
     late: bool
     duplicate: bool
     alerts: tuple[Alert, ...]
@@ -109,8 +111,9 @@ def evaluate(
     clock_moved = newest is None or payment.ts_ms > newest
     if clock_moved:
         state.newest_ts = payment.ts_ms
-    ctx = Context(key, produced_at_ms, detected_at_ms)
-    alerts, duplicate, changed = _apply_rules(state, payment, rules, ctx)
+    alerts, duplicate, changed = _apply_rules(
+        state, payment, rules, (key, produced_at_ms, detected_at_ms)
+    )
     changed = changed or clock_moved
     evicted = 0
     if changed:
@@ -130,13 +133,15 @@ def evaluate(
 
 
 def _apply_rules(
-    state: KeyState, payment: Payment, rules: Sequence[Rule], ctx: Context
+    state: KeyState, payment: Payment, rules: Sequence[Rule], where: tuple[str, int, int]
 ) -> tuple[list[Alert], bool, bool]:
     """Pool the payment for every live rule it qualifies for: (alerts, whether some rule
-    held it already, whether the state changed)."""
+    held it already, whether the state changed). ``where`` is the ``Context`` to build if
+    some rule takes the payment (most payments on a key with state pool nowhere)."""
     alerts: list[Alert] = []
     duplicate = changed = False
     fingerprint = ""
+    ctx: Context | None = None
     live_rule_ids: set[str] = set()
     for rule in rules:
         if rule.status == "paused":
@@ -152,6 +157,7 @@ def _apply_rules(
         kind = KIND_OF[type(rule)]
         rule_state = state.rules[rule.rule_id] = kind.state(rule, rule_state)
         fingerprint = fingerprint or payment.fingerprint()
+        ctx = ctx or Context(*where)
         alert = kind.apply(rule, rule_state, payment, fingerprint, ctx)
         changed = True
         if alert is not None:
@@ -207,7 +213,9 @@ def _bound(state: KeyState, max_key_events: int) -> int:
     """Keep the key within ``max_key_events`` events: over it, forget the oldest events of
     the rules holding the most, down to nine tenths of the bound (so that a key at its
     bound pays for a sweep once per tenth of it, not on every payment). How many."""
-    total = sum(s.size() for s in state.rules.values())
+    total = 0
+    for rule_state in state.rules.values():  # a loop: a generator costs more, every payment
+        total += rule_state.size()
     if total <= max_key_events:
         return 0
     excess = total - (max_key_events - max_key_events // 10)
@@ -253,6 +261,8 @@ def _state_of_version(state: KeyState, rule: Rule) -> tuple[RuleState | None, bo
 
 def _drop_rules_not_in(state: KeyState, live_rule_ids: set[str]) -> bool:
     """Forget the state of rules no longer live (paused or deleted); True if any."""
+    if state.rules.keys() <= live_rule_ids:  # the usual case, without building a list
+        return False
     dead = [rule_id for rule_id in state.rules if rule_id not in live_rule_ids]
     for rule_id in dead:
         del state.rules[rule_id]

@@ -43,6 +43,13 @@ def encode_forwarded(
 ) -> list[bytes]:
     """Record values holding ``items`` in order, each under ``limit`` bytes (but for a
     single item larger than that, which gets a record of its own)."""
+    if not isinstance(items, list):
+        items = list(items)
+    if not items:
+        return []
+    whole = _encoder.encode(items)  # the same bytes as its items' joined: compact JSON
+    if len(whole) <= limit:  # the usual case: one encode call for the whole batch
+        return [whole]
     records: list[bytes] = []
     parts: list[bytes] = []
     size = 2  # the brackets

@@ -10,19 +10,45 @@ repartition topic keyed ``"<group fields joined by +>\\x1f<group key>"``.
 from __future__ import annotations
 
 import functools
+import struct
 
 GROUP_SEPARATOR = "\x1f"
 
 
-# aiokafka's murmur2 is pure Python (~4 µs for a short key); forwarded payments' keys repeat.
+# Kafka's murmur2 as its Java client computes it (aiokafka.partitioner.murmur2), a word at
+# a time: twice as fast as aiokafka's byte-by-byte loop, ~3 µs for a 30-byte key. Every
+# forwarded payment's key is hashed (a miss of the cache below for each new key).
+_WORDS = struct.Struct("<I").iter_unpack
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of ``data`` (unsigned 32 bits), as aiokafka's and Java's."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    tail = length & ~3
+    for (word,) in _WORDS(data[:tail]):
+        k = (word * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    extra = length & 3
+    if extra >= 3:
+        h ^= data[tail + 2] << 16
+    if extra >= 2:
+        h ^= data[tail + 1] << 8
+    if extra >= 1:
+        h = ((h ^ data[tail]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+# Forwarded payments' keys repeat.
 @functools.lru_cache(maxsize=65_536)
 def key_partition(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a record keyed by ``key``'s bytes."""
-    # Imported here: aiokafka.partitioner loads all of aiokafka (~35 ms), which the engine,
-    # a backtest or a notebook that never computes a partition should not pay for.
-    from aiokafka.partitioner import murmur2  # noqa: PLC0415
-
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def card_partition(card_id: str, partitions: int) -> int:

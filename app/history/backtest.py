@@ -281,10 +281,15 @@ def archived_payments_of_partitions(
     def rows_of(file: ArchivedFile) -> Iterator[_Row]:
         return _file_rows(archive, file, wanted, batch_rows)
 
-    streams = [
-        ((kafka_ts, payment, key[1]) for _, kafka_ts, payment in _in_offset_order(files, rows_of))
-        for key, files in sorted(partitions.items())
-    ]
+    def rows_with_partition(
+        partition: int, files: list[ArchivedFile]
+    ) -> Iterator[tuple[int, Payment, int]]:
+        # A function, not a generator expression in the list below, which would read its
+        # loop variable when iterated: every row would carry the last partition.
+        for _, kafka_ts, payment in _in_offset_order(files, rows_of):
+            yield kafka_ts, payment, partition
+
+    streams = [rows_with_partition(key[1], files) for key, files in sorted(partitions.items())]
     yield from heapq.merge(*streams, key=lambda row: row[0])
 
 
@@ -340,7 +345,9 @@ class Replay:
         for row in payments:
             kafka_ts, payment = row[0], row[1]
             self.payments += 1
-            if timers is not None:
+            # A worker's clock moves with the events decided on the rule's keys: an event
+            # without a card (a login) never reaches a card rule's table.
+            if timers is not None and all(getattr(payment, f) for f in rule.group_by):
                 lane = timers.setdefault(row[2] if len(row) > 2 else 0, absence.Timers())
                 if lane.advance(payment.ts_ms):
                     yield from self._fire(lane, states, kafka_ts)
@@ -363,8 +370,10 @@ class Replay:
             if verdict.late:
                 self.late += 1
             yield from verdict.alerts
-            if timers is not None:
-                lane.schedule(key, absence.next_due(state, rules, self.allowed_lateness_ms))
+            if timers is not None and key in states:
+                timers.setdefault(row[2] if len(row) > 2 else 0, absence.Timers()).schedule(
+                    key, absence.next_due(state, rules, self.allowed_lateness_ms)
+                )
             if not state.rules:
                 del states[key]
 

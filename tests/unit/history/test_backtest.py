@@ -22,6 +22,7 @@ from app.history import backtest as history_backtest
 from app.history.backtest import (
     BacktestError,
     archived_payments,
+    archived_payments_of_partitions,
     backtest,
     files_in_range,
     parse_moment,
@@ -85,8 +86,10 @@ def live(payments: list[Payment], rule: Rule = SEED_RULE, partitions: int = 3) -
     ids: set[str] = set()
     for p in payments:
         key = rule.group_key(p)  # the card, or the account of a rule grouped by it
-        timers = clocks.setdefault(hash(key) % partitions, absence.Timers())
-        if timers.advance(p.ts_ms):
+        # The clock of the partition the payment was archived in (``write_payments``).
+        timers = clocks.setdefault(hash(p.card_id) % partitions, absence.Timers())
+        # A worker decides on a card rule's table only the events that have a card.
+        if all(getattr(p, f) for f in rule.group_by) and timers.advance(p.ts_ms):
             assert timers.clock is not None
             for card in timers.pop_due():
                 fired = absence.fire_due(
@@ -97,7 +100,7 @@ def live(payments: list[Payment], rule: Rule = SEED_RULE, partitions: int = 3) -
         state = states.setdefault(key, KeyState())
         for alert in evaluate(state, p, key, [rule], LATENESS_MS, 0, 0).alerts:
             ids.add(alert.alert_id)
-        timers.schedule(p.card_id, absence.next_due(state, [rule], LATENESS_MS))
+        timers.schedule(key, absence.next_due(state, [rule], LATENESS_MS))
     return ids
 
 
@@ -256,3 +259,14 @@ def test_a_range_in_another_zone_lists_the_utc_dates_it_covers(tmp_path: Path) -
     since = datetime.fromisoformat("2026-11-21T00:30:00+01:00")
     files = files_in_range(archive, "payments", since, since + timedelta(minutes=20))
     assert {(f.date, f.hour) for f in files} == {("2026-11-20", 23)}
+
+
+def test_each_archived_payment_comes_with_its_own_partition(tmp_path: Path) -> None:
+    """An absence rule's backtest follows each partition's clock: a row carrying another
+    partition's number would let one partition's progress fire another's deadlines."""
+    payments = stream(600)
+    archive = archive_of(payments, tmp_path / "archive")
+    since = datetime(2026, 11, 20, tzinfo=UTC)
+    rows = list(archived_payments_of_partitions(archive, since, since + timedelta(days=7)))
+    assert len(rows) == len(payments)
+    assert {r[1].txn_id: r[2] for r in rows} == {p.txn_id: hash(p.card_id) % 3 for p in payments}

@@ -12,7 +12,16 @@ from tables.store import decode_value, encode_key, encode_value
 
 FAUST_JSON = codecs.get_codec("json")
 
-KEYS = ["tok_4b1f9c", "device_id\x1fdev-1", "café", "emoji 🎉", 'quote " and \\ slash', ""]
+KEYS = [
+    "tok_4b1f9c",
+    "device_id\x1fdev-1",
+    "café",
+    "emoji 🎉",
+    'quote " and \\ slash',
+    "",
+    "del \x7f",
+    "tab\t",
+]
 STATES: list[Any] = [
     {"t": 1795955230575, "r": {}},
     {

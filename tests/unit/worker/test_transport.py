@@ -98,7 +98,8 @@ class PipelinedConsumer:
         self.app.should_stop = False
         self.sought: list[int] = []
 
-    def _to_message(self, tp: TP, record: Any) -> Any:
+    @staticmethod
+    def _batch_record(record: Any) -> Any:
         return record
 
     async def seek_wait(self, partitions: dict[TP, int]) -> None:
