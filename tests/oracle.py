@@ -10,6 +10,20 @@ from typing import Any
 from app.detection.models import Alert, Payment, alert_id_for
 from app.detection.rules import AggregateRule, FirstSeenRule, HistoryRule, Rule, SequenceRule
 
+# The named lists a condition ``{op: in, value: "@name"}`` reads: name -> value -> the end
+# of the entry in event-time milliseconds (None: no end). Tests that use lists fill it with
+# what they load into the engine's ``listbook``, and empty it after.
+LISTS: dict[str, dict[str, int | None]] = {}
+
+
+def on_list(name: str, value: Any, ts_ms: int) -> bool:
+    """``value`` is on list ``name`` at event time ``ts_ms``."""
+    entries = LISTS.get(name, {})
+    if value not in entries:
+        return False
+    until = entries[value]
+    return until is None or ts_ms < until
+
 
 def _value(field: str, raw: Any) -> Any:
     return Decimal(str(raw)) if field == "amount" else raw
@@ -32,6 +46,8 @@ def holds(condition: Mapping[str, Any], payment: Payment, earlier: Sequence[Paym
         right = earlier[int(step)].field(name)
     elif "ref" in condition:
         right = payment.field(condition["ref"])
+    elif op in ("in", "not in") and isinstance(condition["value"], str):
+        return on_list(condition["value"].removeprefix("@"), left, payment.ts_ms) == (op == "in")
     elif op in ("in", "not in"):
         members = [_value(field, v) for v in condition["value"]]
         return bool(left in members) == (str(op) == "in")
