@@ -47,7 +47,8 @@ def holds(condition: Mapping[str, Any], payment: Payment, earlier: Sequence[Paym
     elif "ref" in condition:
         right = payment.field(condition["ref"])
     elif op in ("in", "not in") and isinstance(condition["value"], str):
-        return on_list(condition["value"].removeprefix("@"), left, payment.ts_ms) == (op == "in")
+        name = str(condition["value"]).removeprefix("@")
+        return on_list(name, left, payment.ts_ms) == (str(op) == "in")
     elif op in ("in", "not in"):
         members = [_value(field, v) for v in condition["value"]]
         return bool(left in members) == (str(op) == "in")

@@ -275,7 +275,7 @@ def test_the_cli_page_lists_every_rules_action_and_every_option() -> None:
     cases_section = section(cli_page, "`faust -A app cases`")
     listed = [cell.split()[0] for cell in first_column(cases_section) if not cell.startswith("-")]
     assert listed == list(CASE_ACTIONS)
-    for command, actions in (("lists", LIST_ACTIONS), ("suppressions", SUPPRESSION_ACTIONS)):
+    for command, choices in (("lists", LIST_ACTIONS), ("suppressions", SUPPRESSION_ACTIONS)):
         found = section(cli_page, f"`faust -A app {command}`")
-        listed = [cell.split()[0] for cell in first_column(found) if not cell.startswith("-")]
-        assert listed == list(actions)
+        named = [cell.split()[0] for cell in first_column(found) if not cell.startswith("-")]
+        assert named == list(choices)

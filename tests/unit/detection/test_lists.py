@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.delivery.dynamodb import alert_item
 from app.detection.lists import (
     LIST,
     SUPPRESSED,
@@ -26,6 +27,7 @@ from app.detection.lists import (
 )
 from app.detection.models import iso_from_ms
 from app.detection.rules import AggregateRule, RuleError, parse_rule
+from lambdas.notifier.models.alert import classify_record
 from tests import factories, oracle
 from tests.factories import rule_body
 from tests.unit.detection.streams import BASE_MS, run_engine, shuffle_within_lateness
@@ -192,7 +194,7 @@ def test_a_bad_list_reference_is_refused_naming_the_field(
         return
     with pytest.raises(RuleError) as refused:
         parse_rule(body)
-    assert refused.value.field == field and problem in refused.value.problem
+    assert refused.value.field == field and str(problem) in refused.value.problem
 
 
 def test_a_list_condition_round_trips_through_json_and_pickle() -> None:
@@ -346,3 +348,15 @@ def test_a_list_rule_keeps_the_rule_semantics_against_the_oracle(
     finally:
         listbook.lists.clear()
         oracle.LISTS.clear()
+
+
+def test_a_suppressed_alert_is_written_but_not_notified() -> None:
+    """Downstream a suppressed alert is a row like any other whose status the notifier does
+    not page for (and the sink opens a case only for an active alert)."""
+    book = ListBook()
+    book.apply(SUPPRESSION, *record(SUPPRESSION, suppression_body()))
+    (marked,) = book.mark((alert_at(T0),))
+    item = alert_item(marked, written_at_ms=0)
+    assert item["status"] == {"S": SUPPRESSED}
+    decision = classify_record({"eventName": "INSERT", "dynamodb": {"NewImage": item}})
+    assert not decision.notify and decision.reason == "status:suppressed"
