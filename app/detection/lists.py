@@ -10,7 +10,7 @@ scope, with an optional end, a reason and who wrote it.
   for one group key (``key``), or for every key on a list (``key: "@trusted_merchants"``:
   an allowlist). The rule still evaluates and its alert is still published, with the status
   ``suppressed``: it consumes its events as any alert does (so disjointness and backtests do
-  not depend on suppressions), is counted (``fraud_alerts{status="suppressed"}``), and is
+  not depend on suppressions), is counted (``fraud_alerts_total{status="suppressed"}``), and is
   neither notified nor made a case.
 
 Time. An entry is in force for a payment whose *event time* is before the entry's
