@@ -161,3 +161,19 @@ def test_the_http_api_writes_refuses_and_removes_entries(pipeline: Pipeline) -> 
         assert shown.stdout == ""
     finally:
         worker.stop()
+
+
+def test_a_deployment_without_the_lists_topics_keeps_detecting(pipeline: Pipeline) -> None:
+    """Topics not created yet hold no entries: the worker gets ready and alerts as before."""
+    pipeline.extra_env["FRAUD_TOPIC_LISTS"] = f"absent.lists.{pipeline.uid}"
+    pipeline.extra_env["FRAUD_TOPIC_SUPPRESSIONS"] = f"absent.suppressions.{pipeline.uid}"
+    worker = pipeline.worker().start()
+    try:
+        now = int(time.time() * 1000)
+        burst = [factories.payment("tok_no_lists", f"b{i}", "1500", now + i) for i in range(3)]
+        run(produce(pipeline.stack.bootstrap, pipeline.payments, keyed(burst)))
+        (alert,) = alerts_on(pipeline, 1, idle_s=1.0, timeout_s=60)
+        assert (alert.rule_id, alert.status) == ("high-value-burst", "active")
+        assert get(worker, "/readyz")["checks"]["lists_topics_read"] is True
+    finally:
+        worker.stop()
