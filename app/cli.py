@@ -38,7 +38,8 @@ from app.cases.model import (
 )
 from app.cases.store import CaseStore, table_problem
 from app.delivery.alert_writer import make_client
-from app.detection.lists import LIST, SUPPRESSION, Entry, ListError
+from app.detection.conditions import list_names
+from app.detection.lists import LIST, SUPPRESSION, Entry, ListError, listbook
 from app.detection.models import iso_from_ms
 from app.detection.pan import contains_pan
 from app.detection.rulebook import RuleBook
@@ -316,6 +317,8 @@ async def rules(
     if action == "backtest":
         if target is None:
             raise click.UsageError("'rules backtest' needs FILE")
+        if since is not None and until is not None:  # else backtest_file says what is missing
+            await lists_for_backtest(await asyncio.to_thread(rules_from_file, target))
         await asyncio.to_thread(backtest_file, target, since, until)
         return
     bootstrap, topic = bootstrap_servers(settings.broker), settings.topic_rules
@@ -353,6 +356,7 @@ async def change_rule(bootstrap: str, topic: str, action: str, rule_id: str) -> 
     if action == "show":
         click.echo(json.dumps(rule.to_json(), indent=2))
         if rule.status == "shadow":
+            await lists_for_backtest([rule])
             await asyncio.to_thread(print_evidence, rule, book.published_ms.get(rule.rule_id))
     elif action == "delete":
         await publish(bootstrap, topic, [(rule.rule_id, None)])
@@ -640,3 +644,15 @@ async def suppressions(
     )
     await _publish_entries(SUPPRESSION, [entry])
     click.echo(f"published {entry.record_key} ({entry.describe()})")
+
+
+async def lists_for_backtest(rules: list[Rule]) -> None:
+    """The lists the rules read, as the workers hold them now, into this process's listbook
+    (a backtest decides with them, by event time); no broker needed for rules without."""
+    names = set().union(*(list_names(rule.to_json()) for rule in rules))
+    if not names:
+        return
+    bootstrap = bootstrap_servers(settings.broker)
+    book = await read_all_lists(bootstrap, _list_topics(), settings.max_list_entries)
+    for name in names:
+        listbook.install(name, book.snapshot(name))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
-from app.detection.lists import LIST_NAME, LIST_PREFIX, ListBook, listbook
+from app.detection.lists import LIST_NAME, LIST_PREFIX, Entry, ListBook, listbook
 from app.detection.models import Payment
 
 STRING_FIELDS = (
@@ -235,10 +235,34 @@ class ListCondition:
         _compiled(self, list_test(listbook, self.field, self.op, self.list))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ListCondition, (self.field, self.op, self.list))
+        # To another process (a backtest's), with the list's entries as this one holds them.
+        return (_unpickled, (self.field, self.op, self.list, listbook.snapshot(self.list)))
 
     def to_json(self) -> dict[str, Any]:
         return {"field": self.field, "op": self.op, "value": LIST_PREFIX + self.list}
+
+
+def _unpickled(field: str, op: str, name: str, entries: tuple[Entry, ...]) -> ListCondition:
+    """A list condition unpickled: a process without a follower of the lists topics (a
+    backtest's) takes the list's entries it came with, so it decides as the sender would."""
+    if not listbook.loaded.is_set():
+        listbook.install(name, entries)
+    return ListCondition(field, op, name)
+
+
+def list_names(raw: object) -> set[str]:
+    """The names of the lists a rule's JSON reads (``{op: in, value: "@name"}`` anywhere)."""
+    found: set[str] = set()
+    if isinstance(raw, list):
+        for item in raw:
+            found |= list_names(item)
+    elif isinstance(raw, Mapping):
+        value = raw.get("value")
+        if raw.get("op") in ("in", "not in") and isinstance(value, str):
+            found.add(value.removeprefix(LIST_PREFIX))
+        for inner in raw.values():
+            found |= list_names(inner)
+    return found
 
 
 def list_test(book: ListBook, name: str, op: str, list_name: str) -> Test:

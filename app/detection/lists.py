@@ -284,6 +284,17 @@ class ListBook:
         entry = entries.get(value)
         return entry is not None and (entry.until_ms is None or ts_ms < entry.until_ms)
 
+    def snapshot(self, name: str) -> tuple[Entry, ...]:
+        """The entries of list ``name``."""
+        return tuple(self.lists.get(name, {}).values())
+
+    def install(self, name: str, entries: tuple[Entry, ...]) -> None:
+        """Make ``entries`` the whole of list ``name`` (a process without a follower)."""
+        if entries:
+            self.lists[name] = {entry.value: entry for entry in entries}
+        else:
+            self.lists.pop(name, None)
+
     def entry(self, name: str, value: str) -> Entry | None:
         return self.lists.get(name, {}).get(value)
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.delivery.dynamodb import alert_item
+from app.detection.conditions import list_names
 from app.detection.lists import (
     LIST,
     SUPPRESSED,
@@ -360,3 +364,50 @@ def test_a_suppressed_alert_is_written_but_not_notified() -> None:
     assert item["status"] == {"S": SUPPRESSED}
     decision = classify_record({"eventName": "INSERT", "dynamodb": {"NewImage": item}})
     assert not decision.notify and decision.reason == "status:suppressed"
+
+
+def test_a_list_rule_sent_to_a_backtest_process_takes_the_list_entries_along(
+    lists: ListBook,
+) -> None:
+    """A backtest runs in a spawned process without a follower: the rule pickled to it
+    carries its lists' entries, so it decides as this worker would."""
+    lists.apply(LIST, *record(LIST, entry_body(until=iso_from_ms(T0))))
+    probe = (
+        "import pickle, sys; from tests import factories;"
+        "rule = pickle.loads(sys.stdin.buffer.read());"
+        f"print(rule.qualifies(factories.payment(device_id='dev-1', ts_ms={T0 - 1})),"
+        f" rule.qualifies(factories.payment(device_id='dev-1', ts_ms={T0})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        input=pickle.dumps(list_rule()),
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[3],
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().split() == ["True", "False"]
+
+
+def test_a_follower_fed_process_keeps_its_own_entries_when_a_rule_arrives(
+    lists: ListBook,
+) -> None:
+    sent = pickle.dumps(list_rule())  # the list is empty here
+    lists.apply(LIST, *record(LIST, entry_body()))
+    lists.loaded.set()
+    try:
+        assert pickle.loads(sent).qualifies(factories.payment(device_id="dev-1", ts_ms=T0))
+    finally:
+        lists.loaded.clear()
+
+
+def test_the_lists_a_rule_reads_are_found_anywhere_in_it() -> None:
+    body = rule_body(
+        filter=[
+            {"any": [{"field": "ip", "op": "in", "value": "@risky_ips"}]},
+            {"not": {"field": "device_id", "op": "not in", "value": "@known"}},
+            {"field": "country", "op": "in", "value": ["GB"]},
+        ]
+    )
+    assert list_names(parse_rule(body).to_json()) == {"risky_ips", "known"}
+    assert list_names(rule_body()) == set()
