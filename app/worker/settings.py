@@ -566,9 +566,9 @@ DECLARED: tuple[Variable, ...] = (
         "MAX_LIST_ENTRIES",
         "max_list_entries",
         _positive_int,
-        "List entries and suppressions held at most, all together (each about 300 bytes in"
-        " every worker). A new one past it is refused by the CLI (exit 1), the API (409) and"
-        " the workers (a poison record), after forgetting entries expired longer ago than"
+        "List entries and suppressions held at most, all together (each about 450 bytes with a"
+        " short reason, in every worker). A new one past it is refused by the CLI (exit 1), the API"
+        " (409) and the workers (a poison record), after forgetting entries expired longer ago than"
         " `FRAUD_MAX_EVENT_AGE`.",
     ),
 )
