@@ -23,6 +23,7 @@ from aiohttp import web
 from faust.web import Request, Response
 
 from app.detection.lists import LIST, SUPPRESSION, Entry, ListError, listbook
+from app.detection.pan import contains_pan
 from app.lists.topic import new_entry, over_bound
 from app.rules_admin.http import RulesApiView, token_ok
 from app.rules_admin.topic import bootstrap_servers, publish
@@ -86,6 +87,9 @@ class ListsApiView(RulesApiView):
         return self.json({"published": entry.to_json()}, status=202)
 
     async def remove(self, kind: str, scope: str, value: str) -> Response:
+        if contains_pan(value):
+            field = "value" if kind == LIST else "key"
+            return self.problem(400, f"{field}: looks like a card number (PAN)", field=field)
         if value not in listbook.scopes(kind).get(scope, {}):
             what = "list entry" if kind == LIST else "suppression"
             return self.problem(404, f"no {what} {scope}:{value}")

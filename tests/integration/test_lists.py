@@ -157,6 +157,8 @@ def test_the_http_api_writes_refuses_and_removes_entries(pipeline: Pipeline) -> 
         assert status == 202
         wait_until(lambda: get(worker, "/lists")["count"] == 0, 30, "the entry removed")
         assert http("DELETE", f"{base}/lists/blocked_merchants/m-9", token=TOKEN)[0] == 404
+        status, body = http("DELETE", f"{base}/lists/cards/4111111111111111", token=TOKEN)
+        assert (status, body["field"]) == (400, "value") and "4111" not in body["error"]
         shown = cli(worker, "lists", "show")
         assert shown.stdout == ""
     finally:
