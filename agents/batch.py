@@ -42,6 +42,7 @@ from app.detection.keys import (
     key_partition,
     split_group_record_key,
 )
+from app.detection.lists import listbook
 from app.detection.models import Alert, Payment
 from app.detection.rulebook import CARD_GROUP, rulebook
 from app.detection.rules import Rule
@@ -358,7 +359,8 @@ class Batch:
         """Make what the batch decided durable (``app.worker.checkpoint.commit``): what
         is still to complete before its offsets count, or None if the partition is no
         longer this worker's (``generation`` None: write whatever happens)."""
-        alerts = tuple(self.alerts.values())
+        # An alert a suppression holds is published all the same, as ``suppressed``.
+        alerts = listbook.mark(tuple(self.alerts.values()))
         writes, keep = self._state_writes()
 
         def after_write() -> None:
@@ -470,6 +472,7 @@ def batch_agent(topic: Any, name: str, add: Callable[[Batch, Record], Awaitable[
         # Deciding before the rules topic has been read would miss alerts. The rules come
         # from the follower's own consumer, so waiting here cannot hold them up.
         await rulebook.loaded.wait()
+        await listbook.loaded.wait()  # the lists and suppressions too (agents.lists)
         return await decide_batch(name, add, messages)
 
     async def handle_one(message: Record) -> None:
@@ -479,6 +482,7 @@ def batch_agent(topic: Any, name: str, add: Callable[[Batch, Record], Awaitable[
 
     async def agent(stream: Any) -> None:
         await rulebook.loaded.wait()
+        await listbook.loaded.wait()
         async for event in stream.events():
             await guarded(name, event.message, handle_one(event.message))
 

@@ -27,6 +27,8 @@ WIRING = (
     "app.cases.http",
     "app.history.http",
     "app.web.routes",
+    "agents.lists",
+    "app.lists.http",
 )
 
 

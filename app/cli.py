@@ -9,6 +9,7 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import sys
@@ -37,12 +38,16 @@ from app.cases.model import (
 )
 from app.cases.store import CaseStore, table_problem
 from app.delivery.alert_writer import make_client
+from app.detection.conditions import list_names
+from app.detection.lists import LIST, SUPPRESSION, Entry, ListError, listbook
 from app.detection.models import iso_from_ms
 from app.detection.pan import contains_pan
 from app.detection.rulebook import RuleBook
 from app.detection.rules import Rule, RuleError, check_retention, parse_rule
 from app.generator import PaymentGenerator, produce
 from app.history.evidence import run_backtest, shadow_evidence
+from app.lists.topic import load_entry_file, new_entry, over_bound
+from app.lists.topic import read_all as read_all_lists
 from app.rules_admin.topic import (
     TopicUnreadable,
     bootstrap_servers,
@@ -320,6 +325,8 @@ async def rules(
     if action == "backtest":
         if target is None:
             raise click.UsageError("'rules backtest' needs FILE")
+        if since is not None and until is not None:  # else backtest_file says what is missing
+            await lists_for_backtest(await asyncio.to_thread(rules_from_file, target))
         await asyncio.to_thread(backtest_file, target, since, until)
         return
     bootstrap, topic = bootstrap_servers(settings.broker), settings.topic_rules
@@ -357,6 +364,7 @@ async def change_rule(bootstrap: str, topic: str, action: str, rule_id: str) -> 
     if action == "show":
         click.echo(json.dumps(rule.to_json(), indent=2))
         if rule.status == "shadow":
+            await lists_for_backtest([rule])
             await asyncio.to_thread(print_evidence, rule, book.published_ms.get(rule.rule_id))
     elif action == "delete":
         await publish(bootstrap, topic, [(rule.rule_id, None)])
@@ -485,3 +493,174 @@ async def labels(self: object, action: str, path: str) -> None:
         raise click.ClickException(f"{path}: {exc}") from None
     await publish_labels(bootstrap_servers(settings.broker), settings.topic_labels, found)
     click.echo(f"published {len(found)} chargeback labels to {settings.topic_labels}")
+
+
+# ------------------------------------------------------------------ lists and suppressions
+
+LIST_ACTIONS = ("add", "remove", "show", "import")
+SUPPRESSION_ACTIONS = ("add", "list", "remove")
+
+
+def _list_topics() -> dict[str, str]:
+    return {settings.topic_lists: LIST, settings.topic_suppressions: SUPPRESSION}
+
+
+def _entry_line(entry: Entry) -> str:
+    """One entry as ``lists show`` and ``suppressions list`` print it (tab-separated)."""
+    until = "-" if entry.until_ms is None else iso_from_ms(entry.until_ms)
+    return "\t".join((entry.scope, entry.value, until, entry.by or "-", entry.reason))
+
+
+def _who(by: str | None) -> str:
+    if by is not None:
+        return by
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""
+
+
+async def _print_entries(kind: str, scope: str | None) -> None:
+    bootstrap = bootstrap_servers(settings.broker)
+    book = await read_all_lists(bootstrap, _list_topics(), settings.max_list_entries)
+    for entry in book.entries(kind, scope):
+        click.echo(_entry_line(entry))
+
+
+async def _publish_entries(kind: str, entries: list[Entry]) -> None:
+    """Publish new entries unless the workers' bound on entries would refuse them (exit 1)."""
+    bootstrap = bootstrap_servers(settings.broker)
+    book = await read_all_lists(bootstrap, _list_topics(), settings.max_list_entries)
+    refusal = over_bound(book, entries, settings.max_list_entries)
+    if refusal:
+        raise click.ClickException(f"refused: {refusal}")
+    topic = settings.topic_lists if kind == LIST else settings.topic_suppressions
+    await publish(bootstrap, topic, [(e.record_key, e.to_bytes()) for e in entries])
+
+
+async def _remove_entry(kind: str, scope: str, value: str) -> None:
+    bootstrap = bootstrap_servers(settings.broker)
+    book = await read_all_lists(bootstrap, _list_topics(), settings.max_list_entries)
+    if value not in book.scopes(kind).get(scope, {}):
+        what = "list entry" if kind == LIST else "suppression"
+        raise click.ClickException(f"no {what} {scope}:{value}")
+    topic = settings.topic_lists if kind == LIST else settings.topic_suppressions
+    await publish(bootstrap, topic, [(f"{scope}:{value}", None)])
+    click.echo(f"removed {scope}:{value}")
+
+
+def _new_entry(kind: str, scope: str, value: str, **given: Any) -> Entry:
+    """The entry asked for; exit 1 naming the field it is refused for."""
+    try:
+        return new_entry(kind, scope, value, now_ms=int(time.time() * 1000), **given)
+    except ListError as exc:
+        raise click.ClickException(f"refused: {exc}") from None
+
+
+_ENTRY_OPTIONS = (
+    option("--until", default=None, help="add: the end, an ISO time with its zone."),
+    option("--for", "lasting", default=None, help="add: the end as a duration: 30m, 2h, 7d."),
+    option("--reason", default=None, help="add: why (required)."),
+    option("--by", default=None, help="add, import: who (default: the OS user)."),
+)
+
+
+@app.command(
+    argument("action", type=click.Choice(LIST_ACTIONS), metavar="ACTION"),
+    argument("name", metavar="LIST", required=False),
+    argument("value", metavar="VALUE|FILE", required=False),
+    *_ENTRY_OPTIONS,
+    base=FraudCommand,
+)
+async def lists(
+    self: object,
+    action: str,
+    name: str | None,
+    value: str | None,
+    until: str | None,
+    lasting: str | None,
+    reason: str | None,
+    by: str | None,
+) -> None:
+    """Named lists: add LIST VALUE --reason TEXT [--until TIME | --for 7d] [--by NAME] |
+    remove LIST VALUE | show [LIST] | import LIST FILE [--by NAME].
+
+    Rules read them as {field: device_id, op: in, value: "@LIST"}. Entries are published to
+    the lists topic (FRAUD_TOPIC_LISTS); workers apply them from their next payment on.
+    An import FILE is a CSV with the header value,until,reason.
+    """
+    if action == "show":
+        await _print_entries(LIST, name)
+        return
+    if name is None or value is None:
+        raise click.UsageError(
+            f"'lists {action}' needs LIST and {'FILE' if action == 'import' else 'VALUE'}"
+        )
+    if action == "remove":
+        await _remove_entry(LIST, name, value)
+        return
+    if action == "import":
+        try:
+            entries = load_entry_file(value, name, _who(by), int(time.time() * 1000))
+        except ListError as exc:
+            if exc.field == "file":
+                raise click.UsageError(exc.problem) from None
+            raise click.ClickException(f"{value} refused: {exc}") from None
+        await _publish_entries(LIST, entries)
+        click.echo(f"published {len(entries)} entries of {name} to {settings.topic_lists}")
+        return
+    entry = _new_entry(LIST, name, value, until=until, lasting=lasting, reason=reason, by=_who(by))
+    await _publish_entries(LIST, [entry])
+    click.echo(f"published {entry.record_key} ({entry.describe()})")
+
+
+@app.command(
+    argument("action", type=click.Choice(SUPPRESSION_ACTIONS), metavar="ACTION"),
+    argument("rule_id", metavar="RULE", required=False),
+    argument("key", metavar="KEY", required=False),
+    *_ENTRY_OPTIONS,
+    base=FraudCommand,
+)
+async def suppressions(
+    self: object,
+    action: str,
+    rule_id: str | None,
+    key: str | None,
+    until: str | None,
+    lasting: str | None,
+    reason: str | None,
+    by: str | None,
+) -> None:
+    """Snooze a rule for a key: add RULE KEY --reason TEXT (--until TIME | --for 2h)
+    [--by NAME] | list [RULE] | remove RULE KEY.
+
+    KEY is an alert's group key (a card token, a merchant id ...) or @LIST (every key on
+    that list: an allowlist, which may stand without an end). The rule still evaluates; its
+    alert is recorded as suppressed, not notified and not made a case. Published to
+    FRAUD_TOPIC_SUPPRESSIONS; workers apply it from their next payment on.
+    """
+    if action == "list":
+        await _print_entries(SUPPRESSION, rule_id)
+        return
+    if rule_id is None or key is None:
+        raise click.UsageError(f"'suppressions {action}' needs RULE and KEY")
+    if action == "remove":
+        await _remove_entry(SUPPRESSION, rule_id, key)
+        return
+    entry = _new_entry(
+        SUPPRESSION, rule_id, key, until=until, lasting=lasting, reason=reason, by=_who(by)
+    )
+    await _publish_entries(SUPPRESSION, [entry])
+    click.echo(f"published {entry.record_key} ({entry.describe()})")
+
+
+async def lists_for_backtest(rules: list[Rule]) -> None:
+    """The lists the rules read, as the workers hold them now, into this process's listbook
+    (a backtest decides with them, by event time); no broker needed for rules without."""
+    names = set().union(*(list_names(rule.to_json()) for rule in rules))
+    if not names:
+        return
+    bootstrap = bootstrap_servers(settings.broker)
+    book = await read_all_lists(bootstrap, _list_topics(), settings.max_list_entries)
+    for name in names:
+        listbook.install(name, book.snapshot(name))

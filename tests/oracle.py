@@ -20,6 +20,20 @@ from app.detection.rules import (
     SequenceRule,
 )
 
+# The named lists a condition ``{op: in, value: "@name"}`` reads: name -> value -> the end
+# of the entry in event-time milliseconds (None: no end). Tests that use lists fill it with
+# what they load into the engine's ``listbook``, and empty it after.
+LISTS: dict[str, dict[str, int | None]] = {}
+
+
+def on_list(name: str, value: Any, ts_ms: int) -> bool:
+    """``value`` is on list ``name`` at event time ``ts_ms``."""
+    entries = LISTS.get(name, {})
+    if value not in entries:
+        return False
+    until = entries[value]
+    return until is None or ts_ms < until
+
 
 def _value(field: str, raw: Any) -> Any:
     return Decimal(str(raw)) if field == "amount" else raw
@@ -42,6 +56,9 @@ def holds(condition: Mapping[str, Any], payment: Payment, earlier: Sequence[Paym
         right = earlier[int(step)].field(name)
     elif "ref" in condition:
         right = payment.field(condition["ref"])
+    elif op in ("in", "not in") and isinstance(condition["value"], str):
+        name = str(condition["value"]).removeprefix("@")
+        return on_list(name, left, payment.ts_ms) == (str(op) == "in")
     elif op in ("in", "not in"):
         members = [_value(field, v) for v in condition["value"]]
         return bool(left in members) == (str(op) == "in")

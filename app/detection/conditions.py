@@ -6,6 +6,8 @@ A filter is a list of conditions a payment must all meet. A condition is one of:
 * ``{field, op, ref}``: a field of the payment against another of its fields
   (``ref: merchant_id``) or, in a step of a sequence rule, against a field of the event an
   earlier step matched (``ref: steps[0].country``);
+* ``{field, op: in | not in, value: "@name"}``: a field of the payment on a named list
+  (``app.detection.lists``);
 * ``{any: [...]}``, ``{all: [...]}``, ``{not: {...}}``: groups, nested at most
   ``MAX_DEPTH`` deep, with at most ``MAX_CONDITIONS`` comparisons in one rule.
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
+from app.detection.lists import LIST_NAME, LIST_PREFIX, Entry, ListBook, listbook
 from app.detection.models import Payment
 
 STRING_FIELDS = (
@@ -217,7 +220,61 @@ class Not:
         return {"not": self.condition.to_json()}
 
 
-Node = Condition | FieldComparison | StepComparison | AllOf | AnyOf | Not
+@dataclass(frozen=True, slots=True)
+class ListCondition:
+    """A field of the payment on (``in``) or not on (``not in``) a named list, as the
+    worker's lists hold it when the payment is decided, judged at the payment's event time
+    (``app.detection.lists``). A list no entry names yet is empty: ``in`` holds for no
+    payment, ``not in`` for every one."""
+
+    field: str
+    op: str
+    list: str
+    matches: Test = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        _compiled(self, list_test(listbook, self.field, self.op, self.list))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To another process (a backtest's), with the list's entries as this one holds them.
+        return (_unpickled, (self.field, self.op, self.list, listbook.snapshot(self.list)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"field": self.field, "op": self.op, "value": LIST_PREFIX + self.list}
+
+
+def _unpickled(field: str, op: str, name: str, entries: tuple[Entry, ...]) -> ListCondition:
+    """A list condition unpickled: a process without a follower of the lists topics (a
+    backtest's) takes the list's entries it came with, so it decides as the sender would."""
+    if not listbook.loaded.is_set():
+        listbook.install(name, entries)
+    return ListCondition(field, op, name)
+
+
+def list_names(raw: object) -> set[str]:
+    """The names of the lists a rule's JSON reads (``{op: in, value: "@name"}`` anywhere)."""
+    found: set[str] = set()
+    if isinstance(raw, list):
+        for item in raw:
+            found |= list_names(item)
+    elif isinstance(raw, Mapping):
+        value = raw.get("value")
+        if raw.get("op") in ("in", "not in") and isinstance(value, str):
+            found.add(value.removeprefix(LIST_PREFIX))
+        for inner in raw.values():
+            found |= list_names(inner)
+    return found
+
+
+def list_test(book: ListBook, name: str, op: str, list_name: str) -> Test:
+    """The test of a list condition on ``book`` (the lists are data the test reads)."""
+    get, holds = operator.attrgetter(name), book.holds
+    if op == "in":
+        return lambda payment: holds(list_name, get(payment), payment.ts_ms)
+    return lambda payment: not holds(list_name, get(payment), payment.ts_ms)
+
+
+Node = Condition | FieldComparison | StepComparison | ListCondition | AllOf | AnyOf | Not
 
 
 def all_of(tests: Iterable[Test]) -> Test:
@@ -337,6 +394,8 @@ def _comparison(where: str, raw: Mapping[str, Any], scope: _Scope) -> Node:
         return _field_comparison(where, name, op, raw["ref"], scope.steps_before)
     if "value" not in raw:
         raise RuleError(f"{where}.value", "is missing")
+    if op in ("in", "not in") and isinstance(raw["value"], str):
+        return _list_condition(where, name, op, raw["value"])
     if op in ("in", "not in"):
         return _membership(where, name, op, raw["value"])
     value = raw["value"]
@@ -386,6 +445,24 @@ def _step_comparison(
     if name != "amount" and op not in ("==", "!="):
         raise RuleError(f"{where}.op", f"'{op}' compares numbers; field {name!r} is a string")
     return StepComparison(name, op, step, ref)
+
+
+def _list_condition(where: str, name: str, op: str, value: str) -> ListCondition:
+    """``in`` / ``not in`` a named list: ``value`` is ``@name``."""
+    if not value.startswith(LIST_PREFIX):
+        raise RuleError(
+            f"{where}.value", f"must be a non-empty list for '{op}', or a list name as '@name'"
+        )
+    list_name = value.removeprefix(LIST_PREFIX)
+    if not LIST_NAME.match(list_name):
+        raise RuleError(
+            f"{where}.value",
+            f"{value!r} is not a list name: '@' then 1-64 characters of a-z, 0-9 and '_',"
+            " starting with a letter",
+        )
+    if name == "amount":
+        raise RuleError(f"{where}.field", "lists hold text: 'amount' cannot be on a list")
+    return ListCondition(name, op, list_name)
 
 
 def _membership(where: str, name: str, op: str, value: object) -> Condition:

@@ -9,6 +9,7 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from app.detection.engine import KeyState
+from app.detection.lists import listbook
 from app.detection.models import iso_from_ms, ms_from_iso
 from app.detection.rulebook import rulebook
 from app.web.cluster import (
@@ -70,7 +71,10 @@ def read_card(card_id: str, now_s: float | None = None) -> dict[str, Any] | None
     if alerts and (last := ms_from_iso(alerts[-1].get("last_event_ts"))) is not None:
         anchors.append(last / 1000)
     windows = high_value_windows(card_id, anchors)
-    if not state.rules and state.newest_ts is None and not alerts and not windows:
+    # The lists holding the card and its suppressions (every worker holds them all).
+    listed = listbook.about(card_id)
+    empty = not state.rules and state.newest_ts is None and not alerts and not windows
+    if empty and not listed["lists"] and not listed["suppressions"]:
         return None
     newest = state.newest_ts
     return {
@@ -80,6 +84,7 @@ def read_card(card_id: str, now_s: float | None = None) -> dict[str, Any] | None
         "high_value_windows": windows,
         "high_value_amount": str(rulebook.high_value_amount),
         "alerts": alerts,
+        **listed,
     }
 
 

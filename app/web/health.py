@@ -16,6 +16,7 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
+from app.detection.lists import listbook
 from app.detection.rulebook import rulebook
 from app.rules_admin.topic import bootstrap_servers
 from app.web.cluster import tables_recovered
@@ -156,7 +157,8 @@ class ReadyView(View):
     async def get(self, request: Request) -> Response:
         recovered = tables_recovered()
         rules_read = rulebook.loaded.is_set()
-        ready = recovered and rules_read
+        lists_read = listbook.loaded.is_set()  # detection waits for both (agents.batch)
+        ready = recovered and rules_read and lists_read
         body = {
             "status": "ready" if ready else "not_ready",
             "checks": {
@@ -169,6 +171,7 @@ class ReadyView(View):
                     for partition, (position, end) in sorted(rulebook.unread.items())
                 },
                 "rebalancing": bool(getattr(app, "rebalancing", False)),
+                "lists_topics_read": lists_read,
             },
         }
         return self.json(body, status=200 if ready else 503)

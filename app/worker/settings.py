@@ -98,6 +98,10 @@ class Settings:
     kafka_ca_file: str | None = None
     # The bearer token for rule writes over HTTP; None refuses them. Never printed.
     api_token: str | None = field(default=None, repr=False)
+    # Named lists and suppressions (app.detection.lists).
+    topic_lists: str = "fraud.lists"
+    topic_suppressions: str = "fraud.suppressions"
+    max_list_entries: int = 100_000
 
 
 def _positive_int(text: str) -> int:
@@ -559,6 +563,28 @@ DECLARED: tuple[Variable, ...] = (
         _secret,
         "The bearer token for rule writes, backtests and shadow-rule evidence over HTTP."
         " Unset: those are refused (403).",
+    ),
+    Variable(
+        "TOPIC_LISTS",
+        "topic_lists",
+        _topic,
+        "The lists topic (compacted, keyed `<list>:<value>`; a tombstone removes the entry).",
+    ),
+    Variable(
+        "TOPIC_SUPPRESSIONS",
+        "topic_suppressions",
+        _topic,
+        "The suppressions topic (compacted, keyed `<rule_id>:<key>`; a tombstone removes the"
+        " suppression).",
+    ),
+    Variable(
+        "MAX_LIST_ENTRIES",
+        "max_list_entries",
+        _positive_int,
+        "List entries and suppressions held at most, all together (each about 450 bytes with a"
+        " short reason, in every worker). A new one past it is refused by the CLI (exit 1), the API"
+        " (409) and the workers (a poison record), after forgetting entries expired longer ago than"
+        " `FRAUD_MAX_EVENT_AGE`.",
     ),
 )
 # (name, attr, parser) of each variable: the shape tests/infra/test_terraform.py unpacks.

@@ -92,14 +92,19 @@ def default_topics(
     dlq: str = "payments.dlq",
     rules: str = "fraud.rules",
     labels: str = "fraud.labels",
+    lists: str = "fraud.lists",
+    suppressions: str = "fraud.suppressions",
 ) -> list[Topic]:
-    """The pipeline's topics; rules and labels are compacted so the latest of each survives."""
+    """The pipeline's topics; rules, labels, lists and suppressions are compacted so the latest
+    of each survives."""
     return [
         Topic(payments, partitions),
         Topic(alerts, partitions),
         Topic(dlq, partitions),
         Topic(rules, 1, {"cleanup.policy": "compact"}),
         Topic(labels, 1, {"cleanup.policy": "compact"}),
+        Topic(lists, 1, {"cleanup.policy": "compact"}),
+        Topic(suppressions, 1, {"cleanup.policy": "compact"}),
     ]
 
 

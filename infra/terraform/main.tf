@@ -29,10 +29,12 @@ locals {
   region             = data.aws_region.current.name
   availability_zones = [for letter in var.availability_zone_letters : "${local.region}${letter}"]
   topics = {
-    payments = var.topic_payments
-    alerts   = var.topic_alerts
-    dlq      = var.topic_dlq
-    rules    = var.topic_rules
+    payments     = var.topic_payments
+    alerts       = var.topic_alerts
+    dlq          = var.topic_dlq
+    rules        = var.topic_rules
+    lists        = var.topic_lists
+    suppressions = var.topic_suppressions
   }
   # Secrets Manager only when ECS must fetch the API token for the workers.
   interface_endpoints = concat(

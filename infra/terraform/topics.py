@@ -53,8 +53,10 @@ def wanted_topics(
     partitions: int | None,
     replication: int,
     labels: str = "fraud.labels",
+    lists: str = "fraud.lists",
+    suppressions: str = "fraud.suppressions",
 ) -> list[TopicSpec]:
-    """The four topics the app expects, as the local stack creates them."""
+    """The topics the app expects, as the local stack creates them."""
     if partitions is None:
         raise ValueError("FRAUD_PARTITIONS must be set: it is the partition count to create")
     return [
@@ -63,6 +65,8 @@ def wanted_topics(
         TopicSpec(dlq, partitions, replication, {"cleanup.policy": "delete"}),
         TopicSpec(rules, 1, replication, {"cleanup.policy": "compact"}),
         TopicSpec(labels, 1, replication, {"cleanup.policy": "compact"}),
+        TopicSpec(lists, 1, replication, {"cleanup.policy": "compact"}),
+        TopicSpec(suppressions, 1, replication, {"cleanup.policy": "compact"}),
     ]
 
 
@@ -156,6 +160,8 @@ def main() -> int:
             dlq=settings.topic_dlq,
             rules=settings.topic_rules,
             labels=settings.topic_labels,
+            lists=settings.topic_lists,
+            suppressions=settings.topic_suppressions,
             partitions=settings.partitions,
             replication=settings.topic_replication,
         )

@@ -170,6 +170,18 @@ variable "topic_rules" {
   default     = "fraud.rules"
 }
 
+variable "topic_lists" {
+  description = "The compacted lists topic (FRAUD_TOPIC_LISTS)."
+  type        = string
+  default     = "fraud.lists"
+}
+
+variable "topic_suppressions" {
+  description = "The compacted suppressions topic (FRAUD_TOPIC_SUPPRESSIONS)."
+  type        = string
+  default     = "fraud.suppressions"
+}
+
 # --- the workers (ECS Fargate) -------------------------------------------------------------
 
 variable "worker_image" {

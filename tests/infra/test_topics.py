@@ -46,6 +46,12 @@ def test_the_labels_topic_is_compacted_with_one_partition_whatever_the_count() -
     assert (labels.partitions, labels.config["cleanup.policy"]) == (1, "compact")
 
 
+def test_the_lists_and_suppressions_topics_are_compacted_with_one_partition() -> None:
+    for name in ("fraud.lists", "fraud.suppressions"):
+        topic = next(t for t in wanted(48) if t.name == name)
+        assert (topic.partitions, topic.config["cleanup.policy"]) == (1, "compact")
+
+
 def test_fraud_partitions_must_be_set() -> None:
     with pytest.raises(ValueError, match="FRAUD_PARTITIONS"):
         wanted(None)
@@ -67,6 +73,8 @@ def test_every_difference_is_named_and_nothing_is_altered() -> None:
         "topic 'payments.dlq' does not exist",
         "topic 'fraud.rules' has cleanup.policy=delete, not compact",
         "topic 'fraud.labels' does not exist",
+        "topic 'fraud.lists' does not exist",
+        "topic 'fraud.suppressions' does not exist",
     ]
 
 

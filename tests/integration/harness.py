@@ -66,6 +66,14 @@ class Pipeline:
     def labels(self) -> str:
         return f"fraud.labels.{self.uid}"
 
+    @property
+    def lists(self) -> str:
+        return f"fraud.lists.{self.uid}"
+
+    @property
+    def suppressions(self) -> str:
+        return f"fraud.suppressions.{self.uid}"
+
     def create_topics(self) -> None:
         self.stack.create_topics(
             [
@@ -74,6 +82,8 @@ class Pipeline:
                 Topic(self.dlq, self.partitions),
                 Topic(self.rules, 1, {"cleanup.policy": "compact"}),
                 Topic(self.labels, 1, {"cleanup.policy": "compact"}),
+                Topic(self.lists, 1, {"cleanup.policy": "compact"}),
+                Topic(self.suppressions, 1, {"cleanup.policy": "compact"}),
             ]
         )
 
@@ -120,6 +130,8 @@ class Pipeline:
             "FRAUD_TOPIC_DLQ": self.dlq,
             "FRAUD_TOPIC_RULES": self.rules,
             "FRAUD_TOPIC_LABELS": self.labels,
+            "FRAUD_TOPIC_LISTS": self.lists,
+            "FRAUD_TOPIC_SUPPRESSIONS": self.suppressions,
             # Only the sink's own tests create an alerts table; the others leave it off.
             "FRAUD_SINK_ENABLED": "false",
             # Likewise the archive: on in its own tests (test_history), where it goes here.

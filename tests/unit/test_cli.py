@@ -18,7 +18,19 @@ import pytest
 import yaml
 from faust.cli.base import cli
 
-from app.cli import CASE_ACTIONS, RULE_ACTIONS, FraudCommand, OneLineUsage, cases, generate, rules
+from app.cli import (
+    CASE_ACTIONS,
+    LIST_ACTIONS,
+    RULE_ACTIONS,
+    SUPPRESSION_ACTIONS,
+    FraudCommand,
+    OneLineUsage,
+    cases,
+    generate,
+    lists,
+    rules,
+    suppressions,
+)
 from tests.cli import assert_one_error_line, free_port, run_cli
 from tests.docs import first_column, page, section
 from tests.factories import rule_body
@@ -120,6 +132,66 @@ CASES = [
         ("--truth", "{dir}/no-such-dir/truth.jsonl", "No such file"),
     ),
     Case("generate-unreachable", ("generate", "--duration", "1"), REFUSED, REACH),
+    # lists and suppressions: an entry is checked before the topics are read
+    Case("lists-add-no-value", ("lists", "add", "blocked"), USAGE, ("'lists add' needs",)),
+    Case("lists-no-action", ("lists",), USAGE, ("Missing argument 'ACTION'",)),
+    Case(
+        "lists-add-pan",
+        ("lists", "add", "cards", "4111111111111111", "--reason", "r"),
+        REFUSED,
+        ("refused: value", "card number"),
+    ),
+    Case(
+        "lists-add-bad-name",
+        ("lists", "add", "Blocked-Devices", "d1", "--reason", "r"),
+        REFUSED,
+        ("refused: list",),
+    ),
+    Case("lists-add-no-reason", ("lists", "add", "blocked", "d1"), REFUSED, ("refused: reason",)),
+    Case(
+        "lists-add-bad-for",
+        ("lists", "add", "blocked", "d1", "--reason", "r", "--for", "soon"),
+        REFUSED,
+        ("refused: for", "'soon'"),
+    ),
+    Case(
+        "lists-add-past",
+        ("lists", "add", "blocked", "d1", "--reason", "r", "--until", "2020-01-01T00:00:00Z"),
+        REFUSED,
+        ("refused: until", "not in the future"),
+    ),
+    Case(
+        "lists-add-unreachable",
+        ("lists", "add", "blocked", "d1", "--reason", "r", "--for", "7d"),
+        REFUSED,
+        REACH,
+    ),
+    Case("lists-show-unreachable", ("lists", "show"), REFUSED, REACH),
+    Case(
+        "lists-import-missing",
+        ("lists", "import", "blocked", "{dir}/nope.csv"),
+        USAGE,
+        ("{dir}/nope.csv",),
+    ),
+    Case(
+        "lists-import-bad-line",
+        ("lists", "import", "blocked", "{dir}/bad.csv"),
+        REFUSED,
+        ("{dir}/bad.csv", "line 3.until"),
+    ),
+    Case(
+        "suppressions-add-no-end",
+        ("suppressions", "add", "high-value-burst", "tok_1", "--reason", "batch run"),
+        REFUSED,
+        ("refused: until", "required"),
+    ),
+    Case(
+        "suppressions-add-no-key",
+        ("suppressions", "add", "high-value-burst"),
+        USAGE,
+        ("'suppressions add' needs RULE and KEY",),
+    ),
+    Case("suppressions-list-unreachable", ("suppressions", "list"), REFUSED, REACH),
     # a setting every command reads (checked when the app is imported)
     Case(
         "bad-setting",
@@ -147,6 +219,7 @@ def write_files(directory: Path) -> None:
     (directory / "bad-absence.yaml").write_text(yaml.safe_dump(absence))
     two = [rule_body(), rule_body(rule_id="second")]
     (directory / "two.yaml").write_text(json.dumps(two))
+    (directory / "bad.csv").write_text("value,until,reason\nd1,,ok\nd2,someday,bad\n")
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +273,7 @@ def test_the_cli_page_lists_every_rules_action_and_every_option() -> None:
     documented = {cell for cell in first_column(cli_page) if cell.startswith("--")}
     declared = {
         name
-        for command in (generate, rules, cases)
+        for command in (generate, rules, cases, lists, suppressions)
         for option in command.options or ()
         for name in getattr(option, "args", ())
         if name.startswith("--")
@@ -210,3 +283,7 @@ def test_the_cli_page_lists_every_rules_action_and_every_option() -> None:
     cases_section = section(cli_page, "`faust -A app cases`")
     listed = [cell.split()[0] for cell in first_column(cases_section) if not cell.startswith("-")]
     assert listed == list(CASE_ACTIONS)
+    for command, choices in (("lists", LIST_ACTIONS), ("suppressions", SUPPRESSION_ACTIONS)):
+        found = section(cli_page, f"`faust -A app {command}`")
+        named = [cell.split()[0] for cell in first_column(found) if not cell.startswith("-")]
+        assert named == list(choices)

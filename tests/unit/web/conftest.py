@@ -9,7 +9,7 @@ from app.web import cluster
 from app.web.consumer import ConsumerWatch
 from app.worker.failures import Failures
 from app.worker.stats import WorkerStats
-from tests.unit.web.fakes import fake_rulebook, patch_web
+from tests.unit.web.fakes import fake_rulebook, loaded_listbook, patch_web
 
 
 @pytest.fixture
@@ -23,6 +23,7 @@ def worker(monkeypatch: pytest.MonkeyPatch) -> WorkerStats:
     patch_web(monkeypatch, "owns_partition", lambda partition: True)
     patch_web(monkeypatch, "tables_recovered", lambda: True)
     patch_web(monkeypatch, "rulebook", fake_rulebook([SEED_RULE]))
+    patch_web(monkeypatch, "listbook", loaded_listbook())
     patch_web(monkeypatch, "sink_snapshot", lambda: None)
     patch_web(monkeypatch, "failures", Failures())
     return fresh

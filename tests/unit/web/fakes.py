@@ -17,6 +17,7 @@ from faust.windows import TumblingWindow
 from prometheus_client.parser import text_string_to_metric_families
 
 import app.web.routes  # noqa: F401  (registers the views on the Faust app)
+from app.detection.lists import ListBook
 from app.detection.models import Alert, iso_from_ms
 from app.web import (
     alerts,
@@ -170,3 +171,10 @@ def recorded_stats() -> WorkerStats:
     for latency_us in [800] * 10 + [4_000] * 30 + [70_000] * 50 + [3_000_000] * 10:
         stats.decision_latency.record_value(latency_us)
     return stats
+
+
+def loaded_listbook() -> ListBook:
+    """An empty store of lists and suppressions whose topics have been read."""
+    book = ListBook()
+    book.loaded.set()
+    return book

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 
+from app.detection.lists import ListBook
 from app.detection.rules import SEED_RULE
 from app.web import (
     health,
@@ -15,7 +16,7 @@ from app.web import (
 from app.web.consumer import ConsumerWatch, PartitionLag
 from app.worker.failures import Failures
 from app.worker.stats import WorkerStats
-from tests.unit.web.fakes import fake_rulebook, get, patch_web, run
+from tests.unit.web.fakes import fake_rulebook, get, loaded_listbook, patch_web, run
 
 
 def test_healthz_is_200_when_agents_run_and_503_when_one_does_not(
@@ -141,6 +142,20 @@ def test_readyz_needs_recovered_tables_and_the_rules_topic_read_but_no_rule(
         assert status == 503 and body["checks"]["rules_topic_read"] is False
         # ... and says where it waits.
         assert body["checks"]["rules_topic_unread"] == {"1": {"position": 3, "end_offset": 7}}
+
+    run(check)
+
+
+def test_readyz_waits_for_the_lists_topics_read(
+    worker: WorkerStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        patch_web(monkeypatch, "listbook", ListBook())  # not read yet
+        status, body = await get(session, f"{base}/readyz")
+        assert status == 503 and body["checks"]["lists_topics_read"] is False
+        patch_web(monkeypatch, "listbook", loaded_listbook())
+        status, body = await get(session, f"{base}/readyz")
+        assert status == 200 and body["checks"]["lists_topics_read"] is True
 
     run(check)
 

@@ -9,6 +9,7 @@ from faust.web import View
 
 import app.cases.http
 import app.history.http
+import app.lists.http
 import app.rules_admin.http
 import app.web.routes
 from app.worker.faust_app import app as faust_app
@@ -20,7 +21,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 def served() -> set[tuple[str, str]]:
     """(method, path) of every view registered on the app, without the trailing-slash twins."""
     assert app.web.routes and app.rules_admin.http and app.history.http  # registered on import
-    assert app.cases.http
+    assert app.cases.http and app.lists.http
     found = set()
     for path, view in faust_app.web.views.items():
         for method in METHODS:

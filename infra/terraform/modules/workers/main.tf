@@ -39,12 +39,14 @@ locals {
     FRAUD_TOPIC_ALERTS            = var.topics.alerts
     FRAUD_TOPIC_DLQ               = var.topics.dlq
     FRAUD_TOPIC_RULES             = var.topics.rules
+    FRAUD_TOPIC_LISTS             = var.topics.lists
+    FRAUD_TOPIC_SUPPRESSIONS      = var.topics.suppressions
   }
 
   # var.environment (any other FRAUD_* setting) first: the values Terraform manages win.
   worker_environment = merge(var.environment, local.kafka_environment, {
-    FRAUD_STORE          = "rocksdb://"
-    FRAUD_DATADIR        = local.data_directory
+    FRAUD_STORE   = "rocksdb://"
+    FRAUD_DATADIR = local.data_directory
     # The load balancer (modules/web) and the other workers (forwarded card lookups) ask it
     # at the task's address, which worker_entry.py advertises as FRAUD_WEB_HOST; the security
     # group admits the web port from those two only.
@@ -319,9 +321,9 @@ resource "aws_ecs_task_definition" "worker" {
 
   container_definitions = jsonencode([
     {
-      name                   = "worker"
-      image                  = var.image
-      essential              = true
+      name      = "worker"
+      image     = var.image
+      essential = true
       # worker_entry.py sets FRAUD_WEB_HOST to the task's address, then becomes the image's
       # `faust -A app` with these arguments.
       entryPoint             = ["python", "-c"]

@@ -57,10 +57,12 @@ variable "app_id" {
 variable "topics" {
   description = "Names of the pipeline's topics."
   type = object({
-    payments = string
-    alerts   = string
-    dlq      = string
-    rules    = string
+    payments     = string
+    alerts       = string
+    dlq          = string
+    rules        = string
+    lists        = string
+    suppressions = string
   })
 }
 
