@@ -199,6 +199,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"slack receiver: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
         return 1
+    base = f"http://127.0.0.1:{server.port}"
+    serve_until_signalled(
+        server,
+        "slack-receiver",
+        f"slack receiver listening on {base} "
+        f"(SLACK_WEBHOOK_URL={base}/services/local, SLACK_API_BASE_URL={base}/api/)",
+    )
+    return 0
+
+
+def serve_until_signalled(server: ThreadingHTTPServer, name: str, banner: str) -> None:
+    """Serve in a thread, say ``banner`` on stderr, stop at SIGINT or SIGTERM."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -206,19 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    thread = threading.Thread(target=server.serve_forever, name="slack-receiver", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{server.port}"
-    print(
-        f"slack receiver listening on {base} "
-        f"(SLACK_WEBHOOK_URL={base}/services/local, SLACK_API_BASE_URL={base}/api/)",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(banner, file=sys.stderr, flush=True)
     stop.wait()
     server.shutdown()
     server.server_close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,185 @@
+"""Slack's buttons against real servers: a worker with its cases table (DynamoDB Local)
+and labels topic (Kafka), the action handler served on loopback as its function URL
+serves it, and the local Slack stand-in receiving the message update (response_url).
+
+A signed press closes the case (the label reaches the topic, the message says so); an
+unsigned, forged, stale or replayed request is refused with 401, changes nothing, and is
+logged with its reason and never with the secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from slack_sdk.signature import SignatureVerifier
+
+from infra.local.slack_actions import ActionServer, actions_from
+from infra.local.slack_receiver import SlackReceiver
+from infra.local.stack import LocalStack
+from lambdas.slack_actions.config import ActionsConfig
+from tests.factories import payment
+from tests.integration.harness import Pipeline, http, keyed, produce, read_all, run, wait_until
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "test-token-not-a-secret"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # Slack's documented example secret
+
+
+class Slack:
+    """What Slack would send: a button press, signed with the app's secret (or not)."""
+
+    def __init__(self, url: str, response_url: str) -> None:
+        self.url = url
+        self.response_url = response_url
+
+    def body(self, case_id: str, action_id: str = "case_fraud") -> str:
+        payload = {
+            "type": "block_actions",
+            "user": {"id": "U0ALICE", "username": "alice"},
+            "actions": [{"action_id": action_id, "value": case_id, "type": "button"}],
+            "response_url": self.response_url,
+            "message": {
+                "blocks": [
+                    {"type": "header", "text": {"type": "plain_text", "text": "HIGH fraud alert"}},
+                    {"type": "actions", "elements": []},
+                ]
+            },
+        }
+        return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
+    @staticmethod
+    def headers(body: str, secret: str = SIGNING_SECRET, at: float | None = None) -> dict[str, str]:
+        timestamp = str(int(time.time() if at is None else at))
+        signature = SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body)
+        assert signature is not None
+        return {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature}
+
+    def post(self, body: str, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(
+            self.url,
+            data=body.encode(),
+            method="POST",
+            headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+
+@pytest.fixture
+def receiver() -> Iterator[SlackReceiver]:
+    server = SlackReceiver(0, out=io.StringIO())
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def open_cases(base: str, card: str, count: int) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def listed() -> bool:
+        status, body = http("GET", f"{base}/cases?key={card}&status=open")
+        assert status == 200, body
+        found[:] = body["cases"]
+        return len(found) >= count
+
+    wait_until(listed, 60, f"{count} open case(s) on {card}")
+    return found
+
+
+def test_a_signed_press_closes_the_case_and_forged_stale_and_replayed_ones_are_refused(
+    pipeline: Pipeline,
+    stack: LocalStack,
+    receiver: SlackReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pipeline.enable_sink()
+    pipeline.extra_env["FRAUD_API_TOKEN"] = TOKEN
+    start = int(time.time() * 1000) - 60_000
+    card = f"tok_slack_{pipeline.uid}"
+    payments = [
+        payment(card, f"{pipeline.uid}-{n}", "1500", ts_ms=start + n * 1000) for n in range(3)
+    ]
+    worker = pipeline.worker("slack").start()
+    local = f"http://127.0.0.1:{receiver.port}/"
+    config = ActionsConfig.from_env(
+        {
+            "REPLAY_TABLE": f"replays_{pipeline.uid}",
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "FRAUD_CASES_API_URL": f"http://127.0.0.1:{worker.web_port}",
+            "FRAUD_API_TOKEN": TOKEN,
+            "SLACK_RESPONSE_URL_PREFIX": local,
+            "FRAUD_DYNAMODB_ENDPOINT": stack.dynamodb_endpoint,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+        }
+    )
+    server = ActionServer(actions_from(config))
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    slack = Slack(f"http://127.0.0.1:{server.port}/", f"{local}actions/T0/1/xyz")
+    try:
+        run(produce(stack.bootstrap, pipeline.payments, keyed(payments)))
+        base = f"http://127.0.0.1:{worker.web_port}"
+        [case] = open_cases(base, card, 1)
+        case_id = case["case_id"]
+        body = slack.body(case_id)
+
+        # Refused, each for its reason, and the case stays open.
+        assert slack.post(body, {}) == 401
+        assert slack.post(body, slack.headers(body, secret="not-the-signing-secret")) == 401
+        forged = slack.headers(body)
+        assert slack.post(slack.body(case_id, "case_not_fraud"), forged) == 401  # other body
+        assert slack.post(body, slack.headers(body, at=time.time() - 6 * 60)) == 401
+        assert http("GET", f"{base}/cases/{case_id}")[1]["status"] == "open"
+        assert receiver.messages == []
+
+        # Signed and new: closed as fraud by the one who pressed, label on the topic.
+        signed = slack.headers(body)
+        assert slack.post(body, signed) == 200
+        closed = http("GET", f"{base}/cases/{case_id}")[1]
+        assert (closed["status"], closed["disposition"], closed["closed_by"]) == (
+            "closed",
+            "fraud",
+            "slack:alice",
+        )
+        [record] = run(read_all(stack.bootstrap, pipeline.labels, 1, idle_s=1.0, until=1))
+        assert record.key == f"case:{case_id}".encode()
+        label = json.loads(record.value)
+        assert (label["label"], label["by"]) == ("fraud", "slack:alice")
+        # The message is replaced: its buttons gone, how the case closed in their place.
+        [update] = receiver.messages
+        assert update["replace_original"] is True
+        assert [b["type"] for b in update["blocks"]] == ["header", "context"]
+        assert "closed as *fraud* by slack:alice" in json.dumps(update)
+
+        # The same request again (same timestamp and signature): a replay.
+        assert slack.post(body, signed) == 401
+        assert len(receiver.messages) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        worker.stop()
+        pipeline.drop_tables()
+        stack.client().delete_table(TableName=config.replay_table)
+
+    mine = [r for r in caplog.records if r.name == "fraud-slack-actions"]
+    reasons = [
+        str(r.__dict__["reason"]).split(":")[0]
+        for r in mine
+        if r.getMessage() == "slack request refused"
+    ]
+    assert reasons == ["unsigned", "bad signature", "bad signature", "stale", "replayed"], reasons
+    text = " ".join(f"{r.getMessage()} {r.__dict__}" for r in mine)
+    assert SIGNING_SECRET not in text and TOKEN not in text
