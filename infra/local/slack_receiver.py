@@ -1,7 +1,8 @@
 """A local stand-in for Slack: prints each alert it receives as one line on stdout.
 
-Accepts incoming-webhook POSTs on any path (point ``SLACK_WEBHOOK_URL`` at
-``http://127.0.0.1:PORT/services/local``) and ``chat.postMessage`` under ``/api/``
+Accepts incoming-webhook POSTs (and response_url POSTs) on any path (point
+``SLACK_WEBHOOK_URL`` at ``http://127.0.0.1:PORT/services/local``) and
+``chat.postMessage`` and ``chat.update`` under ``/api/``
 (point ``SLACK_API_BASE_URL`` at ``http://127.0.0.1:PORT/api/``), answering as Slack
 does. Binds 127.0.0.1 only.
 
@@ -134,7 +135,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not message.get("text") and not message.get("blocks"):
             self._reply(400, "no_text", "text/plain")
             return
-        self.server.record(message, "webhook")
+        # A POST to a message's response_url (lambdas/slack_actions) replaces or answers it.
+        where = "response" if "replace_original" in message else "webhook"
+        self.server.record(message, where)
         self._reply(200, "ok", "text/plain")
 
     def _api(self, method: str, raw: bytes) -> None:
@@ -162,6 +165,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if method == "auth.test":
             self._reply_json({"ok": True, "user": "local", "team": "local"})
             return
+        if method == "chat.update":
+            self._update(params)
+            return
         if method != "chat.postMessage":
             self._reply_json({"ok": False, "error": "unknown_method"})
             return
@@ -172,9 +178,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not params.get("text") and not params.get("blocks"):
             self._reply_json({"ok": False, "error": "no_text"})
             return
-        self.server.record(params, f"#{str(channel).lstrip('#')}")
         ts = f"{time.time():.6f}"
+        self.server.record({**params, "ts": ts}, f"#{str(channel).lstrip('#')}")
         self._reply_json({"ok": True, "channel": channel, "ts": ts, "message": {"ts": ts}})
+
+    def _update(self, params: dict[str, Any]) -> None:
+        channel, ts = params.get("channel"), params.get("ts")
+        if not channel:
+            self._reply_json({"ok": False, "error": "channel_not_found"})
+            return
+        if not ts or not any(m.get("ts") == ts for m in self.server.messages):
+            self._reply_json({"ok": False, "error": "message_not_found"})
+            return
+        self.server.record(params, f"#{str(channel).lstrip('#')} update {ts}")
+        self._reply_json({"ok": True, "channel": channel, "ts": ts})
 
 
 def _port(text: str) -> int:

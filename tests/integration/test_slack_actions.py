@@ -27,6 +27,7 @@ from infra.local.stack import LocalStack
 from lambdas.slack_actions.config import ActionsConfig
 from tests.factories import payment
 from tests.integration.harness import Pipeline, http, keyed, produce, read_all, run, wait_until
+from tests.integration.test_cases import notify_from_the_stream
 
 pytestmark = pytest.mark.integration
 
@@ -183,3 +184,62 @@ def test_a_signed_press_closes_the_case_and_forged_stale_and_replayed_ones_are_r
     assert reasons == ["unsigned", "bad signature", "bad signature", "stale", "replayed"], reasons
     text = " ".join(f"{r.getMessage()} {r.__dict__}" for r in mine)
     assert SIGNING_SECRET not in text and TOKEN not in text
+
+
+def test_a_later_alert_of_an_open_case_updates_its_message_instead_of_paging(
+    pipeline: Pipeline, stack: LocalStack, receiver: SlackReceiver
+) -> None:
+    stream_arn = pipeline.enable_sink()
+    start = int(time.time() * 1000) - 60_000
+    card = f"tok_upd_{pipeline.uid}"
+    # Two bursts of the seed rule on one card: two alerts, one case.
+    payments = [
+        payment(card, f"{pipeline.uid}-{n}", "1500", ts_ms=start + n * 1000) for n in range(6)
+    ]
+    worker = pipeline.worker("update").start()
+    try:
+        run(produce(stack.bootstrap, pipeline.payments, keyed(payments)))
+        base = f"http://127.0.0.1:{worker.web_port}"
+
+        def both_alerts_in() -> bool:
+            cases = http("GET", f"{base}/cases?key={card}")[1]["cases"]
+            return bool(cases) and cases[0]["alert_count"] == 2
+
+        wait_until(both_alerts_in, 60, "one case holding both alerts")
+        [case] = http("GET", f"{base}/cases?key={card}")[1]["cases"]
+        # A bot token (chat.postMessage, chat.update) and the cases table for the message's ts.
+        notify_from_the_stream(
+            stack,
+            stream_arn,
+            {
+                "SLACK_BOT_TOKEN": "xoxb-local-test-token",
+                "SLACK_CHANNEL": "#fraud",
+                "SLACK_API_BASE_URL": f"http://127.0.0.1:{receiver.port}/api/",
+                "CASES_TABLE": pipeline.cases_table,
+            },
+        )
+    finally:
+        worker.stop()
+    try:
+        posted = [m for m in receiver.messages if "replace_original" not in m]
+        # One page (the alert that opened the case), then its message updated in place.
+        pages = [m for m in posted if "ts" in m and m.get("channel") == "#fraud" and "blocks" in m]
+        assert len(pages) == 2, pages  # the post and the update, both on the one message
+        first, update = pages
+        assert update["ts"] == first["ts"]
+        assert "(2 alerts)" in json.dumps(update["blocks"]) and "(2 alerts)" not in json.dumps(
+            first["blocks"]
+        )
+        buttons = [
+            e["action_id"]
+            for b in update["blocks"]
+            if b["type"] == "actions"
+            for e in b["elements"]
+        ]
+        assert buttons[:3] == ["case_fraud", "case_not_fraud", "open_case"]
+        item = stack.client().get_item(
+            TableName=pipeline.cases_table, Key={"pk": {"S": f"case#{case['case_id']}"}}
+        )["Item"]
+        assert (item["slack_ts"]["S"], item["slack_shown"]["N"]) == (first["ts"], "2")
+    finally:
+        pipeline.drop_tables()
