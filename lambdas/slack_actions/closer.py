@@ -13,16 +13,13 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.notifier.adapters.aws import aws_client
 from lambdas.notifier.adapters.redaction import REDACTOR
-from lambdas.notifier.adapters.secrets import credential
 from lambdas.notifier.models.env import ConfigError
 
 logger = Logger(service="fraud-slack-closer")
@@ -30,6 +27,8 @@ logger = Logger(service="fraud-slack-closer")
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 TOKEN_KEYS = ("api_token", "token")
 REQUEST_KEYS = ("case_id", "disposition", "note", "closed_by")
+# Below the action handler's own wait for this function (Slack waits 3 s for an answer).
+TIMEOUT_S = 2.0
 
 
 def close_case(
@@ -66,28 +65,16 @@ def _json(raw: bytes) -> dict[str, Any]:
     return body if isinstance(body, dict) else {"error": "the workers' answer is not an object"}
 
 
-_closer: list[Callable[[dict[str, str]], dict[str, Any]]] = []
-
-
-def _from_env() -> Callable[[dict[str, str]], dict[str, Any]]:
-    api_url = os.environ.get("FRAUD_CASES_API_URL", "").strip()
-    secret_arn = os.environ.get("FRAUD_API_TOKEN_SECRET_ARN", "").strip()
-    if not api_url or not secret_arn:
-        raise ConfigError("FRAUD_CASES_API_URL and FRAUD_API_TOKEN_SECRET_ARN are required")
-    region = os.environ.get("AWS_REGION", "us-east-1")
-    token = credential(
-        None, secret_arn, TOKEN_KEYS, secrets_client=lambda: aws_client("secretsmanager", region)
-    )
-    return lambda request: close_case(api_url, token(), request, timeout_s=5.0)
-
-
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point (``lambdas.slack_actions.closer.handler``), invoked by the action
-    handler with ``{"case_id", "disposition", "note", "closed_by"}``."""
-    if not _closer:
-        _closer.append(_from_env())
+    handler with ``{"case_id", "disposition", "note", "closed_by", "token"}``: the token is
+    the action handler's (it reads it from Secrets Manager, which this function, in a VPC
+    without a Secrets Manager endpoint of its own, could not)."""
+    api_url = os.environ.get("FRAUD_CASES_API_URL", "").strip()
+    if not api_url:
+        raise ConfigError("FRAUD_CASES_API_URL is required")
     request = {key: str(event.get(key, "")) for key in REQUEST_KEYS}
-    answer = _closer[0](request)
+    answer = close_case(api_url, str(event.get("token", "")), request, timeout_s=TIMEOUT_S)
     logger.info("close asked", extra={"case_id": request["case_id"], "status": answer["status"]})
     return answer

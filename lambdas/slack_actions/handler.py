@@ -56,23 +56,26 @@ class Actions:
         )
         ddb = dynamodb_client or aws_client("dynamodb", config.region, config.dynamodb_endpoint)
         self.guard = Guard(signing_secret, ReplayStore(ddb, config.replay_table), clock)
+        token = credential(
+            config.api_token, config.api_token_secret_arn, TOKEN_KEYS, secrets_client=secrets
+        )
         self.close: Closer
         if config.closer_function:
             client = aws_client("lambda", config.region)
             function = config.closer_function
 
             def invoke(request: dict[str, str]) -> dict[str, Any]:
-                answer = client.invoke(FunctionName=function, Payload=json.dumps(request).encode())
+                payload = json.dumps({**request, "token": token()}).encode()
+                answer = client.invoke(FunctionName=function, Payload=payload)
                 loaded = json.loads(answer["Payload"].read())
-                return loaded if isinstance(loaded, dict) else {"status": 0, "body": {}}
+                if "FunctionError" in answer or not isinstance(loaded, dict):
+                    return {"status": 0, "body": {"error": "the closer function failed"}}
+                return loaded
 
             self.close = invoke
         else:
             assert config.cases_api_url is not None
             api_url = config.cases_api_url
-            token = credential(
-                config.api_token, config.api_token_secret_arn, TOKEN_KEYS, secrets_client=secrets
-            )
             self.close = lambda request: close_case(
                 api_url, token(), request, timeout_s=config.timeout_s
             )
