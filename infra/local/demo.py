@@ -44,6 +44,7 @@ from aiokafka import AIOKafkaConsumer
 
 from app.rules_admin.topic import load_rule_file, publish
 from app.worker.settings import Settings, SettingsError, load_settings
+from infra.local.slack_actions import local_slack
 from infra.local.stack import (
     SIGNALS,
     LocalStack,
@@ -57,6 +58,7 @@ from infra.local.stack import (
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEFAULT_RULES = REPO / "app" / "rules_admin" / "default_rules.yaml"
+IDEMPOTENCY_TABLE = "fraud_notifier_idempotency"
 # The worker's default archive directory, made absolute for the messages and the exports.
 ARCHIVE = REPO / ".cache" / "archive"
 ENV_FILE = REPO / ".cache" / "demo.env"
@@ -235,6 +237,7 @@ class Demo:
         self.logs = Path(tempfile.mkdtemp(prefix="fraud-demo-"))
         self.env_file: Path = args.env_file
         self.env_text: str | None = None
+        self.slack_notifier_env: dict[str, str] = {}
 
     def _spawn(
         self, name: str, argv: list[str], env: Mapping[str, str], inherit: bool = False
@@ -342,7 +345,7 @@ class Demo:
             flush=True,
         )
 
-        self._start_notifier(env, web_url, python)
+        self._start_notifier(env, web_url, python, token)
         if self.args.no_generator:
             print(
                 "demo: no generator: the payments are the ones you send. Ctrl-C stops.",
@@ -365,17 +368,21 @@ class Demo:
             print(f"demo: generating {self.args.rate:g} payments/s. Ctrl-C stops.", flush=True)
         return asyncio.run(self._watch(worker, web_url, started))
 
-    def _start_notifier(self, env: Mapping[str, str], web_url: str, python: str) -> None:
+    def _start_notifier(
+        self, env: Mapping[str, str], web_url: str, python: str, token: str
+    ) -> None:
         webhook = os.environ.get("SLACK_WEBHOOK_URL")
+        slack = {"SLACK_WEBHOOK_URL": webhook or ""}
         if not webhook:
             port = _free_port()
             receiver = [python, "-m", "infra.local.slack_receiver", "--port", str(port)]
             self._spawn("slack-receiver", receiver, env, inherit=True)
-            webhook = f"http://127.0.0.1:{port}/services/demo"
+            self._start_slack_actions(env, f"http://127.0.0.1:{port}", web_url, python, token)
+            slack = self.slack_notifier_env
         notifier_env = {
             **env,
-            "SLACK_WEBHOOK_URL": webhook,
-            "IDEMPOTENCY_TABLE": "fraud_notifier_idempotency",
+            **slack,
+            "IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE,
             "FRAUD_INSPECT_BASE_URL": web_url,
         }
         poller = [
@@ -391,6 +398,25 @@ class Demo:
             "WARNING",
         ]
         self._spawn("notifier", poller, notifier_env)
+
+    def _start_slack_actions(
+        self, env: Mapping[str, str], receiver: str, web_url: str, python: str, token: str
+    ) -> None:
+        """The Slack buttons' handler on loopback (infra/local/slack_actions.py); its
+        signing secret, made for the session, in a 0600 file of the logs directory."""
+        self.slack_notifier_env, actions_env = local_slack(
+            receiver, web_url, token, self.settings.cases_table, IDEMPOTENCY_TABLE
+        )
+        port = _free_port()
+        secret_file = self.logs / "slack-signing-secret"
+        write_env_file(secret_file, actions_env["SLACK_SIGNING_SECRET"] + "\n")
+        server = [python, "-m", "infra.local.slack_actions", "--port", str(port)]
+        self._spawn("slack-actions", server, {**env, **actions_env})
+        print(
+            f"demo: Slack buttons answered on http://127.0.0.1:{port}/ (requests signed with"
+            f" the secret in {secret_file}; docs/how-to/slack.md)",
+            flush=True,
+        )
 
     async def _watch(self, worker: subprocess.Popen[bytes], web_url: str, started: float) -> int:
         """Print alerts until a signal (0) or the worker's exit (1); say when it is ready."""

@@ -3,7 +3,7 @@ function URL serves it on AWS: each HTTP request becomes a function URL event (p
 version 2.0), the handler's answer becomes the HTTP answer.
 
 Configured by the handler's own environment (``lambdas.slack_actions.config``); locally
-the close is made directly against a worker (``FRAUD_CASES_API_URL`` and
+the close is made directly against a worker (``CASES_API_URL`` and
 ``FRAUD_API_TOKEN``), and the replay table is created in DynamoDB Local if missing.
 
     python -m infra.local.slack_actions --port 3001
@@ -12,6 +12,7 @@ the close is made directly against a worker (``FRAUD_CASES_API_URL`` and
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,29 @@ from lambdas.notifier.adapters.idempotency import ensure_table
 from lambdas.notifier.models.env import ConfigError
 from lambdas.slack_actions.config import ActionsConfig
 from lambdas.slack_actions.handler import MAX_BODY_CHARS, Actions
+
+
+def local_slack(
+    receiver_url: str, web_url: str, token: str, cases_table: str, replay_table: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """For ``make demo`` with the local Slack stand-in: the notifier's Slack settings (a bot
+    token, so a case's message is updated as its alerts join) and this server's
+    environment (a signing secret made for the session, the worker's close API, the
+    session's API token, response_url on the stand-in)."""
+    notifier = {
+        "SLACK_BOT_TOKEN": "xoxb-local-demo",
+        "SLACK_CHANNEL": "#fraud-demo",
+        "SLACK_API_BASE_URL": f"{receiver_url}/api/",
+        "CASES_TABLE": cases_table,
+    }
+    actions = {
+        "REPLAY_TABLE": replay_table,
+        "SLACK_SIGNING_SECRET": secrets.token_hex(16),
+        "CASES_API_URL": web_url,
+        "FRAUD_API_TOKEN": token,
+        "SLACK_RESPONSE_URL_PREFIX": f"{receiver_url}/",
+    }
+    return notifier, actions
 
 
 class ActionServer(ThreadingHTTPServer):

@@ -71,9 +71,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     handler with ``{"case_id", "disposition", "note", "closed_by", "token"}``: the token is
     the action handler's (it reads it from Secrets Manager, which this function, in a VPC
     without a Secrets Manager endpoint of its own, could not)."""
-    api_url = os.environ.get("FRAUD_CASES_API_URL", "").strip()
+    api_url = os.environ.get("CASES_API_URL", "").strip()
     if not api_url:
-        raise ConfigError("FRAUD_CASES_API_URL is required")
+        raise ConfigError("CASES_API_URL is required")
     request = {key: str(event.get(key, "")) for key in REQUEST_KEYS}
     answer = close_case(api_url, str(event.get("token", "")), request, timeout_s=TIMEOUT_S)
     logger.info("close asked", extra={"case_id": request["case_id"], "status": answer["status"]})

@@ -50,14 +50,14 @@ class ActionsConfig:
         secret, secret_arn = get("SLACK_SIGNING_SECRET"), get("SLACK_SIGNING_SECRET_ARN")
         if bool(secret) == bool(secret_arn):
             raise ConfigError("set one of SLACK_SIGNING_SECRET or SLACK_SIGNING_SECRET_ARN")
-        closer, api_url = get("CLOSER_FUNCTION_NAME"), get("FRAUD_CASES_API_URL")
-        token, token_arn = get("FRAUD_API_TOKEN"), get("FRAUD_API_TOKEN_SECRET_ARN")
+        closer, api_url = get("CLOSER_FUNCTION_NAME"), get("CASES_API_URL")
+        token, token_arn = get("FRAUD_API_TOKEN"), get("API_TOKEN_SECRET_ARN")
         if bool(closer) == bool(api_url):
-            raise ConfigError("set one of CLOSER_FUNCTION_NAME or FRAUD_CASES_API_URL")
+            raise ConfigError("set one of CLOSER_FUNCTION_NAME or CASES_API_URL")
         if bool(token) == bool(token_arn):
-            raise ConfigError("set one of FRAUD_API_TOKEN or FRAUD_API_TOKEN_SECRET_ARN")
+            raise ConfigError("set one of FRAUD_API_TOKEN or API_TOKEN_SECRET_ARN")
         for name, value in (
-            ("FRAUD_CASES_API_URL", api_url),
+            ("CASES_API_URL", api_url),
             ("SLACK_RESPONSE_URL_PREFIX", get("SLACK_RESPONSE_URL_PREFIX")),
             ("FRAUD_DYNAMODB_ENDPOINT", get("FRAUD_DYNAMODB_ENDPOINT")),
         ):

@@ -851,7 +851,7 @@ def test_the_slack_buttons_url_runs_the_verifying_handler_with_its_secret_by_arn
     # The closer runs in the VPC (the internal ALB) with the close API's URL.
     assert "vpc_config" in closer
     assert set(only(closer, "environment")["variables"]) == {
-        "FRAUD_CASES_API_URL",
+        "CASES_API_URL",
         "POWERTOOLS_SERVICE_NAME",
     }
     # Replays: a record per request in the notifier's idempotency table, keyed and expiring

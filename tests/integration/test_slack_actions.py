@@ -119,7 +119,7 @@ def test_a_signed_press_closes_the_case_and_forged_stale_and_replayed_ones_are_r
         {
             "REPLAY_TABLE": f"replays_{pipeline.uid}",
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "FRAUD_CASES_API_URL": f"http://127.0.0.1:{worker.web_port}",
+            "CASES_API_URL": f"http://127.0.0.1:{worker.web_port}",
             "FRAUD_API_TOKEN": TOKEN,
             "SLACK_RESPONSE_URL_PREFIX": local,
             "FRAUD_DYNAMODB_ENDPOINT": stack.dynamodb_endpoint,

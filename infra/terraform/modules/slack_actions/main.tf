@@ -127,11 +127,11 @@ resource "aws_lambda_function" "actions" {
 
   environment {
     variables = {
-      REPLAY_TABLE               = var.replay_table_name
-      SLACK_SIGNING_SECRET_ARN   = aws_secretsmanager_secret.signing_secret.arn
-      FRAUD_API_TOKEN_SECRET_ARN = var.api_token_secret_arn
-      CLOSER_FUNCTION_NAME       = aws_lambda_function.closer.function_name
-      POWERTOOLS_SERVICE_NAME    = "fraud-slack-actions"
+      REPLAY_TABLE             = var.replay_table_name
+      SLACK_SIGNING_SECRET_ARN = aws_secretsmanager_secret.signing_secret.arn
+      API_TOKEN_SECRET_ARN     = var.api_token_secret_arn
+      CLOSER_FUNCTION_NAME     = aws_lambda_function.closer.function_name
+      POWERTOOLS_SERVICE_NAME  = "fraud-slack-actions"
     }
   }
 
@@ -223,7 +223,7 @@ resource "aws_lambda_function" "closer" {
 
   environment {
     variables = {
-      FRAUD_CASES_API_URL     = var.cases_api_url
+      CASES_API_URL           = var.cases_api_url
       POWERTOOLS_SERVICE_NAME = "fraud-slack-closer"
     }
   }
