@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -24,6 +25,8 @@ from slack_sdk.signature import SignatureVerifier
 from infra.local.slack_actions import ActionServer, actions_from
 from infra.local.slack_receiver import SlackReceiver
 from infra.local.stack import LocalStack
+from infra.local.stream_poller import LocalLambdaContext
+from lambdas.slack_actions import closer
 from lambdas.slack_actions.config import ActionsConfig
 from tests.factories import payment
 from tests.integration.harness import Pipeline, http, keyed, produce, read_all, run, wait_until
@@ -168,6 +171,23 @@ def test_a_signed_press_closes_the_case_and_forged_stale_and_replayed_ones_are_r
         # The same request again (same timestamp and signature): a replay.
         assert slack.post(body, signed) == 401
         assert len(receiver.messages) == 1
+
+        # On AWS the close runs in the closer function (inside the VPC), handed the request
+        # and the token: the same close again is the API's no-op, a wrong token its 401.
+        os.environ["CASES_API_URL"] = base
+        try:
+            request = {
+                "case_id": case_id,
+                "disposition": "fraud",
+                "note": "fraud (Slack button, by alice)",
+                "closed_by": "slack:alice",
+            }
+            again = closer.handler({**request, "token": TOKEN}, LocalLambdaContext(5))
+            assert (again["status"], again["body"]["already"]) == (200, True)
+            wrong = closer.handler({**request, "token": "wrong"}, LocalLambdaContext(5))
+            assert wrong["status"] == 401
+        finally:
+            del os.environ["CASES_API_URL"]
     finally:
         server.shutdown()
         server.server_close()
