@@ -16,18 +16,24 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
+from app.cases.model import case_id_for, parse_closing
+from app.cases.store import CaseStore
+from app.detection.models import iso_from_ms
 from infra.local.slack_actions import ActionServer, actions_from
 from infra.local.slack_receiver import SlackReceiver
 from infra.local.stack import LocalStack
 from infra.local.stream_poller import LocalLambdaContext
+from lambdas.notifier.adapters.cases import CaseMessages, number, release, text
 from lambdas.slack_actions import closer
 from lambdas.slack_actions.config import ActionsConfig
+from tests import factories
 from tests.factories import payment
 from tests.integration.harness import Pipeline, http, keyed, produce, read_all, run, wait_until
 from tests.integration.test_cases import notify_from_the_stream
@@ -263,3 +269,36 @@ def test_a_later_alert_of_an_open_case_updates_its_message_instead_of_paging(
         assert (item["slack_ts"]["S"], item["slack_shown"]["N"]) == (first["ts"], "2")
     finally:
         pipeline.drop_tables()
+
+
+def test_the_case_message_is_kept_once_and_each_update_claims_a_newer_count(
+    stack: LocalStack,
+) -> None:
+    """The conditional writes behind chat.update, on DynamoDB Local."""
+    uid = uuid.uuid4().hex[:8]
+    alerts, cases = f"alerts_{uid}", f"cases_{uid}"
+    stack.create_alerts_table(alerts)
+    stack.create_cases_table(cases)
+    client = stack.client()
+    try:
+        store = CaseStore(cases, alerts, client)
+        now = int(time.time() * 1000)
+        opening = factories.alert(1, detected_at=iso_from_ms(now))
+        store.write_alert(opening, now)
+        store.write_alert(factories.alert(2, detected_at=iso_from_ms(now + 1000)), now)
+        case_id = case_id_for(opening)
+        messages = CaseMessages(client, cases)
+        kept = messages.remember(case_id, "C1", "111.222")
+        assert kept is not None and number(kept, "alert_count") == 2
+        assert messages.remember(case_id, "C1", "333.444") is None  # a redelivery: kept once
+        assert text(messages.get(case_id) or {}, "slack_ts") == "111.222"
+        assert messages.claim(case_id, 1) is False  # the post shows one already
+        assert messages.claim(case_id, 2) is True
+        assert messages.claim(case_id, 2) is False  # another update of the same state
+        release(messages, case_id, 2)  # its chat.update failed: the retry may claim again
+        assert messages.claim(case_id, 2) is True
+        store.close(case_id, parse_closing("fraud", "seen", "alice"), iso_from_ms(now))
+        assert messages.claim(case_id, 3) is False  # closed: its message is the close's
+    finally:
+        for table in (alerts, cases):
+            client.delete_table(TableName=table)

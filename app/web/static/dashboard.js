@@ -433,9 +433,10 @@ $("alerts").addEventListener("click", (event) => {
 // The case queue (GET /cases: open cases first, filtered by status, rule and key), one
 // case's alerts and payments, and closing it with a disposition (POST
 // /cases/{id}/close, which needs the API token: asked for and kept as for evidence).
-// Refreshed every CASES_MS while the panel is open, the open count always.
+// Refreshed every CASES_MS while the panel is open, the open count (up to COUNT_LIMIT) always.
 const CASES_MS = 5000;
 const CASES_LIMIT = 100;
+const COUNT_LIMIT = 100;
 const CLOSER_KEY = "fraud.closedBy";
 const cases = {
   open: false,
@@ -481,12 +482,13 @@ async function refreshCases() {
 
 async function refreshCaseCount() {
   try {
-    const answer = await getJson(`/cases?status=open&limit=500`);
+    // The API has no count of its own: at most COUNT_LIMIT open cases are fetched for it.
+    const answer = await getJson(`/cases?status=open&limit=${COUNT_LIMIT}`);
     cases.count = answer.status === 200 ? answer.body.count : null;
   } catch {
     cases.count = null;
   }
-  const shown = cases.count == null ? "–" : cases.count >= 500 ? "500+" : fmtInt(cases.count);
+  const shown = cases.count == null ? "–" : cases.count >= COUNT_LIMIT ? `${COUNT_LIMIT}+` : fmtInt(cases.count);
   $("cases-toggle").textContent = `cases: ${shown} open`;
 }
 
