@@ -3,17 +3,17 @@
 Starts real Kafka and DynamoDB Local (see infra.local.stack), creates the topics and
 the alerts table, publishes the default rules, then a worker (detection, the DynamoDB sink
 and the Parquet archive), the notifier (a stream poller invoking the Lambda handler, as
-Lambda's event source mapping would), a local Slack receiver (unless SLACK_WEBHOOK_URL
-points at a real one), the payment generator (unless ``--no-generator``) and an alert
-printer.
+Lambda's event source mapping would), a local Slack receiver and the Slack buttons' handler
+on loopback (unless SLACK_WEBHOOK_URL points at a real one), the payment generator (unless
+``--no-generator``) and an alert printer.
 
 Once the stack is up it prints what a second terminal needs, as ``export`` lines: the
 broker, this session's API token, the worker's web URL, the archive, and the topics when
 they are not the defaults. It writes the same lines to ``.cache/demo.env`` (``--env-file``;
 mode 0600, removed when the demo stops), so ``source .cache/demo.env`` there is enough
-(docs/quickstart.md). The token is made for the session and given to the worker only, so
-rule writes, backtests and evidence over HTTP work; it is printed and written to that
-file, nowhere else.
+(docs/quickstart.md). The token is made for the session and given to the worker (and the
+Slack buttons' handler, which closes cases with it) only, so rule writes, backtests and
+evidence over HTTP work; it is printed and written to that file, nowhere else.
 
 Ctrl-C stops everything; no process is left behind (the children die with the demo even
 when it is killed).
@@ -311,7 +311,7 @@ class Demo:
             "FRAUD_ARCHIVE_ROLL_SECONDS": os.environ.get("FRAUD_ARCHIVE_ROLL_SECONDS")
             or ARCHIVE_ROLL_S,
         }
-        env.pop("FRAUD_API_TOKEN", None)  # the worker gets the session's; nobody else needs one
+        env.pop("FRAUD_API_TOKEN", None)  # the worker (and the Slack buttons) get the session's
         faust, python = str(BIN / "faust"), str(BIN / "python")
         started = time.monotonic()
         worker = self._spawn(
