@@ -1,5 +1,7 @@
 """Build ``build/notifier.zip``: ``lambdas/`` plus its dependencies, for Lambda's
-python3.11 x86_64 runtime (handler ``lambdas.notifier.handlers.notify.handler``).
+python3.11 x86_64 runtime (handler ``lambdas.notifier.handlers.notify.handler``; the Slack
+buttons' two functions, ``lambdas.slack_actions.handler.handler`` and
+``lambdas.slack_actions.closer.handler``, run from the same package).
 
 The dependencies (the ``lambda`` extra of setup.cfg, so versions live in one place)
 are installed as manylinux wheels whatever machine builds the zip; boto3 and

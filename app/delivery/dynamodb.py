@@ -188,7 +188,21 @@ def _aggregate_item(alert: Alert, written_at_ms: int) -> dict[str, dict[str, Any
         "description": {"S": alert.description},
         "expires_at": {"N": str(expires_at(alert.detected_at, written_at_ms))},
         "written_at_ms": {"N": str(written_at_ms)},
+        **explained(alert),
     }
+
+
+def explained(alert: Alert) -> dict[str, dict[str, Any]]:
+    """What explains an alert of a kind other than an aggregate (its JSON's ``kind``,
+    ``steps``, ``explanation``), so the notifier can show it; nothing for an aggregate's."""
+    item: dict[str, dict[str, Any]] = {}
+    if alert.kind != "aggregate":
+        item["kind"] = {"S": alert.kind}
+    if alert.steps:
+        item["steps"] = {"L": [{"N": str(step)} for step in alert.steps]}
+    if alert.explanation:
+        item["explanation"] = {"M": {name: {"S": value} for name, value in alert.explanation}}
+    return item
 
 
 def put_request(table: str, alert: Alert, written_at_ms: int | None = None) -> dict[str, Any]:

@@ -3,17 +3,17 @@
 Starts real Kafka and DynamoDB Local (see infra.local.stack), creates the topics and
 the alerts table, publishes the default rules, then a worker (detection, the DynamoDB sink
 and the Parquet archive), the notifier (a stream poller invoking the Lambda handler, as
-Lambda's event source mapping would), a local Slack receiver (unless SLACK_WEBHOOK_URL
-points at a real one), the payment generator (unless ``--no-generator``) and an alert
-printer.
+Lambda's event source mapping would), a local Slack receiver and the Slack buttons' handler
+on loopback (unless SLACK_WEBHOOK_URL points at a real one), the payment generator (unless
+``--no-generator``) and an alert printer.
 
 Once the stack is up it prints what a second terminal needs, as ``export`` lines: the
 broker, this session's API token, the worker's web URL, the archive, and the topics when
 they are not the defaults. It writes the same lines to ``.cache/demo.env`` (``--env-file``;
 mode 0600, removed when the demo stops), so ``source .cache/demo.env`` there is enough
-(docs/quickstart.md). The token is made for the session and given to the worker only, so
-rule writes, backtests and evidence over HTTP work; it is printed and written to that
-file, nowhere else.
+(docs/quickstart.md). The token is made for the session and given to the worker (and the
+Slack buttons' handler, which closes cases with it) only, so rule writes, backtests and
+evidence over HTTP work; it is printed and written to that file, nowhere else.
 
 Ctrl-C stops everything; no process is left behind (the children die with the demo even
 when it is killed).
@@ -45,6 +45,7 @@ from aiokafka import AIOKafkaConsumer
 from app.detection.rules import Rule
 from app.rules_admin.topic import load_rule_file, publish
 from app.worker.settings import Settings, SettingsError, load_settings
+from infra.local.slack_actions import local_slack
 from infra.local.stack import (
     SIGNALS,
     LocalStack,
@@ -60,6 +61,8 @@ BIN = Path(sys.executable).parent
 DEFAULT_RULES = REPO / "app" / "rules_admin" / "default_rules.yaml"
 # One rule of each kind (shadow), which the generator's --patterns fire.
 KINDS_RULES = REPO / "examples" / "rules" / "kinds.yaml"
+
+IDEMPOTENCY_TABLE = "fraud_notifier_idempotency"
 # The worker's default archive directory, made absolute for the messages and the exports.
 ARCHIVE = REPO / ".cache" / "archive"
 ENV_FILE = REPO / ".cache" / "demo.env"
@@ -250,6 +253,7 @@ class Demo:
         self.logs = Path(tempfile.mkdtemp(prefix="fraud-demo-"))
         self.env_file: Path = args.env_file
         self.env_text: str | None = None
+        self.slack_notifier_env: dict[str, str] = {}
 
     def _spawn(
         self, name: str, argv: list[str], env: Mapping[str, str], inherit: bool = False
@@ -323,7 +327,7 @@ class Demo:
             "FRAUD_ARCHIVE_ROLL_SECONDS": os.environ.get("FRAUD_ARCHIVE_ROLL_SECONDS")
             or ARCHIVE_ROLL_S,
         }
-        env.pop("FRAUD_API_TOKEN", None)  # the worker gets the session's; nobody else needs one
+        env.pop("FRAUD_API_TOKEN", None)  # the worker (and the Slack buttons) get the session's
         faust, python = str(BIN / "faust"), str(BIN / "python")
         started = time.monotonic()
         worker = self._spawn(
@@ -357,7 +361,7 @@ class Demo:
             flush=True,
         )
 
-        self._start_notifier(env, web_url, python)
+        self._start_notifier(env, web_url, python, token)
         if self.args.no_generator:
             print(
                 "demo: no generator: the payments are the ones you send. Ctrl-C stops.",
@@ -382,17 +386,21 @@ class Demo:
             print(f"demo: generating {self.args.rate:g} payments/s. Ctrl-C stops.", flush=True)
         return asyncio.run(self._watch(worker, web_url, started))
 
-    def _start_notifier(self, env: Mapping[str, str], web_url: str, python: str) -> None:
+    def _start_notifier(
+        self, env: Mapping[str, str], web_url: str, python: str, token: str
+    ) -> None:
         webhook = os.environ.get("SLACK_WEBHOOK_URL")
+        slack = {"SLACK_WEBHOOK_URL": webhook or ""}
         if not webhook:
             port = _free_port()
             receiver = [python, "-m", "infra.local.slack_receiver", "--port", str(port)]
             self._spawn("slack-receiver", receiver, env, inherit=True)
-            webhook = f"http://127.0.0.1:{port}/services/demo"
+            self._start_slack_actions(env, f"http://127.0.0.1:{port}", web_url, python, token)
+            slack = self.slack_notifier_env
         notifier_env = {
             **env,
-            "SLACK_WEBHOOK_URL": webhook,
-            "IDEMPOTENCY_TABLE": "fraud_notifier_idempotency",
+            **slack,
+            "IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE,
             "FRAUD_INSPECT_BASE_URL": web_url,
         }
         poller = [
@@ -408,6 +416,25 @@ class Demo:
             "WARNING",
         ]
         self._spawn("notifier", poller, notifier_env)
+
+    def _start_slack_actions(
+        self, env: Mapping[str, str], receiver: str, web_url: str, python: str, token: str
+    ) -> None:
+        """The Slack buttons' handler on loopback (infra/local/slack_actions.py); its
+        signing secret, made for the session, in a 0600 file of the logs directory."""
+        self.slack_notifier_env, actions_env = local_slack(
+            receiver, web_url, token, self.settings.cases_table, IDEMPOTENCY_TABLE
+        )
+        port = _free_port()
+        secret_file = self.logs / "slack-signing-secret"
+        write_env_file(secret_file, actions_env["SLACK_SIGNING_SECRET"] + "\n")
+        server = [python, "-m", "infra.local.slack_actions", "--port", str(port)]
+        self._spawn("slack-actions", server, {**env, **actions_env})
+        print(
+            f"demo: Slack buttons answered on http://127.0.0.1:{port}/ (requests signed with"
+            f" the secret in {secret_file}; docs/how-to/slack.md)",
+            flush=True,
+        )
 
     async def _watch(self, worker: subprocess.Popen[bytes], web_url: str, started: float) -> int:
         """Print alerts until a signal (0) or the worker's exit (1); say when it is ready."""

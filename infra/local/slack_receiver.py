@@ -1,7 +1,8 @@
 """A local stand-in for Slack: prints each alert it receives as one line on stdout.
 
-Accepts incoming-webhook POSTs on any path (point ``SLACK_WEBHOOK_URL`` at
-``http://127.0.0.1:PORT/services/local``) and ``chat.postMessage`` under ``/api/``
+Accepts incoming-webhook POSTs (and response_url POSTs) on any path (point
+``SLACK_WEBHOOK_URL`` at ``http://127.0.0.1:PORT/services/local``) and
+``chat.postMessage`` and ``chat.update`` under ``/api/``
 (point ``SLACK_API_BASE_URL`` at ``http://127.0.0.1:PORT/api/``), answering as Slack
 does. Binds 127.0.0.1 only.
 
@@ -134,7 +135,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not message.get("text") and not message.get("blocks"):
             self._reply(400, "no_text", "text/plain")
             return
-        self.server.record(message, "webhook")
+        # A POST to a message's response_url (lambdas/slack_actions) replaces or answers it.
+        where = "response" if "replace_original" in message else "webhook"
+        self.server.record(message, where)
         self._reply(200, "ok", "text/plain")
 
     def _api(self, method: str, raw: bytes) -> None:
@@ -162,6 +165,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if method == "auth.test":
             self._reply_json({"ok": True, "user": "local", "team": "local"})
             return
+        if method == "chat.update":
+            self._update(params)
+            return
         if method != "chat.postMessage":
             self._reply_json({"ok": False, "error": "unknown_method"})
             return
@@ -172,9 +178,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not params.get("text") and not params.get("blocks"):
             self._reply_json({"ok": False, "error": "no_text"})
             return
-        self.server.record(params, f"#{str(channel).lstrip('#')}")
         ts = f"{time.time():.6f}"
+        self.server.record({**params, "ts": ts}, f"#{str(channel).lstrip('#')}")
         self._reply_json({"ok": True, "channel": channel, "ts": ts, "message": {"ts": ts}})
+
+    def _update(self, params: dict[str, Any]) -> None:
+        channel, ts = params.get("channel"), params.get("ts")
+        if not channel:
+            self._reply_json({"ok": False, "error": "channel_not_found"})
+            return
+        if not ts or not any(m.get("ts") == ts for m in self.server.messages):
+            self._reply_json({"ok": False, "error": "message_not_found"})
+            return
+        self.server.record(params, f"#{str(channel).lstrip('#')} update {ts}")
+        self._reply_json({"ok": True, "channel": channel, "ts": ts})
 
 
 def _port(text: str) -> int:
@@ -199,6 +216,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"slack receiver: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
         return 1
+    base = f"http://127.0.0.1:{server.port}"
+    serve_until_signalled(
+        server,
+        "slack-receiver",
+        f"slack receiver listening on {base} "
+        f"(SLACK_WEBHOOK_URL={base}/services/local, SLACK_API_BASE_URL={base}/api/)",
+    )
+    return 0
+
+
+def serve_until_signalled(server: ThreadingHTTPServer, name: str, banner: str) -> None:
+    """Serve in a thread, say ``banner`` on stderr, stop at SIGINT or SIGTERM."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -206,19 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    thread = threading.Thread(target=server.serve_forever, name="slack-receiver", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{server.port}"
-    print(
-        f"slack receiver listening on {base} "
-        f"(SLACK_WEBHOOK_URL={base}/services/local, SLACK_API_BASE_URL={base}/api/)",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(banner, file=sys.stderr, flush=True)
     stop.wait()
     server.shutdown()
     server.server_close()
-    return 0
 
 
 if __name__ == "__main__":

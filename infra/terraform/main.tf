@@ -175,6 +175,8 @@ module "notifier" {
   alerts_table_arn       = module.alerts.table_arn
   alerts_stream_arn      = module.alerts.stream_arn
   inspect_base_url       = var.inspect_base_url
+  cases_table_name       = module.cases.table_name
+  cases_table_arn        = module.cases.table_arn
   slack_enabled          = var.slack_enabled
   slack_channel          = var.slack_channel
   batch_size             = var.notifier_batch_size
@@ -182,6 +184,24 @@ module "notifier" {
   kms_key_arn            = module.kms.key_arn
   log_retention_days     = var.log_retention_days
   deletion_protection    = var.deletion_protection
+}
+
+# Slack's buttons (Fraud / Not fraud) close cases through the workers' close API; their
+# interactivity URL is output slack_interactivity_url (docs/how-to/slack.md).
+module "slack_actions" {
+  source                = "./modules/slack_actions"
+  count                 = var.slack_actions_enabled ? 1 : 0
+  name                  = var.name
+  lambda_zip            = var.lambda_zip
+  api_token_secret_arn  = var.api_token_secret_arn
+  cases_api_url         = module.web.url
+  vpc_id                = module.network.vpc_id
+  subnet_ids            = module.network.private_subnet_ids
+  alb_security_group_id = module.web.security_group_id
+  replay_table_name     = module.notifier.idempotency_table_name
+  replay_table_arn      = module.notifier.idempotency_table_arn
+  kms_key_arn           = module.kms.key_arn
+  log_retention_days    = var.log_retention_days
 }
 
 module "monitoring" {

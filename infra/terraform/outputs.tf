@@ -117,3 +117,13 @@ output "kms_key_arn" {
   description = "The stack's KMS key (an API-token secret must be encrypted with it)."
   value       = module.kms.key_arn
 }
+
+output "slack_interactivity_url" {
+  description = "The Slack app's Interactivity Request URL (the buttons' function URL); null with slack_actions_enabled false."
+  value       = one(module.slack_actions[*].function_url)
+}
+
+output "put_slack_signing_secret_command" {
+  description = "Stores ./slack-signing-secret.txt (the Slack app's signing secret) in the stack's secret; null with slack_actions_enabled false."
+  value       = one(module.slack_actions[*].put_signing_secret_command)
+}

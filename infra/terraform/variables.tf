@@ -385,6 +385,16 @@ variable "slack_channel" {
   }
 }
 
+variable "slack_actions_enabled" {
+  description = "Serve the Slack message's Fraud / Not fraud buttons: a Lambda function URL (the Slack app's interactivity URL) closing cases through the workers' close API. Needs slack_enabled and api_token_secret_arn."
+  type        = bool
+  default     = false
+  validation {
+    condition     = !var.slack_actions_enabled || (var.slack_enabled && var.api_token_secret_arn != null)
+    error_message = "slack_actions_enabled needs slack_enabled = true and api_token_secret_arn (the close API's token)."
+  }
+}
+
 variable "inspect_base_url" {
   description = "Base URL of the workers' web endpoints, for the 'Inspect card' link in Slack; empty: no link."
   type        = string

@@ -7,6 +7,7 @@ expect (table key, TTL and stream, handler, settings, Kafka security).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -26,6 +27,8 @@ from infra.checks import checkov
 from infra.checks.terraform_refs import check_tree, load_module
 from lambdas.notifier.models.env import VARIABLES as NOTIFIER_VARIABLES
 from lambdas.notifier.models.env import NotifierConfig
+from lambdas.slack_actions import guard
+from lambdas.slack_actions.config import ActionsConfig
 
 TERRAFORM = Path(__file__).resolve().parents[2] / "infra" / "terraform"
 TF_FILES = sorted(p for p in TERRAFORM.rglob("*.tf") if ".terraform" not in p.parts)
@@ -111,6 +114,7 @@ def test_the_tree_has_every_module_and_root_file() -> None:
         "notifier",
         "monitoring",
         "web",
+        "slack_actions",
     )
     for module in modules:
         assert {f"modules/{module}/{f}.tf" for f in ("main", "variables", "outputs")} <= names
@@ -325,7 +329,8 @@ def test_the_notifier_keeps_its_handler_environment_and_batch_failures() -> None
     (environment,) = function["environment"]
     keys = set(re.findall(r'"?\b([A-Z][A-Z0-9_]{2,})"?\s*(?:=>|=)', environment["variables"]))
     known = {variable.name for variable in NOTIFIER_VARIABLES} | {"POWERTOOLS_SERVICE_NAME"}
-    assert {"SNS_TOPIC_ARN", "IDEMPOTENCY_TABLE", "SLACK_WEBHOOK_SECRET_ARN"} <= keys <= known
+    assert {"SNS_TOPIC_ARN", "IDEMPOTENCY_TABLE", "SLACK_WEBHOOK_SECRET_ARN", "CASES_TABLE"} <= keys
+    assert keys <= known
     mapping = block(notifier, "resource", "aws_lambda_event_source_mapping", "alerts_stream")
     assert [unquote(t) for t in mapping["function_response_types"]] == ["ReportBatchItemFailures"]
     on_failure = only(only(mapping, "destination_config"), "on_failure")
@@ -420,7 +425,9 @@ def test_the_workers_region_settings_and_commands_are_the_providers() -> None:
     assert len(commands) >= 6, commands
     for where, value in commands.items():
         if where.startswith("outputs.tf:"):
-            assert re.fullmatch(r"\$\{module\.\w+\.\w+_command\}", value), where
+            # A module's command as is, or the one instance's of an optional module.
+            forwarded = r"\$\{(module\.\w+\.\w+_command|one\(module\.\w+\[\*\]\.\w+_command\))\}"
+            assert re.fullmatch(forwarded, value), where
         else:
             assert "--region ${local.region}" in value or "local.run_admin_task" in value, where
 
@@ -815,4 +822,48 @@ def test_the_notifier_may_read_the_slack_secret_it_is_given_and_no_other() -> No
     root = dict(blocks_of("outputs.tf", "output"))
     assert root["put_slack_secret_command"]["value"] == (
         "${module.notifier.put_slack_secret_command}"
+    )
+
+
+# --- Slack's buttons: a function URL, verified by the function ----------------------------
+
+
+def test_the_slack_buttons_url_runs_the_verifying_handler_with_its_secret_by_arn() -> None:
+    module = "modules/slack_actions/main.tf"
+    url = block(module, "resource", "aws_lambda_function_url", "actions")
+    # No AWS auth (Slack cannot sign with SigV4): the handler verifies Slack's signature.
+    assert unquote(url["authorization_type"]) == "NONE"
+    assert url["function_name"] == "${aws_lambda_function.actions.function_name}"
+    actions = block(module, "resource", "aws_lambda_function", "actions")
+    closer = block(module, "resource", "aws_lambda_function", "closer")
+    for function in (actions, closer):
+        module_name, _, attribute = unquote(function["handler"]).rpartition(".")
+        assert callable(getattr(importlib.import_module(module_name), attribute))
+    # The environment Terraform gives is one the handler accepts; the signing secret is an
+    # ARN, never a value (no secret version, no variable holding it).
+    env = {key: "x" for key in only(actions, "environment")["variables"]}
+    config = ActionsConfig.from_env(env)
+    assert config.signing_secret is None and config.signing_secret_arn
+    assert config.closer_function and config.cases_api_url is None
+    assert not list(blocks(module, "resource", "aws_secretsmanager_secret_version"))
+    variables = {name for name, _ in blocks_of("modules/slack_actions/variables.tf", "variable")}
+    assert not {name for name in variables if "signing" in name or name == "secret"}
+    # The closer runs in the VPC (the internal ALB) with the close API's URL.
+    assert "vpc_config" in closer
+    assert set(only(closer, "environment")["variables"]) == {
+        "CASES_API_URL",
+        "POWERTOOLS_SERVICE_NAME",
+    }
+    # Replays: a record per request in the notifier's idempotency table, keyed and expiring
+    # as the guard writes it.
+    call = next(b['"slack_actions"'] for b in parsed("main.tf")["module"] if '"slack_actions"' in b)
+    assert call["replay_table_name"] == "${module.notifier.idempotency_table_name}"
+    table = block("modules/notifier/main.tf", "resource", "aws_dynamodb_table", "idempotency")
+    assert unquote(table["hash_key"]) == guard.KEY_ATTR
+    assert unquote(only(table, "ttl")["attribute_name"]) == guard.EXPIRY_ATTR
+    # Root: optional, and its URL is an output (the Slack app's interactivity URL).
+    assert call["count"] == "${var.slack_actions_enabled ? 1 : 0}"
+    outputs = dict(blocks_of("outputs.tf", "output"))
+    assert outputs["slack_interactivity_url"]["value"] == (
+        "${one(module.slack_actions[*].function_url)}"
     )

@@ -207,9 +207,9 @@ def test_cases_are_listed_newest_first_and_filtered(tables: Tables) -> None:
 TOKEN = "test-token-not-a-secret"
 
 
-def notify_from_the_stream(stack: LocalStack, stream_arn: str, slack_url: str) -> None:
+def notify_from_the_stream(stack: LocalStack, stream_arn: str, slack: dict[str, str]) -> None:
     """Every record on the alerts table's stream through the real notifier handler, as the
-    Lambda's event source mapping hands them over."""
+    Lambda's event source mapping hands them over; ``slack`` is its Slack settings."""
     client = stack.client()
     idempotency = f"idem_{uuid.uuid4().hex[:8]}"
     ensure_table(client, idempotency)
@@ -218,7 +218,7 @@ def notify_from_the_stream(stack: LocalStack, stream_arn: str, slack_url: str) -
         {
             "IDEMPOTENCY_TABLE": idempotency,
             "FRAUD_DYNAMODB_ENDPOINT": stack.dynamodb_endpoint,
-            "SLACK_WEBHOOK_URL": slack_url,
+            **slack,
             "FRAUD_INSPECT_BASE_URL": "http://127.0.0.1:6066",
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
@@ -272,9 +272,8 @@ def test_a_burst_opens_a_case_a_second_joins_it_without_a_page_and_an_analyst_cl
         receiver = SlackReceiver(0, out=out)
         threading.Thread(target=receiver.serve_forever, args=(0.05,), daemon=True).start()
         try:
-            notify_from_the_stream(
-                stack, stream_arn, f"http://127.0.0.1:{receiver.port}/services/local"
-            )
+            webhook = f"http://127.0.0.1:{receiver.port}/services/local"
+            notify_from_the_stream(stack, stream_arn, {"SLACK_WEBHOOK_URL": webhook})
         finally:
             receiver.shutdown()
             receiver.server_close()

@@ -149,6 +149,20 @@ class DevTools:
                 self.events.append(await self.socket.receive_json(timeout=0.5))
         raise AssertionError(f"no {method} within {within_s} s")
 
+    async def open_page(self, url: str) -> None:
+        """Script and page events on, the window's size set, ``url`` loaded."""
+        await self.call("Runtime.enable")
+        await self.call("Page.enable")
+        await self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=WIDTH,
+            height=HEIGHT,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        await self.call("Page.navigate", url=url)
+        await self.wait_event("Page.loadEventFired", 30)
+
     def errors(self) -> list[str]:
         found = []
         for event in self.events:
@@ -339,18 +353,8 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
     )
     try:
         async with devtools_session(port) as devtools:
-            await devtools.call("Runtime.enable")
-            await devtools.call("Page.enable")
             await devtools.call("Network.enable")  # to see the evidence requests' statuses
-            await devtools.call(
-                "Emulation.setDeviceMetricsOverride",
-                width=WIDTH,
-                height=HEIGHT,
-                deviceScaleFactor=1,
-                mobile=False,
-            )
-            await devtools.call("Page.navigate", url=f"http://127.0.0.1:{worker.web_port}/")
-            await devtools.wait_event("Page.loadEventFired", 30)
+            await devtools.open_page(f"http://127.0.0.1:{worker.web_port}/")
 
             first = await wait_state(
                 devtools,

@@ -233,7 +233,7 @@ def test_the_documented_journeys_run_against_the_demo(tmp_path: Path) -> None:
         demo.ok(journeys.PRODUCE_PAYMENT)
         demo.wait_for(rf"^ALERT gb-pair v2 \[low\] \(shadow\) card_id={CARD} ", 30)
         demo.wait_for(rf"^ALERT high-value-burst v1 \[high\] card_id={CARD} ", 30)
-        demo.wait_for(r"slack webhook \[HIGH\] high-value-burst v1", 30)
+        demo.wait_for(r"slack #fraud-demo \[HIGH\] high-value-burst v1", 30)
 
         # Its evidence: the live alert beside a backtest of the two payments since v2.
         def evidence() -> tuple[int, ...] | None:
@@ -277,8 +277,8 @@ def test_the_documented_journeys_run_against_the_demo(tmp_path: Path) -> None:
         wait_until(lambda: rule_version(web) == 3, 30, "the worker holding gb-pair v3")
         demo.ok(journeys.PRODUCE_PAYMENT)
         demo.ok(journeys.PRODUCE_PAYMENT)
-        demo.wait_for(r"slack webhook \[LOW\] gb-pair v3", 30)
-        notified = [line for line in demo.lines if "slack webhook" in line]
+        demo.wait_for(r"slack #fraud-demo \[LOW\] gb-pair v3", 30)
+        notified = [line for line in demo.lines if "slack #fraud-demo" in line]
         assert not [line for line in notified if "gb-pair v2" in line]  # shadow: nobody told
 
         # The dashboard.
@@ -293,7 +293,7 @@ def test_the_documented_journeys_run_against_the_demo(tmp_path: Path) -> None:
 
         # Ctrl-C: everything stops, nothing is left, the env file is gone.
         running = descendants(demo.process.pid)
-        assert len(running) >= 5  # Kafka, DynamoDB, worker, notifier, Slack receiver
+        assert len(running) >= 6  # Kafka, DynamoDB, worker, notifier, Slack receiver, buttons
         assert demo.stop() == 0, demo.output()
         assert demo.lines[-2:] == ["demo: stopping", "demo: stopped"]
         assert not demo.env_file.exists()

@@ -428,6 +428,265 @@ $("alerts").addEventListener("click", (event) => {
   inspectCard(cell.dataset.card);
 });
 
+// ---------------------------------------------------------------- cases
+
+// The case queue (GET /cases: open cases first, filtered by status, rule and key), one
+// case's alerts and payments, and closing it with a disposition (POST
+// /cases/{id}/close, which needs the API token: asked for and kept as for evidence).
+// Refreshed every CASES_MS while the panel is open, the open count (up to COUNT_LIMIT) always.
+const CASES_MS = 5000;
+const CASES_LIMIT = 100;
+const COUNT_LIMIT = 100;
+const CLOSER_KEY = "fraud.closedBy";
+const cases = {
+  open: false,
+  count: null, // open cases, for the header button
+  list: [],
+  selected: null, // case id
+  pendingClose: null, // a close waiting for the token dialog
+  lastClose: null, // {status, case_id} of the last close answer (read by the browser test)
+  refreshedAt: 0,
+};
+state.cases = cases;
+
+function casesQuery(status) {
+  const params = new URLSearchParams({ limit: String(CASES_LIMIT) });
+  if (status) params.set("status", status);
+  const rule = $("cases-rule").value.trim();
+  const key = $("cases-key").value.trim();
+  if (rule) params.set("rule", rule);
+  if (key) params.set("key", key);
+  return `/cases?${params}`;
+}
+
+async function refreshCases() {
+  cases.refreshedAt = Date.now();
+  const status = $("cases-status").value;
+  // Open cases first: the open ones, then the closed ones (each newest first).
+  const statuses = status ? [status] : ["open", "closed"];
+  try {
+    const answers = await Promise.all(statuses.map((s) => getJson(casesQuery(s))));
+    const refused = answers.find((a) => a.status !== 200);
+    if (refused) {
+      replaceRows($("cases"), [], `${refused.status}: ${refused.body.error}`, 5);
+      return;
+    }
+    cases.list = answers.flatMap((a) => a.body.cases);
+  } catch (err) {
+    replaceRows($("cases"), [], `Cases unavailable: ${err}`, 5);
+    return;
+  }
+  renderCases();
+  if (cases.selected) showCase(cases.selected, false);
+}
+
+async function refreshCaseCount() {
+  try {
+    // The API has no count of its own: at most COUNT_LIMIT open cases are fetched for it.
+    const answer = await getJson(`/cases?status=open&limit=${COUNT_LIMIT}`);
+    cases.count = answer.status === 200 ? answer.body.count : null;
+  } catch {
+    cases.count = null;
+  }
+  const shown = cases.count == null ? "–" : cases.count >= COUNT_LIMIT ? `${COUNT_LIMIT}+` : fmtInt(cases.count);
+  $("cases-toggle").textContent = `cases: ${shown} open`;
+}
+
+function renderCases() {
+  $("cases-count").textContent = cases.list.length ? `${cases.list.length} shown` : "";
+  replaceRows($("cases"), cases.list.map((c) => el("tr", {
+    "data-case-id": c.case_id, class: c.case_id === cases.selected ? "selected" : "",
+    title: c.description || c.case_id,
+  },
+  el("td", {}, c.opened_at ? fmtTime(new Date(c.opened_at)) : "–"),
+  el("td", {}, el("span", { class: `badge ${c.status}` }, c.disposition ? `${c.status}: ${c.disposition}` : c.status)),
+  el("td", { class: "mono" }, c.rule_id),
+  el("td", { class: "mono" }, c.group_key),
+  el("td", { class: "num" }, fmtInt(c.alert_count)))), "No cases match", 5);
+}
+
+function openCases(open) {
+  cases.open = open;
+  $("cases-panel").hidden = !open;
+  $("cases-toggle").dataset.open = String(open);
+  $("cases-toggle").setAttribute("aria-expanded", String(open));
+  if (open) refreshCases();
+}
+
+// The case's alerts as this worker last saw them (GET /alerts of its card and rule).
+async function caseAlerts(c) {
+  if (c.group_by !== "card_id") return [];
+  const params = new URLSearchParams({ card: c.group_key, rule: c.rule_id, limit: "100" });
+  try {
+    const answer = await getJson(`/alerts?${params}`);
+    const ids = new Set(c.alert_ids);
+    return answer.status === 200 ? answer.body.alerts.filter((a) => ids.has(a.alert_id)) : [];
+  } catch {
+    return [];
+  }
+}
+
+async function showCase(caseId, fresh = true) {
+  cases.selected = caseId;
+  renderCases();
+  const out = $("case-detail");
+  if (fresh) {
+    out.dataset.state = "loading";
+    out.textContent = `Loading case ${caseId}…`;
+  }
+  let answer;
+  try {
+    answer = await getJson(`/cases/${encodeURIComponent(caseId)}`);
+  } catch (err) {
+    out.dataset.state = "error";
+    out.textContent = `Lookup failed: ${err}`;
+    return;
+  }
+  if (answer.status !== 200) {
+    out.dataset.state = "error";
+    out.textContent = `${answer.status}: ${answer.body.error}`;
+    return;
+  }
+  const c = answer.body;
+  // Keep what the user is typing: a refresh redraws only a case without a close form.
+  if (!fresh && out.dataset.caseId === c.case_id && out.dataset.status === c.status) return;
+  const alerts = await caseAlerts(c);
+  const parts = [
+    el("p", {}, el("b", { class: "mono" }, c.case_id), " · ",
+      el("span", { class: `badge ${c.status}` }, c.status), ` · ${c.rule_id} v${c.rule_version} · ${c.severity}`),
+    el("p", {}, `${c.group_by} `, el("span", { class: "mono" }, c.group_key),
+      ` · opened ${c.opened_at} · last alert ${c.last_alert_at}`),
+    el("p", {}, `${c.alert_count} alert${c.alert_count === 1 ? "" : "s"}, ${c.txn_count} payment${c.txn_count === 1 ? "" : "s"}`),
+  ];
+  if (alerts.length) {
+    parts.push(el("table", { class: "case-alerts" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Alert"), el("th", {}, "Detected"), el("th", {}, "Payments"), el("th", { class: "num" }, "Amount"))),
+      el("tbody", {}, ...alerts.map((a) => el("tr", {},
+        el("td", { class: "mono", title: [a.alert_id, explain(a)].filter(Boolean).join(" · ") }, a.alert_id),
+        el("td", {}, a.detected_at ? fmtTime(new Date(a.detected_at)) : "–"),
+        el("td", { class: "mono" }, (a.txn_ids || []).join(", ")),
+        el("td", { class: "num" }, a.total_amount == null ? "–" : a.total_amount))))));
+  } else {
+    parts.push(el("p", {}, "Alerts: ", el("span", { class: "mono" }, c.alert_ids.join(", "))));
+  }
+  parts.push(el("p", {}, "Payments: ", el("span", { class: "mono case-txns" }, c.txn_ids.join(", "))));
+  if (c.status === "closed") {
+    parts.push(el("p", {}, el("b", {}, `Closed as ${c.disposition}`), ` by ${c.closed_by} at ${c.closed_at}: ${c.note}`));
+  } else {
+    parts.push(closeForm(c));
+  }
+  out.replaceChildren(...parts);
+  out.dataset.state = "ok";
+  out.dataset.caseId = c.case_id;
+  out.dataset.status = c.status;
+}
+
+function closeForm(c) {
+  let closer = "";
+  try { closer = localStorage.getItem(CLOSER_KEY) || ""; } catch { /* storage blocked */ }
+  const form = el("form", { class: "close-form", id: "close-form", "data-case-id": c.case_id, autocomplete: "off" },
+    el("label", { for: "close-disposition" }, "Disposition"),
+    el("select", { id: "close-disposition", name: "disposition", required: "" },
+      el("option", { value: "" }, "choose…"),
+      el("option", { value: "fraud" }, "fraud"),
+      el("option", { value: "not_fraud" }, "not fraud"),
+      el("option", { value: "inconclusive" }, "inconclusive")),
+    el("label", { for: "close-note" }, "Note"),
+    el("textarea", { id: "close-note", name: "note", required: "", maxlength: "2000", placeholder: "why (customer called, merchant confirmed, …)" }),
+    el("label", { for: "close-by" }, "Closed by"),
+    el("input", { id: "close-by", name: "closed_by", required: "", maxlength: "128", placeholder: "your name" }),
+    el("button", { type: "submit" }, "Close case"),
+    el("span", { class: "close-result", id: "close-result" }, ""));
+  form.querySelector("#close-by").value = closer;
+  return form;
+}
+
+async function closeCase(request) {
+  const token = apiToken();
+  if (!token) {
+    cases.pendingClose = request;
+    askToken();
+    return;
+  }
+  const result = $("close-result");
+  if (result) { result.dataset.state = "busy"; result.textContent = "closing…"; }
+  let answer;
+  try {
+    const response = await fetch(`/cases/${encodeURIComponent(request.case_id)}/close`, {
+      method: "POST",
+      cache: "no-store",
+      headers: { Accept: "application/json", "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ disposition: request.disposition, note: request.note, closed_by: request.closed_by }),
+    });
+    answer = { status: response.status, body: await response.json() };
+  } catch (err) {
+    answer = { status: 0, body: { error: String(err) } };
+  }
+  cases.lastClose = { status: answer.status, case_id: request.case_id };
+  if (answer.status === 401) {
+    tokenRefused = `The worker refused the token (${answer.body.error}); enter it again`;
+    setApiToken("");
+    cases.pendingClose = request;
+    askToken();
+  }
+  const shown = $("close-result");
+  if (answer.status !== 200) {
+    if (shown) { shown.dataset.state = "error"; shown.textContent = `${answer.status}: ${answer.body.error}`; }
+    return;
+  }
+  await showCase(request.case_id);
+  refreshCases();
+  refreshCaseCount();
+}
+
+$("cases-toggle").addEventListener("click", () => openCases(!cases.open));
+$("cases-close").addEventListener("click", () => openCases(false));
+$("cases-filter").addEventListener("submit", (event) => {
+  event.preventDefault();
+  refreshCases();
+});
+$("cases-status").addEventListener("change", refreshCases);
+$("cases").addEventListener("click", (event) => {
+  const row = event.target.closest("tr[data-case-id]");
+  if (row) showCase(row.dataset.caseId);
+});
+$("case-detail").addEventListener("submit", (event) => {
+  if (event.target.id !== "close-form") return;
+  event.preventDefault();
+  const form = event.target;
+  const request = {
+    case_id: form.dataset.caseId,
+    disposition: form.querySelector("#close-disposition").value,
+    note: form.querySelector("#close-note").value.trim(),
+    closed_by: form.querySelector("#close-by").value.trim(),
+  };
+  try { localStorage.setItem(CLOSER_KEY, request.closed_by); } catch { /* storage blocked */ }
+  closeCase(request);
+});
+// A close that waited for the token goes on once the dialog gave one.
+$("token-dialog").addEventListener("close", () => {
+  const request = cases.pendingClose;
+  cases.pendingClose = null;
+  if (request && apiToken()) closeCase(request);
+});
+
+// #case=<id> (the Slack message's "Open in dashboard") opens the panel on that case.
+function caseFromHash() {
+  const match = /(?:^#|&)case=([0-9a-f]{24})(?:&|$)/.exec(window.location.hash);
+  if (!match) return;
+  openCases(true);
+  showCase(match[1]);
+}
+window.addEventListener("hashchange", caseFromHash);
+caseFromHash();
+
+function pollCases() {
+  refreshCaseCount();
+  if (cases.open && Date.now() - cases.refreshedAt >= CASES_MS) refreshCases();
+}
+setInterval(pollCases, CASES_MS);
+pollCases();
+
 // ---------------------------------------------------------------- loop
 
 async function poll() {

@@ -142,42 +142,59 @@ class ChatPostMessageSender(_BaseSender):
         self._channel = channel
         self._base_url = base_url
 
-    def send(self, *, text: str, blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    def _client(self) -> WebClient:
+        token = self._token()
+        REDACTOR.add(token)
+        timeout = self._attempt_timeout()
+        kwargs: dict[str, Any] = {}
+        if self._base_url:
+            kwargs["base_url"] = self._base_url.rstrip("/") + "/"
+        client = WebClient(
+            token=token,
+            timeout=timeout,
+            logger=_sdk_logger(),
+            retry_handlers=self._handlers(timeout),
+            **kwargs,
+        )
+        if _is_loopback(client.base_url):
+            client.proxy = None
+        return client
+
+    def _call(self, method: str, call: Callable[[WebClient], Any]) -> Any:
+        """``call`` on a fresh client; every failure as a log-safe :class:`SlackSendError`."""
         try:
-            token = self._token()
-            REDACTOR.add(token)
-            timeout = self._attempt_timeout()
-            kwargs: dict[str, Any] = {}
-            if self._base_url:
-                kwargs["base_url"] = self._base_url.rstrip("/") + "/"
-            client = WebClient(
-                token=token,
-                timeout=timeout,
-                logger=_sdk_logger(),
-                retry_handlers=self._handlers(timeout),
-                **kwargs,
-            )
-            if _is_loopback(client.base_url):
-                client.proxy = None
-            response = client.chat_postMessage(
-                channel=self._channel, text=text, blocks=blocks, unfurl_links=False
-            )
+            return call(self._client())
         except SlackApiError as exc:
             status = exc.response.status_code
             error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
             raise SlackSendError(
-                f"chat.postMessage answered HTTP {status}: {REDACTOR(str(error or 'not ok'))}",
+                f"{method} answered HTTP {status}: {REDACTOR(str(error or 'not ok'))}",
                 status=status,
             ) from None
         except Exception as exc:
             raise SlackSendError(
-                f"chat.postMessage request failed: {type(exc).__name__}: {REDACTOR(str(exc))}"
+                f"{method} request failed: {type(exc).__name__}: {REDACTOR(str(exc))}"
             ) from None
+
+    def send(self, *, text: str, blocks: list[dict[str, Any]]) -> dict[str, Any]:
+        response = self._call(
+            "chat.postMessage",
+            lambda client: client.chat_postMessage(
+                channel=self._channel, text=text, blocks=blocks, unfurl_links=False
+            ),
+        )
         return {
             "sink": "slack-chat",
             "channel": str(response.get("channel", self._channel)),
             "ts": str(response.get("ts", "")),
         }
+
+    def update(self, *, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        """``chat.update`` of a message this bot posted (a case's, as its alerts join)."""
+        self._call(
+            "chat.update",
+            lambda client: client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks),
+        )
 
 
 def slack_sender(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -86,6 +87,25 @@ def case_url(base_url: str | None, alert: Alert) -> str | None:
     return url if len(url) <= _URL_MAX else None
 
 
+@dataclass(frozen=True)
+class CaseTally:
+    """What a case holds so far, shown when a later alert updates its message."""
+
+    alert_count: int
+    txn_count: int
+    opened_at: str
+
+
+def explain(alert: Alert) -> str:
+    """Why an alert of a kind other than an aggregate fired: the step each payment
+    matched, or its kind's facts (a first-seen field and value, ...); empty otherwise."""
+    if alert.steps:
+        return ", ".join(
+            f"step {step}: {txn}" for step, txn in zip(alert.steps, alert.txn_ids, strict=False)
+        )
+    return ", ".join(f"{name} {value}" for name, value in alert.explanation)
+
+
 def _key_label(alert: Alert) -> str:
     return "Card" if alert.group_by == "card_id" else alert.group_by
 
@@ -101,16 +121,23 @@ def fallback_text(alert: Alert) -> str:
         f"amounts {summarize(alert.amounts)}" if alert.amounts else "",
         f"countries {summarize(distinct(alert.countries))}" if alert.countries else "",
         f"at {alert.last_event_ts}" if alert.last_event_ts else "",
+        f"why: {explain(alert)}" if explain(alert) else "",
         f"case {alert.case_id}" if alert.case_id else "",
         f"alert {alert.alert_id}",
     ]
     return escape_mrkdwn(" · ".join(p for p in parts if p))
 
 
-def build_blocks(alert: Alert, inspect_base_url: str | None) -> list[dict[str, Any]]:
-    """Block Kit blocks for a new active alert."""
+def build_blocks(
+    alert: Alert, inspect_base_url: str | None, tally: CaseTally | None = None
+) -> list[dict[str, Any]]:
+    """Block Kit blocks for a new active alert; with ``tally``, for the latest alert of
+    its case (the message updated in place)."""
     emoji = SEVERITY_EMOJI.get(alert.severity, ":white_circle:")
-    header = _truncate(f"{alert.severity.upper()} fraud alert: {alert.rule_id}", _HEADER_MAX)
+    header = f"{alert.severity.upper()} fraud alert: {alert.rule_id}"
+    if tally is not None and tally.alert_count > 1:
+        header += f" ({tally.alert_count} alerts)"
+    header = _truncate(header, _HEADER_MAX)
     fields = [
         f"*Rule*\n`{escape_mrkdwn(alert.rule_id)}` v{alert.rule_version}",
         f"*Severity*\n{emoji} {escape_mrkdwn(alert.severity)}",
@@ -146,7 +173,52 @@ def build_blocks(alert: Alert, inspect_base_url: str | None) -> list[dict[str, A
             ],
         },
     ]
-    buttons = [
+    why = explain(alert)
+    if why:
+        blocks.insert(
+            2,
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _truncate(
+                        f"*Why* ({escape_mrkdwn(alert.kind)})\n{escape_mrkdwn(why)}", _FIELD_MAX
+                    ),
+                },
+            },
+        )
+    if tally is not None and tally.alert_count > 1:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"Case open since {slack_time(tally.opened_at)}:"
+                        f" {tally.alert_count} alerts, {tally.txn_count} payments;"
+                        " this is its latest alert",
+                    }
+                ],
+            }
+        )
+    buttons: list[dict[str, Any]] = []
+    if alert.case_id:
+        # Interactive: Slack sends the press to the app's interactivity URL
+        # (lambdas/slack_actions), which closes the case with this disposition.
+        buttons += [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "text": {"type": "plain_text", "text": text},
+                "value": alert.case_id,
+                **({"style": style} if style else {}),
+            }
+            for action_id, text, style in (
+                ("case_fraud", "Fraud", "danger"),
+                ("case_not_fraud", "Not fraud", None),
+            )
+        ]
+    buttons += [
         {
             "type": "button",
             "action_id": action_id,
@@ -154,8 +226,8 @@ def build_blocks(alert: Alert, inspect_base_url: str | None) -> list[dict[str, A
             "url": url,
         }
         for action_id, text, url in (
+            ("open_case", "Open in dashboard", case_url(inspect_base_url, alert)),
             ("inspect_card", "Inspect card", card_url(inspect_base_url, alert)),
-            ("open_case", "Open case", case_url(inspect_base_url, alert)),
         )
         if url is not None
     ]

@@ -1,6 +1,8 @@
 """One alert record -> Slack, then SNS: the notifier's per-record decision and fan-out.
 
-Per record: only an INSERT of an ``active`` alert notifies. Each sink is guarded by
+Per record: only an INSERT of an ``active`` alert notifies. An alert that joined an open
+case does not page: with a bot token and the cases table, its case's message is updated
+in place (``chat.update``, the message's ts kept on the case row). Each sink is guarded by
 its own Powertools idempotency record keyed on ``alert_id``, so a redelivered
 record (a retried batch, a replayed shard) never posts twice, and a record whose
 Slack post succeeded but whose SNS publish failed is retried for SNS only.
@@ -26,11 +28,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.notifier.adapters import idempotency, sns
 from lambdas.notifier.adapters.aws import aws_client
+from lambdas.notifier.adapters.cases import CaseMessages, number, release, text
 from lambdas.notifier.adapters.redaction import REDACTOR
-from lambdas.notifier.adapters.slack import slack_sender
+from lambdas.notifier.adapters.slack import ChatPostMessageSender, SlackSendError, slack_sender
 from lambdas.notifier.adapters.slack_retry import RetryBudget
-from lambdas.notifier.logic.blocks import build_blocks, fallback_text
-from lambdas.notifier.models.alert import Alert, MalformedAlertError, classify_record
+from lambdas.notifier.logic.blocks import CaseTally, build_blocks, fallback_text
+from lambdas.notifier.models.alert import JOINED, Alert, MalformedAlertError, classify_record
 from lambdas.notifier.models.env import NotifierConfig
 from lambdas.notifier.observability import logger
 
@@ -82,6 +85,11 @@ class Notifier:
             self.budget,
             secrets_client=lambda: secrets_client or aws_client("secretsmanager", config.region),
         )
+        # A case's message is updated in place (chat.update) as its alerts join: only a
+        # bot token's post can be updated, and only with the cases table to keep its ts.
+        self._cases: CaseMessages | None = None
+        if config.cases_table and isinstance(self._slack, ChatPostMessageSender):
+            self._cases = CaseMessages(ddb, config.cases_table)
         self._sns = None
         if config.sns_topic_arn:
             self._sns = sns_client or aws_client("sns", config.region)
@@ -141,6 +149,8 @@ class Notifier:
             # row itself is still in fraud_alerts for a human to look at.
             logger.error("malformed alert record skipped", extra={**log_keys, "error": str(exc)})
             return "malformed"
+        if decision.reason == JOINED and decision.alert is not None and self._cases is not None:
+            return self._update_case(decision.alert, {**log_keys, "alert_id": decision.alert_id})
         if not decision.notify:
             logger.debug(
                 "record ignored",
@@ -171,15 +181,71 @@ class Notifier:
         self._replayed = []
         if self._slack is not None:
             try:
-                self._post_slack_once(alert=alert)
+                receipt = self._post_slack_once(alert=alert)
             except Exception as exc:
                 failures.append(f"slack: {describe_error(exc)}")
+            else:
+                try:
+                    self._remember_message(alert, receipt)
+                except Exception as exc:  # the post stands; a redelivery remembers it
+                    failures.append(f"case message: {describe_error(exc)}")
         if self._sns is not None:
             try:
                 self._publish_sns_once(alert=alert)
             except Exception as exc:
                 failures.append(f"sns: {describe_error(exc)}")
         return failures
+
+    def _remember_message(self, alert: Alert, receipt: Any) -> None:
+        """Keep the opening post's ts on its case; if alerts joined before it was posted,
+        update the message at once to show them."""
+        if self._cases is None or not alert.case_id or not isinstance(receipt, dict):
+            return
+        channel, ts = receipt.get("channel"), receipt.get("ts")
+        if not channel or not ts:
+            return
+        case = self._cases.remember(alert.case_id, str(channel), str(ts))
+        if case is not None and number(case, "alert_count") > 1:
+            self._show(alert, case)
+
+    def _update_case(self, alert: Alert, keys: dict[str, Any]) -> str:
+        """A later alert of an open case: its message updated, not a second page."""
+        assert self._cases is not None and alert.case_id is not None
+        if self.budget.remaining() < self.config.slack_timeout_s:
+            raise BudgetExhaustedError(f"alert {alert.alert_id}: invocation time budget exhausted")
+        case = self._cases.get(alert.case_id)
+        if case is None or not text(case, "slack_ts"):
+            # Not posted yet: the opening post shows the case as it is then.
+            logger.info("case message not posted yet", extra={**keys, "case_id": alert.case_id})
+            return "case-not-posted"
+        try:
+            shown = self._show(alert, case)
+        except SlackSendError as exc:
+            message = f"alert {alert.alert_id}: case message not updated: {exc}"
+            logger.warning("case update failed; will be retried", extra={**keys, "error": message})
+            raise NotificationError(message) from None
+        logger.info("case message updated" if shown else "case message already newer", extra=keys)
+        return "case-updated" if shown else "case-update-superseded"
+
+    def _show(self, alert: Alert, case: dict[str, Any]) -> bool:
+        """chat.update of the case's message with ``alert`` and the case's counts, if no
+        newer state of the case has claimed the message."""
+        assert self._cases is not None and isinstance(self._slack, ChatPostMessageSender)
+        count = number(case, "alert_count")
+        if not self._cases.claim(str(alert.case_id), count):
+            return False
+        tally = CaseTally(count, number(case, "txn_count"), text(case, "opened_at"))
+        try:
+            self._slack.update(
+                channel=text(case, "slack_channel"),
+                ts=text(case, "slack_ts"),
+                text=fallback_text(alert),
+                blocks=build_blocks(alert, self.config.inspect_base_url, tally),
+            )
+        except SlackSendError:
+            release(self._cases, str(alert.case_id), count)  # the retry claims it again
+            raise
+        return True
 
     def _log_delivered(self, alert: Alert, keys: dict[str, Any]) -> str:
         sinks = int(self._slack is not None) + int(self._sns is not None)

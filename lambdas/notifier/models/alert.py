@@ -22,6 +22,8 @@ SHADOW = "shadow"
 # joined an open case, or was written again by a replay after its row expired, does not.
 # A row without a case_role (cases off) pages as before.
 OPENED = "opened"
+# The reason of an alert that joined an open case: its case's message is updated instead.
+JOINED = "case-joined"
 
 
 class MalformedAlertError(ValueError):
@@ -50,6 +52,10 @@ class Alert:
     expires_at: int | None = None
     case_id: str | None = None
     case_role: str | None = None
+    # What explains an alert of a kind other than an aggregate (app.detection.models).
+    kind: str = "aggregate"
+    steps: tuple[str, ...] = ()
+    explanation: tuple[tuple[str, str], ...] = ()
 
     def to_payload(self) -> dict[str, Any]:
         """JSON-ready dict (the SNS message body; lists rather than tuples)."""
@@ -71,6 +77,7 @@ class Alert:
             "trigger_produced_at_ms": self.trigger_produced_at_ms,
             "expires_at": self.expires_at,
             "case_id": self.case_id,
+            **({"explanation": dict(self.explanation)} if self.explanation else {}),
         }
 
 
@@ -164,7 +171,21 @@ def alert_from_image(image: Mapping[str, Any]) -> Alert:
         expires_at=_integer(image, "expires_at", required=False),
         case_id=_string(image, "case_id", required=False) or None,
         case_role=_string(image, "case_role", required=False) or None,
+        kind=_string(image, "kind", required=False) or "aggregate",
+        steps=_strings(image, "steps"),
+        explanation=_pairs(image, "explanation"),
     )
+
+
+def _pairs(image: Mapping[str, Any], name: str) -> tuple[tuple[str, str], ...]:
+    """A map of strings (``{"M": {name: {"S": value}}}``) as (name, value) pairs."""
+    value = _attr(image, name)
+    if value is None:
+        return ()
+    found = value.get("M")
+    if not isinstance(found, Mapping):
+        raise MalformedAlertError(f"{name}: expected M, got {next(iter(value))}")
+    return tuple((str(key), _string(found, str(key))) for key in found)
 
 
 def _alert_id_of(record: Mapping[str, Any]) -> str | None:

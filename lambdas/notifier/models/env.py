@@ -32,6 +32,7 @@ class NotifierConfig:
     slack_api_base_url: str | None = None
     sns_topic_arn: str | None = None
     inspect_base_url: str | None = None
+    cases_table: str | None = None
     dynamodb_endpoint: str | None = None
     region: str = "us-east-1"
     slack_timeout_s: float = 5.0
@@ -174,6 +175,12 @@ VARIABLES: tuple[Variable, ...] = (
         "inspect_base_url",
         _http_url,
         "dashboard base URL: card alerts get an 'Inspect card' button",
+    ),
+    Variable(
+        "CASES_TABLE",
+        "cases_table",
+        _text,
+        "cases table: with a bot token, a later alert of an open case updates its message",
     ),
     Variable(
         "FRAUD_DYNAMODB_ENDPOINT",

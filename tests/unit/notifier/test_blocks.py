@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lambdas.notifier.logic.blocks import (
+    CaseTally,
     build_blocks,
     card_url,
     escape_mrkdwn,
@@ -127,9 +128,41 @@ def test_a_case_alert_names_its_case_and_links_to_it_in_the_dashboard() -> None:
     alert = make_alert(case_id={"S": "0a1b2c3d4e5f60718293a4b5"}, case_role={"S": "opened"})
     blocks = build_blocks(alert, "https://fraud.example.com")
     buttons = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
-    assert [(b["text"]["text"], b["url"]) for b in buttons] == [
-        ("Inspect card", "https://fraud.example.com/cards/tok_4242"),
-        ("Open case", "https://fraud.example.com/#case=0a1b2c3d4e5f60718293a4b5"),
+    # Fraud / not fraud are pressed (their value names the case, lambdas/slack_actions
+    # closes it); the other two are links.
+    assert [(b["action_id"], b.get("value"), b.get("url")) for b in buttons] == [
+        ("case_fraud", "0a1b2c3d4e5f60718293a4b5", None),
+        ("case_not_fraud", "0a1b2c3d4e5f60718293a4b5", None),
+        ("open_case", None, "https://fraud.example.com/#case=0a1b2c3d4e5f60718293a4b5"),
+        ("inspect_card", None, "https://fraud.example.com/cards/tok_4242"),
+    ]
+    assert [b["text"]["text"] for b in buttons] == [
+        "Fraud",
+        "Not fraud",
+        "Open in dashboard",
+        "Inspect card",
     ]
     assert "case `0a1b2c3d4e5f60718293a4b5`" in _all_text(blocks)
     assert "· case 0a1b2c3d4e5f60718293a4b5 · alert al-7f3a" in fallback_text(alert)
+
+
+def test_an_alert_of_another_kind_says_why_it_fired() -> None:
+    first_seen = make_alert(
+        kind={"S": "first_seen"},
+        explanation={"M": {"field": {"S": "country"}, "value": {"S": "BR"}}},
+    )
+    blocks = build_blocks(first_seen, None)
+    assert blocks[2]["text"]["text"] == "*Why* (first_seen)\nfield country, value BR"
+    assert "why: field country, value BR" in fallback_text(first_seen)
+    sequence = make_alert(kind={"S": "sequence"}, steps={"L": [{"N": "1"}, {"N": "2"}]})
+    assert "step 1: t1, step 2: t2" in _all_text(build_blocks(sequence, None))
+    # An aggregate's alert has nothing to explain beyond its fields.
+    assert "*Why*" not in _all_text(build_blocks(make_alert(), None))
+
+
+def test_an_updated_case_message_counts_the_alerts_of_its_case() -> None:
+    alert = make_alert(case_id={"S": "0a1b2c3d4e5f60718293a4b5"}, case_role={"S": "joined"})
+    blocks = build_blocks(alert, None, CaseTally(3, 9, "2026-11-28T14:00:00.000Z"))
+    assert blocks[0]["text"]["text"].endswith("(3 alerts)")
+    assert "3 alerts, 9 payments" in _all_text(blocks)
+    assert "(3 alerts)" not in _all_text(build_blocks(alert, None))

@@ -27,6 +27,8 @@ def test_zip_holds_the_handler_without_caches_and_is_reproducible(tmp_path: Path
         assert archive.testzip() is None
     assert "lambdas/__init__.py" in names
     assert "lambdas/notifier/handlers/notify.py" in names
+    # The Slack buttons' two functions run from the same package.
+    assert {"lambdas/slack_actions/handler.py", "lambdas/slack_actions/closer.py"} <= set(names)
     # The local stand-ins (stream poller, Slack receiver) live in infra/local, not in the zip.
     assert not [n for n in names if not n.startswith("lambdas/")]
     assert not [n for n in names if "stream_poller" in n or "slack_receiver" in n]

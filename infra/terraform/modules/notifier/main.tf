@@ -118,6 +118,13 @@ data "aws_iam_policy_document" "notifier" {
     actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
     resources = [aws_dynamodb_table.idempotency.arn]
   }
+  # The case's Slack message: its ts kept on the case row, read to update it (conditional
+  # writes only; lambdas/notifier/adapters/cases.py).
+  statement {
+    sid       = "TheCaseMessage"
+    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    resources = [var.cases_table_arn]
+  }
   statement {
     sid       = "PublishAlerts"
     actions   = ["sns:Publish"]
@@ -195,6 +202,7 @@ resource "aws_lambda_function" "notifier" {
       {
         SNS_TOPIC_ARN           = aws_sns_topic.alerts.arn
         IDEMPOTENCY_TABLE       = aws_dynamodb_table.idempotency.name
+        CASES_TABLE             = var.cases_table_name
         FRAUD_INSPECT_BASE_URL  = var.inspect_base_url
         POWERTOOLS_SERVICE_NAME = "fraud-notifier"
       },

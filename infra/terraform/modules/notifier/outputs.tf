@@ -27,3 +27,13 @@ output "failure_queue_name" {
   description = "SQS queue of stream records the function could not deliver."
   value       = aws_sqs_queue.failures.name
 }
+
+output "idempotency_table_name" {
+  description = "The idempotency table (key id, TTL on expiration); the Slack actions keep their replay records there too."
+  value       = aws_dynamodb_table.idempotency.name
+}
+
+output "idempotency_table_arn" {
+  description = "ARN of the idempotency table."
+  value       = aws_dynamodb_table.idempotency.arn
+}

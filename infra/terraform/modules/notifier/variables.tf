@@ -58,3 +58,13 @@ variable "deletion_protection" {
   description = "Refuse to delete the idempotency table."
   type        = bool
 }
+
+variable "cases_table_name" {
+  description = "The cases table: with a bot token, a later alert of an open case updates the case's message (its ts kept on the case row)."
+  type        = string
+}
+
+variable "cases_table_arn" {
+  description = "ARN of the cases table."
+  type        = string
+}
