@@ -4,8 +4,9 @@ Starts real Kafka and DynamoDB Local (see infra.local.stack), creates the topics
 the alerts table, publishes the default rules, then a worker (detection, the DynamoDB sink
 and the Parquet archive), the notifier (a stream poller invoking the Lambda handler, as
 Lambda's event source mapping would), a local Slack receiver (unless SLACK_WEBHOOK_URL
-points at a real one), the payment generator (unless ``--no-generator``) and an alert
-printer.
+points at a real one), the payment generator (unless ``--no-generator``), a stand-in analyst
+that closes cases and imports chargebacks by the generator's truth (infra.local.analyst;
+unless ``--no-analyst``) and an alert printer.
 
 Once the stack is up it prints what a second terminal needs, as ``export`` lines: the
 broker, this session's API token, the worker's web URL, the archive, and the topics when
@@ -361,9 +362,30 @@ class Demo:
                 "--fraud-ratio",
                 str(self.args.fraud_ratio),
             ]
+            if not self.args.no_analyst:
+                generate += ["--truth", str(self._start_analyst(env, web_url, token, python))]
             self._spawn("generator", generate, env)
             print(f"demo: generating {self.args.rate:g} payments/s. Ctrl-C stops.", flush=True)
         return asyncio.run(self._watch(worker, web_url, started))
+
+    def _start_analyst(self, env: Mapping[str, str], web_url: str, token: str, python: str) -> Path:
+        """The stand-in analyst (infra.local.analyst), following the generator's truth;
+        returns the truth file's path for the generator."""
+        truth = self.logs / "truth.jsonl"
+        truth.touch()
+        analyst = [
+            python, "-m", "infra.local.analyst",
+            "--truth", str(truth), "--web", web_url, "--out", str(self.logs / "chargebacks"),
+        ]  # fmt: skip
+        self._spawn("analyst", analyst, {**env, "FRAUD_API_TOKEN": token})
+        print(
+            "demo: a stand-in analyst closes each case after a few seconds by the generator's"
+            " truth, and imports the fraud no case caught as chargebacks after two minutes"
+            f" ({self.logs / 'analyst.log'}); rules' precision and recall: the dashboard's"
+            " outcomes, or faust -A app rules show ID",
+            flush=True,
+        )
+        return truth
 
     def _start_notifier(self, env: Mapping[str, str], web_url: str, python: str) -> None:
         webhook = os.environ.get("SLACK_WEBHOOK_URL")
@@ -449,6 +471,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-generator",
         action="store_true",
         help="start no generator: the only payments are yours (examples/produce_payment.py)",
+    )
+    parser.add_argument(
+        "--no-analyst",
+        action="store_true",
+        help="no stand-in analyst: cases stay open until you close them, no chargebacks",
     )
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     parser.add_argument(
