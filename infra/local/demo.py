@@ -361,6 +361,8 @@ class Demo:
                 "86400",
                 "--fraud-ratio",
                 str(self.args.fraud_ratio),
+                "--patterns",
+                str(self.args.patterns),
             ]
             if not self.args.no_analyst:
                 generate += ["--truth", str(self._start_analyst(env, web_url, token, python))]
@@ -382,7 +384,7 @@ class Demo:
             "demo: a stand-in analyst closes each case after a few seconds by the generator's"
             " truth, and imports the fraud no case caught as chargebacks after two minutes"
             f" ({self.logs / 'analyst.log'}); rules' precision and recall: the dashboard's"
-            " outcomes, or faust -A app rules show ID",
+            f" outcomes, or {shown(BIN / 'faust')} -A app rules show ID",
             flush=True,
         )
         return truth
@@ -471,6 +473,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-generator",
         action="store_true",
         help="start no generator: the only payments are yours (examples/produce_payment.py)",
+    )
+    parser.add_argument(
+        "--patterns",
+        type=float,
+        default=0.0005,
+        help="share starting each other injected pattern (card testing then cash-out, a new"
+        " device): fraud the default rules miss, which chargebacks then reveal",
     )
     parser.add_argument(
         "--no-analyst",
