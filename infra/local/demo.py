@@ -334,7 +334,8 @@ class Demo:
                     *lines,
                     f"demo: then e.g. {cli} -A app rules list;"
                     f" {shown(BIN / 'python')} examples/produce_payment.py (docs/quickstart.md)",
-                    f"demo: payments, alerts and dead letters are archived as Parquet in {archive}"
+                    "demo: payments, alerts, dead letters and labels are archived as Parquet"
+                    f" in {archive}"
                     f" every {env['FRAUD_ARCHIVE_ROLL_SECONDS']} s; backtest a rule on them:"
                     f" {cli} -A app rules backtest examples/rules/first-rule.yaml"
                     f" --since {today} --until {today + timedelta(days=1)}",
