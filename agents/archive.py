@@ -1,4 +1,4 @@
-"""Every payment, alert and dead letter, archived to Parquet (``app.history``).
+"""Every payment, alert, dead letter and label, archived to Parquet (``app.history``).
 
 A consumer of its own (group ``<app id>-archive``), beside Faust's, so the archive never
 holds detection back and detection never holds the archive back: each of them commits
@@ -51,11 +51,19 @@ FETCH_MAX_WAIT_MS = 1000
 
 
 def archive_kinds() -> dict[str, str]:
-    """Topic name -> archive directory."""
+    """Topic name -> archive directory. Labels are few (a case closed, a chargeback): they
+    ride the same consumer, and cost the payments path nothing. A further topic is archived
+    by one more line here, ``settings.topic_x: "x",``: a kind that ``app.history.schema``
+    does not name is kept as raw audit records (key, value text, partition, offset,
+    timestamp), placed by Kafka timestamp, resumed from its files like the others."""
     return {
         settings.topic_payments: "payments",
         settings.topic_alerts: "alerts",
         settings.topic_dlq: "dlq",
+        settings.topic_labels: "labels",
+        # Raw audit records: who listed or snoozed what, until when, and why.
+        settings.topic_lists: "lists",
+        settings.topic_suppressions: "suppressions",
     }
 
 

@@ -45,7 +45,8 @@ from app.detection.pan import contains_pan
 from app.detection.rulebook import RuleBook
 from app.detection.rules import Rule, RuleError, check_retention, parse_rule
 from app.generator import PaymentGenerator, produce
-from app.history.evidence import run_backtest, shadow_evidence
+from app.history.evidence import EVIDENCE_DAYS, rules_outcomes, run_backtest, shadow_evidence
+from app.history.outcomes import outcome_line
 from app.lists.topic import load_entry_file, new_entry, over_bound
 from app.lists.topic import read_all as read_all_lists
 from app.rules_admin.topic import (
@@ -218,6 +219,9 @@ async def generate(
     generator = PaymentGenerator(
         seed=seed, cards=cards, fraud_ratio=fraud_ratio, pattern_ratio=patterns
     )
+    if truth is not None and hasattr(truth, "reconfigure"):
+        # A line at a time, so a reader can follow it (the demo's stand-in analyst does).
+        truth.reconfigure(line_buffering=True)
     try:
         await produce(
             bootstrap_servers(settings.broker),
@@ -291,6 +295,7 @@ def backtest_file(path: str, since: str | None, until: str | None) -> None:
         f" ({report['payments_per_second']} payments/s)",
         err=True,
     )
+    click.echo(f"labels say: {outcome_line(report['outcomes'])}", err=True)
 
 
 def print_evidence(rule: Rule, published_ms: int | None) -> None:
@@ -304,6 +309,27 @@ def print_evidence(rule: Rule, published_ms: int | None) -> None:
         f" {evidence['backtest_alerts']} in a backtest of the same"
         f" {evidence['payments_replayed']} payments"
     )
+    click.echo(f"  backtest: {outcome_line(evidence['outcomes'])}")
+    click.echo(f"  live:     {outcome_line(evidence['live_outcomes'])}")
+    for active in evidence["active_outcomes"]:
+        click.echo(f"  active:   {outcome_line(active)}")
+
+
+def print_outcomes(rule: Rule) -> None:
+    """Each version of ``rule`` with alerts in the archive's last week, judged by the labels."""
+    try:
+        found = rules_outcomes(settings, EVIDENCE_DAYS, rule.rule_id)
+    except ValueError as exc:
+        click.echo(f"(no outcomes from the archive: {exc})", err=True)
+        return
+    click.echo(
+        f"outcomes, last {EVIDENCE_DAYS} days: {found['labels']} labels,"
+        f" {found['fraud_payments']} labelled-fraud payments"
+    )
+    for outcome in found["rules"] or []:
+        click.echo(f"  {outcome_line(outcome)}")
+    if not found["rules"]:
+        click.echo("  no archived alerts of this rule")
 
 
 @app.command(
@@ -363,6 +389,7 @@ async def change_rule(bootstrap: str, topic: str, action: str, rule_id: str) -> 
         )
     if action == "show":
         click.echo(json.dumps(rule.to_json(), indent=2))
+        await asyncio.to_thread(print_outcomes, rule)
         if rule.status == "shadow":
             await lists_for_backtest([rule])
             await asyncio.to_thread(print_evidence, rule, book.published_ms.get(rule.rule_id))

@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore import exceptions as bexc
 
+from app.cases.model import Case
 from app.delivery.dynamodb import CONDITION_NEW_ALERT
 from app.detection.models import Alert, Payment, iso_from_ms
 from app.detection.rules import SEED_RULE
@@ -68,6 +69,34 @@ def alert(n: int = 0, **overrides: Any) -> Alert:
         trigger_produced_at_ms=1_795_874_587_100,
         severity="high",
         description="3 payments >= 1000 within 5 min",
+    )
+    return replace(built, **overrides)
+
+
+def closed_case(**overrides: Any) -> Case:
+    """A case of the seed rule on one card, closed as ``not_fraud`` by alice: two alerts,
+    six payments."""
+    built = Case(
+        case_id="c" * 24,
+        status="closed",
+        rule_id="high-value-burst",
+        rule_version=3,
+        group_by="card_id",
+        group_key="tok_1",
+        severity="high",
+        description="",
+        opened_at="2026-11-28T14:00:00.000Z",
+        last_alert_at="2026-11-28T14:05:00.000Z",
+        opening_alert_id="a1",
+        last_alert_id="a2",
+        alert_count=2,
+        alert_ids=("a1", "a2"),
+        txn_count=6,
+        txn_ids=("t1", "t2", "t3", "t4", "t5", "t6"),
+        disposition="not_fraud",
+        note="owner confirmed",
+        closed_by="alice",
+        closed_at="2026-11-28T15:00:00.000Z",
     )
     return replace(built, **overrides)
 

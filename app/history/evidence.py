@@ -22,6 +22,13 @@ from app.history.backtest import (
     scan,
 )
 from app.history.files import Archive
+from app.history.outcomes import (
+    Outcome,
+    fraud_payments,
+    live_outcomes,
+    outcomes_report,
+    read_labels,
+)
 from app.history.schema import ALERTS, TIME
 from app.worker.settings import Settings
 
@@ -40,16 +47,17 @@ def run_backtest(settings: Settings, rule: Rule, since: str, until: str) -> dict
     (both ValueError) name what is wrong."""
     start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
     check_range(start, end)
-    lateness_ms = int(settings.allowed_lateness_s * 1000)
-    report = backtest(
-        open_archive(settings),
-        rule,
-        start,
-        end,
-        lateness_ms,
-        max_key_events=settings.max_key_events,
-    )
-    return report.to_json()
+    lateness = int(settings.allowed_lateness_s * 1000)
+    archive = open_archive(settings)
+    report = backtest(archive, rule, start, end, lateness, max_key_events=settings.max_key_events)
+    found = report.to_json()
+    # What the labels say of the alerts it would have raised (app.history.outcomes).
+    book = read_labels(archive, start)
+    outcome = Outcome(rule.rule_id, rule.version, rule.status)
+    for alert in report.alerts:
+        outcome.add(alert.alert_id, alert.txn_ids, book)
+    found["outcomes"] = outcome.to_json(fraud_payments(archive, book, start, end))
+    return found
 
 
 def live_alert_count(
@@ -92,11 +100,21 @@ def shadow_evidence(
     )
     archive = open_archive(settings)
     live = live_alerts(archive, since, until)
+    book = read_labels(archive, since)
+    judged = Outcome(rule.rule_id, rule.version, rule.status)
     replay = Replay(rule, int(settings.allowed_lateness_s * 1000), settings.max_key_events)
     raised = overlapping = 0
     for alert in replay.alerts(archived_payments_of_partitions(archive, since, until, published)):
         raised += 1
         overlapping += not live.txn_ids.isdisjoint(alert.txn_ids)
+        judged.add(alert.alert_id, alert.txn_ids, book)
+    # The labels' word on the same payments: the backtest's alerts, the rule's live ones,
+    # and those of each active rule (what the shadow rule would add to or replace).
+    fraud = fraud_payments(archive, book, since, until, published)
+    outcomes = live_outcomes(archive, book, since, until, published)
+    shadow = (rule.rule_id, rule.version, rule.status)
+    live_judged = outcomes.get(shadow, Outcome(*shadow))
+    active = [o for key, o in sorted(outcomes.items()) if key[2] == "active"]
     return {
         "rule_id": rule.rule_id,
         "rule_version": rule.version,
@@ -108,4 +126,21 @@ def shadow_evidence(
         "backtest_alerts": raised,
         "payments_replayed": replay.payments,
         "overlapping_active_alerts": overlapping,
+        "outcomes": judged.to_json(fraud),
+        "live_outcomes": live_judged.to_json(fraud),
+        "active_outcomes": [o.to_json(fraud) for o in active],
     }
+
+
+def rules_outcomes(
+    settings: Settings,
+    days: int = EVIDENCE_DAYS,
+    rule_id: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Every rule version's outcomes over the last ``days`` of event time, from the archive
+    (``app.history.outcomes``): what ``rules show``, ``GET /rules/outcomes`` and the
+    dashboard report."""
+    until = (now or datetime.now(UTC)).replace(microsecond=0)
+    since = until - timedelta(days=days)
+    return outcomes_report(open_archive(settings), since, until, rule_id)

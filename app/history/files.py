@@ -108,7 +108,7 @@ class Archive:
         self.filesystem.move(temporary, path)
 
     def files(self, kind: str, dates: Iterable[str] | None = None) -> list[ArchivedFile]:
-        """Every archived file of ``kind`` (payments, alerts, dlq), in no particular order;
+        """Every archived file of ``kind`` (payments, alerts, dlq, labels, ...), in no order;
         with ``dates`` (``2026-11-20``), only those dates' directories are listed, so a
         reader of a week does not list the whole archive."""
         roots = (

@@ -1,12 +1,13 @@
-"""Backtests over HTTP: ``POST /rules/{id}/backtest`` and the shadow-rule evidence the
-dashboard shows (``GET /rules/{id}/evidence``). Both read the archive (a week of payments
-for the evidence), so both need the bearer token (``FRAUD_API_TOKEN``), like rule writes.
+"""Backtests over HTTP: ``POST /rules/{id}/backtest``, the shadow-rule evidence the
+dashboard shows (``GET /rules/{id}/evidence``) and every rule version's outcomes (``GET
+/outcomes?days=&rule=``, app.history.outcomes). All read the archive (a week of payments
+for the evidence), so all need the bearer token (``FRAUD_API_TOKEN``), like rule writes.
 
 A backtest is seconds of pure Python: run in the worker's own process it would hold the
 GIL and stall detection, so it runs in one child process. The child takes one computation
 at a time, backtest or evidence alike; a request while one runs gets 429 with
-Retry-After rather than a queue. Evidence is kept per rule version for a minute, so a
-dashboard polling it does not recompute it.
+Retry-After rather than a queue. Evidence is kept per rule version for a minute, and
+outcomes per question, so a dashboard polling them does not recompute them.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from faust.web import Request, Response
 
 from app.detection.rulebook import rulebook
 from app.detection.rules import Rule, RuleError, parse_rule
-from app.history.evidence import run_backtest, shadow_evidence
+from app.history.evidence import EVIDENCE_DAYS, rules_outcomes, run_backtest, shadow_evidence
 from app.rules_admin.http import RulesApiView, token_ok
+from app.web.params import BadParameter, bad_request, only, parse_int, parse_rule_id, single
 from app.worker.faust_app import app, settings
 
 _BODY_LIMIT = 64 * 1024
@@ -37,7 +39,7 @@ EVIDENCE_TTL_S = 60.0
 # What a client is told to wait before the first computation has shown how long one takes.
 FIRST_RETRY_AFTER_S = 5.0
 # What a token-less caller is told is off.
-_GUARDED = "backtests and evidence"
+_GUARDED = "backtests, evidence and outcomes"
 
 T = TypeVar("T")
 
@@ -45,6 +47,9 @@ T = TypeVar("T")
 _pool: ProcessPoolExecutor | None = None
 # (rule id, version) -> (monotonic time computed, evidence)
 _evidence: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
+# (days, rule id or "") -> (monotonic time computed, outcomes); at most a minute's questions
+_outcomes: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+OUTCOMES_MAX_DAYS = 31
 
 
 def _executor() -> ProcessPoolExecutor:
@@ -180,15 +185,20 @@ class BacktestView(ArchiveView):
         return rule, body["since"], body["until"]
 
 
-def _remember(key: tuple[str, int], future: asyncio.Future[dict[str, Any]]) -> None:
-    """Keep computed evidence, also when the request that asked has gone; forget what is
-    past its time, so the cache holds no more than a minute's computations."""
+def _remember(
+    key: tuple[Any, ...],
+    future: asyncio.Future[dict[str, Any]],
+    cache: dict[Any, tuple[float, dict[str, Any]]] | None = None,
+) -> None:
+    """Keep computed evidence (or outcomes), also when the request that asked has gone;
+    forget what is past its time, so the cache holds no more than a minute's computations."""
     if future.cancelled() or future.exception() is not None:
         return
+    kept = _evidence if cache is None else cache
     now = time.monotonic()
-    for old in [k for k, (at, _) in _evidence.items() if now - at >= EVIDENCE_TTL_S]:
-        del _evidence[old]
-    _evidence[key] = (now, future.result())
+    for old in [k for k, (at, _) in kept.items() if now - at >= EVIDENCE_TTL_S]:
+        del kept[old]
+    kept[key] = (now, future.result())
 
 
 async def evidence_for(rule: Rule) -> dict[str, Any]:
@@ -222,6 +232,43 @@ class EvidenceView(ArchiveView):
             return self.child_died()
 
 
+async def outcomes_for(days: int, rule_id: str | None) -> dict[str, Any]:
+    """The rule versions' outcomes, computed at most once a minute per question; Busy
+    while the child computes something else."""
+    key = (days, rule_id or "")
+    cached = _outcomes.get(key)
+    if cached is not None and time.monotonic() - cached[0] < EVIDENCE_TTL_S:
+        return cached[1]
+    running = work.start(partial(rules_outcomes, settings, days, rule_id))
+    running.add_done_callback(partial(_remember, key, cache=_outcomes))
+    return await asyncio.shield(running)
+
+
+class OutcomesView(ArchiveView):
+    """``GET /outcomes?days=7&rule=ID``: each rule version's alerts judged by the labels."""
+
+    async def get(self, request: Request) -> Response:
+        if not token_ok(request):
+            return self.unauthorized(_GUARDED)
+        try:
+            only(request.query, ("days", "rule"))
+            days = parse_int(request.query, "days", EVIDENCE_DAYS, 1, OUTCOMES_MAX_DAYS)
+            rule = single(request.query, "rule")
+            rule_id = parse_rule_id(rule, "rule") if rule else None
+        except BadParameter as exc:
+            return bad_request(self, exc)
+        try:
+            return self.json(await outcomes_for(days, rule_id))
+        except Busy as busy:
+            return self.busy(busy)
+        except ValueError as exc:
+            return self.problem(503, f"no outcomes: {exc}")
+        except BrokenProcessPool:
+            return self.child_died()
+
+
+for _path in ("/outcomes", "/outcomes/"):
+    app.page(_path, name=f"OutcomesView:{_path}")(OutcomesView)
 for _path in ("/rules/{rule_id}/backtest", "/rules/{rule_id}/backtest/"):
     app.page(_path, name=f"BacktestView:{_path}")(BacktestView)
 for _path in ("/rules/{rule_id}/evidence", "/rules/{rule_id}/evidence/"):

@@ -1,18 +1,18 @@
 """Records of one Kafka partition, gathered until they roll into files. Pure and synchronous.
 
-A partition's buffer keeps its records as received (offset, Kafka timestamp, key, value)
-and reads them only when it rolls: payments in bulk (``app.history.payments``), alerts and
-dead letters, which are few, one row at a time (``app.history.schema``). It rolls when the
-records it holds reach ``roll_bytes`` (as received: the Parquet files are several times
-smaller) or span ``roll_s`` seconds of Kafka time, or when its first record has waited
-``roll_s`` seconds of wall-clock time (a quiet partition still reaches the archive). Rolling
-gives one file per event date and hour present, named by the offsets of its first and last
-row, and the offset to commit once they are durable. A record that is not archived (not a
-valid payment, an unreadable alert, a row a file already holds) still counts towards that
-offset. The files come in the order of their first offsets and are written in that order: a
-roll cut short by a crash then leaves no row unwritten below the highest first offset in the
-archive, which is where a partition without a committed offset resumes
-(``app.history.resume``).
+A partition's buffer keeps its records as received (offset, Kafka timestamp, key, value) and
+reads them only when it rolls: payments in bulk (``app.history.payments``), alerts, dead
+letters, labels and audit records, which are few, one row at a time
+(``app.history.schema``). It rolls when the records it holds reach ``roll_bytes`` (as
+received: the Parquet files are several times smaller) or span ``roll_s`` seconds of Kafka
+time, or when its first record has waited ``roll_s`` seconds of wall-clock time (a quiet
+partition still reaches the archive). Rolling gives one file per event date and hour
+present, named by the offsets of its first and last row, and the offset to commit once they
+are durable. A record that is not archived (not a valid payment, an unreadable alert, a row
+a file already holds) still counts towards that offset. The files come in the order of their
+first offsets and are written in that order: a roll cut short by a crash then leaves no row
+unwritten below the highest first offset in the archive, which is where a partition without
+a committed offset resumes (``app.history.resume``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,17 @@ import pyarrow.compute as pc
 from app.detection.validation import Limits
 from app.history.payments import HOUR_MS, payment_table
 from app.history.resume import Covered
-from app.history.schema import KINDS, Row, alert_row, dead_letter_row
+from app.history.schema import Row, alert_row, audit_row, dead_letter_row, label_row, schema_of
+
+# (key, value, partition, offset, Kafka timestamp) -> the row of a record, or None to skip it.
+RowReader = Callable[[bytes | None, bytes | None, int, int, int], Row | None]
+# How each kind other than payments (read in bulk) reads its records, one at a time; a kind
+# not named here is archived as audit records.
+READERS: dict[str, RowReader] = {
+    "alerts": lambda _key, value, partition, offset, ts: alert_row(value, partition, offset, ts),
+    "dlq": lambda _key, value, partition, offset, ts: dead_letter_row(value, partition, offset, ts),
+    "labels": label_row,
+}
 
 
 class KafkaRecord(Protocol):
@@ -56,7 +66,7 @@ class PendingFile:
 
 @dataclass
 class PartitionBuffer:
-    kind: str  # payments, alerts or dlq
+    kind: str  # payments, alerts, dlq, labels, or any other kind (audit records)
     roll_bytes: int
     roll_s: float
     clock: Callable[[], float]
@@ -154,13 +164,13 @@ class PartitionBuffer:
 
     def _rows_by_hour(self) -> dict[tuple[str, int], pa.Table]:
         found: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        read = alert_row if self.kind == "alerts" else dead_letter_row
-        records = zip(self._offsets, self._timestamps, self._values, strict=True)
-        for offset, timestamp_ms, value in records:
-            row: Row | None = read(value, self.partition, offset, timestamp_ms)
+        read = READERS.get(self.kind, audit_row)
+        records = zip(self._offsets, self._timestamps, self._keys, self._values, strict=True)
+        for offset, timestamp_ms, key, value in records:
+            row = read(key, value, self.partition, offset, timestamp_ms)
             if row is not None:
                 found.setdefault((row.date, row.hour), []).append(row.values)
-        schema = KINDS[self.kind]
+        schema = schema_of(self.kind)
         return {hour: pa.Table.from_pylist(rows, schema=schema) for hour, rows in found.items()}
 
 

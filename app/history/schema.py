@@ -5,7 +5,12 @@ at most 10^15 with at most 12 decimals, see ``FRAUD_MAX_AMOUNT``), times are UTC
 timestamps with their zone, and every row carries the Kafka partition, offset and
 timestamp it was read from. Rows are placed by event time (``event_date``/``event_hour``,
 Hive-style directories); a dead letter has no trustworthy event time, so it is placed by
-its Kafka timestamp.
+its Kafka timestamp. A label (``fraud.labels``) is placed by its Kafka timestamp too: the
+time it was given to the system, which is never before the payment it labels (a chargeback
+dated last month but imported today lands under today), so the labels of the payments
+since a day are all in the directories from that day on. Any other archived topic (a
+compacted topic of settings, say) is kept as raw audit records (``AUDIT``): key, value
+text, partition, offset and timestamp, placed by Kafka timestamp.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from app.detection.models import PAYMENT, Alert, ms_from_iso
+from app.detection.pan import redact_pans
 from app.detection.validation import InvalidPayment, Limits, parse_keyed_payment
 
 AMOUNT = pa.decimal128(38, 12)
@@ -89,8 +95,53 @@ DEAD_LETTERS = pa.schema(
     ]
 )
 
-# The directory of each topic kind in the archive, and its schema.
-KINDS: dict[str, pa.Schema] = {"payments": PAYMENTS, "alerts": ALERTS, "dlq": DEAD_LETTERS}
+# A label of the labels topic (app.cases.labels): a case's disposition (subject "case",
+# with the case's alert and txn ids) or a chargeback (subject "txn"). Free text was masked
+# before it was published. A tombstone is a row whose ``label`` is null: the label withdrawn.
+LABELS = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),  # case:<case_id> or txn:<txn_id>
+        pa.field("subject", pa.string()),
+        pa.field("label", pa.string()),  # fraud, not_fraud, inconclusive; null: withdrawn
+        pa.field("source", pa.string()),  # disposition or chargeback
+        pa.field("case_id", pa.string()),
+        pa.field("txn_id", pa.string()),
+        pa.field("txn_ids", pa.list_(pa.string())),
+        pa.field("alert_ids", pa.list_(pa.string())),
+        pa.field("rule_id", pa.string()),
+        pa.field("rule_version", pa.int64()),
+        pa.field("group_by", pa.string()),
+        pa.field("group_key", pa.string()),
+        pa.field("date", pa.string()),  # a chargeback's date, as the file gave it
+        pa.field("by", pa.string()),
+        pa.field("at", TIME),  # when a case was closed
+        pa.field("reason", pa.string()),
+        pa.field("note", pa.string()),
+        *_SOURCE,
+    ]
+)
+
+# A record of any other archived topic, as it was: for audit, not for joins.
+AUDIT = pa.schema(
+    [
+        pa.field("key", pa.string()),
+        pa.field("value", pa.string()),  # the record's JSON text; null for a tombstone
+        *_SOURCE,
+    ]
+)
+
+# The directory of each topic kind in the archive, and its schema; a kind not named here
+# is archived as audit records (``AUDIT``).
+KINDS: dict[str, pa.Schema] = {
+    "payments": PAYMENTS,
+    "alerts": ALERTS,
+    "dlq": DEAD_LETTERS,
+    "labels": LABELS,
+}
+
+
+def schema_of(kind: str) -> pa.Schema:
+    return KINDS.get(kind, AUDIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,4 +276,74 @@ def dead_letter_row(
         }
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+    return _place(timestamp_ms, values)
+
+
+def _text(raw: bytes | None) -> str | None:
+    """A key or value as text, with any card number in it masked: the producers of these
+    topics mask free text, but the archive does not rely on every producer."""
+    return None if raw is None else redact_pans(raw).decode("utf-8", errors="replace")
+
+
+def _strings(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return [str(item) for item in value]
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def label_row(
+    key: bytes | None, value: bytes | None, partition: int, offset: int, timestamp_ms: int
+) -> Row | None:
+    """The row of a ``fraud.labels`` record, placed by its Kafka timestamp (when the label
+    was given); a tombstone is a row without a label. None for a record that is not a label
+    (no key, not JSON, a field of the wrong type): skipped, never a crash-loop."""
+    subject_key = _text(key)
+    if not subject_key:
+        return None
+    values: dict[str, Any] = {"key": subject_key, **_source(partition, offset, timestamp_ms)}
+    if value is None:
+        return _place(timestamp_ms, values)
+    try:
+        body = json.loads(_text(value) or "")
+        label = body["label"]
+        if not isinstance(label, str):
+            raise TypeError("label")
+        version = body.get("rule_version")
+        values.update(
+            {
+                "subject": _optional(body.get("subject")),
+                "label": label,
+                "source": _optional(body.get("source")),
+                "case_id": _optional(body.get("case_id")),
+                "txn_id": _optional(body.get("txn_id")),
+                "txn_ids": _strings(body.get("txn_ids")),
+                "alert_ids": _strings(body.get("alert_ids")),
+                "rule_id": _optional(body.get("rule_id")),
+                "rule_version": None if version is None else int(version),
+                "group_by": _optional(body.get("group_by")),
+                "group_key": _optional(body.get("group_key")),
+                "date": _optional(body.get("date")),
+                "by": _optional(body.get("by")),
+                "at": _utc(ms_from_iso(body.get("at"))),
+                "reason": _optional(body.get("reason")),
+                "note": _optional(body.get("note")),
+            }
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return _place(timestamp_ms, values)
+
+
+def audit_row(
+    key: bytes | None, value: bytes | None, partition: int, offset: int, timestamp_ms: int
+) -> Row:
+    """The row of a record of any other archived topic: as it was, placed by its Kafka
+    timestamp."""
+    values = {"key": _text(key), "value": _text(value), **_source(partition, offset, timestamp_ms)}
     return _place(timestamp_ms, values)

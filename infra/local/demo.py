@@ -5,7 +5,8 @@ the alerts table, publishes the default rules, then a worker (detection, the Dyn
 and the Parquet archive), the notifier (a stream poller invoking the Lambda handler, as
 Lambda's event source mapping would), a local Slack receiver and the Slack buttons' handler
 on loopback (unless SLACK_WEBHOOK_URL points at a real one), the payment generator (unless
-``--no-generator``) and an alert printer.
+``--no-generator``), a stand-in analyst that closes cases and imports chargebacks by the
+generator's truth (infra.local.analyst; unless ``--no-analyst``) and an alert printer.
 
 Once the stack is up it prints what a second terminal needs, as ``export`` lines: the
 broker, this session's API token, the worker's web URL, the archive, and the topics when
@@ -352,7 +353,8 @@ class Demo:
                     *lines,
                     f"demo: then e.g. {cli} -A app rules list;"
                     f" {shown(BIN / 'python')} examples/produce_payment.py (docs/quickstart.md)",
-                    f"demo: payments, alerts and dead letters are archived as Parquet in {archive}"
+                    "demo: payments, alerts, dead letters and labels are archived as Parquet"
+                    f" in {archive}"
                     f" every {env['FRAUD_ARCHIVE_ROLL_SECONDS']} s; backtest a rule on them:"
                     f" {cli} -A app rules backtest examples/rules/first-rule.yaml"
                     f" --since {today} --until {today + timedelta(days=1)}",
@@ -382,9 +384,30 @@ class Demo:
                 "--patterns",
                 str(self.args.patterns),
             ]
+            if not self.args.no_analyst:
+                generate += ["--truth", str(self._start_analyst(env, web_url, token, python))]
             self._spawn("generator", generate, env)
             print(f"demo: generating {self.args.rate:g} payments/s. Ctrl-C stops.", flush=True)
         return asyncio.run(self._watch(worker, web_url, started))
+
+    def _start_analyst(self, env: Mapping[str, str], web_url: str, token: str, python: str) -> Path:
+        """The stand-in analyst (infra.local.analyst), following the generator's truth;
+        returns the truth file's path for the generator."""
+        truth = self.logs / "truth.jsonl"
+        truth.touch()
+        analyst = [
+            python, "-m", "infra.local.analyst",
+            "--truth", str(truth), "--web", web_url, "--out", str(self.logs / "chargebacks"),
+        ]  # fmt: skip
+        self._spawn("analyst", analyst, {**env, "FRAUD_API_TOKEN": token})
+        print(
+            "demo: a stand-in analyst closes each case after a few seconds by the generator's"
+            " truth, and imports the fraud no case caught as chargebacks after two minutes"
+            f" ({self.logs / 'analyst.log'}); rules' precision and recall: the dashboard's"
+            f" outcomes, or {shown(BIN / 'faust')} -A app rules show ID",
+            flush=True,
+        )
+        return truth
 
     def _start_notifier(
         self, env: Mapping[str, str], web_url: str, python: str, token: str
@@ -499,6 +522,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-generator",
         action="store_true",
         help="start no generator: the only payments are yours (examples/produce_payment.py)",
+    )
+    parser.add_argument(
+        "--patterns",
+        type=float,
+        default=0.0005,
+        help="share starting each other injected pattern (card testing then cash-out, a new"
+        " device): fraud the default rules miss, which chargebacks then reveal",
+    )
+    parser.add_argument(
+        "--no-analyst",
+        action="store_true",
+        help="no stand-in analyst: cases stay open until you close them, no chargebacks",
     )
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     parser.add_argument(

@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from app.cases.labels import disposition_label, parse_chargebacks
 from app.detection.rules import SEED_RULE
 from app.history.backtest import backtest
 from app.history.files import Archive, ArchivedFile, ArchiveError
+from app.history.outcomes import outcomes_report
 from app.history.resume import resume
 from infra.local.objectstore import LocalS3
+from tests.factories import closed_case
 from tests.unit.history.test_backtest import LATENESS_MS, stream, write_payments
+from tests.unit.history.test_evidence import write_alerts
+from tests.unit.history.test_outcomes import write_labels
 
 pytestmark = pytest.mark.integration
 BUCKET = "fraud-archive"
@@ -122,3 +127,34 @@ def test_wrong_credentials_are_an_archive_error_not_an_empty_archive(
         archive.files("payments")
     with pytest.raises(ArchiveError, match="cannot read the archive"):
         backtest(archive, SEED_RULE, SINCE, UNTIL, LATENESS_MS)
+
+
+def test_outcomes_on_s3_equal_the_same_outcomes_on_a_local_directory(
+    aws: LocalS3, tmp_path: Path
+) -> None:
+    """The labels' date directories are listed one level down first (not the whole tree)."""
+    payments = stream(3000)
+    remote = Archive.at(f"s3://{BUCKET}/outcomes", endpoint=aws.endpoint, region=aws.region)
+    local = Archive.at(str(tmp_path / "archive"))
+    write_payments(local, payments)
+    alerts = backtest(local, SEED_RULE, SINCE, UNTIL, LATENESS_MS).alerts
+    first, second = alerts[0], alerts[1]
+    labels = [
+        disposition_label(closed_case(alert_ids=(second.alert_id,), txn_ids=second.txn_ids)),
+        *parse_chargebacks(f"txn_id,date,reason\n{first.txn_ids[0]},2026-11-21,stolen\n"),
+    ]
+    given_ms = int((SINCE + timedelta(days=1)).timestamp() * 1000)
+    write_payments(remote, payments)
+    for archive in (remote, local):
+        write_alerts(archive, alerts)
+        write_labels(archive, labels, given_ms)
+
+    on_s3 = outcomes_report(remote, SINCE, UNTIL)
+    on_disk = outcomes_report(local, SINCE, UNTIL)
+    assert on_s3 == on_disk
+    [seed] = on_s3["rules"]
+    assert (on_s3["labels"], seed["alerts"]) == (2, len(alerts))
+    assert (seed["fraud_alerts"], seed["not_fraud_alerts"], seed["cases"]) == (1, 1, 1)
+    assert (seed["fraud_payments_caught"], seed["fraud_payments"], seed["recall"]) == (1, 1, 1.0)
+    # Labels given before the period's first day are not read.
+    assert outcomes_report(remote, SINCE + timedelta(days=2), UNTIL)["labels"] == 0

@@ -36,6 +36,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from app.cases.labels import parse_chargebacks, publish_labels
 from app.detection.models import Payment
 from app.detection.rules import SEED_RULE, parse_rule
 from tests import factories
@@ -239,6 +240,8 @@ STATE_JS = """JSON.stringify({
   latencyPoints: +document.getElementById('chart-latency').dataset.points,
   rows: [...document.querySelectorAll('#alerts tr[data-alert-id]')].map(r => r.innerText),
   rules: document.getElementById('rules').innerText,
+  outcomes: document.getElementById('outcomes').innerText,
+  outcomesSummary: document.getElementById('outcomes-summary').innerText,
   kpiProcessed: document.getElementById('kpi-processed').innerText,
   health: document.getElementById('health').dataset.state,
   ready: document.getElementById('ready').dataset.state,
@@ -362,6 +365,12 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
                 60,
                 lambda s: s["polls"] >= 2 and s["alertIds"] and s["throughputPoints"] > 0,
             )
+            # A chargeback on the first burst's payments: the outcomes panel scores the rules
+            # that caught it once the archive has it (it rolls every second here).
+            caught = [f"{bursts[0]}-{i}" for i in range(3)]
+            chargebacks = "".join(f"{txn_id},2026-12-01,stolen card\n" for txn_id in caught)
+            labels = parse_chargebacks("txn_id,date,reason\n" + chargebacks)
+            await publish_labels(pipeline.stack.bootstrap, pipeline.labels, labels)
             await asyncio.sleep(4)
             second = await wait_state(
                 devtools,
@@ -386,6 +395,7 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
             # The shadow rule's evidence needs the token: without one the page asks for it
             # (and has fetched nothing); a wrong one is refused and asked for again.
             assert "evidence…" in second["rules"] and "backtest" not in second["rules"]
+            assert "outcomes…" in second["outcomes"]  # likewise the rules' outcomes
             button = "document.querySelector('#rules [data-action=token]')"
             await enter_token(devtools, "not-the-token")
             await wait_true(
@@ -416,6 +426,22 @@ async def drive(pipeline: Pipeline, worker: Worker, port: int) -> bytes:
             statuses = [status for _, status in asked]
             assert set(statuses) == {200, 401, 429} and statuses.count(401) == 2, asked
             assert evidence["errors"] == 0 and devtools.errors() == []
+            # The outcomes panel: each rule version's alerts judged by the labels. The burst
+            # charged back was caught by the seed rule and its shadow copy: every labelled
+            # alert of theirs is fraud, and they caught all the labelled fraud.
+            scored = await wait_state(
+                devtools,
+                "the rules' outcomes",
+                90,
+                lambda s: s["outcomes"].count("100 %") >= 4,
+            )
+            lines = scored["outcomes"].splitlines()
+            seed = next(line for line in lines if line.startswith(f"{SEED_RULE.rule_id} v1"))
+            assert "active" in seed and "100 %\t100 %" in seed, seed
+            assert any(line.startswith(SHADOW_RULE_ID) for line in lines)
+            assert "3 fraud payments, 0 missed" in scored["outcomesSummary"]
+            assert scored["errors"] == 0 and devtools.errors() == []
+            assert scored["faults"] == [] and scored["scrollHeight"] <= HEIGHT
             assert second["health"] == "ok" and second["ready"] == "ok"
             assert second["scrollWidth"] <= WIDTH and second["scrollHeight"] <= HEIGHT
             assert second["faults"] == []

@@ -687,6 +687,97 @@ function pollCases() {
 setInterval(pollCases, CASES_MS);
 pollCases();
 
+
+// ---------------------------------------------------------------- rule outcomes
+
+// Each rule version's alerts of the last day judged by the labels (GET /outcomes: cases
+// closed, chargebacks imported): precision, recall against every labelled fraud, amount
+// caught. Read from the archive in the worker's archive process (one computation at a
+// time, kept a minute there), so asked for every half-minute, with the API token.
+const OUTCOMES_MS = 30000;
+const OUTCOMES_DAYS = 1;
+const outcomes = { token: "", due: 0, body: null, note: "" };
+state.outcomes = outcomes; // for the browser test
+
+function fmtRatio(value) {
+  return value == null ? "–" : `${Math.round(value * 100)} %`;
+}
+
+function fmtAmounts(amounts) {
+  const entries = Object.entries(amounts || {});
+  if (!entries.length) return "–";
+  return entries.map(([currency, amount]) => `${Number(amount).toLocaleString("en-US", { maximumFractionDigits: 2 })} ${currency}`).join(", ");
+}
+
+function outcomeRow(o) {
+  const labelled = o.fraud_alerts + o.not_fraud_alerts;
+  return el("tr", { "data-rule": `${o.rule_id}@${o.rule_version}` },
+    el("td", { class: "mono", title: `${o.rule_id} v${o.rule_version}` }, `${o.rule_id} v${o.rule_version}`),
+    el("td", {}, el("span", { class: `badge ${o.status}` }, o.status)),
+    el("td", { class: "num" }, fmtInt(o.alerts)),
+    el("td", { class: "num", title: "closed cases holding these alerts" }, fmtInt(o.cases)),
+    el("td", { class: "num" }, fmtInt(o.fraud_alerts)),
+    el("td", { class: "num" }, fmtInt(o.not_fraud_alerts)),
+    el("td", { class: "num", title: `${o.inconclusive_alerts} inconclusive besides` }, fmtInt(o.unlabelled_alerts)),
+    el("td", { class: "num", title: `${o.fraud_alerts} fraud of ${labelled} labelled alerts` }, fmtRatio(o.precision)),
+    el("td", { class: "num", title: `${o.fraud_payments_caught} of ${o.fraud_payments} labelled-fraud payments` }, fmtRatio(o.recall)),
+    el("td", { class: "num caught", title: fmtAmounts(o.amount_caught) }, fmtAmounts(o.amount_caught)));
+}
+
+function renderOutcomes() {
+  const tbody = $("outcomes");
+  if (!apiToken()) {
+    replaceRows(tbody, [el("tr", { class: "empty" }, el("td", { colspan: 10 },
+      "Outcomes read the archive: they need the API token",
+      el("button", { class: "evidence token", type: "button", "data-action": "token",
+        title: tokenRefused || "Show the rules' outcomes: needs the worker's API token" }, "outcomes…")))], "", 10);
+    $("outcomes-summary").textContent = "last 24 hours, judged by the labels";
+    return;
+  }
+  const body = outcomes.body;
+  if (!body) {
+    replaceRows(tbody, [], outcomes.note || "Reading the archive…", 10);
+    return;
+  }
+  replaceRows(tbody, body.rules.map(outcomeRow), "No alerts archived in the last 24 hours", 10);
+  $("outcomes-summary").textContent = `last 24 h: ${fmtInt(body.labels)} labels, `
+    + `${fmtInt(body.fraud_payments)} fraud payments, `
+    + `${fmtInt(body.missed_by_active_rules)} missed by all active rules`
+    + (outcomes.note ? ` (${outcomes.note})` : "");
+}
+
+function pollOutcomes() {
+  const token = apiToken();
+  if (outcomes.token !== token) Object.assign(outcomes, { token, due: 0, body: null, note: "" });
+  if (!token || Date.now() < outcomes.due) return;
+  outcomes.due = Infinity;
+  fetch(`/outcomes?days=${OUTCOMES_DAYS}`, {
+    cache: "no-store",
+    headers: { Accept: "application/json", Authorization: `Bearer ${token}` },
+  })
+    .then(async (response) => ({ status: response.status, body: await response.json(), retry: response.headers.get("Retry-After") }))
+    .catch(() => ({ status: 0, body: { error: "no answer" } }))
+    .then(({ status, body, retry }) => {
+      if (apiToken() !== token) return; // a reply for a token since replaced or refused
+      if (status === 200) {
+        Object.assign(outcomes, { body, note: "", due: Date.now() + OUTCOMES_MS });
+      } else if (status === 401) {
+        tokenRefused = `The worker refused the token (${body.error}); enter it again`;
+        setApiToken("");
+      } else if (status === 429) {
+        const seconds = Number(retry);
+        outcomes.due = Date.now() + 1000 * (seconds > 0 ? seconds : 5);
+      } else {
+        Object.assign(outcomes, { note: body.error || `HTTP ${status}`, due: Date.now() + OUTCOMES_MS });
+      }
+      renderOutcomes();
+    });
+}
+
+$("outcomes-section").addEventListener("click", (event) => {
+  if (event.target.closest("[data-action=token]")) askToken();
+});
+
 // ---------------------------------------------------------------- loop
 
 async function poll() {
@@ -701,6 +792,8 @@ async function poll() {
     ]);
     renderStats(stats.body);
     renderAlerts(alerts.body);
+    pollOutcomes();
+    renderOutcomes();
     renderProbe("health", "health", health, "ok");
     renderProbe("ready", "ready", ready, "yes");
     drawCharts();

@@ -7,32 +7,11 @@ import json
 import pytest
 
 from app.cases.labels import LabelFileError, disposition_label, parse_chargebacks
-from app.cases.model import Case
+from tests.factories import closed_case
 
 
 def test_a_disposition_labels_its_case_with_the_payments_it_holds() -> None:
-    case = Case(
-        case_id="c" * 24,
-        status="closed",
-        rule_id="high-value-burst",
-        rule_version=3,
-        group_by="card_id",
-        group_key="tok_1",
-        severity="high",
-        description="",
-        opened_at="2026-11-28T14:00:00.000Z",
-        last_alert_at="2026-11-28T14:05:00.000Z",
-        opening_alert_id="a1",
-        last_alert_id="a2",
-        alert_count=2,
-        alert_ids=("a1", "a2"),
-        txn_count=6,
-        txn_ids=("t1", "t2", "t3", "t4", "t5", "t6"),
-        disposition="not_fraud",
-        note="owner confirmed",
-        closed_by="alice",
-        closed_at="2026-11-28T15:00:00.000Z",
-    )
+    case = closed_case()
     key, value = disposition_label(case).record()
     body = json.loads(value)
     assert key == f"case:{'c' * 24}"

@@ -4,17 +4,21 @@ run on an archive as the archive agent writes it."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from app.cases.labels import disposition_label, parse_chargebacks
 from app.detection.rules import SEED_RULE
 from app.history.backtest import backtest
 from app.history.rolling import PartitionBuffer
 from tests.docs import SNIPPETS, page
+from tests.factories import closed_case
 from tests.unit.history.test_backtest import LATENESS_MS, archive_of, stream
+from tests.unit.history.test_outcomes import write_labels
 
 QUERIES = ("payments-per-hour", "alerts-per-rule", "training-set")
 
@@ -37,6 +41,27 @@ def archive_dir(tmp_path: Path) -> Path:
         archive.write(
             archive.file_path(f.kind, f.date, f.hour, "fraud.alerts", 0, f.first, f.last), f.table
         )
+    first, second = report.alerts[0], report.alerts[1]
+    flagged = {t for a in report.alerts for t in a.txn_ids}
+    unflagged = next(p.txn_id for p in payments if p.txn_id not in flagged)
+    write_labels(
+        archive,
+        [
+            disposition_label(
+                closed_case(case_id="1" * 24, disposition="fraud", txn_ids=first.txn_ids)
+            ),
+            # The same subject labelled twice: the latest label (not fraud) counts.
+            disposition_label(
+                closed_case(case_id="2" * 24, disposition="fraud", txn_ids=second.txn_ids)
+            ),
+            disposition_label(closed_case(case_id="2" * 24, txn_ids=second.txn_ids)),
+            *parse_chargebacks(
+                f"txn_id,date,reason\n{unflagged},2026-11-29,stolen\n"
+                f"{second.txn_ids[1]},2026-11-29,stolen\n"
+            ),
+        ],
+        1795940000000,
+    )
     return tmp_path / "archive"
 
 
@@ -62,6 +87,11 @@ def test_alerts_per_rule_and_the_labelled_training_set(archive_dir: Path) -> Non
     assert (rule_id, version, status) == (SEED_RULE.rule_id, SEED_RULE.version, "active")
     assert int(str(alerts)) > 5 and 0 < int(str(keys)) <= int(str(alerts))
     rows = run(archive_query("training-set"), archive_dir)
-    flagged = [r for r in rows if r[-2]]
-    assert len(flagged) == 3 * int(str(alerts))  # three payments per alert, each once
-    assert all(r[-1] == [SEED_RULE.rule_id] for r in flagged)
+    assert len(rows) == 4000, "every payment once"
+    labelled = Counter(r[-1] for r in rows)
+    # The first alert's 3 payments (its case), a chargeback no rule flagged, and one of the
+    # second alert's payments whose not-fraud case a chargeback overrules.
+    assert labelled["fraud"] == 5
+    assert labelled["not_fraud"] == 2 and labelled[None] == 4000 - 7
+    # Not which rules fired: most payments the seed rule flagged have no label.
+    assert labelled[None] > 3 * int(str(alerts)) - 7

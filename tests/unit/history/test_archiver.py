@@ -42,7 +42,7 @@ class Record:
     """What the archiver reads of an aiokafka ConsumerRecord."""
 
     offset: int
-    value: bytes
+    value: bytes | None
     partition: int = 0
     key: bytes | None = None
     timestamp: int = 1795940000000
@@ -182,3 +182,70 @@ def test_a_payment_whose_key_holds_a_card_number_is_not_archived_as_a_payment() 
         assert payment_row(raw, 0, 0, p.ts_ms, Limits(), key) is not None
     for key in (b"4111111111111111", b"4111 1111 1111 1111", b"\\u0034111111111111111"):
         assert payment_row(raw, 0, 0, p.ts_ms, Limits(), key) is None
+
+
+def test_labels_are_archived_beside_payments_and_resume_from_their_own_files(
+    tmp_path: Path,
+) -> None:
+    archive = Archive.at(str(tmp_path))
+    labels_tp = TopicPartition(settings.topic_labels, 0)
+    payments_tp = TopicPartition(settings.topic_payments, 0)
+    consumer = Consumer({})
+    archiver = Archiver(archive, cast(Any, consumer))
+    assert archiver.kinds[settings.topic_labels] == "labels"
+    asyncio.run(archiver.on_partitions_assigned([labels_tp, payments_tp]))
+    fraud = b'{"label":"fraud","subject":"txn","txn_id":"t-1","source":"chargeback"}'
+    given = [
+        Record(0, fraud, key=b"txn:t-1"),
+        Record(
+            1,
+            b'{"label":"not_fraud","txn_ids":["t-2"],"note":"4111 1111 1111 1111"}',
+            key=b"case:c-1",
+        ),
+    ]
+    archiver.add({labels_tp: given, payments_tp: [record(0, n) for n in range(5)]})
+    asyncio.run(archiver.roll_due(everything=True))
+
+    (labels,) = archive.files("labels")
+    assert labels.topic == settings.topic_labels and (labels.first, labels.last) == (0, 1)
+    rows = pq.read_table(labels.path).to_pylist()
+    assert [(r["key"], r["label"]) for r in rows] == [
+        ("txn:t-1", "fraud"),
+        ("case:c-1", "not_fraud"),
+    ]
+    assert rows[1]["note"] == "**** **** **** 1111", "a card number never reaches the archive"
+    assert archived_offsets(archive, 0) == list(range(5)), "payments as before"
+    assert consumer.offsets[labels_tp] == 2
+
+    # Restarted without the group's offsets: the labels' own file says where to resume.
+    again = Consumer({})
+    asyncio.run(Archiver(archive, cast(Any, again)).on_partitions_assigned([labels_tp]))
+    assert again.positions == {labels_tp: 0}
+
+
+def test_a_further_topic_is_archived_as_raw_audit_records_by_naming_its_kind(
+    tmp_path: Path,
+) -> None:
+    archive = Archive.at(str(tmp_path))
+    tp = TopicPartition("fraud.suppressions", 0)
+    archiver = Archiver(archive, cast(Any, Consumer({})))
+    # Lists and suppressions are archived for their audit, as any further topic would be.
+    assert archiver.kinds["fraud.suppressions"] == "suppressions"
+    assert archiver.kinds["fraud.lists"] == "lists"
+    asyncio.run(archiver.on_partitions_assigned([tp]))
+    archiver.add(
+        {
+            tp: [
+                Record(0, b'{"rule_id":"r","until":"x"}', key=b"r|tok_1"),
+                Record(1, None, key=b"r|tok_1"),
+            ]
+        }
+    )
+    asyncio.run(archiver.roll_due(everything=True))
+
+    (audit,) = archive.files("suppressions")
+    rows = pq.read_table(audit.path).to_pylist()
+    assert [(r["key"], r["value"], r["kafka_offset"]) for r in rows] == [
+        ("r|tok_1", '{"rule_id":"r","until":"x"}', 0),
+        ("r|tok_1", None, 1),  # a tombstone, kept for the audit
+    ]

@@ -49,6 +49,10 @@ class FakeComputation:
         self.calls.append((rule.rule_id, rule.version))
         return {"rule_id": rule.rule_id, "alerts": 0}
 
+    def outcomes(self, settings: Settings, days: int, rule_id: str | None) -> dict[str, Any]:
+        self.calls.append((rule_id or "*", days))
+        return {"labels": 4, "rules": []}
+
 
 @pytest.fixture
 def computation(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeComputation]:
@@ -59,6 +63,8 @@ def computation(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeComputation]:
     monkeypatch.setattr(history_http, "settings", token)
     monkeypatch.setattr(history_http, "shadow_evidence", fake.evidence)
     monkeypatch.setattr(history_http, "run_backtest", fake.backtest)
+    monkeypatch.setattr(history_http, "rules_outcomes", fake.outcomes)
+    monkeypatch.setattr(history_http, "_outcomes", {})
     monkeypatch.setattr(history_http, "work", history_http.OneAtATime(lambda: pool))
     monkeypatch.setattr(history_http, "_evidence", {})
     book = SimpleNamespace(rules=fake.rules, published_ms={})
@@ -225,5 +231,32 @@ def test_a_computation_whose_child_died_is_a_503_to_retry(
         )
         assert status == 503 and headers["Retry-After"] == "1"
         assert "try again" in body["error"]
+
+    run(check)
+
+
+def test_outcomes_need_the_token_refuse_a_bad_parameter_and_are_kept_a_while(
+    computation: FakeComputation,
+) -> None:
+    computation.go.set()
+
+    async def check(session: aiohttp.ClientSession, base: str) -> None:
+        status, _, _ = await call(session, "GET", f"{base}/outcomes", token=None)
+        assert status == 401
+        for query, parameter in (
+            ("days=0", "days"),
+            ("days=x", "days"),
+            ("rule=A!", "rule"),
+            ("dayz=1", "dayz"),
+        ):
+            status, _, body = await call(session, "GET", f"{base}/outcomes?{query}")
+            assert (status, body["parameter"]) == (400, parameter), query
+        assert computation.calls == []
+        for _ in range(2):
+            status, _, body = await call(session, "GET", f"{base}/outcomes")
+            assert status == 200 and body["labels"] == 4
+        status, _, _ = await call(session, "GET", f"{base}/outcomes?days=1&rule=high-value-burst")
+        assert status == 200
+        assert computation.calls == [("*", 7), ("high-value-burst", 1)]
 
     run(check)
