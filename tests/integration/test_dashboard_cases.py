@@ -184,8 +184,9 @@ async def drive(worker: Worker, port: int, case: dict[str, Any], kept: str) -> b
             devtools,
             "the linked case",
             30,
-            "!document.getElementById('cases-panel').hidden"
-            " && document.getElementById('case-detail').dataset.caseId === "
+            # Null-safe: the load event awaited may be about:blank's, the page not there yet.
+            "document.getElementById('cases-panel')?.hidden === false"
+            " && document.getElementById('case-detail')?.dataset.caseId === "
             f"{json.dumps(case_id)}",
         )
         assert devtools.errors() == []
