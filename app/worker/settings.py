@@ -408,7 +408,10 @@ DECLARED: tuple[Variable, ...] = (
         _fetch_wait_ms,
         "Milliseconds (0-10000) the broker may hold the worker's fetch when none of its"
         " partitions has new records. Faust hard-codes 1500, which made runs settle into a"
-        " 1.15 s median latency at random.",
+        " 1.15 s median latency at random. An idle worker fetches this often: at 20 ms that is"
+        " most of its CPU (about 1.2 CPU-s a minute; 0.5 at 100 ms), but a fetch that went out"
+        " without the busy partitions holds them back as long (at 100 ms the decision p99 at"
+        " 10 000/s measured 29-66 ms, against 18-23 ms at 20).",
     ),
     Variable(
         "TOPIC_REPLICATION",
