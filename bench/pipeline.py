@@ -311,6 +311,7 @@ def profiler(pid: int, name: str) -> subprocess.Popen[bytes] | None:
             "raw",
             "--rate",
             "100",
+            "--threads",
             "--output",
             str(target),
         ],
