@@ -61,7 +61,7 @@ class Settings:
     # How long the broker may hold an idle fetch (Faust hard-codes 1500: app.worker.transport).
     fetch_max_wait_ms: int = 20
     # The least a fetch waits for, up to fetch_max_wait_ms (aiokafka's default: 1 byte).
-    fetch_min_bytes: int = 8192
+    fetch_min_bytes: int = 4096
     topic_replication: int = 1
     sink_enabled: bool = True
     # Amounts beyond these bounds are dead-lettered (amount_out_of_range), so no rule
@@ -429,9 +429,10 @@ DECLARED: tuple[Variable, ...] = (
         "Bytes (1-1048576) the broker gathers for the worker's fetch before it answers, or"
         " less once `FRAUD_FETCH_MAX_WAIT_MS` has passed. With 1 a slow stream is fetched a"
         " few payments at a time, and each fetch costs its round trip and a commit of every"
-        " partition batch: at 1 000 payments/s that was most of the worker's CPU. 8192 (about"
-        " 25 payments) makes a fetch wait the full 20 ms below ~1 300 payments/s (50 fetches"
-        " a second) and under 3 ms at 10 000/s; a payment waits at most that long more.",
+        " partition batch: at 1 000 payments/s that was most of the worker's CPU. 4096 (about"
+        " 13 payments) makes a fetch wait ~14 ms at 1 000/s (70 fetches a second; decision p99"
+        " 19 ms, where 8192 waited the full 20 ms and measured 25-26) and under 2 ms at"
+        " 10 000/s; a payment waits at most that long more.",
     ),
     Variable(
         "TOPIC_REPLICATION",

@@ -51,7 +51,7 @@ def test_the_worker_consumer_waits_for_the_configured_bytes_at_the_broker(
 def test_the_worker_takes_the_fetch_bytes_from_its_settings() -> None:
     # The class keeps aiokafka's 1 byte; the worker's app object must carry the setting.
     assert FraudApp.fetch_min_bytes == 1
-    assert app.fetch_min_bytes == load_settings({}).fetch_min_bytes == 8192
+    assert app.fetch_min_bytes == load_settings({}).fetch_min_bytes == 4096
 
 
 def offsets_of(tp: TP, *, read: int | None, committed: int) -> Any:
