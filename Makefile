@@ -52,7 +52,9 @@ demo: venv deps
 	$(PY) -m infra.local.demo
 
 # Capacity on a 500k backlog (seed and default rules), then latency at 1k/5k/10k/s for 60 s,
-# five runs each, beside the bare aiokafka pipe: about 30 minutes on 2 cores. Then the
+# five runs each, beside the bare aiokafka pipe: about 30 minutes on 2 cores; then a worker's
+# CPU idle and at 1 000/s, archive on and off, two runs each (about 10 minutes, written to
+# bench/results/low_rate.json). Then the
 # archive's CPU per 100 000 payments, its loop alone (3 runs, about a minute); the backtest of
 # each default rule on 1 000 000 archived payments (about 2 minutes), one hot key (100 000
 # payments in its window) beside 10 000/s on other cards (about 3 minutes), and scale-out: the

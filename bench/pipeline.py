@@ -11,9 +11,18 @@
   run proves little): decision latency (the payment's produce timestamp to its state being
   written, in the worker's HdrHistogram) and alert latency (the payment's produce timestamp
   to the alert's append on ``fraud.alerts``, whose topic stamps LogAppendTime); then the
-  bare pipe (consume, decode, produce) once per rate on the same broker.
+  bare pipe (consume, decode, produce) once per rate on the same broker;
+* **low-rate CPU** (``--low-rate``): a fresh worker, warmed up, then left idle for
+  ``--low-rate-duration`` seconds and offered ``--low-rate`` payments/s for as long: its CPU
+  seconds per minute idle and per 100 000 payments at that rate, with the archive on (as
+  shipped) and off (``--low-rate-archive``, default ``both``), ``--low-rate-repeat`` runs
+  each (``--low-rate 0``: none). Nothing
+  polls the worker meanwhile (``/stats`` is read before and after), and the CPU of each of
+  its threads is kept too (``/proc/<pid>/task``): at a low rate most of a worker's CPU is
+  not payments.
 
-Tables are printed; the raw numbers go to ``bench/results/pipeline.json``.
+Tables are printed; the raw numbers go to ``bench/results/pipeline.json`` and, for the
+low-rate runs, ``bench/results/low_rate.json``.
 """
 
 from __future__ import annotations
@@ -71,6 +80,29 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU of each thread of a process so far, by thread: ``main`` (the event
+    loop), or the thread's name with its id (Python threads share the process's name, so
+    those are ``<name>-<tid>``; RocksDB names its own)."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = stat.split("(", 1)[1].rsplit(")", 1)[0]
+        fields = stat.rsplit(")", 1)[1].split()
+        label = "main" if task.name == str(pid) else f"{name}-{task.name}"
+        found[label] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return found
+
+
+def thread_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per thread between two ``thread_cpu_seconds``, busiest first."""
+    spent = {name: cpu - before.get(name, 0.0) for name, cpu in after.items()}
+    return {name: round(cpu, 2) for name, cpu in sorted(spent.items(), key=lambda i: -i[1])}
 
 
 def payloads_for(count: int) -> list[tuple[bytes, bytes]]:
@@ -199,10 +231,16 @@ PROFILE: list[Path | None] = [None]
 
 @contextmanager
 def workers(
-    run: Run, count: int, workdir: Path, name: str = "w"
+    run: Run,
+    count: int,
+    workdir: Path,
+    name: str = "w",
+    archive: bool | None = None,
 ) -> Iterator[list[tuple[int, int]]]:
     """``count`` fresh workers on the run's topics, each with a state directory of its own
-    (``name`` tells them from earlier ones of the run); yields (web port, pid) per worker."""
+    (``name`` tells them from earlier ones of the run); yields (web port, pid) per worker.
+    ``archive``: whether they run the archive (None: as ``--no-archive`` says)."""
+    archive = ARCHIVE[0] if archive is None else archive
     ports = [free_port() for _ in range(count)]
     processes = []
     for index, port in enumerate(ports):
@@ -218,7 +256,7 @@ def workers(
             "FRAUD_SINK_ENABLED": "false",
             # On as shipped. Its rolls (64 MiB or 300 s per partition) mostly fall after a
             # capacity run's drain: bench.archive_cost measures the whole of its cost.
-            "FRAUD_ARCHIVE_ENABLED": "true" if ARCHIVE[0] else "false",
+            "FRAUD_ARCHIVE_ENABLED": "true" if archive else "false",
             "FRAUD_ARCHIVE_URL": str(workdir / f"{run.uid}-archive"),
         }
         log = (workdir / f"{run.uid}-{name}{index}.log").open("wb")
@@ -255,13 +293,14 @@ def decided(ports: list[int]) -> tuple[int, list[dict[str, Any]]]:
     return sum(s["processed"] + s["dlq_total"] for s in snapshots), snapshots
 
 
-def profiler(pid: int, rules: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy sampling the worker (all threads, collapsed stacks) when --profile is set."""
+def profiler(pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the worker (all threads, collapsed stacks) into ``name``.txt when
+    --profile is set."""
     directory = PROFILE[0]
     if directory is None:
         return None
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"capacity-{rules.stem}.txt"
+    target = directory / f"{name}.txt"
     return subprocess.Popen(
         [
             str(Path(sys.executable).parent / "py-spy"),
@@ -272,12 +311,19 @@ def profiler(pid: int, rules: Path) -> subprocess.Popen[bytes] | None:
             "raw",
             "--rate",
             "100",
+            "--threads",
             "--output",
             str(target),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def stop_profiler(sampler: subprocess.Popen[bytes] | None) -> None:
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        sampler.wait(60)
 
 
 @dataclass
@@ -421,16 +467,14 @@ def drain(
     before = {name: read() for name, read in readers.items()}
     sampler = None
     if profile_as is not None and len(shares) == 1:
-        sampler = profiler(shares[0].pid, profile_as)
+        sampler = profiler(shares[0].pid, f"capacity-{profile_as.stem}")
     timeline = watch(shares, backlog, began)
     # Cores busy over the drain and its final commits (probes cannot be read back in time).
     window = time.time() - began
     cores = {name: round((read() - before[name]) / window, 2) for name, read in readers.items()}
     spent = sum(cpu_seconds(share.pid) - share.at_begin[1] for share in shares)
     cores["workers"] = round(spent / window, 2)
-    if sampler is not None:
-        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        sampler.wait(60)
+    stop_profiler(sampler)
     elapsed = max(share.last_at or began for share in shares) - began
     measured = sum(share.decided for share in shares)
     return {
@@ -539,6 +583,69 @@ def run_latency(
     }
 
 
+def run_low_rate(
+    stack: LocalStack, rules: Path, rate: int, duration: float, archive: bool, workdir: Path
+) -> dict[str, Any]:
+    """One fresh worker's CPU idle and at ``rate``/s, each for ``duration`` seconds."""
+    run = Run(stack, f"low-{rate}-{'arc' if archive else 'noarc'}-{time.time_ns()}", rules)
+    run.create()
+    total = int(rate * duration)
+    payloads = payloads_for(total + WARM_UP)
+    topic = run.topics["FRAUD_TOPIC_PAYMENTS"]
+    label = f"low-rate-{'archive' if archive else 'no-archive'}"
+    # The machine is shared: its load average says how far to trust the run.
+    load_before = os.getloadavg()[0]
+    with workers(run, 1, workdir, archive=archive) as started:
+        ((port, pid),) = started
+        time.sleep(6)  # let the consumer group settle
+        asyncio.run(offer(stack.bootstrap, topic, payloads[:WARM_UP], 1000))
+        while decided([port])[0] < WARM_UP:
+            time.sleep(0.2)
+        time.sleep(5)  # the archive's roll, the changelog sends: what follows the warm-up
+        # Idle: no payment, nothing polling the worker.
+        sampler = profiler(pid, f"{label}-idle")
+        cpu, threads = cpu_seconds(pid), thread_cpu_seconds(pid)
+        time.sleep(duration)
+        idle_cpu, idle_threads = (
+            cpu_seconds(pid) - cpu,
+            thread_delta(thread_cpu_seconds(pid), threads),
+        )
+        stop_profiler(sampler)
+        # At the rate: from the first payment offered to the last decided.
+        before = merged_latency(decided([port])[1])
+        sampler = profiler(pid, f"{label}-{rate}")
+        cpu, threads = cpu_seconds(pid), thread_cpu_seconds(pid)
+        began = asyncio.run(offer(stack.bootstrap, topic, payloads[WARM_UP:], rate))
+        done, snapshots = decided([port])
+        while done < total + WARM_UP and time.time() < began + duration * 10 + 60:
+            time.sleep(0.05)
+            done, snapshots = decided([port])
+        busy_cpu, busy_threads = (
+            cpu_seconds(pid) - cpu,
+            thread_delta(thread_cpu_seconds(pid), threads),
+        )
+        elapsed = time.time() - began
+        stop_profiler(sampler)
+    latency = difference(merged_latency(snapshots), before)
+    measured = done - WARM_UP
+    return {
+        "rules": str(rules.relative_to(REPO)),
+        "archive": archive,
+        "duration_s": duration,
+        "idle_cpu_s": round(idle_cpu, 2),
+        "idle_cpu_s_per_min": round(idle_cpu / duration * 60, 2),
+        "idle_threads_cpu_s": idle_threads,
+        "offered": rate,
+        "processed": measured,
+        "seconds": round(elapsed, 1),
+        "cpu_s": round(busy_cpu, 2),
+        "cpu_s_per_100k": round(busy_cpu / max(measured, 1) * 100_000, 2),
+        "threads_cpu_s": busy_threads,
+        "latency_ms": percentiles_ms(latency),
+        "load_avg_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+    }
+
+
 def run_bare(stack: LocalStack, rate: int, duration: float) -> dict[str, Any]:
     uid = f"bare-{rate}-{int(time.time())}"
     stack.create_topics([Topic(f"{uid}.in", PARTITIONS), Topic(f"{uid}.out", PARTITIONS)])
@@ -579,6 +686,24 @@ def capacity_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         lines.append(
             f"| {row['rules']} | {row['backlog']} | {row['per_s']} | {row['cpu_s_per_100k']} |"
+        )
+    return "\n".join(lines)
+
+
+def low_rate_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| archive | idle CPU s per min | idle CPU % of a core | offered/s | CPU s per 100k"
+        " | CPU % of a core | decision p50 / p99 ms | load avg |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        lat = row["latency_ms"]
+        lines.append(
+            f"| {'on' if row['archive'] else 'off'} | {row['idle_cpu_s_per_min']}"
+            f" | {row['idle_cpu_s'] / row['duration_s'] * 100:.1f} | {row['offered']}"
+            f" | {row['cpu_s_per_100k']} | {row['cpu_s'] / max(row['seconds'], 1e-9) * 100:.1f}"
+            f" | {lat['p50']:.1f} / {lat['p99']:.1f}"
+            f" | {'-'.join(str(x) for x in row.get('load_avg_1min', [])) or '-'} |"
         )
     return "\n".join(lines)
 
@@ -643,8 +768,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="py-spy each capacity worker into DIR (collapsed stacks; slows the run)",
+        help="py-spy each capacity and low-rate worker into DIR (collapsed stacks; slows the run)",
     )
+    parser.add_argument(
+        "--low-rate", type=int, default=1000, help="rate of the low-rate CPU runs (0: none)"
+    )
+    parser.add_argument(
+        "--low-rate-duration", type=float, default=60.0, help="seconds idle, then at the rate"
+    )
+    parser.add_argument("--low-rate-repeat", type=int, default=2, help="low-rate runs each")
+    parser.add_argument(
+        "--low-rate-archive",
+        choices=["on", "off", "both"],
+        default="both",
+        help="the archive in the low-rate runs (on is the shipped default)",
+    )
+    parser.add_argument("--low-rate-output", type=Path, default=RESULTS / "low_rate.json")
     args = parser.parse_args(argv)
     ARCHIVE[0] = not args.no_archive
     PROFILE[0] = args.profile
@@ -659,6 +798,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"worker logs in {tmp}", flush=True)
     capacity: list[dict[str, Any]] = []
     latency: list[dict[str, Any]] = []
+    low_rate: list[dict[str, Any]] = []
+    archive_modes = {"on": [True], "off": [False], "both": [True, False]}[args.low_rate_archive]
     with LocalStack(kafka=True, dynamodb=False, partitions=PARTITIONS) as stack:
         for rules in args.capacity_rules:
             capacity.append(run_capacity(stack, rules.resolve(), args.backlog, tmp))
@@ -674,6 +815,50 @@ def main(argv: list[str] | None = None) -> None:
             if not args.no_bare:
                 latency.append(run_bare(stack, rate, args.duration))
                 print(latency_table(latency[-1:]).splitlines()[-1], flush=True)
+        for _ in range(args.low_rate_repeat if args.low_rate > 0 else 0):
+            for archive in archive_modes:
+                low_rate.append(
+                    run_low_rate(
+                        stack,
+                        args.latency_rules.resolve(),
+                        args.low_rate,
+                        args.low_rate_duration,
+                        archive,
+                        tmp,
+                    )
+                )
+                print(low_rate_table(low_rate[-1:]).splitlines()[-1], flush=True)
+    print(f"\n{os.cpu_count()} cores, {PARTITIONS} partitions, broker on the same machine\n")
+    if capacity or latency:
+        write_report(args, capacity, latency)
+    if low_rate:
+        write_low_rate(args, low_rate)
+
+
+def write_low_rate(args: argparse.Namespace, low_rate: list[dict[str, Any]]) -> None:
+    args.low_rate_output.parent.mkdir(parents=True, exist_ok=True)
+    # Kept across runs: the back-to-back comparisons the docs quote (taken by hand).
+    kept = {}
+    if args.low_rate_output.exists():
+        kept = {k: v for k, v in json.loads(args.low_rate_output.read_text()).items() if k == "ab"}
+    args.low_rate_output.write_text(
+        json.dumps(
+            {
+                "cores": os.cpu_count(),
+                "partitions": PARTITIONS,
+                "rules": str(args.latency_rules.resolve().relative_to(REPO)),
+                "runs": low_rate,
+                **kept,
+            },
+            indent=2,
+        )
+    )
+    print(low_rate_table(low_rate))
+
+
+def write_report(
+    args: argparse.Namespace, capacity: list[dict[str, Any]], latency: list[dict[str, Any]]
+) -> None:
     report = {
         "cores": os.cpu_count(),
         "partitions": PARTITIONS,
@@ -686,11 +871,11 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
-    print(f"\n{os.cpu_count()} cores, {PARTITIONS} partitions, broker on the same machine\n")
     if capacity:
         print(capacity_table(capacity) + "\n")
-    print(latency_table(latency) + "\n")
-    print(summary(latency))
+    if latency:
+        print(latency_table(latency) + "\n")
+        print(summary(latency) + "\n")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class FraudApp(faust.App):
     """Faust's App, checking the partition counts before anything is consumed."""
 
     fetch_max_wait_ms: int = 1500  # Faust's own value until the settings say otherwise
+    fetch_min_bytes: int = 1  # aiokafka's
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -160,6 +161,7 @@ app = FraudApp(
     origin="app",
 )
 app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+app.fetch_min_bytes = settings.fetch_min_bytes
 
 payments_topic = app.topic(settings.topic_payments, partitions=PARTITIONS)
 alerts_topic = app.topic(settings.topic_alerts, partitions=PARTITIONS)

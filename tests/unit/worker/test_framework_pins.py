@@ -39,6 +39,8 @@ FRAMEWORK_SUBCLASSES: list[type] = [
 FOREIGN: list[tuple[type, type, str]] = [
     # The fetch wait Faust hard-codes when it builds the worker's aiokafka consumer.
     (ConsumerThread, AIOKafkaConsumer, "_fetch_max_wait_ms"),
+    # The least a fetch waits for, which Faust does not pass at all.
+    (ConsumerThread, AIOKafkaConsumer, "_fetch_min_bytes"),
 ]
 # Where the upgrade guide says these pins were checked; setup.cfg pins the same.
 PINNED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": None}

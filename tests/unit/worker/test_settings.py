@@ -178,6 +178,8 @@ def test_the_api_token_is_a_setting_and_never_shown() -> None:
         ("FRAUD_AWS_REGION", "localhost", "AWS region"),
         ("FRAUD_FETCH_MAX_WAIT_MS", "1500.5", "not a number"),
         ("FRAUD_FETCH_MAX_WAIT_MS", "20000", "milliseconds from 0 to 10000"),
+        ("FRAUD_FETCH_MIN_BYTES", "0", "bytes from 1 to 1048576"),
+        ("FRAUD_FETCH_MIN_BYTES", "2000000", "bytes from 1 to 1048576"),
     ],
 )
 def test_each_validator_speaks_of_its_own_setting(name: str, value: str, message: str) -> None:

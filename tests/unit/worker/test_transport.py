@@ -1,5 +1,5 @@
-"""app.worker.transport: the fetch wait is a setting, and a batch's offsets are acknowledged
-so that Faust's own commit arithmetic moves past them."""
+"""app.worker.transport: the fetch wait and the bytes a fetch waits for are settings, and a
+batch's offsets are acknowledged so that Faust's own commit arithmetic moves past them."""
 
 from __future__ import annotations
 
@@ -13,25 +13,45 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
-from app.worker.faust_app import app
+from app.worker.faust_app import FraudApp, app
+from app.worker.settings import load_settings
 from app.worker.transport import Consumer, Transport
+
+
+def built_worker_consumer() -> Any:
+    """The aiokafka consumer Faust builds for the worker, as our consumer thread leaves it:
+    what aiokafka hands its Fetcher when the consumer starts."""
+    assert isinstance(app.transport, Transport)
+    assert isinstance(app.consumer, Consumer)
+
+    async def build() -> Any:
+        worker_consumer: Any = app.consumer
+        thread = worker_consumer._new_consumer_thread()
+        return thread._create_worker_consumer(app.transport)
+
+    return asyncio.run(build())
 
 
 def test_the_worker_consumer_waits_the_configured_time_at_the_broker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert isinstance(app.transport, Transport)
-    assert isinstance(app.consumer, Consumer)
     monkeypatch.setattr(app, "fetch_max_wait_ms", 35)
+    assert built_worker_consumer()._fetch_max_wait_ms == 35
 
-    async def build() -> int:
-        worker_consumer: Any = app.consumer
-        thread = worker_consumer._new_consumer_thread()
-        consumer = thread._create_worker_consumer(app.transport)
-        # What aiokafka hands its Fetcher when the consumer starts.
-        return int(consumer._fetch_max_wait_ms)
 
-    assert asyncio.run(build()) == 35
+def test_the_worker_consumer_waits_for_the_configured_bytes_at_the_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Faust passes no fetch_min_bytes: without the setting aiokafka's 1 byte would make a
+    # slow stream's every few payments a fetch, a hand-over and a commit of their own.
+    monkeypatch.setattr(app, "fetch_min_bytes", 4096)
+    assert built_worker_consumer()._fetch_min_bytes == 4096
+
+
+def test_the_worker_takes_the_fetch_bytes_from_its_settings() -> None:
+    # The class keeps aiokafka's 1 byte; the worker's app object must carry the setting.
+    assert FraudApp.fetch_min_bytes == 1
+    assert app.fetch_min_bytes == load_settings({}).fetch_min_bytes == 4096
 
 
 def offsets_of(tp: TP, *, read: int | None, committed: int) -> Any:
