@@ -516,19 +516,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--patterns",
         type=float,
         default=0.001,
-        help="share starting each pattern of examples/rules/kinds.yaml (impossible travel, ...)",
+        help="share starting each injected pattern (card testing then cash-out, a new device,"
+        " impossible travel, ...): the example kinds' rules catch them, the default rules miss"
+        " them, and chargebacks then reveal what no rule caught",
     )
     parser.add_argument(
         "--no-generator",
         action="store_true",
         help="start no generator: the only payments are yours (examples/produce_payment.py)",
-    )
-    parser.add_argument(
-        "--patterns",
-        type=float,
-        default=0.0005,
-        help="share starting each other injected pattern (card testing then cash-out, a new"
-        " device): fraud the default rules miss, which chargebacks then reveal",
     )
     parser.add_argument(
         "--no-analyst",

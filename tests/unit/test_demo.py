@@ -21,6 +21,7 @@ from infra.local.demo import (
     demo_rules,
     env_file_text,
     export_lines,
+    parse_args,
     remove_env_file,
     render,
     session_exports,
@@ -128,3 +129,9 @@ def test_the_demo_publishes_one_rule_of_each_kind_and_prints_what_explains_an_al
     line = render({**travel.to_dict(), "trigger_produced_at_ms": 0})
     assert line.startswith("ALERT high-value-burst") and line.endswith(" distance_km=5570")
     assert "distance_km" not in render({**factories.alert().to_dict()})
+
+
+def test_the_demos_command_line_parses_with_and_without_options() -> None:
+    """`make demo` runs it with none: two options of one name would stop it at once."""
+    assert parse_args([]).patterns == 0.001
+    assert parse_args(["--patterns", "0.01", "--no-analyst"]).patterns == 0.01
