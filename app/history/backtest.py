@@ -347,10 +347,12 @@ class Replay:
             self.payments += 1
             # A worker's clock moves with the events decided on the rule's keys: an event
             # without a card (a login) never reaches a card rule's table.
-            if timers is not None and all(getattr(payment, f) for f in rule.group_by):
+            lane = None
+            if timers is not None:
                 lane = timers.setdefault(row[2] if len(row) > 2 else 0, absence.Timers())
-                if lane.advance(payment.ts_ms):
-                    yield from self._fire(lane, states, kafka_ts)
+            moves = lane is not None and all(getattr(payment, f) for f in rule.group_by)
+            if moves and lane is not None and lane.advance(payment.ts_ms):
+                yield from self._fire(lane, states, kafka_ts)
             key = rule.group_key(payment)
             state = states.get(key)
             if state is None:
@@ -370,10 +372,8 @@ class Replay:
             if verdict.late:
                 self.late += 1
             yield from verdict.alerts
-            if timers is not None and key in states:
-                timers.setdefault(row[2] if len(row) > 2 else 0, absence.Timers()).schedule(
-                    key, absence.next_due(state, rules, self.allowed_lateness_ms)
-                )
+            if lane is not None:
+                lane.schedule(key, absence.next_due(state, rules, self.allowed_lateness_ms))
             if not state.rules:
                 del states[key]
 
