@@ -197,6 +197,20 @@ def test_the_state_is_the_lateness_one_by_one_and_buckets_and_reads_back_the_sam
     assert isinstance(stored.rules[ABOVE_MAXIMUM.rule_id], HistoryState)
 
 
+def folded_redeliveries(stream: list[Payment]) -> list[str]:
+    """The txn ids of the payments in ``stream`` that repeat an earlier one and arrive more
+    than the lateness behind their key's newest payment."""
+    newest: dict[str, int] = {}
+    seen: set[str] = set()
+    folded = []
+    for p in stream:
+        if p.txn_id in seen and p.ts_ms < newest[p.card_id] - LATENESS_MS:
+            folded.append(p.txn_id)
+        seen.add(p.txn_id)
+        newest[p.card_id] = max(newest.get(p.card_id, p.ts_ms), p.ts_ms)
+    return folded
+
+
 # A window of 600 s: buckets of 10 s, and payments that straddle their edges.
 WIDE_RULES = (
     history("wide-average", "avg(amount)", ">", "3", window=600, min_earlier=2),
@@ -212,8 +226,13 @@ def test_buckets_straddling_the_windows_start_give_the_oracles_alerts_in_any_ord
     events: list[Payment], seed: int
 ) -> None:
     arrivals = shuffle_within_lateness(events, seed)
-    run = run_engine(with_redeliveries(arrivals, seed), WIDE_RULES, roundtrip=seed % 2 == 0)
-    assert not run.late
+    stream = with_redeliveries(arrivals, seed)
+    run = run_engine(stream, WIDE_RULES, roundtrip=seed % 2 == 0)
+    # A redelivery can come more than the lateness after its key's newest payment
+    # (with_redeliveries picks within the lateness of the payment it follows, and arrivals
+    # are up to a lateness out of order): its payment is folded into a bucket by then, so it
+    # is reported late and changes nothing (docs/design/known-limits.md). Nothing else is.
+    assert [p.txn_id for p in run.late] == folded_redeliveries(stream)
     for rule in WIDE_RULES:
         assert alerted(run.alerts, rule) == history_oracle(arrivals, rule)
 
