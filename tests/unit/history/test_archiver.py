@@ -168,6 +168,20 @@ def test_a_file_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     assert [p.name for p in Path(path).parent.iterdir()] == [Path(path).name]
 
 
+def test_payments_files_keep_dictionaries_for_repeating_text_only(tmp_path: Path) -> None:
+    # A dictionary of unique txn ids, offsets or times is as long as the column: not built.
+    path = write_file(Archive.at(str(tmp_path)), 0, 0, 99)
+    chunks = pq.ParquetFile(path).metadata.row_group(0)
+    dictionary = {
+        chunks.column(i).path_in_schema: chunks.column(i).has_dictionary_page
+        for i in range(chunks.num_columns)
+    }
+    assert dictionary["card_id"] and dictionary["currency"] and dictionary["merchant_id"]
+    assert not dictionary["txn_id"]
+    assert not dictionary["kafka_offset"] and not dictionary["ts"] and not dictionary["amount"]
+    assert pq.read_table(path).num_rows == 100
+
+
 def test_an_unreadable_alert_record_is_skipped_not_a_crash() -> None:
     bad = alert(amounts=("not-a-number",)).to_json()
     assert alert_row(bad, 0, 7, 1795940000000) is None
