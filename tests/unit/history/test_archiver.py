@@ -182,6 +182,31 @@ def test_payments_files_keep_dictionaries_for_repeating_text_only(tmp_path: Path
     assert pq.read_table(path).num_rows == 100
 
 
+def test_a_roll_splits_by_event_hour_whether_events_come_in_order_or_not() -> None:
+    hour = 3_600_000
+    start = 1795845600000  # 2026-11-28T06:00:00Z
+
+    def files_of(order: list[int]) -> dict[tuple[str, int], list[str]]:
+        buffer = PartitionBuffer("payments", 10**9, 1e9, time.monotonic)
+        for offset, n in enumerate(order):
+            p = payment(txn_id=f"t{n}", ts_ms=start + n * hour // 3)
+            buffer.add(offset, start + 3 * hour, p.card_id.encode(), p.to_json())
+        files, _ = buffer.roll()
+        return {(f.date, f.hour): f.table.column("txn_id").to_pylist() for f in files}
+
+    # Three payments an hour, in order (each hour's rows a run of the roll) and not.
+    assert files_of(list(range(9))) == {
+        ("2026-11-28", 6): ["t0", "t1", "t2"],
+        ("2026-11-28", 7): ["t3", "t4", "t5"],
+        ("2026-11-28", 8): ["t6", "t7", "t8"],
+    }
+    assert files_of([0, 3, 6, 1, 4, 7, 2, 5, 8]) == {
+        ("2026-11-28", 6): ["t0", "t1", "t2"],
+        ("2026-11-28", 7): ["t3", "t4", "t5"],
+        ("2026-11-28", 8): ["t6", "t7", "t8"],
+    }
+
+
 def test_an_unreadable_alert_record_is_skipped_not_a_crash() -> None:
     bad = alert(amounts=("not-a-number",)).to_json()
     assert alert_row(bad, 0, 7, 1795940000000) is None
