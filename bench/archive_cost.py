@@ -18,7 +18,8 @@ Other processes share the machine's cores: CPU seconds are less sensitive to tha
 time, but repeat (``--repeat``) and read the range. Results go to
 ``bench/results/archive_cost.json``. ``--compare DIR`` alternates the runs between this
 checkout's code and another's (``DIR``, a checkout of another commit, run with this one's
-Python environment), on the same backlog, and reports each one's median (not kept).
+Python environment), on the same backlog, and reports each one's median (kept apart from
+this code's own runs).
 """
 
 from __future__ import annotations
@@ -145,11 +146,12 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"CPU-s per 100k ({code_name}): min {per_100k[0]}, median {median}, max {per_100k[-1]}"
         )
-    if args.profile is not None or args.compare is not None:
-        return  # py-spy slows the runs, and another checkout's are not this code's
+    if args.profile is not None:
+        return  # py-spy slows the runs: their numbers are not kept
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     kept = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    kept[runs[0]["mode"]] = runs
+    compared = "" if args.compare is None else f", alternating with {args.compare}"
+    kept[runs[0]["mode"] + compared] = runs
     RESULTS.write_text(json.dumps(kept, indent=2) + "\n")
 
 
