@@ -345,17 +345,28 @@ class PaymentGenerator:
         truth = Burst(card.card_id, (big.txn_id,), big.ts, big.ts, TEN_TIMES_USUAL_SPEND)
         return [*usual, big], truth
 
-    def _large_payment(self, ts_ms: int) -> tuple[Card, Merchant, Payment]:
-        card, merchant = self.rng.choice(self.cards), self.rng.choice(self.merchants)
+    def _large_payment(self, card: Card, ts_ms: int) -> tuple[Merchant, Payment]:
+        merchant = self.rng.choice(self.merchants)
         amount = Decimal(self.rng.randint(500_00, 2_000_00)) / 100
-        return card, merchant, self._payment(card, amount, ts_ms, merchant)
+        return merchant, self._payment(card, amount, ts_ms, merchant)
 
     def large_payment_unconfirmed(self, ts_ms: int) -> tuple[list[Payment], Burst]:
         """A large payment (500 to 2 000) that no small confirmation charge (1 or less)
         follows on the card: the absence rule alerts once the card's partition has moved
         30 minutes and the allowed lateness past it. Its truth's ``last_ts`` is that deadline
-        (when the fraud shows), not the payment's time."""
-        card, _, large = self._large_payment(ts_ms)
+        (when the fraud shows), not the payment's time.
+
+        On a card of its own (a stolen one, used once): one of the generated cards could
+        receive a charge of 1 or less within the 30 minutes (a card tested, another
+        pattern's confirmation), and the truth would be wrong."""
+        like = self.rng.choice(self.cards)
+        card = replace(
+            like,
+            card_id=card_token(self.rng),
+            account_id=f"acct_{self.rng.getrandbits(40):010x}",
+            device_id=f"dev_{self.rng.getrandbits(48):012x}",
+        )
+        _, large = self._large_payment(card, ts_ms)
         deadline = iso_from_ms(large.ts_ms + _CONFIRM_WITHIN_MS)
         truth = Burst(card.card_id, (large.txn_id,), large.ts, deadline, LARGE_PAYMENT_UNCONFIRMED)
         return [large], truth
@@ -364,7 +375,8 @@ class PaymentGenerator:
         """The genuine counterpart: a large payment, then the merchant's confirmation charge
         (0.01 to 1.00 at the same merchant) 10 s to 25 minutes later, within the window. The
         absence rule must not alert; the truth says so (``fraud`` false)."""
-        card, merchant, large = self._large_payment(ts_ms)
+        card = self.rng.choice(self.cards)
+        merchant, large = self._large_payment(card, ts_ms)
         later = ts_ms + self.rng.randint(10_000, 25 * 60_000)
         charge = self._payment(card, Decimal(self.rng.randint(1, 100)) / 100, later, merchant)
         truth = Burst(
