@@ -9,7 +9,7 @@ reset then a payout), a payment far above the card's usual and a large payment t
 cardholder never confirms (an absence), each with its genuine counterpart where a rule
 could mistake one for the other (the confirmed large payment: ``fraud`` false in its truth).
 ``backfill`` sends a backlog that ends now first, so rules with long windows (an absence
-alerts only once its key's partition has moved past its deadline) fire within a minute.
+alerts only once its key's partition has moved past its deadline) fire within minutes.
 """
 
 from __future__ import annotations

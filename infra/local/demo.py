@@ -401,7 +401,7 @@ class Demo:
 
     def _backfill(self, truth: Path | None) -> None:
         """Send the last ``--backfill`` seconds of event time before live traffic (its truth
-        to ``truth``), so every kind has fired within a minute of the worker being ready:
+        to ``truth``), so every kind has fired within minutes of the start:
         an absence alerts 30 minutes and the lateness after its payment, impossible travel
         and a card's usual spending take minutes."""
         seconds = self.args.backfill
@@ -562,7 +562,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=3600.0,
         help="before live traffic, send this many seconds of past event time (5 payments per"
-        " second of it, the same fraud and patterns), so every kind fires within a minute: an"
+        " second of it, the same fraud and patterns), so every kind fires within minutes: an"
         " absence alerts only once its card's partition is 30 minutes past it (0: none)",
     )
     parser.add_argument(
