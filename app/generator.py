@@ -5,8 +5,9 @@ injected fraud is reported so tests and the demo know the ground truth: bursts o
 high-value payments (``fraud_ratio``) and, with ``pattern_ratio``, the patterns the other
 rule kinds catch (``PATTERNS``; the rules are in ``examples/rules/kinds.yaml``), among them
 impossible travel (payments with positions), events other than payments (a password
-reset then a payout), a payment far above the card's usual and a large payment the
-cardholder never confirms (an absence), each with its genuine counterpart where a rule
+reset then a payout), a payment far above the card's usual, a large payment the
+cardholder never confirms (an absence) and a payment from a takeover ring's device (on a
+list: ``ring_entries``), each with its genuine counterpart where a rule
 could mistake one for the other (the confirmed large payment: ``fraud`` false in its truth).
 ``backfill`` sends a backlog that ends now first, so rules with long windows (an absence
 alerts only once its key's partition has moved past its deadline) fire within minutes.
@@ -28,8 +29,10 @@ from aiokafka import AIOKafkaProducer
 from faker import Faker
 
 from app.detection.geo import distance_km
+from app.detection.lists import LIST, Entry
 from app.detection.models import Payment, iso_from_ms, ms_from_iso
 from app.detection.pan import contains_pan
+from app.lists.topic import new_entry
 from app.worker.kafka_security import kafka_options
 
 CURRENCY_BY_COUNTRY = {
@@ -124,6 +127,7 @@ IMPOSSIBLE_TRAVEL = "impossible-travel"
 RESET_THEN_PAYOUT = "reset-then-payout"
 TEN_TIMES_USUAL_SPEND = "ten-times-usual-spend"
 LARGE_PAYMENT_UNCONFIRMED = "large-payment-unconfirmed"
+BLOCKED_DEVICE = "blocked-device"
 PATTERNS = (
     TESTING_THEN_CASH_OUT,
     NEW_DEVICE_HIGH_VALUE,
@@ -131,7 +135,14 @@ PATTERNS = (
     RESET_THEN_PAYOUT,
     TEN_TIMES_USUAL_SPEND,
     LARGE_PAYMENT_UNCONFIRMED,
+    BLOCKED_DEVICE,
 )
+# The blocked-device rule's list and the devices of the takeover ring on it: the demo puts
+# them on the list (``ring_entries``) before the first payment.
+BLOCKED_DEVICES = "blocked_devices"
+RING_DEVICES = ("dev_ring_7f3a01", "dev_ring_7f3a02", "dev_ring_7f3a03")
+# The merchant codes the default rules' device-many-cards reads (gambling, money transfer).
+_DEVICE_RULE_MCCS = ("4829", "7995")
 # Genuine patterns injected as often, each named after the rule that must not alert on it:
 # the large payment the cardholder does confirm in time.
 GENUINE = (LARGE_PAYMENT_UNCONFIRMED,)
@@ -334,8 +345,9 @@ class PaymentGenerator:
     def ten_times_usual_spend(self, ts_ms: int) -> tuple[list[Payment], Burst]:
         """A stolen card's one big purchase: 5 usual payments of 10 to 60 a minute or so
         apart, then 2 000 to 5 000 (far above 10 times the card's average) 1 to 5 minutes
-        after the last (the truth is that payment)."""
-        card = self.rng.choice(self.cards)
+        after the last (the truth is that payment). On a card of its own: a generated card's
+        other payments (a burst of 1 000 or more) could lift its average past a tenth."""
+        card = self._card_of_its_own()
         usual = []
         for _ in range(5):
             usual.append(self._payment(card, Decimal(self.rng.randint(10_00, 60_00)) / 100, ts_ms))
@@ -344,6 +356,16 @@ class PaymentGenerator:
         big = self._payment(card, Decimal(self.rng.randint(2_000_00, 5_000_00)) / 100, later)
         truth = Burst(card.card_id, (big.txn_id,), big.ts, big.ts, TEN_TIMES_USUAL_SPEND)
         return [*usual, big], truth
+
+    def _card_of_its_own(self) -> Card:
+        """A card none of the stream's other payments use, so a pattern's truth holds
+        whatever else the stream holds."""
+        return replace(
+            self.rng.choice(self.cards),
+            card_id=card_token(self.rng),
+            account_id=f"acct_{self.rng.getrandbits(40):010x}",
+            device_id=f"dev_{self.rng.getrandbits(48):012x}",
+        )
 
     def _large_payment(self, card: Card, ts_ms: int) -> tuple[Merchant, Payment]:
         merchant = self.rng.choice(self.merchants)
@@ -359,13 +381,7 @@ class PaymentGenerator:
         On a card of its own (a stolen one, used once): one of the generated cards could
         receive a charge of 1 or less within the 30 minutes (a card tested, another
         pattern's confirmation), and the truth would be wrong."""
-        like = self.rng.choice(self.cards)
-        card = replace(
-            like,
-            card_id=card_token(self.rng),
-            account_id=f"acct_{self.rng.getrandbits(40):010x}",
-            device_id=f"dev_{self.rng.getrandbits(48):012x}",
-        )
+        card = self._card_of_its_own()
         _, large = self._large_payment(card, ts_ms)
         deadline = iso_from_ms(large.ts_ms + _CONFIRM_WITHIN_MS)
         truth = Burst(card.card_id, (large.txn_id,), large.ts, deadline, LARGE_PAYMENT_UNCONFIRMED)
@@ -389,6 +405,20 @@ class PaymentGenerator:
         )
         return [large, charge], truth
 
+    def blocked_device(self, ts_ms: int) -> tuple[list[Payment], Burst]:
+        """A card used from a device of the takeover ring on the ``blocked_devices`` list
+        (``RING_DEVICES``; the list rule reads it), at a merchant that is not a gambling or
+        money-transfer one: a ring device is many cards' (keyed by card, on every partition),
+        and at those merchants the default device-many-cards rule would gather them by
+        device, a key fed from several partitions, late in a backlog (the demo's backfill;
+        docs/design/known-limits.md)."""
+        card = replace(self.rng.choice(self.cards), device_id=self.rng.choice(RING_DEVICES))
+        calm = [m for m in self.merchants if m.mcc not in _DEVICE_RULE_MCCS] or self.merchants
+        merchant = self.rng.choice(calm)
+        payment = self._payment(card, self._normal_amount(), ts_ms, merchant)
+        truth = Burst(card.card_id, (payment.txn_id,), payment.ts, payment.ts, BLOCKED_DEVICE)
+        return [payment], truth
+
     def payments(self, ts_ms: int) -> tuple[list[Payment], Burst | None]:
         """The next payment, or a whole burst or pattern, stamped from event time ``ts_ms``
         (a pattern's later payments later)."""
@@ -403,6 +433,7 @@ class PaymentGenerator:
             self.ten_times_usual_spend,
             self.large_payment_unconfirmed,
             self.large_payment_confirmed,  # GENUINE
+            self.blocked_device,
         )
         if self.pattern_ratio and self.rng.random() < self.pattern_ratio * len(inject):
             return inject[self.rng.randrange(len(inject))](ts_ms)
@@ -448,6 +479,15 @@ class PaymentGenerator:
         return [
             (_shifted(p, shift), None if b is None else _shifted_burst(b, shift)) for p, b in items
         ]
+
+
+def ring_entries(now_ms: int) -> list[Entry]:
+    """The ``blocked_devices`` entries of the ring's devices, as ``lists add`` makes them
+    (until removed): publish them before the generator's payments."""
+    return [
+        new_entry(LIST, BLOCKED_DEVICES, device, reason="takeover ring", by="demo", now_ms=now_ms)
+        for device in RING_DEVICES
+    ]
 
 
 def _shifted(payment: Payment, shift_ms: int) -> Payment:

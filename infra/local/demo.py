@@ -1,10 +1,11 @@
 """``make demo``: the whole pipeline on this machine, printing alerts as they arrive.
 
 Starts real Kafka and DynamoDB Local (see infra.local.stack), creates the topics and
-the alerts table, publishes the default rules, then a worker (detection, the DynamoDB sink
-and the Parquet archive), the notifier (a stream poller invoking the Lambda handler, as
-Lambda's event source mapping would), a local Slack receiver and the Slack buttons' handler
-on loopback (unless SLACK_WEBHOOK_URL points at a real one), the payment generator (unless
+the alerts table, publishes the default rules and one of each kind (and the list the list
+rule reads), then a worker (detection, the DynamoDB sink and the Parquet archive), the
+notifier (a stream poller invoking the Lambda handler, as Lambda's event source mapping
+would), a local Slack receiver and the Slack buttons' handler on loopback (unless
+SLACK_WEBHOOK_URL points at a real one), the payment generator (unless
 ``--no-generator``), a stand-in analyst that closes cases and imports chargebacks by the
 generator's truth (infra.local.analyst; unless ``--no-analyst``) and an alert printer.
 
@@ -44,7 +45,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from app.detection.rules import Rule
-from app.generator import PaymentGenerator, backfill
+from app.generator import BLOCKED_DEVICES, PaymentGenerator, backfill, ring_entries
 from app.rules_admin.topic import load_rule_file, publish
 from app.worker.settings import Settings, SettingsError, load_settings
 from infra.local.slack_actions import local_slack
@@ -311,6 +312,16 @@ class Demo:
             )
         )
         print(f"demo: published {len(rules)} rules: {', '.join(r.rule_id for r in rules)}")
+        # The list the blocked-device rule reads: the devices the generator's ring uses.
+        ring = ring_entries(int(time.time() * 1000))
+        asyncio.run(
+            publish(
+                self.stack.bootstrap,
+                settings.topic_lists,
+                [(e.record_key, e.to_bytes()) for e in ring],
+            )
+        )
+        print(f"demo: listed {len(ring)} devices of a takeover ring on {BLOCKED_DEVICES}")
 
         port = web_port(self.args.web_port)
         web_url = f"http://127.0.0.1:{port}"

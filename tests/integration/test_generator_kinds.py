@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from app.detection.models import Alert, ms_from_iso
-from app.generator import GENUINE, PATTERNS, PaymentGenerator, backfill
+from app.generator import GENUINE, PATTERNS, PaymentGenerator, backfill, ring_entries
+from app.rules_admin.topic import publish
 from infra.local.demo import demo_rules
 from tests.integration.harness import Pipeline, read_all, run, wait_until
 
@@ -27,6 +28,11 @@ def test_each_kind_alerts_on_its_injected_pattern_and_not_on_the_genuine_one(
 ) -> None:
     rules = demo_rules()
     pipeline.put_rules(rules)
+    # As the demo does: the ring's devices on the list the blocked-device rule reads.
+    ring: list[tuple[str, bytes | None]] = [
+        (e.record_key, e.to_bytes()) for e in ring_entries(int(time.time() * 1000))
+    ]
+    run(publish(pipeline.stack.bootstrap, pipeline.lists, ring))
     worker = pipeline.worker().start()
     generator = PaymentGenerator(seed=5, cards=300, fraud_ratio=0.002, pattern_ratio=0.004)
     truth_file = io.StringIO()
@@ -79,6 +85,8 @@ def test_each_kind_alerts_on_its_injected_pattern_and_not_on_the_genuine_one(
     assert {kinds[rule_of(t.pattern)] for t in frauds} == {
         "aggregate", "sequence", "first_seen", "history", "geo_velocity", "absence",
     }  # fmt: skip
+    # The list condition: each payment from a ring device alerted (among the frauds above).
+    assert any(t.pattern == "blocked-device" for t in frauds)
     for truth in genuine:
         assert not any(set(truth.txn_ids) & a for a in by_rule.get(truth.pattern, [])), truth
 
