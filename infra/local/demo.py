@@ -64,6 +64,8 @@ BIN = Path(sys.executable).parent
 DEFAULT_RULES = REPO / "app" / "rules_admin" / "default_rules.yaml"
 # One rule of each kind (shadow), which the generator's --patterns fire.
 KINDS_RULES = REPO / "examples" / "rules" / "kinds.yaml"
+# A rule that reads a list (the demo lists the generator's ring devices on it).
+LISTS_RULES = REPO / "examples" / "rules" / "lists.yaml"
 
 # The backlog sent before live traffic (--backfill): this many payments per second of event
 # time, from a generator of its own seed (its txn ids are not the live generator's, seed 1).
@@ -231,8 +233,8 @@ def _explanation(alert: dict[str, object]) -> dict[str, object]:
 
 
 def demo_rules() -> list[Rule]:
-    """What the demo publishes: the default rules, and one rule of each kind."""
-    return load_rule_file(DEFAULT_RULES) + load_rule_file(KINDS_RULES)
+    """What the demo publishes: the default rules, one rule of each kind, and a list rule."""
+    return load_rule_file(DEFAULT_RULES) + load_rule_file(KINDS_RULES) + load_rule_file(LISTS_RULES)
 
 
 async def print_alerts(bootstrap: str, topic: str, stop: asyncio.Event) -> None:

@@ -58,7 +58,11 @@ def test_a_seed_that_reads_as_a_card_number_is_refused() -> None:
 
 
 def kinds_and_default_rules() -> dict[str, Rule]:
-    files = ("examples/rules/kinds.yaml", "app/rules_admin/default_rules.yaml")
+    files = (
+        "examples/rules/kinds.yaml",
+        "examples/rules/lists.yaml",
+        "app/rules_admin/default_rules.yaml",
+    )
     return {r.rule_id: r for path in files for r in load_rule_file(REPO / path)}
 
 
