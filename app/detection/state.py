@@ -13,10 +13,12 @@ from __future__ import annotations
 import bisect
 import json
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
+
+import msgspec
 
 from app.detection.aggregates import Entry, Window
 from app.detection.models import iso_from_ms
@@ -165,6 +167,9 @@ class RuleState:
     def load_extra(self, body: dict[str, Any]) -> None:
         """Read what a subclass stores beside the pool and the used events."""
 
+    def load_body(self, body: _RuleBody) -> None:
+        """``load_extra`` from the typed decoding (``KeyState.from_bytes``)."""
+
     def describe(self) -> dict[str, Any]:
         """Readable, for people (the card inspection endpoint)."""
         return {
@@ -250,6 +255,25 @@ class KeyState:
             newest_ts=body["t"],
             written_ms=body.get("w"),
             rules={rule_id: rule_state_from_json(s) for rule_id, s in body["r"].items()},
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> KeyState:
+        """The state stored as ``raw`` (what ``to_json`` encodes; None: no state). Decoded
+        straight into typed records, about five times cheaper than ``from_json`` on the
+        decoded JSON for a card under several rules; a state in an older encoding (an
+        event without fingerprint, or anything else the current one does not spell) is
+        read by ``from_json``."""
+        if raw is None:
+            return cls()
+        try:
+            body = _decode_key_body(raw)
+        except msgspec.ValidationError:
+            return cls.from_json(_decode_json(raw))
+        return cls(
+            newest_ts=body.t,
+            written_ms=body.w,
+            rules={rule_id: _rule_state_from_body(s) for rule_id, s in body.r.items()},
         )
 
 
@@ -456,6 +480,12 @@ class HistoryState(KeptState):
             for index, n, total, peak in body.get("b", [])
         ]
 
+    def load_body(self, body: _RuleBody) -> None:
+        self.width_ms = body.bw
+        self.buckets = [
+            [index, n, Decimal(total), Decimal(peak)] for index, n, total, peak in body.b
+        ]
+
     def describe(self) -> dict[str, Any]:
         described = RuleState.describe(self)
         # The payments folded before the pending ones, per bucket, oldest first.
@@ -546,6 +576,9 @@ class FirstSeenState(KeptState):
     def load_extra(self, body: dict[str, Any]) -> None:
         self.seen = dict(body.get("s", {}))
 
+    def load_body(self, body: _RuleBody) -> None:
+        self.seen = body.s
+
     def describe(self) -> dict[str, Any]:
         described = RuleState.describe(self)
         # The values seen before the pending payments, the latest first.
@@ -576,6 +609,36 @@ STATE_TYPES: dict[str, type[RuleState]] = {
     state_type.kind: state_type
     for state_type in (RuleState, SequenceState, FirstSeenState, HistoryState)
 }
+
+
+class _RuleBody(msgspec.Struct):
+    """A stored rule state as the current code writes it (``RuleState.to_json``)."""
+
+    v: int
+    p: list[tuple[int, str, str, str, str, str]]
+    u: dict[str, tuple[int, str]]
+    k: str = ""
+    s: dict[str, int] = {}  # FirstSeenState.seen
+    bw: int = 0  # HistoryState.width_ms
+    b: list[tuple[int, int, str, str]] = []  # HistoryState.buckets, amounts as text
+
+
+class _KeyBody(msgspec.Struct):
+    """A stored key state as the current code writes it (``KeyState.to_json``)."""
+
+    t: int | None
+    r: dict[str, _RuleBody]
+    w: int | None = None
+
+
+_decode_key_body: Callable[[bytes], _KeyBody] = msgspec.json.Decoder(_KeyBody).decode
+_decode_json: Callable[[bytes], Any] = msgspec.json.Decoder().decode
+
+
+def _rule_state_from_body(body: _RuleBody) -> RuleState:
+    rule_state = STATE_TYPES[body.k](version=body.v, pool=body.p, used=body.u)
+    rule_state.load_body(body)
+    return rule_state
 
 
 def rule_state_from_json(body: dict[str, Any]) -> RuleState:
