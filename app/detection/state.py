@@ -64,6 +64,12 @@ class RuleState:
         used = self.used.get(txn_id)
         if used is not None:
             return used[1]
+        if self.pooled is None and len(self.pool) <= 16:
+            # A small pool, as most are once decoded: a scan costs less than its index.
+            for e in self.pool:
+                if e[1] == txn_id:
+                    return e[5]
+            return None
         return self._pooled().get(txn_id)
 
     def holds(self, txn_id: str) -> bool:
@@ -95,7 +101,8 @@ class RuleState:
             index = bisect.bisect_left(pool, entry)
             pool.insert(index, entry)
             self.window = None
-        self._pooled()[entry[1]] = entry[5]
+        if self.pooled is not None:
+            self.pooled[entry[1]] = entry[5]
         if self.whole is not None:
             self.whole.add(entry)
         return index
@@ -104,9 +111,10 @@ class RuleState:
         """Take ``pool[first:end + 1]`` out of the pool: an alert used those events."""
         run = self.pool[first : end + 1]
         del self.pool[first : end + 1]
-        pooled = self._pooled()
+        pooled = self.pooled
         for e in run:
-            del pooled[e[1]]
+            if pooled is not None:
+                del pooled[e[1]]
             if self.whole is not None:
                 self.whole.remove(e)
         self.mark_used({e[1]: (e[0], e[5]) for e in run})
