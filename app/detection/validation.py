@@ -266,8 +266,8 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
     if plain:
         return payment  # today's eleven fields and no other: no BIN
     if body.get(BIN) is not None:
-        # bin is the last field; _make is three times cheaper than _replace.
-        payment = Payment._make((*payment[:-1], _bin(body[BIN])))
+        # bin is the last field: positionally, about 0.3 us against 1 us for a replace.
+        payment = Payment(*payment[:-1], _bin(body[BIN]))
     return _located(payment, body)
 
 
