@@ -81,6 +81,17 @@ class Card:
     country: str
     device_id: str
     ip: str
+    bin: str = ""
+
+
+# The BINs (first 6 or 8 digits) of the cards: those of the networks' well-known test card
+# numbers, and two 8-digit ones in those ranges. A card's is chosen from its token, not from
+# the random stream, so a seed gives the same payments as before payments had a BIN.
+BINS = ("411111", "424242", "555555", "222300", "378282", "601100", "41111122", "55555544")
+
+
+def card_bin(card_id: str) -> str:
+    return BINS[int(card_id[4:12], 16) % len(BINS)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +207,7 @@ class PaymentGenerator:
             )
             for _ in range(cards)
         ]
+        self.cards = [replace(card, bin=card_bin(card.card_id)) for card in self.cards]
         self.merchants = [
             Merchant(
                 merchant_id="m_" + faker.hexify("^" * 8),
@@ -237,6 +249,7 @@ class PaymentGenerator:
             ip=card.ip,
             ts=iso_from_ms(ts_ms),
             ts_ms=ts_ms,
+            bin=card.bin,
         )
 
     def _normal_amount(self) -> Decimal:

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pycountry
 
-from app.detection.models import EVENT_TYPES, PAYMENT, PAYMENT_FIELDS, Payment
+from app.detection.models import BIN, BIN_LENGTHS, EVENT_TYPES, PAYMENT, PAYMENT_FIELDS, Payment
 from app.detection.pan import bytes_hold_pan, contains_pan, may_hold_pan
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
@@ -264,8 +264,25 @@ def parse_payment(raw: bytes | None, now_ms: int, limits: Limits = Limits()) -> 
         ts_ms=ts_ms,
     )
     if plain:
-        return payment
+        return payment  # today's eleven fields and no other: no BIN
+    if body.get(BIN) is not None:
+        # bin is the last field: positionally, about 0.3 us against 1 us for a replace.
+        payment = Payment(*payment[:-1], _bin(body[BIN]))
     return _located(payment, body)
+
+
+def _bin(value: object) -> str:
+    """A payment's optional BIN: a string of 6 or 8 ASCII digits. A card number there is
+    refused as one anywhere else is; no detail quotes the value."""
+    if value is None:
+        return ""
+    if type(value) is str and len(value) in BIN_LENGTHS and value.isascii() and value.isdigit():
+        return value
+    if _holds_pan(value):
+        raise InvalidPayment("pan_in_field", f"field {BIN!r} holds a card number")
+    raise InvalidPayment(
+        "bad_value", f"field {BIN!r} must be a string of 6 or 8 digits (the card's BIN)"
+    )
 
 
 def _event_time(body: dict[str, Any], now_ms: int, limits: Limits) -> int:

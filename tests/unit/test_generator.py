@@ -14,6 +14,7 @@ from app.detection.pan import contains_pan
 from app.detection.rules import KINDS, Rule
 from app.detection.validation import parse_keyed_payment
 from app.generator import (
+    BINS,
     BLOCKED_DEVICES,
     GENUINE,
     PATTERNS,
@@ -129,3 +130,12 @@ def test_no_patterns_leave_the_stream_as_it_was() -> None:
     plain = PaymentGenerator(seed=3, cards=100).stream(2_000, NOW_MS)
     zero = PaymentGenerator(seed=3, cards=100, pattern_ratio=0.0).stream(2_000, NOW_MS)
     assert list(plain) == list(zero)
+
+
+def test_generated_payments_carry_their_card_bin_which_rules_can_read() -> None:
+    generator = PaymentGenerator(seed=4, cards=50)
+    payments = [p for _ in range(40) for p in generator.payments(NOW_MS)[0]]
+    assert {len(p.bin) for p in payments} == {6, 8}
+    for p in payments:
+        parsed, _ = parse_keyed_payment(p.card_id.encode(), p.to_json(), p.ts_ms)
+        assert parsed.bin == p.bin and parsed.bin in BINS

@@ -241,3 +241,10 @@ def test_a_huge_chain_of_digits_is_masked_whole_in_bounded_work(
     assert sum(examined) <= 4 * pan._PRECISE_PASSES * pan._CHECK_BUDGET
     assert bytes_hold_pan(raw) and not bytes_hold_pan(masked)
     assert sum(map(str.isdecimal, masked.decode())) <= 8
+
+
+@given(st.from_regex(r"[0-9]{6}(?:[0-9]{2})?", fullmatch=True))
+def test_a_bin_of_6_or_8_digits_is_never_a_card_number(bin_: str) -> None:
+    """A payment's ``bin`` and a BIN list's entries hold them (PCI DSS lets them be shown)."""
+    assert not contains_pan(bin_) and not bytes_hold_pan(f'{{"bin":"{bin_}"}}'.encode())
+    assert redact_text(bin_) == bin_

@@ -344,3 +344,51 @@ def test_the_payment_the_docs_show_is_valid_and_has_every_field() -> None:
     assert sent_at is not None
     payment = parse_payment(raw, now_ms=sent_at)
     assert payment.amount == Decimal("1250") and payment.country == "GB"
+
+
+# --------------------------------------------------------------------------- the BIN
+
+
+@pytest.mark.parametrize("bin_", ["411111", "41111122", "000000"])
+def test_a_payment_may_give_its_bin_of_6_or_8_digits(bin_: str) -> None:
+    payment = parse_payment(encode(good(bin=bin_)), NOW_MS)
+    assert payment.bin == bin_ and payment.field("bin") == bin_
+    # It travels with the payment (repartition topic, forwarding) and reads back the same.
+    assert parse_payment(payment.to_json(), NOW_MS) == payment
+
+
+def test_a_payment_without_a_bin_is_what_it_always_was() -> None:
+    for body in (good(), good(bin=None)):
+        payment = parse_payment(encode(body), NOW_MS)
+        assert payment.bin == "" and b"bin" not in payment.to_json()
+    plain = parse_payment(encode(good()), NOW_MS)
+    assert parse_payment(encode(good(bin="411111")), NOW_MS).fingerprint() != plain.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        '"41111"',
+        '"4111111"',
+        '"411111111"',
+        '"4111x1"',
+        '"\\u0664\\u0661\\u0661\\u0661\\u0661\\u0661"',
+        '" 411111"',
+        '""',
+        "411111",
+        "true",
+        '["411111"]',
+    ],
+)
+def test_a_bin_that_is_not_6_or_8_digits_is_refused_naming_the_field(literal: str) -> None:
+    with pytest.raises(InvalidPayment) as caught:
+        parse_payment(with_raw_field("bin", literal), NOW_MS)
+    assert caught.value.reason == "bad_value" and "'bin'" in caught.value.detail
+
+
+@pytest.mark.parametrize("literal", VARIANTS)
+def test_a_card_number_in_the_bin_in_any_spelling_is_refused_as_one(literal: str) -> None:
+    with pytest.raises(InvalidPayment) as caught:
+        parse_payment(with_raw_field("bin", literal), NOW_MS)
+    assert caught.value.reason == "pan_in_field" and "'bin'" in caught.value.detail
+    assert not any(c.isdecimal() for c in caught.value.detail)
