@@ -33,7 +33,7 @@ import pyarrow.fs as pafs
 
 from app.detection.engine import MAX_KEY_EVENTS, KeyState, evaluate
 from app.detection.kinds import absence
-from app.detection.models import PAYMENT, PAYMENT_FIELDS, Alert, Payment, iso_from_ms
+from app.detection.models import BIN, PAYMENT, PAYMENT_FIELDS, Alert, Payment, iso_from_ms
 from app.detection.rules import AbsenceRule, Rule
 from app.history.files import Archive, ArchivedFile, ArchiveError
 from app.history.schema import ALERTS, EVENT_COLUMNS, PAYMENTS, TIME
@@ -109,7 +109,7 @@ BATCH_ROWS = 4096
 # Batches pyarrow may decode ahead of the one in use, per file; more buys no speed here
 # (the replay is pure Python) and costs a batch of memory each.
 _READAHEAD = 1
-_READ_COLUMNS = [*PAYMENT_FIELDS, "kafka_offset", "kafka_timestamp", *EVENT_COLUMNS]
+_READ_COLUMNS = [*PAYMENT_FIELDS, "kafka_offset", "kafka_timestamp", *EVENT_COLUMNS, BIN]
 _HOUR = timedelta(hours=1)
 
 # (Kafka offset, Kafka timestamp in ms, payment)
@@ -200,6 +200,7 @@ def _file_rows(
         kafka_ms = batch.column("kafka_timestamp").cast(pa.int64()).to_pylist()
         offsets = batch.column("kafka_offset").to_pylist()
         kinds, lats, lons = (batch.column(name).to_pylist() for name in EVENT_COLUMNS)
+        bins = batch.column(BIN).to_pylist()
         for i, ts in enumerate(ts_ms):
             payment = Payment(
                 txn_id=column["txn_id"][i],
@@ -217,6 +218,7 @@ def _file_rows(
                 type=kinds[i] or PAYMENT,
                 lat=lats[i],
                 lon=lons[i],
+                bin=bins[i] or "",
             )
             yield offsets[i], ts if kafka_ms[i] is None else kafka_ms[i], payment
 

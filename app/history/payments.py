@@ -53,7 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from app.detection.models import PAYMENT_FIELDS
+from app.detection.models import BIN, BIN_LENGTHS, PAYMENT_FIELDS
 from app.detection.pan import contains_pan, may_hold_pan
 from app.detection.validation import COUNTRIES, CURRENCIES, Limits
 from app.history.schema import AMOUNT, EVENT_COLUMNS, PAYMENTS, TIME, payment_values
@@ -74,6 +74,7 @@ _MAX_LENGTH = 128  # app.detection.validation's longest field
 _AMOUNT_TEXT = r"^[0-9]{1,16}(\.[0-9]{1,12})?$"  # castable to decimal128(38, 12) as is
 _AMOUNT_NUMBER = r'"amount"\s*:\s*(?P<text>[^,}\s]*)'
 _DIGIT_RUN = r"[0-9](?:[ .-]*[0-9]){12}"
+_BIN_TEXT = "^(" + "|".join(f"[0-9]{{{n}}}" for n in BIN_LENGTHS) + ")$"
 # 2026-11-28T14:03:07[.250](Z|+01:00): datetime.fromisoformat and Arrow read it alike.
 _TS = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
@@ -103,7 +104,9 @@ class _Variant:
             types["amount"] = AMOUNT
         if self.mcc_number:
             types["mcc"] = pa.int64()
-        schema = pa.schema([pa.field(name, types[name]) for name in PAYMENT_FIELDS])
+        # A payment's optional BIN is parsed beside its fields (absent or null: null).
+        fields = [pa.field(name, types[name]) for name in PAYMENT_FIELDS]
+        schema = pa.schema([*fields, pa.field(BIN, pa.string())])
         return pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
 
     def flipped(self, error: str) -> _Variant | None:
@@ -340,7 +343,7 @@ def _normalised(table: pa.Table, variant: _Variant, texts: list[bytes]) -> pa.Ta
         mcc = pc.utf8_lpad(pc.cast(mcc, pa.string()), 4, "0")
     else:
         mcc_ok = pc.fill_null(pc.match_substring_regex(mcc, r"^[0-9]{4}$"), False)
-    columns = {name: table.column(name) for name in PAYMENT_FIELDS}
+    columns = {name: table.column(name) for name in (*PAYMENT_FIELDS, BIN)}
     columns.update(amount=amount, mcc=mcc, amount_ok=amount_ok, mcc_ok=mcc_ok, amount_text=text)
     return pa.table(columns)
 
@@ -365,6 +368,7 @@ def _certain(
         taken = pa.array(indexes, pa.int64())
         now, sources = now.take(taken), sources.take(taken)
     ts_ms, ts_ok = _event_ms(table.column("ts"))
+    bins = table.column(BIN)
     checks = [
         table.column("amount_ok"),
         table.column("mcc_ok"),
@@ -374,6 +378,9 @@ def _certain(
         pc.greater_equal(ts_ms, pc.subtract(now, limits.max_event_age_ms)),
         pc.is_in(table.column("currency"), value_set=_CURRENCIES),
         pc.is_in(table.column("country"), value_set=_COUNTRIES),
+        # No BIN, or one of 6 or 8 digits (the validator refuses any other, and a card
+        # number there is no BIN: both go the validator's way).
+        pc.or_kleene(pc.is_null(bins), pc.match_substring_regex(bins, _BIN_TEXT)),
     ]
     for name in _STRING_FIELDS:
         column = table.column(name)
@@ -398,6 +405,7 @@ def _certain(
             "kafka_timestamp": pc.cast(now, TIME),
             # Only records that say neither their type nor a position come this way.
             **{name: pa.nulls(len(indexes), PAYMENTS.field(name).type) for name in EVENT_COLUMNS},
+            BIN: table.column(BIN),
         }
     )
     # Whole hours: ts_ms >= 0 in every row vouched for, so integer division rounds down.

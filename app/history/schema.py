@@ -55,6 +55,8 @@ PAYMENTS = pa.schema(
         pa.field("type", pa.string()),
         pa.field("lat", pa.float64()),
         pa.field("lon", pa.float64()),
+        # A payment's BIN when it gives one (null otherwise, as in files written before BINs).
+        pa.field("bin", pa.string()),
     ]
 )
 # What the archive keeps of an event beyond a payment's fields, as read back.
@@ -219,6 +221,7 @@ def payment_values(
         "type": None if payment.type == PAYMENT else payment.type,
         "lat": payment.lat,
         "lon": payment.lon,
+        "bin": payment.bin or None,
     }
     return payment.ts_ms, values
 

@@ -121,6 +121,16 @@ class SlowPath:
 # Records whose reading is not obvious, each with what the validator makes of it.
 TRICKY: list[bytes | None] = [
     raw(),
+    raw(bin="411111"),
+    raw(bin="41111111"),
+    raw(bin=""),
+    raw(bin="1234567"),
+    raw(bin="41111a"),
+    raw(bin=411111),
+    raw(bin="4111111111111111"),
+    raw(bin="4111-1111-1111-1111"),
+    raw()[:-1] + b',"bin":null}',
+    raw(bin="411111")[:-1] + b',"bin":"555555"}',
     raw(amount=1250),
     raw(amount=12.5),
     raw(amount=1.25e3),
@@ -251,6 +261,16 @@ def test_the_generator_s_payments_take_the_fast_path_and_keep_their_values(
     keys: list[bytes | None] = [b"tok_9f8e7d6c5b4a"] * len(generated)
     assert_same_rows(Roll.of(generated, keys))
     assert slow.calls == 0
+
+
+def test_payments_with_their_bin_take_the_fast_path_and_keep_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slow = SlowPath(monkeypatch)
+    given = [raw(txn_id=f"t{n}", bin=["411111", "55554444", None][n % 3]) for n in range(3000)]
+    table = assert_same_rows(Roll.of(given))
+    assert slow.calls == 0
+    assert table.column("bin").to_pylist()[:3] == ["411111", "55554444", None]
 
 
 def test_amounts_and_mccs_sent_as_json_numbers_take_the_fast_path_too(
@@ -426,6 +446,7 @@ FIELD_VALUES: dict[str, list[Any]] = {
     "currency": ["GBP", "USD", "usd", "XYZ", None, 1],
     "mcc": ["5411", "541", 742, 99999, "54111", None],
     "country": ["GB", "US", "gb", None],
+    "bin": [None, None, "411111", "55555555", "", "1234567", 411111, "4111111111111111"],
     "ts": [
         "2026-11-28T06:50:07.250Z",
         "2026-11-28T06:50:07Z",
