@@ -42,11 +42,14 @@ docs: venv
 docs-check: venv
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
+# The hypothesis tests are derandomized here (tests/conftest.py), so CI is reproducible;
+# test-slow explores fresh random examples of the unit tests three times after the chaos suite.
 test: lint docs-check deps browser
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" --hypothesis-profile=ci
 
 test-slow: venv deps browser
 	$(PY) -m pytest -m slow
+	for run in 1 2 3; do $(PY) -m pytest -q tests/unit --hypothesis-profile=explore || exit 1; done
 
 demo: venv deps
 	$(PY) -m infra.local.demo

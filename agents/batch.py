@@ -53,7 +53,7 @@ from app.worker.liveness import liveness
 from app.worker.stats import stats
 from app.worker.transport import Record
 from tables import WINDOW_S, card_state, current_event_time, group_state, high_value_counts
-from tables.store import Table, deciding, decode_value, encode_value, partition_locks, store_of
+from tables.store import Table, deciding, encode_value, partition_locks, store_of
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class _Key:
     applied: list[tuple[int, Payment]] = field(default_factory=list)  # (produced ms, payment)
 
     def stored_state(self) -> KeyState:
-        return KeyState.from_json(None if self.raw is None else decode_value(self.raw))
+        return KeyState.from_bytes(self.raw)
 
 
 @dataclass

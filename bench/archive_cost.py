@@ -16,7 +16,10 @@ written to Parquet, per 100 000 payments.
 
 Other processes share the machine's cores: CPU seconds are less sensitive to that than wall
 time, but repeat (``--repeat``) and read the range. Results go to
-``bench/results/archive_cost.json``.
+``bench/results/archive_cost.json``. ``--compare DIR`` alternates the runs between this
+checkout's code and another's (``DIR``, a checkout of another commit, run with this one's
+Python environment), on the same backlog, and reports each one's median (kept apart from
+this code's own runs).
 """
 
 from __future__ import annotations
@@ -46,11 +49,13 @@ def start_child(
     workdir: Path,
     expect: int,
     profile: Path | None,
+    code: Path = REPO,
 ) -> subprocess.Popen[str]:
-    """The archive's loop in a process of its own (under py-spy, all threads sampled into
-    ``profile``/<group>.txt, when given)."""
+    """The archive's loop in a process of its own, with the code of the checkout ``code``
+    (under py-spy, all threads sampled into ``profile``/<group>.txt, when given)."""
     env = {
         **os.environ,
+        "PYTHONPATH": str(code),
         **stack.env(),
         **topics,
         "FRAUD_APP_ID": group,
@@ -66,7 +71,7 @@ def start_child(
         command = [spy, "record", "--format", "raw", "--rate", "200", "-o", output, "--", *command]
     return subprocess.Popen(
         command,
-        cwd=REPO,
+        cwd=code,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -89,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=None, help="offer live at this rate/s")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds, with --rate")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy each run into DIR")
+    parser.add_argument(
+        "--compare", type=Path, default=None, help="every other run with the code at DIR"
+    )
     args = parser.parse_args(argv)
     runs: list[dict[str, Any]] = []
     with (
@@ -109,29 +117,41 @@ def main(argv: list[str] | None = None) -> None:
                     asyncio.run(
                         offer(stack.bootstrap, topics["FRAUD_TOPIC_PAYMENTS"], payloads, None)
                     )
-            process = start_child(stack, topics, f"{uid}-run{index}", workdir, count, args.profile)
+            code = REPO if args.compare is None or index % 2 == 0 else args.compare.resolve()
+            group = f"{uid}-run{index}"
+            process = start_child(stack, topics, group, workdir, count, args.profile, code)
             if args.rate is not None:
                 time.sleep(5)  # the process imports the app and joins its group
                 asyncio.run(
                     offer(stack.bootstrap, topics["FRAUD_TOPIC_PAYMENTS"], payloads, args.rate)
                 )
             result = result_of(process, timeout=600)
+            result["load"] = round(os.getloadavg()[0], 1)
             result["mode"] = "backlog" if args.rate is None else f"{args.rate}/s"
+            result["code"] = "this" if code == REPO else str(code)
             runs.append(result)
             print(
-                f"run {index + 1}: {result['records']} records, {result['rows']} rows,"
+                f"run {index + 1} ({result['code']}): {result['records']} records,"
+                f" {result['rows']} rows,"
                 f" {result['files']} files, {result['cpu_s']} CPU-s in {result['wall_s']} s:"
-                f" {result['cpu_s_per_100k']} CPU-s per 100k",
+                f" {result['cpu_s_per_100k']} CPU-s per 100k"
+                f" (CPU-s and page faults by thread: {result['threads']},"
+                f" system {result['system_cpu_s']}, {result['page_faults']} page faults,"
+                f" load average {result['load']})",
                 flush=True,
             )
-    per_100k = sorted(r["cpu_s_per_100k"] for r in runs)
-    median = per_100k[len(per_100k) // 2]
-    print(f"CPU-s per 100k: min {per_100k[0]}, median {median}, max {per_100k[-1]}")
+    for code_name in sorted({r["code"] for r in runs}):
+        per_100k = sorted(r["cpu_s_per_100k"] for r in runs if r["code"] == code_name)
+        median = per_100k[len(per_100k) // 2]
+        print(
+            f"CPU-s per 100k ({code_name}): min {per_100k[0]}, median {median}, max {per_100k[-1]}"
+        )
     if args.profile is not None:
         return  # py-spy slows the runs: their numbers are not kept
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     kept = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    kept[runs[0]["mode"]] = runs
+    compared = "" if args.compare is None else f", alternating with {args.compare}"
+    kept[runs[0]["mode"] + compared] = runs
     RESULTS.write_text(json.dumps(kept, indent=2) + "\n")
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -19,11 +21,30 @@ from app.worker.faust_app import settings
 from app.worker.stats import stats
 
 
+def _threads() -> dict[str, tuple[float, int]]:
+    """This process's CPU seconds and page faults so far, by thread: ``main``, the event
+    loop's (the consumer's fetches and records), and ``rolls``, every other thread's
+    (``asyncio.to_thread``'s, which read and write the rolls)."""
+    found: dict[str, tuple[float, int]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        fields = stat.rsplit(")", 1)[1].split()  # from the state on: man 5 proc, less 2
+        name = "main" if task.name == str(os.getpid()) else "rolls"
+        cpu, faults = found.get(name, (0.0, 0))
+        found[name] = cpu + (int(fields[11]) + int(fields[12])) / tick, faults + int(fields[7])
+    return found
+
+
 async def _archive_until(expect: int) -> dict[str, Any]:
     """In the child: run the archive's loop until ``expect`` records are read and archived."""
     consumer = archive_consumer()
     archiver = Archiver(open_archive(settings), consumer)
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall, threads = time.process_time(), time.perf_counter(), _threads()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     await consumer.start()
     try:
         consumer.subscribe(list(archiver.kinds), listener=archiver)
@@ -44,6 +65,14 @@ async def _archive_until(expect: int) -> dict[str, Any]:
     finally:
         await consumer.stop()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    spent = {
+        name: (
+            round(cpu - threads.get(name, (0.0, 0))[0], 2),
+            faults - threads.get(name, (0.0, 0))[1],
+        )
+        for name, (cpu, faults) in _threads().items()
+    }
     root = Path(settings.archive_url) / "payments"
     rows = ds.dataset(root, format="parquet").count_rows() if root.exists() else 0
     return {
@@ -54,6 +83,11 @@ async def _archive_until(expect: int) -> dict[str, Any]:
         "cpu_s": round(cpu, 3),
         "wall_s": round(wall, 3),
         "cpu_s_per_100k": round(cpu / expect * 100_000, 3),
+        # CPU seconds and page faults of the event loop's thread (the consumer: fetches,
+        # records) and of the rolls' threads.
+        "threads": spent,
+        "system_cpu_s": round(used.ru_stime - usage.ru_stime, 3),
+        "page_faults": used.ru_minflt - usage.ru_minflt,
     }
 
 

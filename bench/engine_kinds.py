@@ -45,7 +45,6 @@ RESULTS = Path(__file__).parent / "results" / "engine_kinds.json"
 LATENESS_MS = 60_000
 START_MS = 1_795_000_000_000
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
 
 
 def decide(payments: list[Payment], rules: list[Rule]) -> dict[str, Any]:
@@ -63,7 +62,7 @@ def decide(payments: list[Payment], rules: list[Rule]) -> dict[str, Any]:
             raw = store.get(key)
             if raw is None and pools_nowhere(p, group_rules):
                 continue
-            state = KeyState.from_json(None if raw is None else _decode(raw))
+            state = KeyState.from_bytes(raw)
             verdict = evaluate(state, p, key, group_rules, LATENESS_MS, 0, 0)
             alerts += len(verdict.alerts)
             if verdict.changed or verdict.duplicate:

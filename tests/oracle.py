@@ -27,12 +27,18 @@ LISTS: dict[str, dict[str, int | None]] = {}
 
 
 def on_list(name: str, value: Any, ts_ms: int) -> bool:
-    """``value`` is on list ``name`` at event time ``ts_ms``."""
+    """``value`` is on list ``name`` at event time ``ts_ms``; on a BIN list (named ``bins``
+    or ``..._bins``) an 8-digit BIN is also on it by its first 6 digits."""
     entries = LISTS.get(name, {})
-    if value not in entries:
-        return False
-    until = entries[value]
-    return until is None or ts_ms < until
+    candidates = [value]
+    if (name == "bins" or name.endswith("_bins")) and len(value) == 8:
+        candidates.append(value[:6])
+    for candidate in candidates:
+        if candidate in entries:
+            until = entries[candidate]
+            if until is None or ts_ms < until:
+                return True
+    return False
 
 
 def _value(field: str, raw: Any) -> Any:

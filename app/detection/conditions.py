@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
-from app.detection.lists import LIST_NAME, LIST_PREFIX, Entry, ListBook, listbook
+from app.detection.lists import LIST_NAME, LIST_PREFIX, Entry, ListBook, is_bin_list, listbook
 from app.detection.models import Payment
 
 STRING_FIELDS = (
@@ -41,6 +41,7 @@ STRING_FIELDS = (
     "mcc",
     "txn_id",
     "type",  # the event's type: payment unless it says (app.detection.models.EVENT_TYPES)
+    "bin",  # the card's BIN, "" when the payment does not say (app.detection.models.BIN)
 )
 FILTER_FIELDS = (*STRING_FIELDS, "amount")
 FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
@@ -269,6 +270,8 @@ def list_names(raw: object) -> set[str]:
 def list_test(book: ListBook, name: str, op: str, list_name: str) -> Test:
     """The test of a list condition on ``book`` (the lists are data the test reads)."""
     get, holds = operator.attrgetter(name), book.holds
+    if is_bin_list(list_name):
+        holds = book.holds_bin  # an 8-digit BIN is on the list of its 6-digit prefix too
     if op == "in":
         return lambda payment: holds(list_name, get(payment), payment.ts_ms)
     return lambda payment: not holds(list_name, get(payment), payment.ts_ms)
@@ -462,6 +465,14 @@ def _list_condition(where: str, name: str, op: str, value: str) -> ListCondition
         )
     if name == "amount":
         raise RuleError(f"{where}.field", "lists hold text: 'amount' cannot be on a list")
+    if is_bin_list(list_name) and name != "bin":
+        raise RuleError(f"{where}.field", f"{value!r} is a BIN list: only field 'bin' reads it")
+    if name == "bin" and not is_bin_list(list_name):
+        raise RuleError(
+            f"{where}.value",
+            f"field 'bin' reads BIN lists only, named 'bins' or ending in '_bins' (their"
+            f" entries are checked as BINs): not {value!r}",
+        )
     return ListCondition(name, op, list_name)
 
 

@@ -143,12 +143,18 @@ def _apply_rules(
     fingerprint = ""
     ctx: Context | None = None
     live_rule_ids: set[str] = set()
+    held = state.rules
     for rule in rules:
         if rule.status == "paused":
             continue
-        live_rule_ids.add(rule.rule_id)
-        rule_state, reset = _state_of_version(state, rule)
-        changed = changed or reset
+        rule_id = rule.rule_id
+        live_rule_ids.add(rule_id)
+        # The rule's state if it belongs to the version in force (a loop over every rule,
+        # for every payment: inlined).
+        rule_state = held.get(rule_id)
+        if rule_state is not None and rule_state.version != rule.version:
+            del held[rule_id]  # a new version may filter differently: its pool starts empty
+            rule_state, changed = None, True
         if not rule.qualifies(payment):
             continue
         if rule_state is not None and rule_state.holds(payment.txn_id):
@@ -248,17 +254,6 @@ def pools_nowhere(payment: Payment, rules: Sequence[Rule]) -> bool:
     return True
 
 
-def _state_of_version(state: KeyState, rule: Rule) -> tuple[RuleState | None, bool]:
-    """The rule's state if it belongs to the version in force, and whether an older
-    version's state was dropped: a new version may filter differently, so its pool
-    starts empty."""
-    rule_state = state.rules.get(rule.rule_id)
-    if rule_state is not None and rule_state.version != rule.version:
-        del state.rules[rule.rule_id]
-        return None, True
-    return rule_state, False
-
-
 def _drop_rules_not_in(state: KeyState, live_rule_ids: set[str]) -> bool:
     """Forget the state of rules no longer live (paused or deleted); True if any."""
     if state.rules.keys() <= live_rule_ids:  # the usual case, without building a list
@@ -273,8 +268,14 @@ def _expire(state: KeyState, rules: Sequence[Rule], allowed_lateness_ms: int) ->
     newest = state.newest_ts
     if newest is None:
         return
-    windows = {rule.rule_id: rule.window_ms for rule in rules}
-    for rule_id, rule_state in state.rules.items():
-        rule_state.expire_at(newest, allowed_lateness_ms, windows.get(rule_id, 0))
-    for rule_id in [r for r, s in state.rules.items() if s.empty()]:
-        del state.rules[rule_id]
+    # After ``_apply_rules`` the key holds states of ``rules`` only (of live rules).
+    held = state.rules
+    emptied = False
+    for rule in rules:
+        rule_state = held.get(rule.rule_id)
+        if rule_state is not None:
+            rule_state.expire_at(newest, allowed_lateness_ms, rule.window_ms)
+            emptied = emptied or rule_state.empty()
+    if emptied:
+        for rule_id in [r for r, s in held.items() if s.empty()]:
+            del held[rule_id]

@@ -6,6 +6,9 @@ scope, with an optional end, a reason and who wrote it.
 * A **list entry** (lists topic, key ``<list>:<value>``) puts a value on a named list
   (``blocked_devices``, ``test_cards`` ...). Conditions read lists:
   ``{field: device_id, op: in, value: "@blocked_devices"}`` (``app.detection.conditions``).
+* A **BIN list** is a list named ``bins`` or ending in ``_bins`` (``risky_bins``): its
+  values are BINs, 6 or 8 digits, and only the payment's ``bin`` field reads it, where an
+  8-digit BIN is on the list when it or its 6-digit prefix is (``ListBook.holds_bin``).
 * A **suppression** (suppressions topic, key ``<rule_id>:<key>``) silences a rule's alerts
   for one group key (``key``), or for every key on a list (``key: "@trusted_merchants"``:
   an allowlist). The rule still evaluates and its alert is still published, with the status
@@ -52,6 +55,8 @@ MAX_BY_CHARS = 100
 MAX_RECORD_BYTES = 4096
 DEFAULT_MAX_ENTRIES = 100_000
 SUPPRESSED = "suppressed"
+BIN_LIST_SUFFIX = "_bins"
+BIN_SHAPE = re.compile(r"^[0-9]{6}(?:[0-9]{2})?$")
 LIST, SUPPRESSION = "list", "suppression"
 # The JSON names of an entry's scope and value, by kind.
 _NAMES = {LIST: ("list", "value"), SUPPRESSION: ("rule_id", "key")}
@@ -108,6 +113,11 @@ class Entry:
         return f"{self.record_key} {until}{by}: {self.reason}"
 
 
+def is_bin_list(name: str) -> bool:
+    """Whether list ``name`` is a BIN list (``bins``, or a name ending in ``_bins``)."""
+    return name == "bins" or name.endswith(BIN_LIST_SUFFIX)
+
+
 def _text(where: str, raw: object, limit: int, required: bool = True) -> str:
     if raw is None and not required:
         return ""
@@ -161,11 +171,20 @@ def parse_entry(kind: str, body: object) -> Entry:
             list_name = value.removeprefix(LIST_PREFIX)
             if not LIST_NAME.match(list_name):
                 raise ListError(value_name, f"{value!r} does not name a list (@name)")
+            if is_bin_list(list_name):
+                # Rules group by card, account, merchant, device or IP: never by a BIN.
+                raise ListError(value_name, f"{value!r} is a BIN list: no group key is a BIN")
         elif until_ms is None:
             # A snooze ends by itself; only an allowlist (key @list) may stand until removed.
             raise ListError("until", "is required for a suppression of one key")
     elif value.startswith(LIST_PREFIX):
         raise ListError(value_name, f"must not start with {LIST_PREFIX!r}")
+    elif is_bin_list(scope) and not BIN_SHAPE.match(value):
+        raise ListError(
+            value_name,
+            f"list {scope!r} is a BIN list (its name ends in '_bins'): a value is a BIN,"
+            " 6 or 8 digits",
+        )
     reason = _text("reason", body.get("reason"), MAX_REASON_CHARS)
     by = _text("by", body.get("by"), MAX_BY_CHARS, required=False)
     added_ms = _time("added_at", body.get("added_at")) or 0
@@ -283,6 +302,13 @@ class ListBook:
             return False
         entry = entries.get(value)
         return entry is not None and (entry.until_ms is None or ts_ms < entry.until_ms)
+
+    def holds_bin(self, name: str, value: str, ts_ms: int) -> bool:
+        """:meth:`holds` for a BIN list: an 8-digit BIN is on it when it is, or when its
+        first 6 digits are (an issuer's 6-digit entry covers its 8-digit ranges)."""
+        return self.holds(name, value, ts_ms) or (
+            len(value) == 8 and self.holds(name, value[:6], ts_ms)
+        )
 
     def snapshot(self, name: str) -> tuple[Entry, ...]:
         """The entries of list ``name``."""

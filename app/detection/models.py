@@ -49,6 +49,10 @@ EVENT_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "card_added": (("card_id",), ("device_id", "ip", "country")),
     "payout": (("amount", "currency"), ("card_id", "device_id", "ip", "country")),
 }
+# Optional on every event that has a card (a payment, or a type above with ``card_id``): the
+# card's BIN, the first 6 or 8 digits of its number (PCI DSS lets them be stored and shown).
+BIN = "bin"
+BIN_LENGTHS = (6, 8)
 
 
 class Payment(NamedTuple):
@@ -69,6 +73,7 @@ class Payment(NamedTuple):
     type: str = PAYMENT
     lat: float | None = None
     lon: float | None = None
+    bin: str = ""  # the card's BIN (``BIN``), "" when the event does not say
 
     def field(self, name: str) -> str | Decimal:
         """A payment attribute by its wire name (rules address fields by name)."""
@@ -98,6 +103,8 @@ class Payment(NamedTuple):
         if self.type != PAYMENT or self.lat is not None:
             # Only then: a payment without a location keeps the fingerprint it always had.
             material += f"\x1f{self.type}\x1f{self.lat!r}\x1f{self.lon!r}"
+        if self.bin:
+            material += f"\x1fbin={self.bin}"  # only then, for the same reason
         return hashlib.blake2b(material.encode(), digest_size=8).hexdigest()
 
     def to_json(self) -> bytes:
@@ -112,6 +119,8 @@ class Payment(NamedTuple):
             body["amount"] = str(self.amount)
         if self.lat is not None:
             body["lat"], body["lon"] = self.lat, self.lon
+        if self.bin:
+            body[BIN] = self.bin
         return json.dumps(body, separators=(",", ":")).encode()
 
 

@@ -93,7 +93,8 @@ HISTORY_OPS = (">", ">=", "<", "<=")
 MAX_MIN_EARLIER = MAX_COUNT_THRESHOLD
 # The fields whose first use a first-seen rule can watch (a txn id is always new; an
 # event's type is not a value of the key's).
-FIRST_SEEN_FIELDS = tuple(name for name in STRING_FIELDS if name not in ("txn_id", "type"))
+# Not the BIN: a payment may give none, and "" would count as a value first seen.
+FIRST_SEEN_FIELDS = tuple(name for name in STRING_FIELDS if name not in ("txn_id", "type", "bin"))
 STEP_KEYS = frozenset({"filter"})
 # How many steps a sequence has: a bound on what matching one payment may cost.
 MIN_STEPS, MAX_STEPS = 2, 5

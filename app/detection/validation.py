@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 import pycountry
 
-from app.detection.models import EVENT_TYPES, PAYMENT, PAYMENT_FIELDS, Payment
+from app.detection.models import BIN, BIN_LENGTHS, EVENT_TYPES, PAYMENT, PAYMENT_FIELDS, Payment
 from app.detection.pan import bytes_hold_pan, contains_pan, may_hold_pan
 
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
@@ -251,12 +251,12 @@ _Text = Annotated[str, msgspec.Meta(max_length=_MAX_ID_LENGTH)]
 
 
 class _PlainPayment(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """What producers send: today's eleven fields, each a string, and nothing else. msgspec
-    decodes it straight into these slots (no dict, no key strings) at half the cost of a
-    dict, and checks each length; it refuses anything else (another field, a non-string
-    value, a BOM, a lone surrogate, an empty identifier, a long field), which the general
-    path then decodes and judges (tests/unit/detection/test_validation.py holds the two to
-    the same payments and the same reasons)."""
+    """What producers send: today's eleven fields, each a string, and an optional BIN;
+    nothing else. msgspec decodes it straight into these slots (no dict, no key strings) at
+    half the cost of a dict, and checks each length; it refuses anything else (another
+    field, a non-string value, a BOM, a lone surrogate, an empty identifier, a long field),
+    which the general path then decodes and judges (tests/unit/detection/test_validation.py
+    holds the two to the same payments and the same reasons)."""
 
     txn_id: _Id
     card_id: _Id
@@ -269,6 +269,7 @@ class _PlainPayment(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     device_id: _Id
     ip: _Id
     ts: _Text
+    bin: str | None = None  # the optional BIN, checked by _bin as on the general path
 
 
 _PLAIN_DECODER = msgspec.json.Decoder(_PlainPayment)
@@ -322,7 +323,11 @@ def _plain_payment(plain: _PlainPayment, raw: bytes, now_ms: int, limits: Limits
         device_id,
         ip,
         ts,
-        _event_time(ts, now_ms, limits),
+        _event_time(ts, now_ms, limits),  # before the BIN's check, as the general path
+        PAYMENT,
+        None,
+        None,
+        "" if plain.bin is None else _bin(plain.bin),
     )
 
 
@@ -353,8 +358,25 @@ def _parse_any(raw: bytes | None, now_ms: int, limits: Limits) -> Payment:
         ts_ms=ts_ms,
     )
     if plain:
-        return payment
+        return payment  # today's eleven fields and no other: no BIN
+    if body.get(BIN) is not None:
+        # bin is the last field: positionally, about 0.3 us against 1 us for a replace.
+        payment = Payment(*payment[:-1], _bin(body[BIN]))
     return _located(payment, body)
+
+
+def _bin(value: object) -> str:
+    """A payment's optional BIN: a string of 6 or 8 ASCII digits. A card number there is
+    refused as one anywhere else is; no detail quotes the value."""
+    if value is None:
+        return ""
+    if type(value) is str and len(value) in BIN_LENGTHS and value.isascii() and value.isdigit():
+        return value
+    if _holds_pan(value):
+        raise InvalidPayment("pan_in_field", f"field {BIN!r} holds a card number")
+    raise InvalidPayment(
+        "bad_value", f"field {BIN!r} must be a string of 6 or 8 digits (the card's BIN)"
+    )
 
 
 def _event_time(ts: object, now_ms: int, limits: Limits) -> int:

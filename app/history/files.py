@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -88,16 +89,17 @@ class Archive:
     def write(self, path: str, table: pa.Table) -> None:
         """Write ``table`` to ``path`` so that readers see all of it or nothing."""
         directory = path.rsplit("/", 1)[0]
+        options = _write_options(table.schema)
         if not self.local:
             # S3 has no directories (create_dir would leave empty "dir/" objects behind).
             try:
-                pq.write_table(table, path, filesystem=self.filesystem, compression="zstd")
+                pq.write_table(table, path, filesystem=self.filesystem, **options)
             except OSError as exc:
                 raise ArchiveError(f"cannot write {self.url}: {exc}") from None
             return
         self.filesystem.create_dir(directory, recursive=True)
         temporary = f"{directory}/.{uuid.uuid4().hex}.tmp"
-        pq.write_table(table, temporary, filesystem=self.filesystem, compression="zstd")
+        pq.write_table(table, temporary, filesystem=self.filesystem, **options)
         # The data must be on disk before the name says it is there: an offset is committed
         # once the rename returns.
         descriptor = os.open(temporary, os.O_RDONLY)
@@ -150,6 +152,20 @@ class Archive:
                     )
                 )
         return found
+
+
+# Text columns that hold a new value in (nearly) every row: a dictionary of one is as long as
+# the column itself, built and then dropped for nothing.
+_UNIQUE_TEXT = frozenset({"txn_id", "alert_id"})
+
+
+def _write_options(schema: pa.Schema) -> dict[str, Any]:
+    """zstd (its default level), and dictionaries for the text columns whose values repeat
+    (cards, accounts, merchants, currencies, ...), not for numbers, times and unique ids,
+    whose dictionaries cost time and bytes: payments are written about a fifth faster and
+    ~14 % smaller than with a dictionary for every column (``docs/performance.md``)."""
+    texts = [f.name for f in schema if pa.types.is_string(f.type) and f.name not in _UNIQUE_TEXT]
+    return {"compression": "zstd", "use_dictionary": texts}
 
 
 @dataclass(frozen=True, slots=True)

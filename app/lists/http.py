@@ -1,13 +1,18 @@
 """Lists and suppressions over HTTP: read freely, write with ``Authorization: Bearer
 $FRAUD_API_TOKEN`` (the token of the rules API).
 
-    GET    /lists                          every list entry held by this worker
+    GET    /lists                          every list entry held by this worker, and each
+                                           list's name, kind and entry count (``lists``)
     GET    /lists/{list}                   one list's entries
     POST   /lists/{list}                   {"value", "until" | "for", "reason", "by"}: add
     DELETE /lists/{list}/{value}           remove an entry
-    GET    /suppressions                   every suppression (?rule=)
+    GET    /suppressions                   every suppression (?rule=, ?active=true: those in
+                                           force now)
     POST   /suppressions                   {"rule_id", "key", "until" | "for", "reason", "by"}
     DELETE /suppressions/{rule_id}/{key}   remove a suppression
+
+The GETs take ``?limit=N`` (0 to the bound): at most N entries, ``count`` still all of them
+(the dashboard asks for a few; a list may hold 100 000).
 
 Writes are validated here and published to their topic, as the CLI does: this worker's own
 lists change only when its follower reads the record back (``agents.lists``).
@@ -22,12 +27,12 @@ from typing import Any, cast
 from aiohttp import web
 from faust.web import Request, Response
 
-from app.detection.lists import LIST, SUPPRESSION, Entry, ListError, listbook
+from app.detection.lists import LIST, SUPPRESSION, Entry, ListError, is_bin_list, listbook
 from app.detection.pan import contains_pan
 from app.lists.topic import new_entry, over_bound
 from app.rules_admin.http import RulesApiView, token_ok
 from app.rules_admin.topic import bootstrap_servers, publish
-from app.web.params import BadParameter, bad_request, only, parse_rule_id, single
+from app.web.params import BadParameter, bad_request, only, parse_int, parse_rule_id, single
 from app.worker.faust_app import app, settings
 
 MAX_BODY_BYTES = 8 * 1024
@@ -35,14 +40,31 @@ _TOPIC = {LIST: "topic_lists", SUPPRESSION: "topic_suppressions"}
 _GUARDS = "list and suppression writes"
 
 
-def _listing(entries: list[Entry]) -> dict[str, Any]:
+def _listing(entries: list[Entry], limit: int | None = None) -> dict[str, Any]:
+    shown = entries if limit is None else entries[:limit]
     return {
         "loaded": listbook.loaded.is_set(),
-        "entries": [e.to_json() for e in entries],
+        "entries": [e.to_json() for e in shown],
         "count": len(entries),
         "held": listbook.size(),
         "max_entries": settings.max_list_entries,
     }
+
+
+def _limit(request: Request, *allowed: str) -> int | None:
+    """The ``limit`` parameter (None: every entry); BadParameter names a bad one."""
+    only(request.query, ("limit", *allowed))
+    if single(request.query, "limit") is None:
+        return None
+    return parse_int(request.query, "limit", 0, 0, settings.max_list_entries)
+
+
+def _lists() -> list[dict[str, Any]]:
+    """Each list's name, whether it is a BIN list, and how many entries it holds."""
+    return [
+        {"list": name, "bin_list": is_bin_list(name), "entries": len(held)}
+        for name, held in sorted(listbook.lists.items())
+    ]
 
 
 class ListsApiView(RulesApiView):
@@ -100,12 +122,23 @@ class ListsApiView(RulesApiView):
 
 class ListsView(ListsApiView):
     async def get(self, request: Request) -> Response:
-        return self.json(_listing(listbook.entries(LIST)))
+        try:
+            limit = _limit(request)
+        except BadParameter as exc:
+            return bad_request(self, exc)
+        if limit == 0:  # the counts alone (the dashboard's poll): no sort of every entry
+            held = sum(len(entries) for entries in listbook.lists.values())
+            return self.json({**_listing([]), "count": held, "lists": _lists()})
+        return self.json({**_listing(listbook.entries(LIST), limit), "lists": _lists()})
 
 
 class ListView(ListsApiView):
     async def get(self, request: Request, name: str) -> Response:
-        return self.json(_listing(listbook.entries(LIST, name)))
+        try:
+            limit = _limit(request)
+        except BadParameter as exc:
+            return bad_request(self, exc)
+        return self.json(_listing(listbook.entries(LIST, name), limit))
 
     async def post(self, request: Request, name: str) -> Response:
         if not token_ok(request):
@@ -126,12 +159,20 @@ class ListEntryView(ListsApiView):
 class SuppressionsView(ListsApiView):
     async def get(self, request: Request) -> Response:
         try:
-            only(request.query, ("rule",))
+            limit = _limit(request, "rule", "active")
             rule = single(request.query, "rule")
             rule_id = parse_rule_id(rule, "rule") if rule else None
+            active = single(request.query, "active")
+            if active not in (None, "true", "false"):
+                raise BadParameter("active", "must be true or false")
         except BadParameter as exc:
             return bad_request(self, exc)
-        return self.json(_listing(listbook.entries(SUPPRESSION, rule_id)))
+        entries = listbook.entries(SUPPRESSION, rule_id)
+        if active == "true":
+            # In force now, by the wall clock (an entry is judged by payments' event time).
+            now_ms = int(time.time() * 1000)
+            entries = [e for e in entries if e.in_force(now_ms)]
+        return self.json(_listing(entries, limit))
 
     async def post(self, request: Request) -> Response:
         if not token_ok(request):

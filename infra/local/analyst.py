@@ -51,31 +51,41 @@ POLL_S = 5.0
 
 @dataclass
 class Truth:
-    """The injected fraud of the last ``KEEP_S``, as the generator's truth file says."""
+    """The injected fraud of the last ``KEEP_S``, as the generator's truth files say (the
+    live generator's, and the demo's backfill: ``also``)."""
 
     path: Path
+    also: tuple[Path, ...] = ()
     # txn id -> event time (ms) of its fraud's last payment
     fraud: dict[str, int] = field(default_factory=dict)
     # txn ids a case closed as fraud, or already charged back: no chargeback (more)
     labelled: set[str] = field(default_factory=set)
-    _offset: int = 0
+    _offsets: dict[Path, int] = field(default_factory=dict)
 
     def follow(self) -> None:
         """Read the lines written since the last call (a half-written one waits)."""
-        try:
-            with self.path.open("rb") as truth:
-                truth.seek(self._offset)
-                data = truth.read()
-        except FileNotFoundError:
-            return
-        complete = data[: data.rfind(b"\n") + 1]
-        self._offset += len(complete)
-        self.add(complete.decode().splitlines())
+        for path in (self.path, *self.also):
+            offset = self._offsets.get(path, 0)
+            try:
+                with path.open("rb") as truth:
+                    truth.seek(offset)
+                    data = truth.read()
+            except FileNotFoundError:
+                continue
+            complete = data[: data.rfind(b"\n") + 1]
+            self._offsets[path] = offset + len(complete)
+            self.add(complete.decode().splitlines(), int(time.time() * 1000))
 
-    def add(self, lines: Iterable[str]) -> None:
+    def add(self, lines: Iterable[str], now_ms: int = 0) -> None:
+        """Learn the fraud of these truth lines; a genuine pattern (``fraud`` false) is not
+        fraud. A fraud is dated by when it is complete (an absence: its deadline) or when it
+        is learnt (``now_ms``), the later: a backfill's fraud, an hour old, waits for its
+        alerts and cases as live fraud does."""
         for line in lines:
             fraud = json.loads(line)
-            last_ms = ms_from_iso(fraud["last_ts"]) or int(time.time() * 1000)
+            if not fraud.get("fraud", True):
+                continue
+            last_ms = max(ms_from_iso(fraud["last_ts"]) or int(time.time() * 1000), now_ms)
             for txn_id in fraud["txn_ids"]:
                 self.fraud[txn_id] = last_ms
 
@@ -180,7 +190,13 @@ class Analyst:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.analyst", description=__doc__)
-    parser.add_argument("--truth", type=Path, required=True, help="the generator's truth file")
+    parser.add_argument(
+        "--truth",
+        type=Path,
+        action="append",
+        required=True,
+        help="the generator's truth file (again for more: the demo's backfill)",
+    )
     parser.add_argument("--web", required=True, help="the worker's web URL")
     parser.add_argument("--out", type=Path, required=True, help="where to write chargebacks")
     args = parser.parse_args(argv)
@@ -189,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         parser.error("FRAUD_API_TOKEN must be set: closing a case needs it")
     args.out.mkdir(parents=True, exist_ok=True)
-    analyst = Analyst(Truth(args.truth), args.web.rstrip("/"), token, args.out)
+    first, *also = args.truth
+    analyst = Analyst(Truth(first, tuple(also)), args.web.rstrip("/"), token, args.out)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(analyst.run())
     return 0

@@ -1,10 +1,11 @@
 """``make demo``: the whole pipeline on this machine, printing alerts as they arrive.
 
 Starts real Kafka and DynamoDB Local (see infra.local.stack), creates the topics and
-the alerts table, publishes the default rules, then a worker (detection, the DynamoDB sink
-and the Parquet archive), the notifier (a stream poller invoking the Lambda handler, as
-Lambda's event source mapping would), a local Slack receiver and the Slack buttons' handler
-on loopback (unless SLACK_WEBHOOK_URL points at a real one), the payment generator (unless
+the alerts table, publishes the default rules and one of each kind (and the list the list
+rule reads), then a worker (detection, the DynamoDB sink and the Parquet archive), the
+notifier (a stream poller invoking the Lambda handler, as Lambda's event source mapping
+would), a local Slack receiver and the Slack buttons' handler on loopback (unless
+SLACK_WEBHOOK_URL points at a real one), the payment generator (unless
 ``--no-generator``), a stand-in analyst that closes cases and imports chargebacks by the
 generator's truth (infra.local.analyst; unless ``--no-analyst``) and an alert printer.
 
@@ -44,6 +45,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from app.detection.rules import Rule
+from app.generator import BLOCKED_DEVICES, PaymentGenerator, backfill, ring_entries
 from app.rules_admin.topic import load_rule_file, publish
 from app.worker.settings import Settings, SettingsError, load_settings
 from infra.local.slack_actions import local_slack
@@ -62,6 +64,13 @@ BIN = Path(sys.executable).parent
 DEFAULT_RULES = REPO / "app" / "rules_admin" / "default_rules.yaml"
 # One rule of each kind (shadow), which the generator's --patterns fire.
 KINDS_RULES = REPO / "examples" / "rules" / "kinds.yaml"
+# A rule that reads a list (the demo lists the generator's ring devices on it).
+LISTS_RULES = REPO / "examples" / "rules" / "lists.yaml"
+
+# The backlog sent before live traffic (--backfill): this many payments per second of event
+# time, from a generator of its own seed (its txn ids are not the live generator's, seed 1).
+BACKFILL_RATE = 5.0
+BACKFILL_SEED = 2
 
 IDEMPOTENCY_TABLE = "fraud_notifier_idempotency"
 # The worker's default archive directory, made absolute for the messages and the exports.
@@ -224,8 +233,8 @@ def _explanation(alert: dict[str, object]) -> dict[str, object]:
 
 
 def demo_rules() -> list[Rule]:
-    """What the demo publishes: the default rules, and one rule of each kind."""
-    return load_rule_file(DEFAULT_RULES) + load_rule_file(KINDS_RULES)
+    """What the demo publishes: the default rules, one rule of each kind, and a list rule."""
+    return load_rule_file(DEFAULT_RULES) + load_rule_file(KINDS_RULES) + load_rule_file(LISTS_RULES)
 
 
 async def print_alerts(bootstrap: str, topic: str, stop: asyncio.Event) -> None:
@@ -305,6 +314,16 @@ class Demo:
             )
         )
         print(f"demo: published {len(rules)} rules: {', '.join(r.rule_id for r in rules)}")
+        # The list the blocked-device rule reads: the devices the generator's ring uses.
+        ring = ring_entries(int(time.time() * 1000))
+        asyncio.run(
+            publish(
+                self.stack.bootstrap,
+                settings.topic_lists,
+                [(e.record_key, e.to_bytes()) for e in ring],
+            )
+        )
+        print(f"demo: listed {len(ring)} devices of a takeover ring on {BLOCKED_DEVICES}")
 
         port = web_port(self.args.web_port)
         web_url = f"http://127.0.0.1:{port}"
@@ -384,20 +403,51 @@ class Demo:
                 "--patterns",
                 str(self.args.patterns),
             ]
+            backfilled = None
             if not self.args.no_analyst:
-                generate += ["--truth", str(self._start_analyst(env, web_url, token, python))]
+                truth, backfilled = self._start_analyst(env, web_url, token, python)
+                generate += ["--truth", str(truth)]
+            self._backfill(backfilled)
             self._spawn("generator", generate, env)
             print(f"demo: generating {self.args.rate:g} payments/s. Ctrl-C stops.", flush=True)
         return asyncio.run(self._watch(worker, web_url, started))
 
-    def _start_analyst(self, env: Mapping[str, str], web_url: str, token: str, python: str) -> Path:
-        """The stand-in analyst (infra.local.analyst), following the generator's truth;
-        returns the truth file's path for the generator."""
-        truth = self.logs / "truth.jsonl"
+    def _backfill(self, truth: Path | None) -> None:
+        """Send the last ``--backfill`` seconds of event time before live traffic (its truth
+        to ``truth``), so every kind has fired within minutes of the start:
+        an absence alerts 30 minutes and the lateness after its payment, impossible travel
+        and a card's usual spending take minutes."""
+        seconds = self.args.backfill
+        if seconds <= 0:
+            return
+        generator = PaymentGenerator(
+            seed=BACKFILL_SEED, fraud_ratio=self.args.fraud_ratio, pattern_ratio=self.args.patterns
+        )
+        with contextlib.ExitStack() as files:
+            out = None if truth is None else files.enter_context(truth.open("w", encoding="utf-8"))
+            asyncio.run(
+                backfill(
+                    self.stack.bootstrap,
+                    self.settings.topic_payments,
+                    generator,
+                    seconds,
+                    BACKFILL_RATE,
+                    out,
+                    log=lambda text: print(f"demo: {text}", flush=True),
+                )
+            )
+
+    def _start_analyst(
+        self, env: Mapping[str, str], web_url: str, token: str, python: str
+    ) -> tuple[Path, Path]:
+        """The stand-in analyst (infra.local.analyst), following the generator's truth and
+        the backfill's; returns the truth files' paths (the live generator's, the
+        backfill's)."""
+        truth, backfilled = self.logs / "truth.jsonl", self.logs / "truth-backfill.jsonl"
         truth.touch()
         analyst = [
-            python, "-m", "infra.local.analyst",
-            "--truth", str(truth), "--web", web_url, "--out", str(self.logs / "chargebacks"),
+            python, "-m", "infra.local.analyst", "--truth", str(truth), "--truth", str(backfilled),
+            "--web", web_url, "--out", str(self.logs / "chargebacks"),
         ]  # fmt: skip
         self._spawn("analyst", analyst, {**env, "FRAUD_API_TOKEN": token})
         print(
@@ -407,7 +457,7 @@ class Demo:
             f" outcomes, or {shown(BIN / 'faust')} -A app rules show ID",
             flush=True,
         )
-        return truth
+        return truth, backfilled
 
     def _start_notifier(
         self, env: Mapping[str, str], web_url: str, python: str, token: str
@@ -519,6 +569,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="share starting each injected pattern (card testing then cash-out, a new device,"
         " impossible travel, ...): the example kinds' rules catch them, the default rules miss"
         " them, and chargebacks then reveal what no rule caught",
+    )
+    parser.add_argument(
+        "--backfill",
+        type=float,
+        default=3600.0,
+        help="before live traffic, send this many seconds of past event time (5 payments per"
+        " second of it, the same fraud and patterns), so every kind fires within minutes: an"
+        " absence alerts only once its card's partition is 30 minutes past it (0: none)",
     )
     parser.add_argument(
         "--no-generator",

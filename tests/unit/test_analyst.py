@@ -81,3 +81,24 @@ def test_a_case_closed_as_not_fraud_leaves_its_fraud_to_the_chargebacks() -> Non
     truth.add([truth_line(["t1"])])
     truth.closed({"txn_ids": ["t1"]}, "not_fraud")  # someone else's wrong call
     assert truth.chargebacks(T0_MS + int(CHARGEBACK_DELAY_S * 1000)) == ["t1"]
+
+
+def test_a_genuine_pattern_is_not_fraud_and_a_backfilled_fraud_waits_from_when_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """The demo's backfill: its fraud is an hour old when the analyst reads it; its cases
+    come after, so it is kept and charged back from when it was read, not dropped at once."""
+    live, backfill = tmp_path / "truth.jsonl", tmp_path / "backfill.jsonl"
+    genuine = json.loads(truth_line(["g1", "g2"]))
+    live.write_text(json.dumps({**genuine, "fraud": False}) + "\n" + truth_line(["t1"]) + "\n")
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    backfill.write_text(truth_line(["old"], an_hour_ago) + "\n")
+    truth = Truth(live, (backfill,))
+    truth.follow()
+    assert set(truth.fraud) == {"t1", "old"}
+    assert truth.disposition({"txn_ids": ["g1", "g2"]}) == "not_fraud"
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    assert truth.chargebacks(now_ms) == [], "not charged back before its cases could close"
+    assert truth.disposition({"txn_ids": ["old"]}) == "fraud", "still known"
+    due_ms = now_ms + int(CHARGEBACK_DELAY_S * 1000) + 5_000
+    assert sorted(truth.chargebacks(due_ms)) == ["old", "t1"]

@@ -149,6 +149,12 @@ CASES = [
     ),
     Case("lists-add-no-reason", ("lists", "add", "blocked", "d1"), REFUSED, ("refused: reason",)),
     Case(
+        "lists-add-bad-bin",
+        ("lists", "add", "risky_bins", "41111", "--reason", "r"),
+        REFUSED,
+        ("refused: value", "BIN list", "6 or 8 digits"),
+    ),
+    Case(
         "lists-add-bad-for",
         ("lists", "add", "blocked", "d1", "--reason", "r", "--for", "soon"),
         REFUSED,

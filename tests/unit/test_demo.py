@@ -134,4 +134,6 @@ def test_the_demo_publishes_one_rule_of_each_kind_and_prints_what_explains_an_al
 def test_the_demos_command_line_parses_with_and_without_options() -> None:
     """`make demo` runs it with none: two options of one name would stop it at once."""
     assert parse_args([]).patterns == 0.001
+    # An hour of event time first: the absence rule's 30 minutes and the lateness pass in it.
+    assert parse_args([]).backfill == 3600.0 and parse_args(["--backfill", "0"]).backfill == 0
     assert parse_args(["--patterns", "0.01", "--no-analyst"]).patterns == 0.01

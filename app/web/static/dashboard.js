@@ -778,6 +778,98 @@ $("outcomes-section").addEventListener("click", (event) => {
   if (event.target.closest("[data-action=token]")) askToken();
 });
 
+// ---------------------------------------------------------------- lists
+
+// The named lists and the suppressions in force, as this worker's follower holds them
+// (GET /lists, /lists/{name}, /suppressions?active=true: read freely). The header counts the
+// lists; the panel shows each with its kind and entry count, the entries of the one picked
+// (at most LIST_LIMIT of them) and the suppressions in force now.
+const LISTS_MS = 5000;
+const LIST_LIMIT = 200;
+const lists = { open: false, selected: null, names: [], entries: null, suppressions: null, refreshedAt: 0 };
+state.lists = lists; // for the browser test
+
+function fmtUntil(until) {
+  return until ? until.replace("T", " ").replace(/\.\d+Z$/, "Z") : "until removed";
+}
+
+function fmtShown(body, one, many) {
+  const what = body.count === 1 ? one : many;
+  return body.count > body.entries.length ? `${body.entries.length} of ${fmtInt(body.count)} ${what} shown` : `${fmtInt(body.count)} ${what}`;
+}
+
+async function refreshLists() {
+  lists.refreshedAt = Date.now();
+  try {
+    const summary = await getJson("/lists?limit=0");
+    if (summary.status !== 200) throw new Error(summary.body.error || `HTTP ${summary.status}`);
+    lists.names = summary.body.lists;
+    lists.loaded = summary.body.loaded;
+    $("lists-toggle").textContent = `lists: ${lists.names.length}`;
+    if (!lists.open) return;
+    const asks = [getJson(`/suppressions?active=true&limit=${LIST_LIMIT}`)];
+    if (lists.selected) asks.push(getJson(`/lists/${encodeURIComponent(lists.selected)}?limit=${LIST_LIMIT}`));
+    const [suppressions, entries] = await Promise.all(asks);
+    lists.suppressions = suppressions.status === 200 ? suppressions.body : null;
+    lists.entries = entries && entries.status === 200 ? entries.body : null;
+    renderLists();
+  } catch (err) {
+    $("lists-toggle").textContent = "lists: –";
+    replaceRows($("lists"), [], `Lists unavailable: ${err}`, 3);
+  }
+}
+
+function entryCells(e) {
+  return [
+    el("td", { class: "mono", title: fmtUntil(e.until) }, fmtUntil(e.until)),
+    el("td", { title: e.reason }, e.reason),
+    el("td", {}, e.by || "–"),
+  ];
+}
+
+function renderLists() {
+  $("lists-count").textContent = lists.loaded === false ? "loading…" : `${lists.names.length} held by this worker`;
+  replaceRows($("lists"), lists.names.map((l) => el("tr", {
+    "data-list": l.list, class: l.list === lists.selected ? "selected" : "",
+  },
+  el("td", { class: "mono" }, l.list),
+  el("td", {}, l.bin_list ? "BINs" : "values"),
+  el("td", { class: "num" }, fmtInt(l.entries)))), "No list has an entry", 3);
+  const entries = lists.entries;
+  $("list-entries-title").textContent = lists.selected ? `${lists.selected}: ${entries ? fmtShown(entries, "entry", "entries") : "…"}` : "pick a list";
+  replaceRows($("list-entries"), entries ? entries.entries.map((e) => el("tr", { "data-value": e.value },
+    el("td", { class: "mono" }, e.value), ...entryCells(e))) : [],
+    lists.selected ? "No entries" : "Pick a list to see its entries", 4);
+  const suppressions = lists.suppressions;
+  $("suppressions-count").textContent = suppressions ? fmtShown(suppressions, "in force", "in force") : "";
+  replaceRows($("suppressions"), suppressions ? suppressions.entries.map((e) => el("tr", { "data-rule": e.rule_id },
+    el("td", { class: "mono" }, e.rule_id), el("td", { class: "mono" }, e.key), ...entryCells(e))) : [],
+    suppressions ? "No suppression in force" : "Suppressions unavailable", 5);
+}
+
+function openLists(open) {
+  lists.open = open;
+  if (open && cases.open) openCases(false); // one panel at a time: they take the same place
+  $("lists-panel").hidden = !open;
+  $("lists-toggle").dataset.open = String(open);
+  $("lists-toggle").setAttribute("aria-expanded", String(open));
+  if (open) refreshLists();
+}
+
+$("lists-toggle").addEventListener("click", () => openLists(!lists.open));
+$("lists-close").addEventListener("click", () => openLists(false));
+$("cases-toggle").addEventListener("click", () => { if (cases.open) openLists(false); });
+$("lists").addEventListener("click", (event) => {
+  const row = event.target.closest("tr[data-list]");
+  if (!row) return;
+  lists.selected = row.dataset.list;
+  lists.entries = null;
+  renderLists();
+  refreshLists();
+});
+setInterval(refreshLists, LISTS_MS);
+refreshLists();
+
 // ---------------------------------------------------------------- loop
 
 async function poll() {

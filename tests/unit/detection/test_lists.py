@@ -31,8 +31,10 @@ from app.detection.lists import (
 )
 from app.detection.models import iso_from_ms
 from app.detection.rules import AggregateRule, RuleError, parse_rule
+from app.rules_admin.topic import load_rule_file
 from lambdas.notifier.models.alert import classify_record
 from tests import factories, oracle
+from tests.docs import REPO
 from tests.factories import rule_body
 from tests.unit.detection.streams import BASE_MS, run_engine, shuffle_within_lateness
 
@@ -411,3 +413,102 @@ def test_the_lists_a_rule_reads_are_found_anywhere_in_it() -> None:
     )
     assert list_names(parse_rule(body).to_json()) == {"risky_ips", "known"}
     assert list_names(rule_body()) == set()
+
+
+# ----------------------------------------------------------------------------- BIN lists
+
+
+@pytest.mark.parametrize(
+    "value", ["41111", "4111111", "411111111", "4111x1", "٤١١١١١", " 411111", "4111111111111111"]
+)
+def test_a_bin_list_takes_only_6_or_8_digit_bins(value: str) -> None:
+    with pytest.raises(ListError) as refused:
+        parse_entry(LIST, entry_body(list="risky_bins", value=value))
+    assert refused.value.field == "value"
+    # Another list takes any text but a card number.
+    if value != "4111111111111111":
+        assert parse_entry(LIST, entry_body(list="risky_codes", value=value)).value == value
+
+
+def test_a_bin_list_is_no_allowlist_of_group_keys() -> None:
+    with pytest.raises(ListError) as refused:
+        parse_entry(SUPPRESSION, suppression_body(key="@risky_bins", until=None))
+    assert refused.value.field == "key" and "BIN list" in refused.value.problem
+
+
+def bin_rule(op: str = "in", name: str = "@risky_bins") -> AggregateRule:
+    return list_rule(op, name, filter=[{"field": "bin", "op": op, "value": name}])
+
+
+def test_an_8_digit_bin_is_on_a_bin_list_by_its_6_digit_prefix(lists: ListBook) -> None:
+    lists.apply(LIST, *record(LIST, entry_body(list="risky_bins", value="411111")))
+    lists.apply(LIST, *record(LIST, entry_body(list="risky_bins", value="52223344")))
+    oracle.LISTS["risky_bins"] = {"411111": None, "52223344": None}
+    rule, outside = bin_rule(), bin_rule("not in")
+    for bin_, listed in [
+        ("411111", True),
+        ("41111122", True),  # an 8-digit BIN of the listed issuer prefix
+        ("52223344", True),
+        ("522233", False),  # a 6-digit BIN is not on a list of one of its 8-digit ranges
+        ("52223355", False),
+        ("411112", False),
+        ("", False),  # the payment gave no BIN
+    ]:
+        p = factories.payment(bin=bin_, ts_ms=T0)
+        assert (rule.qualifies(p), outside.qualifies(p)) == (listed, not listed), bin_
+        assert oracle.holds(rule.to_json()["filter"][0], p) == listed
+
+
+def test_an_expired_8_digit_entry_does_not_hide_its_6_digit_prefix(lists: ListBook) -> None:
+    lists.apply(LIST, *record(LIST, entry_body(list="risky_bins", value="411111")))
+    lists.apply(
+        LIST,
+        *record(LIST, entry_body(list="risky_bins", value="41111122", until=iso_from_ms(T0))),
+    )
+    assert bin_rule().qualifies(factories.payment(bin="41111122", ts_ms=T0 + 1))
+
+
+def test_a_bin_is_compared_like_any_field(lists: ListBook) -> None:
+    rule = parse_rule(rule_body(filter=[{"field": "bin", "op": "==", "value": "411111"}]))
+    assert rule.qualifies(factories.payment(bin="411111", ts_ms=T0))
+    assert not rule.qualifies(factories.payment(bin="41111122", ts_ms=T0))  # == is exact
+
+
+@pytest.mark.parametrize(
+    ("condition", "field", "problem"),
+    [
+        ({"field": "bin", "op": "in", "value": "@blocked"}, "filter[0].value", "BIN lists only"),
+        ({"field": "card_id", "op": "in", "value": "@risky_bins"}, "filter[0].field", "BIN list"),
+        ({"field": "ip", "op": "not in", "value": "@bins"}, "filter[0].field", "BIN list"),
+    ],
+)
+def test_only_the_bin_field_reads_a_bin_list(
+    condition: dict[str, Any], field: str, problem: str
+) -> None:
+    with pytest.raises(RuleError) as refused:
+        parse_rule(rule_body(filter=[condition]))
+    assert refused.value.field == field and problem in refused.value.problem
+
+
+def test_the_bin_list_example_rule_fires_on_a_bin_attack_at_one_merchant(
+    lists: ListBook,
+) -> None:
+    """examples/rules/bin-list.yaml, made active: five cards whose 8-digit BINs fall in a
+    listed 6-digit BIN at one merchant within 10 minutes alert; BINs off the list do not."""
+    (example,) = load_rule_file(REPO / "examples/rules/bin-list.yaml")
+    rule = replace(example, status="active")
+    lists.apply(LIST, *record(LIST, entry_body(list="risky_bins", value="411111")))
+    attack = [
+        factories.payment(
+            f"tok_{n}", f"a{n}", "1", T0 + n * 1000, merchant_id="m9", bin=f"411111{n:02d}"
+        )
+        for n in range(5)
+    ]
+    others = [
+        factories.payment(
+            f"tok_{n}", f"o{n}", "1", T0 + n * 1000, merchant_id="m8", bin=f"522222{n:02d}"
+        )
+        for n in range(5)
+    ]
+    run = run_engine([*attack, *others], [rule])
+    assert [(a.group_key, len(a.txn_ids)) for a in run.alerts] == [("m9", 5)]

@@ -349,6 +349,54 @@ def test_the_payment_the_docs_show_is_valid_and_has_every_field() -> None:
     assert payment.amount == Decimal("1250") and payment.country == "GB"
 
 
+# --------------------------------------------------------------------------- the BIN
+
+
+@pytest.mark.parametrize("bin_", ["411111", "41111122", "000000"])
+def test_a_payment_may_give_its_bin_of_6_or_8_digits(bin_: str) -> None:
+    payment = parse_payment(encode(good(bin=bin_)), NOW_MS)
+    assert payment.bin == bin_ and payment.field("bin") == bin_
+    # It travels with the payment (repartition topic, forwarding) and reads back the same.
+    assert parse_payment(payment.to_json(), NOW_MS) == payment
+
+
+def test_a_payment_without_a_bin_is_what_it_always_was() -> None:
+    for body in (good(), good(bin=None)):
+        payment = parse_payment(encode(body), NOW_MS)
+        assert payment.bin == "" and b"bin" not in payment.to_json()
+    plain = parse_payment(encode(good()), NOW_MS)
+    assert parse_payment(encode(good(bin="411111")), NOW_MS).fingerprint() != plain.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        '"41111"',
+        '"4111111"',
+        '"411111111"',
+        '"4111x1"',
+        '"\\u0664\\u0661\\u0661\\u0661\\u0661\\u0661"',
+        '" 411111"',
+        '""',
+        "411111",
+        "true",
+        '["411111"]',
+    ],
+)
+def test_a_bin_that_is_not_6_or_8_digits_is_refused_naming_the_field(literal: str) -> None:
+    with pytest.raises(InvalidPayment) as caught:
+        parse_payment(with_raw_field("bin", literal), NOW_MS)
+    assert caught.value.reason == "bad_value" and "'bin'" in caught.value.detail
+
+
+@pytest.mark.parametrize("literal", VARIANTS)
+def test_a_card_number_in_the_bin_in_any_spelling_is_refused_as_one(literal: str) -> None:
+    with pytest.raises(InvalidPayment) as caught:
+        parse_payment(with_raw_field("bin", literal), NOW_MS)
+    assert caught.value.reason == "pan_in_field" and "'bin'" in caught.value.detail
+    assert not any(c.isdecimal() for c in caught.value.detail)
+
+
 def _outcome(parse: Any) -> object:
     """A payment, or the reason and detail of its refusal."""
     try:
@@ -394,6 +442,9 @@ _field_values = st.one_of(
             "2026-12-05T10:00:00",
             "2026-13-05T10:00:00Z",
             "1995-01-01T00:00:00Z",
+            "411111",
+            "41111122",
+            "4111x1",
         ]
     ),
     st.text(max_size=20),
@@ -402,7 +453,7 @@ _field_values = st.one_of(
 
 @settings(max_examples=600, deadline=None)
 @given(
-    changed=st.dictionaries(st.sampled_from(PAYMENT_FIELDS), _field_values, max_size=3),
+    changed=st.dictionaries(st.sampled_from([*PAYMENT_FIELDS, "bin"]), _field_values, max_size=3),
     ensure_ascii=st.booleans(),
 )
 def test_a_plain_record_is_decided_as_the_general_path_decides_it(
@@ -430,6 +481,10 @@ def test_a_plain_payment_takes_the_fast_path() -> None:
     assert payment is not None and payment == _parse_any(raw, NOW_MS, Limits())
     for refused in (encode(good(ip=" ")), encode(good(merchant_id="m 4111111111111111"))):
         assert _plain_payment(_PLAIN_DECODER.decode(refused), refused, NOW_MS, Limits()) is None
-    for other in (good(lat="1"), good(type="payment"), good(amount=5)):
+    with_bin = encode(good(bin="411111"))
+    payment = _plain_payment(_PLAIN_DECODER.decode(with_bin), with_bin, NOW_MS, Limits())
+    assert payment is not None and payment.bin == "411111"
+    assert payment == _parse_any(with_bin, NOW_MS, Limits())
+    for other in (good(lat="1"), good(type="payment"), good(amount=5), good(bin=411111)):
         with pytest.raises(msgspec.DecodeError):
             _PLAIN_DECODER.decode(encode(other))

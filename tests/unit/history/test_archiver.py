@@ -168,6 +168,45 @@ def test_a_file_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     assert [p.name for p in Path(path).parent.iterdir()] == [Path(path).name]
 
 
+def test_payments_files_keep_dictionaries_for_repeating_text_only(tmp_path: Path) -> None:
+    # A dictionary of unique txn ids, offsets or times is as long as the column: not built.
+    path = write_file(Archive.at(str(tmp_path)), 0, 0, 99)
+    chunks = pq.ParquetFile(path).metadata.row_group(0)
+    dictionary = {
+        chunks.column(i).path_in_schema: chunks.column(i).has_dictionary_page
+        for i in range(chunks.num_columns)
+    }
+    assert dictionary["card_id"] and dictionary["currency"] and dictionary["merchant_id"]
+    assert not dictionary["txn_id"]
+    assert not dictionary["kafka_offset"] and not dictionary["ts"] and not dictionary["amount"]
+    assert pq.read_table(path).num_rows == 100
+
+
+def test_a_roll_splits_by_event_hour_whether_events_come_in_order_or_not() -> None:
+    hour = 3_600_000
+    start = 1795845600000  # 2026-11-28T06:00:00Z
+
+    def files_of(order: list[int]) -> dict[tuple[str, int], list[str]]:
+        buffer = PartitionBuffer("payments", 10**9, 1e9, time.monotonic)
+        for offset, n in enumerate(order):
+            p = payment(txn_id=f"t{n}", ts_ms=start + n * hour // 3)
+            buffer.add(offset, start + 3 * hour, p.card_id.encode(), p.to_json())
+        files, _ = buffer.roll()
+        return {(f.date, f.hour): f.table.column("txn_id").to_pylist() for f in files}
+
+    # Three payments an hour, in order (each hour's rows a run of the roll) and not.
+    assert files_of(list(range(9))) == {
+        ("2026-11-28", 6): ["t0", "t1", "t2"],
+        ("2026-11-28", 7): ["t3", "t4", "t5"],
+        ("2026-11-28", 8): ["t6", "t7", "t8"],
+    }
+    assert files_of([0, 3, 6, 1, 4, 7, 2, 5, 8]) == {
+        ("2026-11-28", 6): ["t0", "t1", "t2"],
+        ("2026-11-28", 7): ["t3", "t4", "t5"],
+        ("2026-11-28", 8): ["t6", "t7", "t8"],
+    }
+
+
 def test_an_unreadable_alert_record_is_skipped_not_a_crash() -> None:
     bad = alert(amounts=("not-a-number",)).to_json()
     assert alert_row(bad, 0, 7, 1795940000000) is None

@@ -325,6 +325,36 @@ def test_a_malformed_record_sends_only_a_few_neighbours_the_slow_way(
     assert slow.calls <= 16
 
 
+def test_records_that_form_objects_only_together_are_each_read_alone() -> None:
+    # Joined, the first two make one payment and the third two: as many objects as records,
+    # none of them a record. Read in bulk as they come, the unfinished first record would be
+    # archived as that payment; the validator refuses it, and the first two are refused.
+    records: list[bytes | None] = [
+        raw(txn_id="a")[:-1] + b',"note":',
+        b"{}}",
+        raw(txn_id="b") + raw(txn_id="c"),
+        raw(txn_id="d"),
+    ]
+    table = assert_same_rows(Roll.of(records))
+    assert table.column("txn_id").to_pylist() == ["d"]
+
+
+def test_an_event_key_spelt_as_a_value_or_a_prefix_is_still_read_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The bulk read knows a payment's fields only: whatever says "type", "lat" or "lon" goes
+    # the validator's way, as a key or not, and a field that merely starts so does not.
+    records: list[bytes | None] = [
+        raw(txn_id="t1", note="type"),
+        raw(txn_id="t2", lat=51.5),
+        raw(txn_id="t3", lon="0.1"),
+        raw(txn_id="t4", types="x", latitude=1, long="y"),
+    ]
+    slow = SlowPath(monkeypatch)
+    assert_same_rows(Roll.of(records))
+    assert slow.calls == 3
+
+
 def test_records_that_keep_failing_cost_the_slow_path_not_a_bisection_each(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
