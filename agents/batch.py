@@ -136,15 +136,15 @@ class Batch:
     def _parse(self, message: Record) -> Payment:
         return parse_payment(message.value, int(self.now_ms), LIMITS)
 
-    async def add_payment(self, message: Record) -> None:
-        """A record of ``payments.raw``."""
+    def add_payment(self, message: Record) -> Awaitable[None] | None:
+        """A record of ``payments.raw``; its dead letter to await, if it is refused.
+        Synchronous: a payment that is decided (nearly all) builds no coroutine."""
         try:
             payment, rekeyed = parse_keyed_payment(
                 message.key, message.value, int(self.now_ms), LIMITS
             )
         except InvalidPayment as exc:
-            await dead_letter(message, exc.reason, exc.detail)
-            return
+            return dead_letter(message, exc.reason, exc.detail)
         produced_ms = int(message.timestamp * 1000)
         # Another group-by's rule counts it: forward it (most payments have nowhere to go).
         for record_key in rulebook.regroup_keys(payment):
@@ -155,20 +155,24 @@ class Batch:
             card = payment.card_id
             record_key = group_record_key(CARD_GROUP, card)
             self._forward(record_key, card_partition(card, self.partitions), produced_ms, payment)
-            return
+            return None
         if not payment.card_id:  # an event without a card (a login) has only its other keys
-            return
+            return None
         refused = self._decide_for_card(produced_ms, payment)
         if refused is not None:
-            await dead_letter(message, refused.reason, refused.detail)
+            return dead_letter(message, refused.reason, refused.detail)
+        return None
 
     def _forward(self, record_key: str, partition: int, produced_ms: int, payment: Payment) -> None:
         forwarded = Forwarded(record_key, produced_ms, payment)
         self.forwards.setdefault(partition, []).append(forwarded)
 
-    async def add_forwarded(self, message: Record) -> None:
+    def add_forwarded(self, message: Record) -> Awaitable[None] | None:
         """A record of the repartition topic: a batch of forwarded payments (or, from a
         version before those, one payment keyed by group or re-keyed by card)."""
+        return self._add_forwarded(message)
+
+    async def _add_forwarded(self, message: Record) -> None:
         if message.key == FORWARDED_BATCH_KEY:
             try:
                 items = decode_forwarded(message.value or b"")
@@ -424,9 +428,14 @@ class _ForwardedPayment:
         return self.payment.to_json()
 
 
+# Decides one record into a batch: ``Batch.add_payment`` or ``Batch.add_forwarded``. What it
+# returns, when not None, is still to be awaited for that record (its dead letters).
+Add = Callable[[Batch, Record], Awaitable[None] | None]
+
+
 async def decide_batch(
     agent: str,
-    add: Callable[[Batch, Record], Awaitable[None]],
+    add: Add,
     messages: Sequence[Record],
     *,
     replayable: bool = True,
@@ -449,7 +458,9 @@ async def decide_batch(
             await deadlines.begin(batch, (card_state, group_state))
             for message in messages:
                 try:
-                    await add(batch, message)
+                    pending = add(batch, message)
+                    if pending is not None:
+                        await pending
                 except Exception as exc:  # as guarded does (cancellation is no Exception)
                     await guarded(agent, message, _raise(exc))
             sent = await batch.finish(generation)
@@ -459,7 +470,7 @@ async def decide_batch(
     return sent
 
 
-def batch_agent(topic: Any, name: str, add: Callable[[Batch, Record], Awaitable[None]]) -> Any:
+def batch_agent(topic: Any, name: str, add: Add) -> Any:
     """An agent of ``topic`` whose records are decided in batches with ``add``.
 
     The consumer hands it each fetched partition batch (``app.batch_handlers``); the

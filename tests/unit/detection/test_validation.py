@@ -14,9 +14,12 @@ from hypothesis import strategies as st
 
 from app.detection.models import PAYMENT_FIELDS, iso_from_ms, ms_from_iso
 from app.detection.validation import (
+    _PLAIN_DECODER,
     _STRINGS_DECODER,
     InvalidPayment,
     Limits,
+    _parse_any,
+    _plain_payment,
     parse_keyed_payment,
     parse_payment,
     refuse_pan_in_key,
@@ -392,3 +395,96 @@ def test_a_card_number_in_the_bin_in_any_spelling_is_refused_as_one(literal: str
         parse_payment(with_raw_field("bin", literal), NOW_MS)
     assert caught.value.reason == "pan_in_field" and "'bin'" in caught.value.detail
     assert not any(c.isdecimal() for c in caught.value.detail)
+
+
+def _outcome(parse: Any) -> object:
+    """A payment, or the reason and detail of its refusal."""
+    try:
+        return parse()
+    except InvalidPayment as exc:
+        return (exc.reason, exc.detail)
+
+
+# Values a producer might put in any of a plain record's string fields: usual ones, and the
+# ones each check of the general path refuses (whitespace, lengths at and past the limit,
+# card numbers in several spellings, bad amounts, codes and times, non-ASCII text).
+_field_values = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "\u2003",
+            "\t x ",
+            "a" * 128,
+            "a" * 129,
+            "é" * 128,
+            "é" * 129,
+            "4111111111111111",
+            "tok_4111 1111 1111 1111",
+            "x\u0034111111111111111",
+            "1000",
+            "1000.1234567",
+            "-1",
+            "NaN",
+            " 12.5 ",
+            "1e3",
+            "1_000",
+            "1000000000001",
+            "EUR",
+            "eur",
+            "FR",
+            "XX",
+            "5411",
+            "\u0665\u0664\u0661\u0661",
+            "541",
+            iso_from_ms(NOW_MS),
+            iso_from_ms(NOW_MS + 3_600_000),
+            "2026-12-05T10:00:00",
+            "2026-13-05T10:00:00Z",
+            "1995-01-01T00:00:00Z",
+            "411111",
+            "41111122",
+            "4111x1",
+        ]
+    ),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    changed=st.dictionaries(st.sampled_from([*PAYMENT_FIELDS, "bin"]), _field_values, max_size=3),
+    ensure_ascii=st.booleans(),
+)
+def test_a_plain_record_is_decided_as_the_general_path_decides_it(
+    changed: dict[str, str], ensure_ascii: bool
+) -> None:
+    # The fast path (msgspec straight into a struct of the eleven strings) must accept the
+    # same records as the general one, give the same payment and refuse with the same
+    # reason and detail: the DLQ and the alerts cannot tell which path a record took.
+    raw = json.dumps(good(**changed), ensure_ascii=ensure_ascii).encode()
+    limits = Limits()
+    general = _outcome(lambda: _parse_any(raw, NOW_MS, limits))
+    assert _outcome(lambda: parse_payment(raw, NOW_MS, limits)) == general
+    tight = Limits(max_amount=Decimal("999.99"), max_amount_decimals=1)
+    assert _outcome(lambda: parse_payment(raw, NOW_MS, tight)) == _outcome(
+        lambda: _parse_any(raw, NOW_MS, tight)
+    )
+
+
+def test_a_plain_payment_takes_the_fast_path() -> None:
+    # What producers send decodes into the struct and is decided there, to the payment the
+    # general path gives; a card number, a whitespace identifier or another field does not.
+    raw = encode(good())
+    plain = _PLAIN_DECODER.decode(raw)
+    payment = _plain_payment(plain, raw, NOW_MS, Limits())
+    assert payment is not None and payment == _parse_any(raw, NOW_MS, Limits())
+    for refused in (encode(good(ip=" ")), encode(good(merchant_id="m 4111111111111111"))):
+        assert _plain_payment(_PLAIN_DECODER.decode(refused), refused, NOW_MS, Limits()) is None
+    with_bin = encode(good(bin="411111"))
+    payment = _plain_payment(_PLAIN_DECODER.decode(with_bin), with_bin, NOW_MS, Limits())
+    assert payment is not None and payment.bin == "411111"
+    assert payment == _parse_any(with_bin, NOW_MS, Limits())
+    for other in (good(lat="1"), good(type="payment"), good(amount=5), good(bin=411111)):
+        with pytest.raises(msgspec.DecodeError):
+            _PLAIN_DECODER.decode(encode(other))
