@@ -25,7 +25,10 @@ As, and as the clock the newest event time they hold, a lower bound of the parti
 first time a batch needs it after a rebalance or a restart (a new consumer generation), and
 after a batch that did not reach its write (the index may then be ahead of the store). A
 rebuild reads every key of the partition's store a chunk at a time, yielding to the event
-loop between chunks, under the partition's lock like the batch that asks for it.
+loop between chunks, under the partition's lock like the batch that asks for it. A stored
+state that cannot be decoded is left out of the index, logged with its key and counted
+(``fraud_internal_errors``), as the per-record path does with it (that path then
+dead-letters each payment of the key as ``internal_error``); the partition goes on.
 
 Nothing here reads the wall clock: a partition that receives nothing more alerts nothing
 (``docs/reference/rule-format.md#absence``).
@@ -43,9 +46,11 @@ from typing import TYPE_CHECKING, Any
 from agents.decisions import LATENESS_MS, recent_alert_ids
 from app.detection.keys import split_group_record_key
 from app.detection.kinds import absence
+from app.detection.pan import redact_text
 from app.detection.rulebook import CARD_GROUP, rulebook
 from app.detection.rules import AbsenceRule, Rule
 from app.detection.state import KeyState
+from app.worker.failures import failures
 from app.worker.faust_app import app
 from tables import card_state
 from tables.store import Table, decode_value, store_of
@@ -56,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK = 1000  # keys read between two turns of the event loop when an index is rebuilt
+CORRUPT_LOGGED = 10  # undecodable states logged one by one per rebuild (then only counted)
 # What a stored state holding an absence rule's state contains (msgspec writes no spaces).
 _ABSENCE_TAG = b'"k":"absence"'
 
@@ -126,7 +132,7 @@ async def _begin(batch: Batch, table: Table, part: _Partition | None) -> _Partit
         generation = app.consumer_generation_id
         if part is None or not part.active or part.dirty or part.generation != generation:
             part = _Partition(active=True, generation=generation)
-            await _rebuild(table, batch.partition, part)
+            await _rebuild(batch.agent, table, batch.partition, part)
         part.dirty = True
         part.previous = None
     part.batch = weakref.ref(batch)
@@ -134,10 +140,11 @@ async def _begin(batch: Batch, table: Table, part: _Partition | None) -> _Partit
     return part
 
 
-async def _rebuild(table: Table, partition: int, part: _Partition) -> None:
-    """The partition's deadlines and clock from its stored states."""
+async def _rebuild(agent: str, table: Table, partition: int, part: _Partition) -> None:
+    """The partition's deadlines and clock from its stored states (an undecodable one left
+    out, logged and counted)."""
     store = store_of(table)
-    timers, after, keys = part.timers, None, 0
+    timers, after, keys, corrupt = part.timers, None, 0, 0
     while True:
         chunk = store.items_of(partition, after, CHUNK)
         if not chunk:
@@ -146,8 +153,15 @@ async def _rebuild(table: Table, partition: int, part: _Partition) -> None:
         for raw_key, raw in chunk:
             if _ABSENCE_TAG not in raw:
                 continue
-            table_key = decode_value(raw_key)
-            state = KeyState.from_json(decode_value(raw))
+            try:
+                table_key = decode_value(raw_key)
+                state = KeyState.from_json(decode_value(raw))
+            except Exception as exc:
+                corrupt += 1
+                _undecodable(
+                    agent, table, partition, raw_key, exc, log_it=corrupt <= CORRUPT_LOGGED
+                )
+                continue
             _, rules = _rules_of(table, table_key)
             due = absence.next_due(state, rules, LATENESS_MS)
             timers.schedule(table_key, due)
@@ -156,12 +170,33 @@ async def _rebuild(table: Table, partition: int, part: _Partition) -> None:
                 timers.advance(state.newest_ts)
         await asyncio.sleep(0)
     log.info(
-        "absence deadlines of %s[%d] rebuilt: %d keys pending, clock %s",
+        "absence deadlines of %s[%d] rebuilt: %d keys pending, clock %s, %d undecodable states",
         table.name,
         partition,
         keys,
         timers.clock,
+        corrupt,
     )
+
+
+def _undecodable(
+    agent: str, table: Table, partition: int, key: bytes | str, exc: Exception, *, log_it: bool
+) -> None:
+    """A stored state that cannot be decoded: counted as the per-record path counts it (an
+    internal error of ``agent``), logged with its key (any card number in it masked) unless
+    ``log_it`` is false; its key is left out of the deadlines."""
+    failures.internal_errors[(agent, type(exc).__name__)] += 1
+    if log_it:
+        text = key.decode(errors="replace") if isinstance(key, bytes) else key
+        log.error(
+            "%s: the stored state of key %s in %s[%d] cannot be decoded (%s): its absence"
+            " deadlines are left out; each payment of the key goes to the DLQ as internal_error",
+            agent,
+            redact_text(text),
+            table.name,
+            partition,
+            type(exc).__name__,
+        )
 
 
 def _reschedule(batch: Batch, table: Table, part: _Partition, table_key: str) -> None:
@@ -187,7 +222,11 @@ def _fire(batch: Batch, table: Table, part: _Partition, produced_at_ms: int) -> 
             if raw is None:
                 continue  # forgotten since (the sweep, a deleted rule)
             entry = _Key(table, raw, KeyState())
-            entry.state = decoded_states.take(where, raw) or entry.stored_state()
+            try:
+                entry.state = decoded_states.take(where, raw) or entry.stored_state()
+            except Exception as exc:  # written by another since the index was built
+                _undecodable(batch.agent, table, batch.partition, table_key, exc, log_it=True)
+                continue
             recent_alert_ids.mark_used(entry.state, key, rules)
             batch.keys[where] = entry
         alerts = absence.fire_due(
