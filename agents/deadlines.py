@@ -17,8 +17,9 @@ The batch path (``agents.batch``) calls it three times:
   state join the batch's, so they go through the same commit protocol
   (``app.worker.checkpoint``): the alert is acknowledged by Kafka before the state that
   resolved its A is written.
-- ``written`` once the batch's state is written (the commit's step 3): every written
-  key is rescheduled from what was written, and the partition's index is clean again.
+- ``written`` once the batch's state is written (the commit's step 3): the key decided
+  last is rescheduled (every other one was, before the payment after it), and the
+  partition's index is clean again.
 
 The index lives in memory. It is rebuilt from the partition's stored states (their pending
 As, and as the clock the newest event time they hold, a lower bound of the partition's) the
@@ -41,7 +42,7 @@ import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agents.decisions import LATENESS_MS, recent_alert_ids
 from app.detection.keys import split_group_record_key
@@ -199,8 +200,8 @@ def _undecodable(
         )
 
 
-def _reschedule(batch: Batch, table: Table, part: _Partition, table_key: str) -> None:
-    entry = batch.keys.get((str(table.name), table_key))
+def _reschedule(batch: Batch, table: Table | str, part: _Partition, table_key: str) -> None:
+    entry = batch.keys.get((str(table if isinstance(table, str) else table.name), table_key))
     if entry is not None:
         _, rules = _rules_of(table, table_key)
         part.timers.schedule(table_key, absence.next_due(entry.state, rules, LATENESS_MS))
@@ -209,11 +210,14 @@ def _reschedule(batch: Batch, table: Table, part: _Partition, table_key: str) ->
 def _fire(batch: Batch, table: Table, part: _Partition, produced_at_ms: int) -> None:
     """Alert every key whose deadline the clock passed; their alerts and states join the
     batch's."""
+    due = part.timers.pop_due()
+    if not due:
+        return  # only deadlines rescheduled since (the usual case: a B came in time)
     from agents.batch import _Key, decoded_states  # noqa: PLC0415 (batch imports this module)
 
     clock = part.timers.clock
     assert clock is not None
-    for table_key in part.timers.pop_due():
+    for table_key in due:
         key, rules = _rules_of(table, table_key)
         where = (str(table.name), table_key)
         entry = batch.keys.get(where)
@@ -238,14 +242,15 @@ def _fire(batch: Batch, table: Table, part: _Partition, produced_at_ms: int) -> 
         part.timers.schedule(table_key, absence.next_due(entry.state, rules, LATENESS_MS))
 
 
-def written(batch: Batch, states: Sequence[tuple[tuple[str, str], Any, KeyState]]) -> None:
-    """``batch`` wrote ``states`` ((table name, key), bytes, state): reschedule them; the
-    partition's index matches its store again."""
-    for (table_name, table_key), _, state in states:
-        part = _partitions.get((table_name, batch.partition))
-        if part is not None and part.active:
-            _, rules = _rules_of(table_name, table_key)
-            part.timers.schedule(table_key, absence.next_due(state, rules, LATENESS_MS))
-    for part in _partitions.values():
+def written(batch: Batch) -> None:
+    """``batch``'s states are written: its partitions' indexes match their stores again.
+    Every key the batch decided was rescheduled from its state before the batch's next
+    payment on its table (or when it alerted) but the last one, rescheduled here. (``fit``
+    may yet have shed a pending A from a written state: its deadline stays, earlier than
+    the key's next one, and only makes ``_fire`` look at the key once for nothing.)"""
+    for (table_name, _), part in _partitions.items():
         if part.batch is not None and part.batch() is batch:
+            if part.active and part.previous is not None:
+                _reschedule(batch, table_name, part, part.previous)
+                part.previous = None
             part.dirty = False

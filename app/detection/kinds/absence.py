@@ -94,12 +94,22 @@ def _absence_rules(
 def next_due(state: KeyState, rules: Sequence[Rule], lateness_ms: int) -> int | None:
     """The earliest partition clock at which ``fire_due`` would alert on the key (it alerts
     once the clock is past this time); None if nothing is pending."""
+    held = state.rules
+    if not held:
+        return None
     due = None
-    for rule, rule_state in _absence_rules(state, rules):
+    # ``_absence_rules`` inlined: this runs after every payment a batch decides.
+    for rule in rules:
+        if not isinstance(rule, AbsenceRule) or rule.status == "paused":
+            continue
+        rule_state = held.get(rule.rule_id)
+        if rule_state is None or rule_state.version != rule.version:
+            continue
         for e in rule_state.pool:
             if e[4] != "b":
                 at = e[0] + rule.window_ms + lateness_ms
-                due = at if due is None else min(due, at)
+                if due is None or at < due:
+                    due = at
                 break  # the pool is in event-time order: its first pending A is the earliest
     return due
 
