@@ -278,3 +278,18 @@ def test_a_worker_refuses_a_bad_absence_rule_naming_the_field_and_keeps_the_last
     outcome = book.apply(RULE.rule_id.encode(), json.dumps(bad).encode())
     assert outcome.startswith("poison: not_followed_by[0]")
     assert book.rules[RULE.rule_id] == RULE
+
+
+def test_a_deadline_that_moves_later_costs_no_heap_entry_and_keys_come_due_in_order() -> None:
+    timers = absence.Timers()
+    timers.advance(0)
+    for n in range(5_000):  # a busy key: each payment's B resolves the A before it
+        timers.schedule("busy", 1_000 + n)
+    timers.schedule("quiet", 3_000)
+    timers.schedule("early", 2_000)
+    assert len(timers.heap) == 3, "one entry per key, not one per payment"
+    assert not timers.advance(1_000)
+    assert timers.advance(5_999) and timers.pop_due() == ["early", "quiet"]
+    assert len(timers.heap) == 1, "the busy key's entry waits again at its deadline"
+    timers.advance(7_000)
+    assert timers.pop_due() == ["busy"] and not timers.heap and not timers.pop_due()
