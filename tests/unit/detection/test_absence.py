@@ -9,6 +9,7 @@ exactly the oracle's for that order (tests/oracle.py), whether the states stay i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from app.detection.rulebook import RuleBook
 from app.detection.rules import AbsenceRule, RuleError, parse_rule
 from app.detection.state import AbsenceState
 from app.history.backtest import Replay
+from app.rules_admin.topic import load_rule_file
 from tests import factories
 from tests.oracle import absence_oracle
 from tests.unit.detection.streams import (
@@ -293,3 +295,13 @@ def test_a_deadline_that_moves_later_costs_no_heap_entry_and_keys_come_due_in_or
     assert len(timers.heap) == 1, "the busy key's entry waits again at its deadline"
     timers.advance(7_000)
     assert timers.pop_due() == ["busy"] and not timers.heap and not timers.pop_due()
+
+
+def test_the_broad_absence_bench_is_the_default_rules_and_an_absence_on_every_payment() -> None:
+    root = Path(__file__).resolve().parents[3]
+    defaults = load_rule_file(root / "app" / "rules_admin" / "default_rules.yaml")
+    *rules, broad = load_rule_file(root / "bench" / "default_and_broad_absence.yaml")
+    assert rules == defaults
+    assert isinstance(broad, AbsenceRule) and broad.status == "active"
+    payment = factories.payment("tok_x", "t1", "12.50", 0)
+    assert broad.is_a(payment) and broad.is_b(payment)
