@@ -371,7 +371,7 @@ class Batch:
             """The inspection tables and counters, once the state is written."""
             for where, encoded, state in keep:
                 decoded_states.put(where, encoded, state)
-            deadlines.written(self, keep)
+            deadlines.written(self)
             for (card_id, _), (ts_s, count) in self.high_value.items():
                 current_event_time.set(ts_s)
                 high_value_counts[card_id] += count

@@ -94,12 +94,22 @@ def _absence_rules(
 def next_due(state: KeyState, rules: Sequence[Rule], lateness_ms: int) -> int | None:
     """The earliest partition clock at which ``fire_due`` would alert on the key (it alerts
     once the clock is past this time); None if nothing is pending."""
+    held = state.rules
+    if not held:
+        return None
     due = None
-    for rule, rule_state in _absence_rules(state, rules):
+    # ``_absence_rules`` inlined: this runs after every payment a batch decides.
+    for rule in rules:
+        if not isinstance(rule, AbsenceRule) or rule.status == "paused":
+            continue
+        rule_state = held.get(rule.rule_id)
+        if rule_state is None or rule_state.version != rule.version:
+            continue
         for e in rule_state.pool:
             if e[4] != "b":
                 at = e[0] + rule.window_ms + lateness_ms
-                due = at if due is None else min(due, at)
+                if due is None or at < due:
+                    due = at
                 break  # the pool is in event-time order: its first pending A is the earliest
     return due
 
@@ -155,17 +165,23 @@ def _alert(rule: AbsenceRule, ctx: Context, entry: Entry, clock_ms: int) -> Aler
 @dataclass
 class Timers:
     """One partition's event-time clock and the next deadline of each of its keys with a
-    pending A, so that time passing visits only the keys whose deadline passed. Stale
-    entries (a key rescheduled or resolved since) are skipped when they come up; the heap
-    is rebuilt when they outnumber the live ones, which bounds it by twice the keys with a
-    pending A (plus a constant)."""
+    pending A, so that time passing visits only the keys whose deadline passed.
+
+    Each such key has an entry in the heap no later than its deadline (``queued``, the
+    earliest of its entries). A deadline that moves later (a B resolved the A, the next A
+    comes later), what nearly every payment on a busy key does, costs a dict update: the
+    key's entry is requeued at its deadline only when it comes up. Entries of keys resolved
+    or rescheduled earlier since are skipped when they come up; the heap is rebuilt when it
+    holds more than twice the keys with a pending A (plus a constant), which bounds it."""
 
     clock: int | None = None
     due: dict[str, int] = field(default_factory=dict)
+    queued: dict[str, int] = field(default_factory=dict)
     heap: list[tuple[int, str]] = field(default_factory=list)
 
     def advance(self, ts_ms: int) -> bool:
-        """A payment of ``ts_ms`` was decided on the partition: whether some key is due."""
+        """A payment of ``ts_ms`` was decided on the partition: whether some key may be due
+        (``pop_due`` says which)."""
         if self.clock is None or ts_ms > self.clock:
             self.clock = ts_ms
         return bool(self.heap) and self.heap[0][0] < self.clock
@@ -175,22 +191,35 @@ class Timers:
         if due is None:
             self.due.pop(key, None)
             return
-        if self.due.get(key) == due:
-            return
         self.due[key] = due
+        queued = self.queued.get(key)
+        if queued is not None and queued <= due:
+            return  # its entry comes up first, and is requeued then
+        self.queued[key] = due
         heapq.heappush(self.heap, (due, key))
         if len(self.heap) > 2 * len(self.due) + 1024:
             self.heap = [(d, k) for k, d in self.due.items()]
             heapq.heapify(self.heap)
+            self.queued = dict(self.due)
 
     def pop_due(self) -> list[str]:
         """The keys due at the clock, each once, in deadline order (then key order);
         forgotten until ``schedule`` names them again."""
-        keys: list[str] = []
-        heap, clock = self.heap, self.clock
+        found: list[tuple[int, str]] = []
+        heap, clock, queued = self.heap, self.clock, self.queued
         while heap and clock is not None and heap[0][0] < clock:
-            due, key = heapq.heappop(heap)
-            if self.due.get(key) == due:
+            at, key = heapq.heappop(heap)
+            if queued.get(key) != at:
+                continue  # not the key's earliest entry (it came up, or the key was rebuilt)
+            del queued[key]
+            due = self.due.get(key)
+            if due is None:
+                continue  # nothing pending any more
+            if due < clock:
                 del self.due[key]
-                keys.append(key)
-        return keys
+                found.append((due, key))
+            else:  # its deadline moved later since: wait for it
+                queued[key] = due
+                heapq.heappush(heap, (due, key))
+        found.sort()
+        return [key for _, key in found]

@@ -5,6 +5,7 @@ a batch that moved the clock never wrote."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ import agents.batch as batch_module
 from agents import deadlines
 from app.detection.models import Payment
 from app.detection.rules import AbsenceRule
+from app.worker.failures import Failures
 from tables.store import encode_key
 from tests import factories
 from tests.unit.agents.test_batch import NOW, World, world  # noqa: F401 (the fixture)
@@ -96,3 +98,28 @@ def test_a_batch_that_never_wrote_leaves_the_deadlines_to_be_rebuilt_from_the_st
 def test_without_an_absence_rule_nothing_is_indexed(world: World) -> None:  # noqa: F811
     decide(world, [factories.payment("tok_x", "a", "600", NOW)])
     assert all(not part.active for part in deadlines._partitions.values())
+
+
+def test_a_corrupt_stored_state_is_counted_and_left_out_and_the_partition_goes_on(
+    absent: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    counted = Failures()
+    monkeypatch.setattr(deadlines, "failures", counted)
+    monkeypatch.setattr("agents.delivery.failures", counted)
+    decide(absent, [factories.payment("tok_x", "a", "600", NOW)])
+    # A state holding an absence rule's state that does not decode; then a restart, so the
+    # deadlines are rebuilt from the store.
+    absent.card_state.data.values["tok_bad"] = b'{"r":{"%s":{"k":"absence","v":' % (
+        RULE.rule_id.encode()
+    )
+    monkeypatch.setattr(deadlines, "_partitions", {})
+    tick = factories.payment("tok_y", "tick", "10", PAST_DUE)
+    on_bad = factories.payment("tok_bad", "c", "10", PAST_DUE)
+    with caplog.at_level(logging.ERROR):
+        assert decide(absent, [tick, on_bad]) is not None, "the batch is decided, not refetched"
+    (alert,) = [x for x in absent.published if x.rule_id == RULE.rule_id]
+    assert alert.txn_ids == ("a",), "the other keys' deadlines were rebuilt"
+    assert absent.dead == [("1", "internal_error")], "the bad key's payment, as before"
+    assert sum(counted.internal_errors.values()) == 2  # the rebuild's and the payment's
+    assert any("tok_bad" in r.getMessage() for r in caplog.records if r.name == deadlines.__name__)
+    assert absent.card_state.data.values["tok_bad"].startswith(b'{"r":'), "left as it was"

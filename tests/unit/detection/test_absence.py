@@ -9,6 +9,7 @@ exactly the oracle's for that order (tests/oracle.py), whether the states stay i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from app.detection.rulebook import RuleBook
 from app.detection.rules import AbsenceRule, RuleError, parse_rule
 from app.detection.state import AbsenceState
 from app.history.backtest import Replay
+from app.rules_admin.topic import load_rule_file
 from tests import factories
 from tests.oracle import absence_oracle
 from tests.unit.detection.streams import (
@@ -278,3 +280,28 @@ def test_a_worker_refuses_a_bad_absence_rule_naming_the_field_and_keeps_the_last
     outcome = book.apply(RULE.rule_id.encode(), json.dumps(bad).encode())
     assert outcome.startswith("poison: not_followed_by[0]")
     assert book.rules[RULE.rule_id] == RULE
+
+
+def test_a_deadline_that_moves_later_costs_no_heap_entry_and_keys_come_due_in_order() -> None:
+    timers = absence.Timers()
+    timers.advance(0)
+    for n in range(5_000):  # a busy key: each payment's B resolves the A before it
+        timers.schedule("busy", 1_000 + n)
+    timers.schedule("quiet", 3_000)
+    timers.schedule("early", 2_000)
+    assert len(timers.heap) == 3, "one entry per key, not one per payment"
+    assert not timers.advance(1_000)
+    assert timers.advance(5_999) and timers.pop_due() == ["early", "quiet"]
+    assert len(timers.heap) == 1, "the busy key's entry waits again at its deadline"
+    timers.advance(7_000)
+    assert timers.pop_due() == ["busy"] and not timers.heap and not timers.pop_due()
+
+
+def test_the_broad_absence_bench_is_the_default_rules_and_an_absence_on_every_payment() -> None:
+    root = Path(__file__).resolve().parents[3]
+    defaults = load_rule_file(root / "app" / "rules_admin" / "default_rules.yaml")
+    *rules, broad = load_rule_file(root / "bench" / "default_and_broad_absence.yaml")
+    assert rules == defaults
+    assert isinstance(broad, AbsenceRule) and broad.status == "active"
+    payment = factories.payment("tok_x", "t1", "12.50", 0)
+    assert broad.is_a(payment) and broad.is_b(payment)
