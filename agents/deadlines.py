@@ -156,7 +156,7 @@ async def _rebuild(agent: str, table: Table, partition: int, part: _Partition) -
                 continue
             try:
                 table_key = decode_value(raw_key)
-                state = KeyState.from_json(decode_value(raw))
+                state = KeyState.from_bytes(raw)
             except Exception as exc:
                 corrupt += 1
                 _undecodable(
