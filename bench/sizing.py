@@ -75,9 +75,10 @@ PAYMENT_SIZED = ("payments", "repartition", "dlq")
 @dataclass(frozen=True)
 class Inputs:
     # One worker, the shipped default rules, archive on, on 2 cores shared with the
-    # broker: bench/results/pipeline.json (make bench).
-    per_worker: int = 32_472
-    cpu_per_100k: float = 2.79
+    # broker: bench/results/pipeline_capacity_final.json (make bench's capacity run; the
+    # lower of two quiet runs, 36 990 and 38 441 payments/s).
+    per_worker: int = 36_990
+    cpu_per_100k: float = 2.41
     headroom: float = 1.5  # plan for this times the rate
     # A payment record on Kafka (key, value, batch overhead); the generator's are ~296 B.
     payment_bytes: int = 400
