@@ -167,12 +167,9 @@ class Batch:
         forwarded = Forwarded(record_key, produced_ms, payment)
         self.forwards.setdefault(partition, []).append(forwarded)
 
-    def add_forwarded(self, message: Record) -> Awaitable[None] | None:
+    async def add_forwarded(self, message: Record) -> None:
         """A record of the repartition topic: a batch of forwarded payments (or, from a
         version before those, one payment keyed by group or re-keyed by card)."""
-        return self._add_forwarded(message)
-
-    async def _add_forwarded(self, message: Record) -> None:
         if message.key == FORWARDED_BATCH_KEY:
             try:
                 items = decode_forwarded(message.value or b"")

@@ -5,6 +5,7 @@ Pure and synchronous; the agent forwards every rejection to the DLQ.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -48,15 +49,10 @@ def _reject_constant(name: str) -> Any:
     raise InvalidPayment("non_finite_number", f"JSON constant {name} is not allowed")
 
 
-_QUANTA: dict[int, Decimal] = {}
-
-
+@functools.cache
 def _quantum(decimals: int) -> Decimal:
     """``10 ** -decimals``, built once per setting rather than per payment."""
-    quantum = _QUANTA.get(decimals)
-    if quantum is None:
-        quantum = _QUANTA[decimals] = Decimal(1).scaleb(-decimals)
-    return quantum
+    return Decimal(1).scaleb(-decimals)
 
 
 def parse_amount(value: object, limits: Limits = Limits()) -> Decimal:
