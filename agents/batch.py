@@ -51,7 +51,7 @@ from app.worker.checkpoint import StateWrite, commit
 from app.worker.faust_app import app, settings
 from app.worker.liveness import liveness
 from app.worker.stats import stats
-from app.worker.transport import Record
+from app.worker.transport import MessageRecord, Record
 from tables import WINDOW_S, card_state, current_event_time, group_state, high_value_counts
 from tables.store import Table, deciding, encode_value, partition_locks, store_of
 
@@ -145,7 +145,7 @@ class Batch:
             )
         except InvalidPayment as exc:
             return dead_letter(message, exc.reason, exc.detail)
-        produced_ms = int(message.timestamp * 1000)
+        produced_ms = message.timestamp
         # Another group-by's rule counts it: forward it (most payments have nowhere to go).
         for record_key in rulebook.regroup_keys(payment):
             partition = key_partition(record_key, self.partitions)
@@ -210,7 +210,7 @@ class Batch:
             # Validated before forwarding; only the wall-clock age bound can have moved.
             await dead_letter(message, exc.reason, exc.detail)
             return
-        refused = self._decide_forwarded(int(message.timestamp * 1000), text, *group, payment)
+        refused = self._decide_forwarded(message.timestamp, text, *group, payment)
         if refused is not None:
             await dead_letter(message, refused.reason, refused.detail)
 
@@ -417,7 +417,7 @@ class _ForwardedPayment:
     def __init__(self, record: Record, item: Forwarded) -> None:
         self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
         self.key = item.record_key.encode()
-        self.timestamp = item.produced_ms / 1000
+        self.timestamp = item.produced_ms
         self.payment = item.payment
 
     @property
@@ -492,7 +492,7 @@ def batch_agent(topic: Any, name: str, add: Add) -> Any:
         await rulebook.loaded.wait()
         await listbook.loaded.wait()
         async for event in stream.events():
-            await guarded(name, event.message, handle_one(event.message))
+            await guarded(name, event.message, handle_one(MessageRecord(event.message)))
 
     app.batch_handlers[topic.get_topic_name()] = handle_batch
     return app.agent(topic, name=name)(agent)

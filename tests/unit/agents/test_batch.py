@@ -27,7 +27,8 @@ from app.detection.keys import card_partition, group_record_key, key_partition
 from app.detection.models import Alert, Payment
 from app.detection.rulebook import RuleBook
 from app.detection.rules import SEED_RULE, parse_rule
-from app.worker.transport import Sent
+from app.worker.stats import WorkerStats
+from app.worker.transport import MessageRecord, Sent
 from tables.store import decode_value, encode_key
 from tests import factories
 
@@ -150,7 +151,7 @@ class World:
             offset=offset,
             key=(payment.card_id if key is None else key).encode(),
             value=payment.to_json(),
-            timestamp=payment.ts_ms / 1000,
+            timestamp=payment.ts_ms,
             headers=[],
         )
 
@@ -316,3 +317,27 @@ def test_payments_are_forwarded_to_the_partitions_of_their_groups(world: World) 
     assert forwarded[card_key] == (card_partition("tok_g", partitions), "g0")
     # The re-keyed payment is decided on its card's partition, not here.
     assert "tok_g" not in world.card_state.data.values
+
+
+def test_decision_latency_and_alerts_count_from_the_records_kafka_timestamp(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fetched records carry Kafka's timestamp in milliseconds; a payment produced 250 ms
+    # ago is decided about 250 ms after it, not decades (seconds read as milliseconds).
+    fresh = WorkerStats()
+    monkeypatch.setattr(batch_module, "stats", fresh)
+    produced_ms = int(time.time() * 1000) - 250
+    messages = [world.payments_message(p, n) for n, p in enumerate(burst("tok_t", 3))]
+    for message in messages:
+        message.timestamp = produced_ms
+    asyncio.run(world._decide(messages))
+    slowest_ms = fresh.decision_latency.get_max_value() / 1000
+    assert 250 <= slowest_ms < 5_000
+    assert [a.trigger_produced_at_ms for a in world.published] == [produced_ms]
+
+
+def test_a_record_of_fausts_per_message_path_keeps_its_time_in_milliseconds() -> None:
+    message = SimpleNamespace(
+        topic="payments.raw", partition=1, offset=9, key=b"k", value=b"{}", timestamp=1.25
+    )
+    assert MessageRecord(message).timestamp == 1250

@@ -118,10 +118,6 @@ class PipelinedConsumer:
         self.app.should_stop = False
         self.sought: list[int] = []
 
-    @staticmethod
-    def _batch_record(record: Any) -> Any:
-        return record
-
     async def seek_wait(self, partitions: dict[TP, int]) -> None:
         self.sought.extend(partitions.values())
 
