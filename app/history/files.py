@@ -159,6 +159,15 @@ class Archive:
 _UNIQUE_TEXT = frozenset({"txn_id", "alert_id"})
 
 
+def use_system_memory_pool() -> None:
+    """Arrow's buffers in this process from the C library's allocator, not Arrow's bundled
+    jemalloc: the archive's process calls it before its first roll. jemalloc hands each roll's
+    freed pages back to the kernel (its decay) and the next roll faults them in again: 0.2 to
+    0.75 CPU-s of system time per 400 000 payments, varying run to run, where the system
+    allocator's stays at 0.2-0.28 (``bench.archive_cost``, ``docs/performance.md``)."""
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def _write_options(schema: pa.Schema) -> dict[str, Any]:
     """zstd (its default level), and dictionaries for the text columns whose values repeat
     (cards, accounts, merchants, currencies, ...), not for numbers, times and unique ids,
