@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 from agents.archive import Archiver, archive_consumer, archive_once
 from app.history.evidence import open_archive
 from app.history.files import use_system_memory_pool
+from app.worker import collector
 from app.worker.faust_app import settings
 from app.worker.stats import stats
 
@@ -93,7 +94,9 @@ async def _archive_until(expect: int) -> dict[str, Any]:
 
 
 def child(expect: int) -> None:
-    use_system_memory_pool()  # as the archive's process does (agents.archive_child)
+    # As the archive's process does (agents.archive_child).
+    collector.tune()
+    use_system_memory_pool()
     print(json.dumps(asyncio.run(_archive_until(expect))), flush=True)
 
 

@@ -12,6 +12,7 @@ import faust
 from app.delivery.backoff import Retry
 from app.detection.rulebook import rulebook
 from app.rules_admin.topic import bootstrap_servers
+from app.worker import collector
 from app.worker.failures import failures
 from app.worker.kafka_security import faust_credentials
 from app.worker.partition_check import (
@@ -177,10 +178,12 @@ async def freeze_startup_objects() -> None:
     """Leave the objects made at start-up (Faust, aiokafka, pycountry's tables: ~100 000)
     out of every later garbage collection: a full collection walked them all, ~70 ms
     on this machine, in the middle of whichever batch it hit. ``gc.freeze`` is CPython's
-    tool for exactly this; the pauses that remain are in ``/stats`` (``gc``)."""
+    tool for exactly this; the pauses that remain are in ``/stats`` (``gc``). Then the
+    collector waits for batches to come and go (``app.worker.collector``)."""
     gc.callbacks.append(stats.gc_pauses)
     gc.collect()
     gc.freeze()
+    collector.tune()
 
 
 @app.task  # type: ignore[untyped-decorator]
