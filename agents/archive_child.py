@@ -56,9 +56,10 @@ def die_with(parent: int) -> None:
 
 
 def exit_if_orphaned(parent: int) -> None:
-    """Go as the kernel's SIGKILL would (no final roll: nothing is lost) if ``parent`` went."""
+    """SIGKILL itself, as the kernel would have (no final roll: nothing is lost), if
+    ``parent`` went."""
     if os.getppid() != parent:
-        os._exit(1)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Pipe:
