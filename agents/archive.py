@@ -4,7 +4,9 @@ A consumer of its own (group ``<app id>-archive``), beside Faust's, so the archi
 holds detection back and detection never holds the archive back: each of them commits
 its own offsets. Per partition, records gather in a buffer (``app.history.rolling``) that
 rolls into files by size or time; the files are written whole (``app.history.files``),
-and only then is the partition's offset committed.
+and only then is the partition's offset committed. It all runs in a process of its own
+(``agents.archive_child``), which the worker's ``archive_topics`` task starts and supervises
+(below), so that the archive's CPU is not taken from the event loop that decides payments.
 
 The archive never deletes a file. It once deleted, on assignment, every file at or past the
 group's committed offset so that a replay could write it afresh; but a group without
@@ -269,8 +271,9 @@ ARCHIVE_CHILD = "agents.archive_child"
 # A clean stop waits this long for the child's final roll (10 s at most, then its
 # consumer's leave) before it kills the child; what that roll held is archived next start.
 CHILD_STOP_S = 30.0
-# The longest line the child writes (it cuts its log messages well below this).
-CHILD_LINE_BYTES = 64 * 1024
+# The longest line read from the child, well above the longest it writes (a log message of
+# 8 000 characters and a traceback of 16 000, each escaped by JSON to 12 bytes at most).
+CHILD_LINE_BYTES = 1024 * 1024
 
 
 class ArchiveProcessDied(Exception):

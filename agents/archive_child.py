@@ -38,7 +38,7 @@ from app.worker.stats import stats
 # Seconds between two looks at the counters (and at the parent's pid).
 REPORT_S = 0.5
 # A log message and its traceback are cut to these many characters (the tail of a traceback
-# names the error): a line stays far below the worker's limit (CHILD_LINE_BYTES).
+# names the error): a line stays below the worker's limit (CHILD_LINE_BYTES) whatever they hold.
 MESSAGE_CHARS = 8000
 EXC_CHARS = 16000
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

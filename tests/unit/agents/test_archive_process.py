@@ -113,7 +113,9 @@ def test_a_log_record_of_the_child_is_written_by_the_worker_as_its_own() -> None
 
 def test_a_long_message_is_cut_so_a_line_stays_bounded() -> None:
     out = io.BytesIO()
-    record = logging.LogRecord("x", logging.ERROR, "", 1, "%s", ("9" * 10**6,), None)
+    text = "\U0001f4b3" * 10**6  # the most bytes JSON escapes a character to
+    record = logging.LogRecord("x", logging.ERROR, "", 1, "%s", (text,), None)
+    record.exc_text = text
     ToWorker(Pipe(out)).emit(record)
     assert len(out.getvalue()) < archive.CHILD_LINE_BYTES
 
