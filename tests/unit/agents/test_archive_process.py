@@ -184,3 +184,33 @@ def test_the_archive_process_goes_at_once_if_its_parent_went_before_it_could_ask
     assert (done.returncode, done.stdout.strip()) == (
         (0, "still here") if parent_is_right else (-signal.SIGKILL, "")
     )
+
+
+def test_a_card_number_in_an_archive_failure_is_masked_in_the_worker_log_too() -> None:
+    # The child's archive loop logs its failures with the redacted traceback (Retry); the
+    # worker writes the forwarded record as it is, so the mask holds in the worker's log.
+    out = io.BytesIO()
+    child_side = ToWorker(Pipe(out))
+    archive.log.addHandler(child_side)
+    failed: list[bool] = []
+
+    async def fails_once() -> None:
+        if not failed:
+            failed.append(True)
+            raise ValueError("bad record for card 4111 1111 1111 1111")
+
+    try:
+        asyncio.run(archive.archive_retry.run(fails_once))
+    finally:
+        archive.log.removeHandler(child_side)
+        archive.archive_retry.recovered()
+    written = Lines()
+    archive.log.addHandler(written)
+    try:
+        for line in out.getvalue().splitlines():
+            ChildProgress(pid=4242).log(json.loads(line)["log"])
+    finally:
+        archive.log.removeHandler(written)
+    assert len(written.lines) == 1 and "archive failed, nothing is lost" in written.lines[0]
+    assert "ValueError: bad record for card" in written.lines[0]
+    assert "4111 1111 1111 1111" not in written.lines[0]
