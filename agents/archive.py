@@ -321,7 +321,7 @@ class ChildProgress:
         logger = logging.getLogger(str(entry["name"]))
         if not logger.isEnabledFor(level):
             return
-        created = float(entry["created"])
+        created, path = float(entry["created"]), str(entry.get("pathname", ""))
         record = logging.makeLogRecord(
             {
                 "name": logger.name,
@@ -333,6 +333,11 @@ class ChildProgress:
                 "msecs": (created - int(created)) * 1000,
                 "process": self.pid,
                 "processName": "archive",
+                "pathname": path,
+                "filename": os.path.basename(path),
+                "module": os.path.splitext(os.path.basename(path))[0],
+                "lineno": int(entry.get("lineno", 0)),
+                "funcName": str(entry.get("funcName", "")),
             }
         )
         logger.handle(record)

@@ -63,7 +63,9 @@ def exit_if_orphaned(parent: int) -> None:
 
 
 class Pipe:
-    """The worker's end: one JSON line per message, whole, from any thread."""
+    """The worker's end: one JSON line per message, whole, from any thread. A write blocks
+    only while the pipe's kernel buffer is full, that is while the worker does not read it:
+    the archive then waits for the worker rather than hold lines in memory."""
 
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
@@ -97,6 +99,10 @@ class ToWorker(logging.Handler):
                 "msg": record.getMessage()[:MESSAGE_CHARS],
                 "exc": exc,
                 "created": record.created,
+                # Where it was logged, for a handler whose format asks.
+                "pathname": record.pathname,
+                "lineno": record.lineno,
+                "funcName": record.funcName,
             }
             self.pipe.send({"log": entry})
         except Exception:
@@ -128,6 +134,7 @@ async def report(pipe: Pipe, parent: int) -> None:
 
 
 async def run(pipe: Pipe, parent: int) -> None:
+    """The archive's loop until SIGTERM or SIGINT (then its final roll), reporting meanwhile."""
     loop = asyncio.get_running_loop()
     work = asyncio.create_task(archive_retry.run(archive_session))
     stopping = asyncio.Event()

@@ -27,7 +27,8 @@ from app.worker.faust_app import settings
 from app.worker.stats import stats
 
 REPO = Path(__file__).resolve().parents[3]
-FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s]: %(message)s"  # the worker's (mode's)
+# The worker's (mode's), and where a record was logged, for a handler whose format asks.
+FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s]: %(message)s (%(module)s:%(lineno)d)"
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +89,7 @@ def test_a_log_record_of_the_child_is_written_by_the_worker_as_its_own() -> None
         raise ConnectionError("broker down")
     except ConnectionError:
         record = logging.LogRecord(
-            "agents.archive", logging.ERROR, __file__, 1, "archive failed: %s", ("x",), None
+            "agents.archive", logging.ERROR, __file__, 17, "archive failed: %s", ("x",), None
         )
         record.exc_info = sys.exc_info()
     expected = Lines().format(record).replace(f"[{os.getpid()}]", "[4242]")
