@@ -4,7 +4,9 @@ A consumer of its own (group ``<app id>-archive``), beside Faust's, so the archi
 holds detection back and detection never holds the archive back: each of them commits
 its own offsets. Per partition, records gather in a buffer (``app.history.rolling``) that
 rolls into files by size or time; the files are written whole (``app.history.files``),
-and only then is the partition's offset committed.
+and only then is the partition's offset committed. It all runs in a process of its own
+(``agents.archive_child``), which the worker's ``archive_topics`` task starts and supervises
+(below), so that the archive's CPU is not taken from the event loop that decides payments.
 
 The archive never deletes a file. It once deleted, on assignment, every file at or past the
 group's committed offset so that a replay could write it afresh; but a group without
@@ -21,9 +23,15 @@ are skipped by the consumer's ``auto_offset_reset`` (earliest), and the files st
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import os
+import signal
+import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -31,12 +39,13 @@ from aiokafka.structs import OffsetAndMetadata
 
 from agents.decisions import LIMITS
 from app.delivery.backoff import Retry
+from app.detection.pan import redact_text_cut
 from app.history.evidence import open_archive
 from app.history.files import Archive, ArchivedFile
 from app.history.resume import Covered, Resume, resume
 from app.history.rolling import PartitionBuffer
 from app.rules_admin.topic import bootstrap_servers
-from app.worker.faust_app import app, settings
+from app.worker.faust_app import app, configured_log_level, settings
 from app.worker.kafka_security import kafka_options
 from app.worker.stats import stats
 
@@ -246,6 +255,7 @@ async def archive_session() -> None:
             await archive_once(archiver)
             archive_retry.recovered()  # progress: the next failure is a new outage
             stats.archive_failing_since = None
+            stats.archive_turns += 1
     except asyncio.CancelledError:
         # A clean stop archives what it holds rather than leave it to the next start.
         await asyncio.shield(_final_roll(archiver))
@@ -254,7 +264,170 @@ async def archive_session() -> None:
         await consumer.stop()
 
 
+# The archive runs in a process of its own (``agents.archive_child``), supervised from here.
+# Everything above runs in that process; the worker's event loop keeps its core for the
+# decisions (issue 21: the consumer's per-record unpacking alone was ~5 % of it).
+ARCHIVE_CHILD = "agents.archive_child"
+# A clean stop waits this long for the child's final roll (10 s at most, then its
+# consumer's leave) before it kills the child; what that roll held is archived next start.
+CHILD_STOP_S = 30.0
+# The longest line read from the child, well above the longest it writes (a log message of
+# 8 000 characters and a traceback of 16 000, each escaped by JSON to 12 bytes at most).
+CHILD_LINE_BYTES = 1024 * 1024
+
+
+class ArchiveProcessDied(Exception):
+    """The archive's process exited while the worker ran (a crash, OOM, a kill)."""
+
+
+# The child's own failures are retried in it (archive_retry); a death is retried here, with
+# the same policy, and shows in /healthz as the archive failing until the new child archives.
+child_retry = Retry(
+    "archive process died, nothing is lost",
+    base=0.5,
+    cap=30.0,
+    log=log,
+    level=logging.ERROR,
+    on_failure=_archive_failing,
+)
+
+
+@dataclass
+class ChildProgress:
+    """What one archive process reported so far: its counters start at zero, the worker's
+    go on across its restarts."""
+
+    pid: int
+    rows: int = 0
+    files: int = 0
+
+    def take(self, report: dict[str, Any]) -> None:
+        rows, files = int(report["rows"]), int(report["files"])
+        stats.archived_rows += rows - self.rows
+        stats.archived_files += files - self.files
+        self.rows, self.files = rows, files
+        failing_s = report["failing_s"]
+        if failing_s is not None:
+            if stats.archive_failing_since is None:
+                stats.archive_failing_since = time.monotonic() - float(failing_s)
+        elif int(report["turns"]) > 0:  # it archives (a child still starting says nothing)
+            stats.archive_failing_since = None
+            child_retry.recovered()
+
+    def log(self, entry: dict[str, Any]) -> None:
+        """A log record of the child, through the worker's own loggers and handlers: the same
+        format (with the child's pid) and the same destination as the worker's lines."""
+        level = int(entry["level"])
+        logger = logging.getLogger(str(entry["name"]))
+        if not logger.isEnabledFor(level):
+            return
+        created, path = float(entry["created"]), str(entry.get("pathname", ""))
+        record = logging.makeLogRecord(
+            {
+                "name": logger.name,
+                "levelno": level,
+                "levelname": logging.getLevelName(level),
+                "msg": str(entry["msg"]),
+                "exc_text": entry.get("exc") or None,
+                "created": created,
+                "msecs": (created - int(created)) * 1000,
+                "process": self.pid,
+                "processName": "archive",
+                "pathname": path,
+                "filename": os.path.basename(path),
+                "module": os.path.splitext(os.path.basename(path))[0],
+                "lineno": int(entry.get("lineno", 0)),
+                "funcName": str(entry.get("funcName", "")),
+            }
+        )
+        logger.handle(record)
+
+    async def read(self, lines: asyncio.StreamReader) -> None:
+        """The child's lines until it closes its end (it exited)."""
+        while True:
+            try:
+                line = await lines.readline()
+            except ValueError:  # longer than CHILD_LINE_BYTES: dropped (a bug of the child)
+                log.error("archive: process %d wrote a line too long, dropped", self.pid)
+                continue
+            if not line:
+                return
+            try:
+                message = json.loads(line)
+                if "progress" in message:
+                    self.take(message["progress"])
+                else:
+                    self.log(message["log"])
+            except (ValueError, TypeError, KeyError):
+                # Not its protocol (stray output of a library): shown, not obeyed.
+                log.warning(
+                    "archive: process %d: %s",
+                    self.pid,
+                    redact_text_cut(line.decode(errors="replace").rstrip(), slice(500)),
+                )
+
+
+def exit_reason(code: int) -> str:
+    """``code 1``, ``signal SIGKILL``: how a process ended, from its return code."""
+    if code >= 0:
+        return f"code {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
+async def stop_child(child: asyncio.subprocess.Process) -> int:
+    """Ask the child to stop (its final roll), wait ``CHILD_STOP_S``, then kill it."""
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(child.wait(), CHILD_STOP_S)
+    except TimeoutError:
+        log.error("archive: process %d did not stop in %.0f s, killed", child.pid, CHILD_STOP_S)
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        return await child.wait()
+
+
+async def archive_child_session(command: list[str] | None = None) -> None:
+    """One archive process, supervised until it exits (raises) or the worker stops.
+
+    Spawned from the event loop's thread: the child's ``PR_SET_PDEATHSIG`` fires when the
+    thread that forked it ends, so a SIGKILLed worker takes its archive process along.
+    """
+    command = command or [
+        sys.executable,
+        "-m",
+        ARCHIVE_CHILD,
+        str(os.getpid()),
+        str(configured_log_level()),
+    ]
+    child = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        limit=CHILD_LINE_BYTES,
+    )
+    assert child.stdout is not None
+    progress = ChildProgress(child.pid)
+    reading = asyncio.create_task(progress.read(child.stdout))
+    try:
+        code = await child.wait()
+    except asyncio.CancelledError:
+        # A clean stop: the child archives what it holds (as the loop did in the worker).
+        await asyncio.shield(stop_child(child))
+        raise
+    finally:
+        # Its last lines (the final roll's count, why it died), then nothing is left behind.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(reading), 5)
+        reading.cancel()
+    log.error("archive: process %d exited (%s)", child.pid, exit_reason(code))
+    raise ArchiveProcessDied(f"exit code {code}")
+
+
 @app.task  # type: ignore[untyped-decorator]
 async def archive_topics() -> None:
     if settings.archive_enabled:
-        await archive_retry.run(archive_session)
+        await child_retry.run(archive_child_session)

@@ -4,7 +4,8 @@
 
 * **capacity**: ``--backlog`` payments (default 500 000) produced before a fresh worker
   starts; payments decided per second from its first decision to its last, and the
-  worker's CPU seconds per 100 000 payments, once per rule file in ``--capacity-rules``
+  worker's CPU seconds per 100 000 payments (its archive process's, ``agents.archive_child``,
+  included: a worker's CPU here is its process tree's), once per rule file in ``--capacity-rules``
   (default: the seed rule alone, then the shipped default rules);
 * **latency**: the generator offering ``--rates`` for ``--duration`` seconds each to a fresh
   worker, ``--repeat`` times per rate (Faust's fetch timing once made runs bimodal, so one
@@ -18,7 +19,8 @@
   shipped) and off (``--low-rate-archive``, default ``both``), ``--low-rate-repeat`` runs
   each (``--low-rate 0``: none). Nothing
   polls the worker meanwhile (``/stats`` is read before and after), and the CPU of each of
-  its threads is kept too (``/proc/<pid>/task``): at a low rate most of a worker's CPU is
+  its threads (and its archive process's, ``child-<pid>/…``) is kept too
+  (``/proc/<pid>/task``): at a low rate most of a worker's CPU is
   not payments.
 
 Tables are printed; the raw numbers go to ``bench/results/pipeline.json`` and, for the
@@ -82,12 +84,58 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of all its descendants so far, live or ended: a
+    worker's own and its archive process's (``agents.archive_child``), a restarted one's
+    included (an ended child's CPU is in its parent's cutime and cstime once it is reaped).
+    Reads every /proc/<pid>/stat, ~1.5 ms."""
+    total = 0.0
+    for member in descendants(pid, with_self=True):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile: counted in its parent's cutime once reaped
+            continue
+        total += sum(int(f) for f in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
+    return total
+
+
+def descendants(pid: int, *, with_self: bool = False) -> list[int]:
+    """The pids of a process's live descendants (its archive process), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found if with_self else found[1:]
+
+
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """User + system CPU of each thread of a process so far, by thread: ``main`` (the event
     loop), or the thread's name with its id (Python threads share the process's name, so
-    those are ``<name>-<tid>``; RocksDB names its own)."""
+    those are ``<name>-<tid>``; RocksDB names its own). The threads of its live descendants
+    (a worker's archive process) are ``child-<pid>/<label>``."""
+    found = _threads_of(pid, "")
+    for child in descendants(pid):
+        found.update(_threads_of(child, f"child-{child}/"))
+    return found
+
+
+def _threads_of(pid: int, prefix: str) -> dict[str, float]:
     found: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:  # the process ended meanwhile
+        return found
+    for task in tasks:
         try:
             stat = (task / "stat").read_text()
         except OSError:  # the thread ended meanwhile
@@ -95,7 +143,7 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
         name = stat.split("(", 1)[1].rsplit(")", 1)[0]
         fields = stat.rsplit(")", 1)[1].split()
         label = "main" if task.name == str(pid) else f"{name}-{task.name}"
-        found[label] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        found[prefix + label] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return found
 
 
@@ -294,8 +342,8 @@ def decided(ports: list[int]) -> tuple[int, list[dict[str, Any]]]:
 
 
 def profiler(pid: int, name: str) -> subprocess.Popen[bytes] | None:
-    """py-spy sampling the worker (all threads, collapsed stacks) into ``name``.txt when
-    --profile is set."""
+    """py-spy sampling the worker and its archive process (all threads, collapsed stacks)
+    into ``name``.txt when --profile is set."""
     directory = PROFILE[0]
     if directory is None:
         return None
@@ -312,6 +360,7 @@ def profiler(pid: int, name: str) -> subprocess.Popen[bytes] | None:
             "--rate",
             "100",
             "--threads",
+            "--subprocesses",
             "--output",
             str(target),
         ],
@@ -350,7 +399,7 @@ class Share:
         self.total = self.snapshot["processed"] + self.snapshot["dlq_total"]
         activity: int = self.total + self.snapshot["grouped_processed"]
         if now is not None and activity > self.activity:
-            self.cpu_last = cpu_seconds(self.pid)
+            self.cpu_last = tree_cpu_seconds(self.pid)
             if self.at_first is None:
                 self.first_at, self.at_first = now, (self.total, self.cpu_last)
             self.last_at = now
@@ -358,7 +407,7 @@ class Share:
         return activity
 
     def begin(self, now: float) -> None:
-        self.cpu_last = cpu_seconds(self.pid)
+        self.cpu_last = tree_cpu_seconds(self.pid)
         self.at_begin = (self.total, self.cpu_last)
         if self.activity:
             self.first_at = self.last_at = now
@@ -472,7 +521,7 @@ def drain(
     # Cores busy over the drain and its final commits (probes cannot be read back in time).
     window = time.time() - began
     cores = {name: round((read() - before[name]) / window, 2) for name, read in readers.items()}
-    spent = sum(cpu_seconds(share.pid) - share.at_begin[1] for share in shares)
+    spent = sum(tree_cpu_seconds(share.pid) - share.at_begin[1] for share in shares)
     cores["workers"] = round(spent / window, 2)
     stop_profiler(sampler)
     elapsed = max(share.last_at or began for share in shares) - began
@@ -604,24 +653,24 @@ def run_low_rate(
         time.sleep(5)  # the archive's roll, the changelog sends: what follows the warm-up
         # Idle: no payment, nothing polling the worker.
         sampler = profiler(pid, f"{label}-idle")
-        cpu, threads = cpu_seconds(pid), thread_cpu_seconds(pid)
+        cpu, threads = tree_cpu_seconds(pid), thread_cpu_seconds(pid)
         time.sleep(duration)
         idle_cpu, idle_threads = (
-            cpu_seconds(pid) - cpu,
+            tree_cpu_seconds(pid) - cpu,
             thread_delta(thread_cpu_seconds(pid), threads),
         )
         stop_profiler(sampler)
         # At the rate: from the first payment offered to the last decided.
         before = merged_latency(decided([port])[1])
         sampler = profiler(pid, f"{label}-{rate}")
-        cpu, threads = cpu_seconds(pid), thread_cpu_seconds(pid)
+        cpu, threads = tree_cpu_seconds(pid), thread_cpu_seconds(pid)
         began = asyncio.run(offer(stack.bootstrap, topic, payloads[WARM_UP:], rate))
         done, snapshots = decided([port])
         while done < total + WARM_UP and time.time() < began + duration * 10 + 60:
             time.sleep(0.05)
             done, snapshots = decided([port])
         busy_cpu, busy_threads = (
-            cpu_seconds(pid) - cpu,
+            tree_cpu_seconds(pid) - cpu,
             thread_delta(thread_cpu_seconds(pid), threads),
         )
         elapsed = time.time() - began

@@ -193,6 +193,14 @@ async def keep_root_logger_at_its_level() -> None:
     ``log.debug`` (aiokafka logs each send) then builds a LogRecord. Profiled: 5 % of
     the worker's CPU. The configured handler keeps its level, so output is unchanged."""
     root = logging.getLogger()
+    level = configured_log_level()
+    if root.level < level:
+        root.setLevel(level)
+
+
+def configured_log_level() -> int:
+    """The level of the worker's configured log handler (``-l``), Faust's spinner aside:
+    what the root logger keeps (above), and what the archive's process logs at."""
+    root = logging.getLogger()
     levels = [h.level for h in root.handlers if type(h).__name__ != "SpinnerHandler" and h.level]
-    if levels and root.level < min(levels):
-        root.setLevel(min(levels))
+    return min(levels) if levels else root.getEffectiveLevel()

@@ -148,6 +148,7 @@ class WorkerStats:
     archived_rows: int = 0  # rows written to the Parquet archive (agents.archive)
     archived_files: int = 0
     archive_failing_since: float | None = None  # monotonic; None while it archives
+    archive_turns: int = 0  # its consumer's rounds done (the archive's process reports them)
     duplicates: int = 0
     late: int = 0
     # Events keys forgot at FRAUD_MAX_KEY_EVENTS (app.detection.engine._bound).

@@ -53,7 +53,7 @@ def settings_of(row: Plan) -> dict[str, Any]:
         "topic_replication": row.inputs.replication,
         "partitions": row.partitions,
         "desired_count": row.workers,
-        "worker_cpu": 1024,
+        "worker_cpu": 1024 * row.vcpus_per_worker,  # the worker and its archive's process
         "lag_scale_out_threshold": row.scale_out_lag,
         "lag_scale_in_threshold": row.scale_in_lag,
     }
