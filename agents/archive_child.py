@@ -33,6 +33,8 @@ import time
 from typing import IO, Any
 
 from agents.archive import archive_retry, archive_session
+from app.history.files import use_system_memory_pool
+from app.worker import collector
 from app.worker.stats import stats
 
 # Seconds between two looks at the counters (and at the parent's pid).
@@ -158,9 +160,20 @@ async def run(pipe: Pipe, parent: int) -> None:
         pipe.send({"progress": progress()})  # the final roll's rows
 
 
+def tune_process() -> None:
+    """What the archive's loop costs depends on two process-wide settings: the collector's
+    young threshold, as the worker's (``app.worker.collector``: a fetch of 2 000 records
+    otherwise sets off collections), and Arrow's allocator (``use_system_memory_pool``: the
+    rolls' pages otherwise go back to the kernel and fault in again). ``bench.archive_loop``
+    calls it too, so the benchmark measures what runs."""
+    collector.tune()
+    use_system_memory_pool()
+
+
 def main(argv: list[str]) -> None:
     parent, level = int(argv[0]), int(argv[1])
     die_with(parent)
+    tune_process()
     # The protocol owns standard output; anything else printed goes to standard error.
     pipe = Pipe(os.fdopen(os.dup(1), "wb"))
     os.dup2(2, 1)

@@ -16,9 +16,8 @@ from typing import Any
 import pyarrow.dataset as ds
 
 from agents.archive import Archiver, archive_consumer, archive_once
+from agents.archive_child import tune_process
 from app.history.evidence import open_archive
-from app.history.files import use_system_memory_pool
-from app.worker import collector
 from app.worker.faust_app import settings
 from app.worker.stats import stats
 
@@ -94,9 +93,7 @@ async def _archive_until(expect: int) -> dict[str, Any]:
 
 
 def child(expect: int) -> None:
-    # As the archive's process does (agents.archive_child).
-    collector.tune()
-    use_system_memory_pool()
+    tune_process()  # as the archive's process does
     print(json.dumps(asyncio.run(_archive_until(expect))), flush=True)
 
 
