@@ -78,12 +78,12 @@ PAYMENT_SIZED = ("payments", "repartition", "dlq")
 class Inputs:
     # One worker, the shipped default rules, archive on, on 2 cores shared with the
     # broker: bench/results/pipeline_capacity_final.json (make bench's capacity run; the
-    # lower of two quiet runs, 36 990 and 38 441 payments/s).
-    per_worker: int = 36_990
-    cpu_per_100k: float = 2.41  # the worker's process tree: its archive process included
-    # Of it, the archive's process (bench.archive_cost: 0.44-0.60 CPU-s per 100 000 payments
-    # on a quiet machine, median 0.48): it runs beside the worker, on its task's vCPUs.
-    archive_cpu_per_100k: float = 0.5
+    # lower of two quiet runs, 45 426 and 45 358 payments/s).
+    per_worker: int = 45_358
+    cpu_per_100k: float = 2.05  # the worker's process tree: its archive process included
+    # Of it, the archive's process (bench.archive_cost: 0.41-0.44 CPU-s per 100 000 payments
+    # on a quiet machine, 5 runs): it runs beside the worker, on its task's vCPUs.
+    archive_cpu_per_100k: float = 0.44
     headroom: float = 1.5  # plan for this times the rate
     # A payment record on Kafka (key, value, batch overhead); the generator's are ~296 B.
     payment_bytes: int = 400

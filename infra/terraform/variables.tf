@@ -226,9 +226,9 @@ variable "worker_ephemeral_storage_gib" {
 }
 
 variable "desired_count" {
-  description = "Workers at the first deployment, and the autoscaling minimum; at most the partition count. The sizing table's workers for the planned rate: 6 for 100 000 payments/s."
+  description = "Workers at the first deployment, and the autoscaling minimum; at most the partition count. The sizing table's workers for the planned rate: 4 for 100 000 payments/s."
   type        = number
-  default     = 6
+  default     = 4
   validation {
     condition     = var.desired_count >= 1 && var.desired_count <= var.partitions
     error_message = "desired_count must be between 1 and partitions: a worker beyond the partition count holds no partition."
