@@ -194,7 +194,7 @@ variable "worker_image" {
 }
 
 variable "worker_cpu" {
-  description = "Fargate CPU units per worker (1024 = 1 vCPU): one Faust worker is one process and decides on one core, so more CPU buys little; add workers instead (the sizing table)."
+  description = "Fargate CPU units per worker (1024 = 1 vCPU): a Faust worker decides on one core (its archive runs beside it in a second process, about a fifth of a vCPU at the per-worker rate), so more CPU buys little; add workers instead (the sizing table)."
   type        = number
   default     = 1024
 }
