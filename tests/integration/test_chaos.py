@@ -277,9 +277,28 @@ def set_max_message_bytes(pipeline: Pipeline, topics: list[str], value: int | No
         admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.stack.bootstrap)
         await admin.start()
         try:
-            configs = {"max.message.bytes": str(value if value is not None else 1048588)}
+            # AlterConfigs (the only alter aiokafka has) replaces a topic's whole set of
+            # overrides: the changelogs' cleanup policy and retention, which the worker
+            # checks at start-up, are sent again as they are, or a restore would find them
+            # reset to the broker's defaults and the worker would refuse to start.
+            described = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+            )
+            kept: dict[str, dict[str, str]] = {
+                str(name): {
+                    str(entry[0]): str(entry[1])
+                    for entry in entries
+                    if entry[0] in ("cleanup.policy", "retention.ms")
+                }
+                for response in described
+                for _, _, _, name, entries in response.resources
+            }
+            limit = {"max.message.bytes": str(value if value is not None else 1048588)}
             await admin.alter_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, t, configs=configs) for t in topics]
+                [
+                    ConfigResource(ConfigResourceType.TOPIC, t, configs={**kept[t], **limit})
+                    for t in topics
+                ]
             )
         finally:
             await admin.close()
