@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bench.pipeline import descendants
 from tests.integration.harness import Pipeline, Worker, http, keyed, produce, run, wait_until
 from tests.integration.test_history import archived, archiving, wait_for_rows
 from tests.integration.test_pipeline import generated_stream
@@ -27,17 +28,13 @@ def archive_children(worker: Worker) -> list[int]:
     """The pids of the worker's live archive processes."""
     assert worker.process is not None
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in descendants(worker.process.pid):
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:  # ended meanwhile
             continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == worker.process.pid and state != "Z" and b"agents.archive_child" in cmdline:
-            found.append(int(entry.name))
+        if not gone(pid) and b"agents.archive_child" in cmdline:
+            found.append(pid)
     return found
 
 

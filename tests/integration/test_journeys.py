@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from bench.pipeline import descendants as process_tree
 from tests import journeys
 from tests.integration.harness import free_port, wait_until
 from tests.journeys import REPO
@@ -49,20 +50,7 @@ def identity(pid: int) -> tuple[int, str] | None:
 
 def descendants(root: int) -> list[tuple[int, str]]:
     """Every live process under ``root``, children of children included."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    found: list[tuple[int, str]] = []
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier}
-        found.extend(ident for pid in frontier if (ident := identity(pid)))
-    return found
+    return [ident for pid in process_tree(root) if (ident := identity(pid))]
 
 
 class Demo:
