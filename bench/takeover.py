@@ -216,7 +216,10 @@ def measure(stack: LocalStack, rate: float, workdir: Path, run: int) -> list[dic
 
         async def step(label: str, action: Any) -> None:
             steps.append((label, time.time()))
-            action()
+            # In a thread: a graceful stop waits for the worker to exit (its archive's last
+            # roll included), and payments must go on being offered meanwhile, or the
+            # partitions it left unserved would see none.
+            await asyncio.to_thread(action)
             await asyncio.sleep(SETTLE_S)
 
         async def until_ready(worker: WorkerProcess) -> None:
