@@ -31,6 +31,9 @@ def active(rule_ids: list[str]) -> list[Rule]:
         ("default_and_first_seen.yaml", ["new-device-high-value"]),
         ("default_and_history.yaml", ["ten-times-usual-spend"]),
         ("default_and_sequence.yaml", ["testing-then-cash-out", "abroad-risky-burst"]),
+        ("default_and_geo_velocity.yaml", ["impossible-travel"]),
+        ("default_and_absence.yaml", ["large-payment-unconfirmed"]),
+        ("default_and_account_sequence.yaml", ["reset-then-payout"]),
     ],
 )
 def test_a_bench_rule_file_is_the_default_rules_and_the_examples_it_names(
